@@ -1,20 +1,110 @@
-"""`rdu-opt`: xdsl-opt with rdu-compiler's dialects, passes and targets."""
+"""`rdu-opt`: xdsl-opt with rdu-compiler's dialects, passes and targets.
 
+Same flags and behaviour as `xdsl-opt`, with two differences users rely on:
+- user errors (bad IR, verifier failure, unknown pass or target, bad pass option, missing
+  input file, failing pass) print one located message on stderr and exit 1, never a Python
+  traceback; a verifier failure names the file, line and column of the offending op;
+- the output file is written only when everything succeeded (never half-written).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import tempfile
 from collections.abc import Sequence
+from io import StringIO
+from typing import IO
+from weakref import WeakKeyDictionary
 
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation
+from xdsl.parser import Parser
+from xdsl.passes import ModulePass
+from xdsl.utils.exceptions import (
+    ArgSpecParseError,
+    DiagnosticException,
+    ParseError,
+    VerifyException,
+)
+from xdsl.utils.lexer import Span
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from tools.universe import DIALECTS, PASSES, TARGETS
 
 
+class UserError(Exception):
+    """An error caused by the user's input or options: reported without a traceback."""
+
+
+class _SpanRecordingParser(Parser):
+    """A parser that remembers where each op was written, to locate verifier errors."""
+
+    def __init__(self, spans: WeakKeyDictionary[Operation, Span], *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._spans = spans
+
+    def parse_operation(self) -> Operation:
+        start = self._current_token.span
+        op = super().parse_operation()
+        self._spans[op] = start
+        return op
+
+
+class _OutputBuffer(StringIO):
+    """Output kept in memory until the run succeeded; xDSL's `run` closes its stream."""
+
+    def close(self) -> None:
+        pass
+
+
+def _first_failing_op(module: ModuleOp) -> tuple[Operation, Exception] | None:
+    """The innermost op whose own verifier fails, in xDSL's verification order."""
+    for op in module.walk(region_first=True):
+        try:
+            op.verify(verify_nested_ops=False)
+        except Exception as error:  # noqa: BLE001 - any verifier failure locates the op
+            return op, error
+    return None
+
+
+def _one_line(op: Operation, limit: int = 160) -> str:
+    text = str(op).split("\n", 1)[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class RduOptMain(xDSLOptMain):
     """xDSL's opt driver, with every upstream dialect and pass plus ours."""
 
+    def __init__(self, description: str = __doc__.split("\n")[0], args=None):
+        self._op_spans: WeakKeyDictionary[Operation, Span] = WeakKeyDictionary()
+        self._output = _OutputBuffer()
+        self._chunk_line_offset = 0
+        self._module: ModuleOp | None = None
+        self._finished_pass: ModulePass | None = None
+        self._running_pass: ModulePass | None = None
+        super().__init__(description=description, args=args)
+
+    # Registration -----------------------------------------------------------------------
+
     def register_all_dialects(self):
+        # Installed, our dialects arrive through the xdsl.universe entry point already.
         super().register_all_dialects()
         for name, factory in DIALECTS.items():
             if name not in self.ctx.registered_dialect_names:
                 self.ctx.register_dialect(name, factory)
+
+    def register_all_frontends(self):
+        super().register_all_frontends()
+
+        def parse_mlir(io: IO[bytes]):
+            parser = _SpanRecordingParser(
+                self._op_spans, self.ctx, io.read(), self.get_input_name()
+            )
+            return parser.parse_module(not self.args.no_implicit_module)
+
+        self.available_frontends["mlir"] = parse_mlir
 
     def register_all_passes(self):
         super().register_all_passes()
@@ -26,9 +116,119 @@ class RduOptMain(xDSLOptMain):
         for name, factory in TARGETS.items():
             self.available_targets.setdefault(name, factory)
 
+    # Pipeline and I/O ---------------------------------------------------------------------
+
+    def setup_pipeline(self):
+        try:
+            super().setup_pipeline()
+        except (ArgSpecParseError, ValueError, TypeError) as error:
+            raise UserError(f"invalid pass pipeline '{self.args.passes}': {error}") from None
+        verify_and_print = self.pipeline.callback
+
+        def tracking_callback(previous, module, next_pass):
+            # Remember which pass ran last and which runs next, to name them in errors.
+            self._module = module
+            self._finished_pass, self._running_pass = previous, None
+            if verify_and_print is not None:
+                verify_and_print(previous, module, next_pass)
+            self._running_pass = next_pass
+
+        self.pipeline = dataclasses.replace(self.pipeline, callback=tracking_callback)
+
+    def get_input_stream(self):
+        try:
+            return super().get_input_stream()
+        except OSError as error:
+            raise UserError(
+                f"cannot read input file '{error.filename}': {error.strerror}"
+            ) from None
+
+    def parse_chunk(self, chunk, file_extension, start_offset=0):
+        self._chunk_line_offset = start_offset
+        self._module = self._finished_pass = self._running_pass = None
+        return super().parse_chunk(chunk, file_extension, start_offset)
+
+    def prepare_output(self) -> IO[str]:
+        # Collected in memory: `run` writes the file only once everything succeeded.
+        return self._output
+
+    def run(self):
+        super().run()
+        self._write_output(self._output.getvalue())
+
+    def _write_output(self, text: str) -> None:
+        path = self.args.output_file
+        if path is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            return
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            with tempfile.NamedTemporaryFile(
+                "w", dir=directory, delete=False, prefix=".rdu-opt-", encoding="utf-8"
+            ) as tmp:
+                tmp.write(text)
+            os.replace(tmp.name, path)
+        except OSError as error:
+            raise UserError(f"cannot write output file '{path}': {error.strerror}") from None
+
+    # Diagnostics ------------------------------------------------------------------------
+
+    def locate(self, op: Operation) -> str:
+        """`file:line:col` of `op`, or of its nearest ancestor written in the input."""
+        node: Operation | None = op
+        while node is not None:
+            span = self._op_spans.get(node)
+            if span is not None:
+                span = dataclasses.replace(span, line_offset=self._chunk_line_offset)
+                location = str(span.get_location())
+                return location if node is op else f"{location} (in this op)"
+            node = node.parent_op()
+        return "<unknown location>"
+
+    def describe_verify_failure(self, error: Exception) -> str:
+        found = _first_failing_op(self._module) if self._module is not None else None
+        after = (
+            f" (after pass '{self._finished_pass.name}')" if self._finished_pass else ""
+        )
+        if found is None:
+            return f"error: {error}{after}"
+        op, op_error = found
+        message = str(op_error).removeprefix("Operation does not verify: ")
+        return (
+            f"{self.locate(op)}: error: '{op.name}' op {message}{after}\n"
+            f"  {_one_line(op)}"
+        )
+
+    def describe_pass_failure(self, error: Exception) -> str:
+        if self._running_pass is None:
+            return f"error: {error}"
+        return f"error: pass '{self._running_pass.name}' failed: {error}"
+
+
+def _report(message: str) -> int:
+    print(message.rstrip("\n"), file=sys.stderr)
+    return 1
+
 
 def main(args: Sequence[str] | None = None) -> int:
-    RduOptMain(args=args).run()
+    try:
+        driver = RduOptMain(args=args)
+    except UserError as error:
+        return _report(f"rdu-opt: error: {error}")
+    try:
+        driver.run()
+    except UserError as error:
+        return _report(f"rdu-opt: error: {error}")
+    except ParseError as error:
+        return _report(str(error))
+    except VerifyException as error:
+        return _report(driver.describe_verify_failure(error))
+    except DiagnosticException as error:
+        return _report(driver.describe_pass_failure(error))
+    except ValueError as error:
+        # xDSL reports an unknown input file extension this way.
+        return _report(f"rdu-opt: error: {error}")
     return 0
 
 

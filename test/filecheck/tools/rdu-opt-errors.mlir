@@ -1,0 +1,36 @@
+// User errors: one located message on stderr, exit 1, never a Python traceback, never a
+// half-written output file.
+
+// RUN: not rdu-opt %s -p no-such-pass 2>&1 | filecheck %s --check-prefixes=UNKNOWN-PASS,ALL
+// UNKNOWN-PASS: rdu-opt: error: invalid pass pipeline 'no-such-pass': Unrecognized passes: ['no-such-pass']
+
+// RUN: not rdu-opt %s -p 'canonicalize{no-such-option=1}' 2>&1 | filecheck %s --check-prefixes=BAD-OPTION,ALL
+// BAD-OPTION: rdu-opt: error: invalid pass pipeline 'canonicalize{no-such-option=1}'
+// BAD-OPTION-SAME: no_such_option
+
+// RUN: not rdu-opt %s -p 'canonicalize{' 2>&1 | filecheck %s --check-prefixes=BAD-SPEC,ALL
+// BAD-SPEC: rdu-opt: error: invalid pass pipeline 'canonicalize{'
+// BAD-SPEC: Expected argument name here
+
+// RUN: not rdu-opt %s.does-not-exist 2>&1 | filecheck %s --check-prefixes=MISSING,ALL
+// MISSING: rdu-opt: error: cannot read input file '{{.*}}.does-not-exist': No such file or directory
+
+// RUN: not rdu-opt %S/inputs/parse-error.mlir 2>&1 | filecheck %s --check-prefixes=PARSE,ALL
+// PARSE: parse-error.mlir:3:19
+// PARSE-NEXT: %1 = arith.addi %0, %0 : i64
+// PARSE: operand is used with type i64, but has been previously used or defined with type i32
+
+// RUN: rm -f %t.out
+// RUN: not rdu-opt %S/inputs/verify-error.mlir -o %t.out 2>&1 | filecheck %s --check-prefixes=VERIFY,ALL
+// RUN: not ls %t.out
+// VERIFY: verify-error.mlir:3:3: error: 'func.return' op Expected arguments to have the same types as the function output types
+// VERIFY-NEXT: func.return
+
+// RUN: not rdu-opt %s -t no-such-target 2>&1 | filecheck %s --check-prefixes=TARGET,ALL
+// TARGET: error: argument -t/--target: invalid choice: 'no-such-target'
+
+// ALL-NOT: Traceback
+
+func.func @ok() {
+  func.return
+}
