@@ -12,7 +12,7 @@ def test_lit_suite():
     bin_dir = os.path.dirname(sys.executable)
     env = dict(os.environ, PATH=os.pathsep.join([bin_dir, os.environ.get("PATH", "")]))
     result = subprocess.run(
-        [sys.executable, "-m", "lit", "-sv", f"-j{os.cpu_count() or 2}", str(SUITE)],
+        [os.path.join(bin_dir, "lit"), "-sv", f"-j{os.cpu_count() or 2}", str(SUITE)],
         capture_output=True,
         text=True,
         env=env,
