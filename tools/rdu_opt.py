@@ -10,9 +10,7 @@ Same flags and behaviour as `xdsl-opt`, with two differences users rely on:
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from io import StringIO
 from typing import IO
@@ -31,11 +29,8 @@ from xdsl.utils.exceptions import (
 from xdsl.utils.lexer import Span
 from xdsl.xdsl_opt_main import xDSLOptMain
 
+from tools.cli import UserError, write_atomically
 from tools.universe import DIALECTS, PASSES, TARGETS
-
-
-class UserError(Exception):
-    """An error caused by the user's input or options: reported without a traceback."""
 
 
 class _SpanRecordingParser(Parser):
@@ -157,20 +152,11 @@ class RduOptMain(xDSLOptMain):
         self._write_output(self._output.getvalue())
 
     def _write_output(self, text: str) -> None:
-        path = self.args.output_file
-        if path is None:
+        if self.args.output_file is None:
             sys.stdout.write(text)
             sys.stdout.flush()
-            return
-        directory = os.path.dirname(os.path.abspath(path))
-        try:
-            with tempfile.NamedTemporaryFile(
-                "w", dir=directory, delete=False, prefix=".rdu-opt-", encoding="utf-8"
-            ) as tmp:
-                tmp.write(text)
-            os.replace(tmp.name, path)
-        except OSError as error:
-            raise UserError(f"cannot write output file '{path}': {error.strerror}") from None
+        else:
+            write_atomically(self.args.output_file, text)
 
     # Diagnostics ------------------------------------------------------------------------
 
