@@ -35,10 +35,18 @@ def run_tool(prog: str, main: Callable[[], int | None]) -> int:
 
 
 def write_atomically(path: str, data: str | bytes) -> None:
-    """Write `path` via a temporary file in the same folder, so it is never half-written."""
+    """Write `path` via a temporary file in the same folder, so it is never half-written.
+
+    A path that exists and is not a regular file (`/dev/null`, a pipe) is written directly:
+    renaming over it would replace the device or pipe with a file.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     mode = "wb" if isinstance(data, bytes) else "w"
     try:
+        if os.path.exists(path) and not os.path.isfile(path):
+            with open(path, mode) as stream:
+                stream.write(data)
+            return
         with tempfile.NamedTemporaryFile(
             mode, dir=directory, delete=False, prefix=f".{os.path.basename(path)}."
         ) as tmp:
