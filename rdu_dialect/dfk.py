@@ -294,6 +294,18 @@ class CallSymbolUser(SymbolUserOpInterface):
                     )
 
 
+class CallCanonicalization(HasCanonicalizationPatternsTrait):
+    """Kernel looping with default options (`passes/kernel_looping.py`, imported lazily: the
+    rewrite lives with the passes), so that `canonicalize` loops consecutive calls unless the
+    module is marked `dfk.no_kernel_looping`."""
+
+    @classmethod
+    def get_canonicalization_patterns(cls) -> tuple[RewritePattern, ...]:
+        from passes.kernel_looping import LoopConsecutiveCalls
+
+        return (LoopConsecutiveCalls(),)
+
+
 @irdl_op_definition
 class CallOp(IRDLOperation):
     """`dfk.call @k(%a, ...) : (T, ...) -> (R, ...)`: one launch of kernel `@k`.
@@ -310,7 +322,7 @@ class CallOp(IRDLOperation):
     callee = prop_def(FlatSymbolRefAttrConstr)
     res = var_result_def()
 
-    traits = traits_def(CallSymbolUser(), KernelLaunchEffect())
+    traits = traits_def(CallSymbolUser(), KernelLaunchEffect(), CallCanonicalization())
 
     assembly_format = "$callee `(` $arguments `)` attr-dict `:` functional-type($arguments, $res)"
 

@@ -31,7 +31,31 @@ def _rdu() -> Dialect:
 
 
 DIALECTS: dict[str, Callable[[], Dialect]] = {"llm": _llm, "dfk": _dfk, "rdu": _rdu}
-PASSES: dict[str, Callable[[], type[ModulePass]]] = {}
+
+
+def _outline_kernels() -> type[ModulePass]:
+    from passes.outline_kernels import OutlineKernels
+
+    return OutlineKernels
+
+
+def _kernel_looping() -> type[ModulePass]:
+    from passes.kernel_looping import KernelLooping
+
+    return KernelLooping
+
+
+def _disable_kernel_looping() -> type[ModulePass]:
+    from passes.kernel_looping import DisableKernelLooping
+
+    return DisableKernelLooping
+
+
+PASSES: dict[str, Callable[[], type[ModulePass]]] = {
+    "outline-kernels": _outline_kernels,
+    "kernel-looping": _kernel_looping,
+    "disable-kernel-looping": _disable_kernel_looping,
+}
 TARGETS: dict[str, Callable[[], type[Target]]] = {}
 
 RDU_UNIVERSE = Universe(all_dialects=DIALECTS, all_passes=PASSES, all_targets=TARGETS)
