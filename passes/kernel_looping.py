@@ -387,8 +387,8 @@ def _stack(
     values: list[SSAValue], anchor: CallOp, subsumed: list[ParamOp], rewriter: PatternRewriter
 ) -> SSAValue:
     """One stacked value of `values`, inserted before `anchor`: the read of a stacked
-    parameter if every value reads a parameter (all of one stacking depth; their params are
-    added to `subsumed`), else a `dfk.stack`."""
+    parameter if every value reads a parameter (all of one stacking depth and shard; their
+    params are added to `subsumed`), else a `dfk.stack`."""
     hint = values[0].name_hint
     params = [
         lookup_symbol(read, read.param.root_reference.data)
@@ -397,7 +397,7 @@ def _stack(
         for v in values
     ]
     if not all(isinstance(p, ParamOp) for p in params) or len(
-        {cast(ParamOp, p).stack_depth for p in params}
+        {(cast(ParamOp, p).stack_depth, cast(ParamOp, p).shard) for p in params}
     ) != 1:
         stacked = rewriter.insert(StackOp(values), InsertPoint.before(anchor)).result
         stacked.name_hint = hint
@@ -406,13 +406,17 @@ def _stack(
     subsumed += params
     stacked_t = stacked_type(params[0].type, len(params))
     sources = ArrayAttr([p.source for p in params])
+    shard = params[0].shard
     name, param = symbol_for(
         anchor,
         _stacked_name([p.sym_name.data for p in params]),
-        lambda s: isinstance(s, ParamOp) and (s.type, s.source) == (stacked_t, sources),
+        lambda s: isinstance(s, ParamOp)
+        and (s.type, s.source, s.shard) == (stacked_t, sources, shard),
     )
     if param is None:
-        param = rewriter.insert(ParamOp(name, stacked_t, sources), InsertPoint.after(params[-1]))
+        param = rewriter.insert(
+            ParamOp(name, stacked_t, sources, shard), InsertPoint.after(params[-1])
+        )
     read = rewriter.insert(WeightOp(cast(ParamOp, param)), InsertPoint.before(anchor)).result
     read.name_hint = hint
     return read

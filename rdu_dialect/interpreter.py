@@ -8,8 +8,21 @@ The math of every llm op is `simulator.numerics.OPS[short name]` (bf16 storage, 
 one rounding per op): this file only binds values to it. Operands go positionally in IR order
 and properties as keywords of the same names, so an llm op whose math is in `OPS` needs no code
 here. What this file adds is what the numerics cannot know: parameter binding by checkpoint
-name, the dfk control structure (kernels, calls, the pipelined loop, stacking), and the
-single-socket meaning of `llm.all_reduce`.
+name, the dfk control structure (kernels, calls, the pipelined loop, stacking), and SPMD
+execution of a module sharded over sockets (`llm.sockets`, docs/tensor_parallelism.md).
+
+SPMD: each rank is an ordinary single-socket interpreter of the same module that binds its own
+shard of every sharded parameter (`#llm.shard`). The ranks run in threads and meet only at
+`llm.all_reduce`, through one exchange (`_AllReduce`): every rank runs the same all-reduces in
+the same order, so the k-th of each rank is one collective; each leaves its part, waits for
+the others and sums all parts in rank order in f32, rounding once (the same bits on every
+rank). A row-split linear (whose result only feeds all-reduces) hands over its unrounded f32
+accumulator, so its sum over the ranks is rounded once, like the unsharded linear. Why threads
+rather than lockstep per op: every op, kernel and loop then runs exactly as on one socket (no
+per-rank variant of any of them), and the only shared state is the exchange.
+`ReferenceEngine` takes and returns whole (unsharded) caches: it cuts each rank's shard out of
+the entry's `llm.shard` arguments and puts the ranks' results back together, checking that
+replicas (replicated KV heads, replicated results such as the logits) agree bit for bit.
 
 Values are numpy arrays (bf16 as `ml_dtypes.bfloat16`), token ids / positions int32 arrays, the
 loop's induction variable a Python int. Everything is value-semantic: `llm.kv_cache_write` uses
@@ -19,12 +32,22 @@ buffer-reuse licence for lowering, not a meaning).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from xdsl.dialects import func
-from xdsl.dialects.builtin import FloatAttr, IntegerAttr, ModuleOp, StringAttr, TensorType, UnitAttr
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DictionaryAttr,
+    FloatAttr,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+    TensorType,
+    UnitAttr,
+)
 from xdsl.interpreter import (
     Interpreter,
     InterpreterFunctions,
@@ -46,18 +69,13 @@ from simulator.weights import WeightSource
 
 __all__ = [
     "ENTRY",
-    "SOCKETS_ATTR",
     "DfkFunctions",
     "LlmFunctions",
+    "Ranks",
     "ReferenceEngine",
     "ReferenceEngineError",
-    "check_single_socket",
     "make_interpreter",
 ]
-
-SOCKETS_ATTR = "llm.sockets"
-"""Module attribute (i64) the sharding pass stamps: how many sockets run the SPMD program.
-Absent or 1 means one socket."""
 
 ENTRY = "decode_step"
 """The entry function a decode-step module must have (docs/decode_step.md)."""
@@ -67,17 +85,21 @@ class ReferenceEngineError(Exception):
     """A module or input the reference cannot run (a user-facing message, not a bug)."""
 
 
-def check_single_socket(module: ModuleOp) -> None:
-    """Refuses a module sharded over more than one socket: the reference cannot run the
-    per-rank shards yet, and nothing may pretend to execute a sharded module."""
-    attr = module.attributes.get(SOCKETS_ATTR)
-    n = attr.value.data if isinstance(attr, IntegerAttr) else 1
-    if n > 1:
-        raise ReferenceEngineError(
-            f"module is sharded over {n} sockets ({SOCKETS_ATTR}): the reference runs sharded "
-            "(SPMD) modules, every rank plus the all-reduces, only once sharding lands; "
-            "not supported until then"
-        )
+class _AllReduce:
+    """Where the ranks' `llm.all_reduce`s meet (see the module doc): each rank leaves its part,
+    all wait, each sums the parts in rank order, and all wait again before any rank may leave
+    the part of its next all-reduce."""
+
+    def __init__(self, sockets: int):
+        self.parts: list[Any] = [None] * sockets
+        self.barrier = threading.Barrier(sockets)
+
+    def __call__(self, rank: int, part: np.ndarray, reduction: str, dtype: np.dtype) -> np.ndarray:
+        self.parts[rank] = part
+        self.barrier.wait()
+        total = numerics.all_reduce(self.parts, reduction=reduction, out_dtype=dtype)
+        self.barrier.wait()
+        return total
 
 
 def _element_dtype(t: Attribute) -> np.dtype:
@@ -113,11 +135,12 @@ def _run_math(
 
 
 class LlmFunctions(InterpreterFunctions):
-    """llm ops. Parameters come from `weights` by checkpoint name, each bound once per
-    interpreter (cached by parameter symbol), so repeated decode steps read them once."""
+    """llm ops of rank `rank` (of `exchange`'s sockets). Parameters come from `weights` by
+    checkpoint name (the rank's shard of a sharded one), each bound once per interpreter
+    (cached by parameter symbol), so repeated decode steps read them once."""
 
-    def __init__(self, weights: WeightSource):
-        self.weights = weights
+    def __init__(self, weights: WeightSource, rank: int, exchange: _AllReduce):
+        self.weights, self.rank, self.exchange = weights, rank, exchange
 
     @impl(llm.WeightOp)
     def run_weight(self, interpreter: Interpreter, op: llm.WeightOp, args: tuple[Any, ...]):
@@ -130,28 +153,42 @@ class LlmFunctions(InterpreterFunctions):
         return (cache[name],)
 
     def _bind(self, param: llm.ParamOp) -> np.ndarray:
-        """The parameter's tensor; a stacked one is its per-slice checkpoint tensors stacked
-        in row-major order of the stacked dims (layers, or layers x experts)."""
+        """The parameter's tensor (this rank's shard of each checkpoint tensor if sharded); a
+        stacked one is its per-slice tensors stacked in row-major order of the stacked dims
+        (layers, or layers x experts)."""
         shape, dtype = param.checkpoint_type.get_shape(), str(param.type.element_type)
-        slices = [self.weights.get(s, shape, dtype) for s in param.flat_sources()]
+        whole, index = shape, None
+        if param.shard is not None:
+            whole = param.shard.whole_shape(shape)
+            index = param.shard.index(shape, self.rank, len(self.exchange.parts))
+        slices = [self.weights.get(s, whole, dtype, index=index) for s in param.flat_sources()]
         if not param.is_stacked:
             return slices[0]
         return np.stack(slices).reshape(param.type.get_shape())
+
+    @impl(llm.LinearOp)
+    def run_linear(self, interpreter: Interpreter, op: llm.LinearOp, args: tuple[Any, ...]):
+        """A linear whose result only feeds all-reduces (a row-split linear) hands them its
+        unrounded f32 accumulator, so that the sum over the ranks is rounded once, as the
+        unsharded linear is (numerics' split-reduction convention)."""
+        uses = op.result.uses
+        if uses and all(isinstance(u.operation, llm.AllReduceOp) for u in uses):
+            return (numerics.linear(*args, accumulate_only=True),)
+        return _run_math(self, interpreter, op, args)
 
     @impl(llm.AllReduceOp)
     def run_all_reduce(
         self, interpreter: Interpreter, op: llm.AllReduceOp, args: tuple[Any, ...]
     ):
-        """One socket: the sum over the single rank (numerics' all_reduce of one part)."""
-        check_single_socket(interpreter.module)
-        return _run_math(self, interpreter, op, args)
+        dtype = _element_dtype(op.result.type)
+        return (self.exchange(self.rank, args[0], op.reduction.data, dtype),)
 
 
 def _register_math_ops() -> None:
     """Every llm op with math in `numerics.OPS` (and no impl above) runs through `_run_math`."""
     for op in llm.LLM.operations:
         short = op.name.removeprefix("llm.")
-        if short in numerics.OPS and op is not llm.AllReduceOp:
+        if short in numerics.OPS and not hasattr(LlmFunctions, f"run_{short}"):
             setattr(LlmFunctions, f"run_{short}", impl(op)(_run_math))
     register_impls(LlmFunctions)
 
@@ -204,12 +241,75 @@ class DfkFunctions(InterpreterFunctions):
         return (args[0][op.index],)
 
 
-def make_interpreter(module: ModuleOp, weights: WeightSource) -> Interpreter:
-    """An interpreter for llm / dfk / func modules with parameters bound from `weights`."""
+def make_interpreter(
+    module: ModuleOp, weights: WeightSource, rank: int = 0, exchange: _AllReduce | None = None
+) -> Interpreter:
+    """An interpreter of rank `rank` of `module` (llm / dfk / func), parameters bound from
+    `weights`. Without `exchange`, the module must run on one socket (a sharded module's
+    all-reduces need every rank: use `Ranks`)."""
+    exchange = exchange or _AllReduce(1)
+    sockets = llm.sockets_of(module)
+    if len(exchange.parts) != sockets:
+        raise ReferenceEngineError(
+            f"module is sharded over {sockets} sockets ({llm.SOCKETS_ATTR}): its all-reduces "
+            "need every rank (run it with Ranks or ReferenceEngine)"
+        )
     interpreter = Interpreter(module)
-    for functions in (FuncFunctions(), BuiltinFunctions(), DfkFunctions(), LlmFunctions(weights)):
+    for functions in (
+        FuncFunctions(),
+        BuiltinFunctions(),
+        DfkFunctions(),
+        LlmFunctions(weights, rank, exchange),
+    ):
         interpreter.register_implementations(functions)
     return interpreter
+
+
+class Ranks:
+    """One interpreter per rank of an SPMD module (one for an unsharded module), meeting at
+    the all-reduces. `call(name, args)` runs function `name` on every rank, `args[r]` being
+    rank r's arguments, and returns every rank's results."""
+
+    def __init__(self, module: ModuleOp, weights: WeightSource):
+        self.sockets = llm.sockets_of(module)
+        self.exchange = _AllReduce(self.sockets)
+        self.interpreters = [
+            make_interpreter(module, weights, rank, self.exchange) for rank in range(self.sockets)
+        ]
+
+    def call(self, name: str, args: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        if self.sockets == 1:
+            return [tuple(self.interpreters[0].call_op(name, args[0]))]
+        results: list[Any] = [None] * self.sockets
+        errors: list[BaseException] = []
+
+        def run(rank: int) -> None:
+            try:
+                results[rank] = tuple(self.interpreters[rank].call_op(name, args[rank]))
+            except BaseException as e:  # noqa: BLE001 - re-raised below, after every rank
+                errors.append(e)
+                self.exchange.barrier.abort()  # the other ranks stop waiting for this one
+
+        threads = [threading.Thread(target=run, args=(r,)) for r in range(self.sockets)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            self.exchange.barrier.reset()
+            raise next(
+                (e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0]
+            )
+        return results
+
+
+def _shards(attrs: ArrayAttr | None, n: int) -> list[llm.ShardAttr | None]:
+    """The `llm.shard` of each of `n` arguments / results (None where there is none)."""
+    if attrs is None:
+        return [None] * n
+    return [
+        d.data.get(llm.SHARD_ATTR) if isinstance(d, DictionaryAttr) else None for d in attrs.data
+    ]
 
 
 class ReferenceEngine:
@@ -218,23 +318,29 @@ class ReferenceEngine:
     `step(tokens, positions, k_cache, v_cache) -> (logits, next_tokens, k_cache, v_cache)`
     with the caches as returned by `new_caches()` or the previous step (never modified in
     place). Shapes and dtypes come from the entry's signature: `batch`, `context`, `vocab`.
+    A sharded module runs on every rank; its caches are still passed and returned whole.
     """
 
     def __init__(self, module: ModuleOp, weights: WeightSource):
-        check_single_socket(module)
         entry = SymbolTable.lookup_symbol(module, ENTRY)
         if not isinstance(entry, func.FuncOp):
             raise ReferenceEngineError(f"module has no func.func @{ENTRY} entry")
         types = entry.function_type.inputs.data
-        if len(types) != 4 or len(entry.function_type.outputs.data) != 4:
+        outputs = entry.function_type.outputs.data
+        if len(types) != 4 or len(outputs) != 4:
             raise ReferenceEngineError(
                 f"@{ENTRY} must take (tokens, positions, k_cache, v_cache) and return "
                 "(logits, next_tokens, k_cache, v_cache)"
             )
-        self.entry = entry
-        self.interpreter = make_interpreter(module, weights)
-        self._arg_types = [(tuple(t.get_shape()), _element_dtype(t)) for t in types]
-        self.batch, self.vocab = entry.function_type.outputs.data[0].get_shape()
+        self.ranks = Ranks(module, weights)
+        self._arg_shards = _shards(entry.arg_attrs, len(types))
+        self._result_shards = _shards(entry.res_attrs, len(outputs))
+        self._local_shapes = [t.get_shape() for t in types]
+        self._arg_types = [
+            (tuple(s.whole_shape(t.get_shape()) if s else t.get_shape()), _element_dtype(t))
+            for t, s in zip(types, self._arg_shards)
+        ]
+        self.batch, self.vocab = outputs[0].get_shape()
         self.context = self._arg_types[2][0][3]
 
     def new_caches(self) -> tuple[np.ndarray, np.ndarray]:
@@ -263,4 +369,37 @@ class ReferenceEngine:
                     f"{what} is {value.dtype} {value.shape}; @{ENTRY} expects {dtype} {shape}"
                 )
             args.append(value)
-        return tuple(self.interpreter.call_op(self.entry, tuple(args)))
+        n = self.ranks.sockets
+        per_rank = [
+            tuple(
+                a[s.index(local, r, n)] if s else a
+                for a, s, local in zip(args, self._arg_shards, self._local_shapes)
+            )
+            for r in range(n)
+        ]
+        results = self.ranks.call(ENTRY, per_rank)
+        return tuple(
+            self._gather([res[j] for res in results], s) for j, s in enumerate(self._result_shards)
+        )
+
+    def _gather(self, parts: list[np.ndarray], shard: llm.ShardAttr | None) -> np.ndarray:
+        """The whole value from every rank's part; replicas must agree bit for bit."""
+        n = self.ranks.sockets
+        shape = parts[0].shape if shard is None else shard.whole_shape(parts[0].shape)
+        whole = np.empty(shape, parts[0].dtype)
+        placed = set()
+        for rank, part in enumerate(parts):
+            block = None if shard is None else shard.block(rank, n)
+            place = (...,) if shard is None else shard.index(part.shape, rank, n)
+            if block not in placed:
+                whole[place] = part
+                placed.add(block)
+            elif not np.array_equal(_bits(whole[place]), _bits(part)):
+                raise ReferenceEngineError(
+                    f"rank {rank} disagrees with the other ranks holding the same values"
+                )
+        return whole
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).view(np.uint8)

@@ -22,6 +22,11 @@ reads one as a value. A stacked parameter lists one checkpoint tensor per slice 
 dims (kernel looping stacks per-layer weights by layout, never by a runtime copy).
 
 Discardable attributes and traits other stages rely on:
+- `llm.sockets = <N> : i64` (`SOCKETS_ATTR`) on the module: the module is one SPMD program that
+  N sockets run, each on its own shard (stamped by `shard-tensor-parallel`; absent means 1).
+  Sharded parameters carry a `#llm.shard` (`ParamOp.shard`), and so do the sharded arguments
+  and results of the entry function (`llm.shard` argument / result attribute), see
+  docs/tensor_parallelism.md;
 - `llm.layer = <i> : i64` (`LAYER_ATTR`) on an op says it belongs to decoder layer `i` (0-based).
   The frontend sets it; passes (kernel outlining) group ops by it; `layer_of(op)` reads it. llm
   ops verify its form when present.
@@ -49,6 +54,7 @@ from xdsl.dialects.builtin import (
     FlatSymbolRefAttrConstr,
     Float32Type,
     FloatAttr,
+    IntAttr,
     IntegerAttr,
     ModuleOp,
     StringAttr,
@@ -93,8 +99,20 @@ from rdu_dialect.symbols import lookup_symbol
 LAYER_ATTR = "llm.layer"
 """Discardable attribute (`IntegerAttr` i64 >= 0) marking the ops of one decoder layer."""
 
+SOCKETS_ATTR = "llm.sockets"
+"""Module attribute (i64 >= 1): how many sockets run the SPMD program (absent means 1)."""
+
+SHARD_ATTR = "llm.shard"
+"""Argument / result attribute (`#llm.shard`) of a function whose value is a per-rank shard."""
+
 DATA_ELEMENT_TYPES = (bf16, f32)
 """Element types of data tensors (activations, weights, caches)."""
+
+
+def sockets_of(module: ModuleOp) -> int:
+    """How many sockets run `module` (its `llm.sockets` stamp; 1 when unstamped)."""
+    attr = module.attributes.get(SOCKETS_ATTR)
+    return attr.value.data if isinstance(attr, IntegerAttr) else 1
 
 
 def layer_of(op: Operation) -> int | None:
@@ -369,6 +387,70 @@ class RopeScalingAttr(ParametrizedAttribute):
         printer.print_string(">")
 
 
+@irdl_attr_definition
+class ShardAttr(ParametrizedAttribute):
+    """Which part of a whole tensor each rank of an SPMD program holds: `#llm.shard<dim = d,
+    parts = p>`.
+
+    The whole tensor is cut along dim `d` into `p` equal blocks; with N = the module's
+    `llm.sockets` (which `p` must divide), rank r holds block `r * p // N`. `p == N` is a
+    plain split (rank r holds block r); `p < N` replicates each block on `N / p` consecutive
+    ranks (K/V heads fewer than sockets), and those replicated bytes are real traffic. The
+    annotated type is the shard's: the whole tensor's dim `d` is `p` times larger.
+    """
+
+    name = "llm.shard"
+
+    dim: IntAttr
+    parts: IntAttr
+
+    def __init__(self, dim: int, parts: int):
+        super().__init__(IntAttr(dim), IntAttr(parts))
+
+    def block(self, rank: int, sockets: int) -> int:
+        """The block rank `rank` of `sockets` holds."""
+        return rank * self.parts.data // sockets
+
+    def whole_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """The whole tensor's shape, given the shard's."""
+        d = self.dim.data
+        return (*shape[:d], shape[d] * self.parts.data, *shape[d + 1 :])
+
+    def index(self, shape: Sequence[int], rank: int, sockets: int) -> tuple[slice, ...]:
+        """Where the shard (of shape `shape`) of rank `rank` lies in the whole tensor."""
+        d, size = self.dim.data, shape[self.dim.data]
+        start = self.block(rank, sockets) * size
+        return (*(slice(None),) * d, slice(start, start + size))
+
+    def check(self, sockets: int, shape: Sequence[int], where: str) -> None:
+        """Raises a VerifyException unless this shards a rank-`len(shape)` tensor over
+        `sockets` sockets."""
+        dim, parts = self.dim.data, self.parts.data
+        if not 0 <= dim < len(shape):
+            raise VerifyException(f"{where}: shard dim {dim} is out of range for rank {len(shape)}")
+        if parts < 1 or sockets % parts:
+            raise VerifyException(
+                f"{where}: shard parts {parts} must divide the module's {sockets} socket(s) "
+                f"({SOCKETS_ATTR})"
+            )
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> Sequence[Attribute]:
+        parser.parse_punctuation("<")
+        parser.parse_keyword("dim")
+        parser.parse_punctuation("=")
+        dim = parser.parse_integer()
+        parser.parse_punctuation(",")
+        parser.parse_keyword("parts")
+        parser.parse_punctuation("=")
+        parts = parser.parse_integer()
+        parser.parse_punctuation(">")
+        return (IntAttr(dim), IntAttr(parts))
+
+    def print_parameters(self, printer: Printer) -> None:
+        printer.print_string(f"<dim = {self.dim.data}, parts = {self.parts.data}>")
+
+
 # ---------------------------------------------------------------------------------------------
 # Parameters
 # ---------------------------------------------------------------------------------------------
@@ -422,6 +504,11 @@ class ParamOp(IRDLOperation):
     (of type `checkpoint_type`), e.g. layers x experts for `d = 2`. Slices are bound one by one
     at run time (each may live in its own memory tier or shard): no contiguous storage is
     implied. Weights never appear in the IR; `llm.weight` reads a parameter as a value.
+
+    In a module sharded over sockets (`llm.sockets`), `shard` (a `#llm.shard`, printed after
+    the sources: `... "name" shard #llm.shard<dim = 0, parts = 2> : ...`) says which part of
+    each checkpoint tensor a rank holds: `dim` counts in the checkpoint tensor (one slice of a
+    stacked parameter), so stacking keeps it; `type` is then the shard's type.
     """
 
     name = "llm.param"
@@ -429,17 +516,23 @@ class ParamOp(IRDLOperation):
     sym_name = prop_def(SymbolNameConstraint())
     type = prop_def(TensorType)
     source = prop_def(base(StringAttr) | base(ArrayAttr))
+    shard = opt_prop_def(ShardAttr)
 
     traits = traits_def(SymbolOpInterface(), HasParent(ModuleOp), _LayerAttrForm())
 
     def __init__(
-        self, sym_name: str, type: TensorType[Attribute], source: NestedSources | Attribute
+        self,
+        sym_name: str,
+        type: TensorType[Attribute],
+        source: NestedSources | Attribute,
+        shard: ShardAttr | None = None,
     ):
         super().__init__(
             properties={
                 "sym_name": StringAttr(sym_name),
                 "type": type,
                 "source": _source_attr(source),
+                "shard": shard,
             }
         )
 
@@ -483,6 +576,10 @@ class ParamOp(IRDLOperation):
     def verify_(self) -> None:
         shape = _shape(self, f"@{self.sym_name.data} type", self.type)
         _source_depth(self, self.source, 0, shape)
+        module = self.parent_op()
+        if self.shard is not None and isinstance(module, ModuleOp):
+            where = f"llm.param @{self.sym_name.data}"
+            self.shard.check(sockets_of(module), self.checkpoint_type.get_shape(), where)
 
     @classmethod
     def parse(cls, parser: Parser) -> ParamOp:
@@ -494,13 +591,19 @@ class ParamOp(IRDLOperation):
                 parser.raise_error("expected a list of checkpoint names after 'stacked'", pos)
         else:
             source = StringAttr(parser.parse_str_literal(" (checkpoint name)"))
+        shard = None
+        if parser.parse_optional_keyword("shard") is not None:
+            pos = parser.pos
+            shard = parser.parse_attribute()
+            if not isinstance(shard, ShardAttr):
+                parser.raise_error("expected a #llm.shard after 'shard'", pos)
         attributes = parser.parse_optional_attr_dict()
         parser.parse_punctuation(":")
         pos = parser.pos
         type = parser.parse_type()
         if not isinstance(type, TensorType):
             parser.raise_error(f"llm.param type must be a tensor, got {type}", pos)
-        op = cls(sym_name.data, type, source)
+        op = cls(sym_name.data, type, source, shard)
         op.attributes |= attributes
         return op
 
@@ -509,6 +612,9 @@ class ParamOp(IRDLOperation):
         printer.print_symbol_name(self.sym_name.data)
         printer.print_string(" stacked " if self.is_stacked else " ")
         printer.print_attribute(self.source)
+        if self.shard is not None:
+            printer.print_string(" shard ")
+            printer.print_attribute(self.shard)
         printer.print_op_attributes(self.attributes)
         printer.print_string(" : ")
         printer.print_attribute(self.type)
@@ -884,7 +990,10 @@ class AllReduceOp(_UnaryOp):
     """Sums `input` elementwise across the sockets of an SPMD program (inserted by sharding).
 
     Every socket runs the same program on its own shard; each gets the same result: the sum
-    over all sockets of their `input` (summation order unspecified, hence bf16 tolerance).
+    over all sockets of their `input` (summation order unspecified, hence bf16 tolerance),
+    in f32, rounded once. When `input` is the result of an `llm.linear` used only by
+    all-reduces (a row-split linear), the parts summed are the linear's unrounded f32
+    accumulators: the reduction split over the sockets rounds once, as the unsharded linear.
 
     Purity: the result is a deterministic function of the inputs of all ranks, and every rank
     runs the same op sequence, so rewrites apply to all ranks alike: CSE of two all-reduces of
@@ -1022,5 +1131,5 @@ LLM = Dialect(
         MoEOp,
         AllReduceOp,
     ],
-    [RopeScalingAttr],
+    [RopeScalingAttr, ShardAttr],
 )

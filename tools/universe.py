@@ -51,10 +51,17 @@ def _disable_kernel_looping() -> type[ModulePass]:
     return DisableKernelLooping
 
 
+def _shard_tensor_parallel() -> type[ModulePass]:
+    from passes.shard_tensor_parallel import ShardTensorParallel
+
+    return ShardTensorParallel
+
+
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "outline-kernels": _outline_kernels,
     "kernel-looping": _kernel_looping,
     "disable-kernel-looping": _disable_kernel_looping,
+    "shard-tensor-parallel": _shard_tensor_parallel,
 }
 TARGETS: dict[str, Callable[[], type[Target]]] = {}
 

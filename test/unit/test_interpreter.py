@@ -1,5 +1,5 @@
 """The reference interpreter on hand-written IR: dfk control structure, stacked parameter
-binding, the single-socket meaning of llm.all_reduce."""
+binding, llm.all_reduce on one socket and across the ranks of a sharded module."""
 
 import numpy as np
 import pytest
@@ -10,13 +10,8 @@ from xdsl.dialects.func import Func
 from xdsl.parser import Parser
 
 from rdu_dialect.dfk import DFK
-from rdu_dialect.interpreter import (
-    SOCKETS_ATTR,
-    ReferenceEngine,
-    ReferenceEngineError,
-    make_interpreter,
-)
-from rdu_dialect.llm import LLM
+from rdu_dialect.interpreter import Ranks, ReferenceEngineError, make_interpreter
+from rdu_dialect.llm import LLM, SOCKETS_ATTR
 from simulator.weights import RandomWeights
 
 
@@ -174,11 +169,13 @@ def test_all_reduce_is_identity_on_one_socket():
     np.testing.assert_array_equal(y.view(np.uint16), x.view(np.uint16))
 
 
-def test_all_reduce_refuses_a_sharded_module():
+def test_all_reduce_sums_the_ranks_of_a_sharded_module():
     module = parse(ALL_REDUCE)
     module.attributes[SOCKETS_ATTR] = IntegerAttr(2, i64)
-    interpreter = make_interpreter(module, RandomWeights(1))
-    with pytest.raises(ReferenceEngineError, match="sharded over 2 sockets.*not supported until"):
-        interpreter.call_op("f", (RandomWeights(1).get("x", (2, 4)),))
-    with pytest.raises(ReferenceEngineError, match="sharded over 2 sockets"):
-        ReferenceEngine(module, RandomWeights(1))
+    with pytest.raises(ReferenceEngineError, match="sharded over 2 sockets.*need every rank"):
+        make_interpreter(module, RandomWeights(1))
+    x = [RandomWeights(1).get(f"x{r}", (2, 4)) for r in range(2)]
+    (y0,), (y1,) = Ranks(module, RandomWeights(1)).call("f", [(x[0],), (x[1],)])
+    want = (x[0].astype(np.float32) + x[1].astype(np.float32)).astype(x[0].dtype)
+    for y in (y0, y1):
+        np.testing.assert_array_equal(y.view(np.uint16), want.view(np.uint16))

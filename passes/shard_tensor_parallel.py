@@ -1,0 +1,438 @@
+"""`shard-tensor-parallel{sockets=N}`: Megatron-style tensor parallelism as one SPMD program.
+
+Every socket runs the same module on its own shard of the weights and KV caches; the module is
+stamped `llm.sockets = N` (later stages read it). What is split (docs/tensor_parallelism.md):
+- attention: q projection (+ bias, q norm, rope) column-split by query heads, N parts; k / v
+  projections and the KV caches by kv heads; o_proj row-split, then `llm.all_reduce`;
+- gated MLP: gate / up column-split, down row-split, then `llm.all_reduce`;
+- MoE: every expert's intermediate dim (gate / up column, down row), router replicated, then
+  `llm.all_reduce` of the layer's output;
+- embedding, norms, LM head and argmax: replicated (every rank computes the whole logits).
+KV heads fewer than sockets (N = m * kv_heads): the kv-head dim is cut in `kv_heads` parts, so
+each rank holds the one kv head its query heads use (group mapping: rank r holds q heads
+[r*h/N, (r+1)*h/N) and kv head r*kv_heads/N), replicated on m ranks: `#llm.shard` with
+`parts < N` marks that replication, whose bytes are real traffic.
+
+How (the same on llm, outlined and looped IR, since it never looks at where ops are): values
+that must be cut alike form classes (a union-find): an elementwise op's operands and result, a
+call operand and the kernel argument, a kernel's returned value and the call result, the loop's
+operands, block arguments, yields and results, stack / slice, a weight read and its `llm.param`.
+A split is counted from the last dim, so stacking and slicing leading dims keep it. Seeds come
+from the ops that define the scheme: `llm.attention` (q heads, kv heads), the MLP activation
+(`llm.silu` / `llm.gelu`: the intermediate), `llm.moe`; `llm.linear` and `llm.kv_cache_write`
+propagate (a linear whose output is split is column-split; one whose input is split is
+row-split). Then every split value is retyped, attention head counts divided, all-reduces
+inserted after row-split linears and MoE, parameters get their `#llm.shard` and the entry
+function's split arguments / results an `llm.shard` attribute (so the engine can cut and
+reassemble the caches). Kernels are first given one copy per call, so that calls needing
+different splits (`outline-kernels{policy=op}` shares one `@linear` among q and o projections)
+are independent; identical copies are merged back afterwards (stable names, as outlining).
+
+Refused, with a message naming the model dims: query heads not a multiple of N; kv heads
+neither a multiple nor a divisor of N; an intermediate size not a multiple of N; a row-split
+linear with a bias; a full-width norm (or any op without a rule) over split features; a module
+already sharded over another socket count. Sharding a module already stamped with N changes
+nothing (idempotent); `sockets=1` only stamps. Cost: linear in the number of ops (the
+propagation sweeps the linears a few times, as deep as the chain from attention to the weights).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DictionaryAttr,
+    FunctionType,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+    SymbolRefAttr,
+    TensorType,
+    i64,
+)
+from xdsl.ir import Operation, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.rewriter import InsertPoint, Rewriter
+from xdsl.utils.exceptions import PassFailedException
+
+from passes.kernels import kernel_for
+from rdu_dialect import dfk, llm
+from rdu_dialect.symbols import lookup_symbol
+
+SOCKET_COUNTS = (1, 2, 4, 8, 16)
+"""The socket counts the pass accepts (SN40L systems of 1 to 16 sockets)."""
+
+
+def _head_split_problem(heads: int, kv_heads: int, sockets: int) -> str | None:
+    """Why `heads` query / `kv_heads` kv heads cannot be split over `sockets` (None if they can)."""
+    if heads % sockets:
+        return f"the {heads} query heads are not a multiple of {sockets}"
+    if kv_heads % sockets and sockets % kv_heads:
+        return f"the {kv_heads} kv heads neither divide nor are a multiple of {sockets}"
+    return None
+
+
+@dataclass(frozen=True)
+class Split:
+    """How a value is cut over the ranks: along dim `dim` counted from the end (negative), in
+    `parts` equal blocks; rank r of N holds block `r * parts // N`."""
+
+    dim: int
+    parts: int
+
+    def shard_type(self, t: TensorType) -> TensorType:
+        shape = list(t.get_shape())
+        shape[self.dim] //= self.parts
+        return TensorType(t.element_type, shape, t.encoding)
+
+    def attr(self, rank: int) -> llm.ShardAttr:
+        """As a `#llm.shard` of a tensor of rank `rank`."""
+        return llm.ShardAttr(rank + self.dim, self.parts)
+
+
+Key = SSAValue | llm.ParamOp
+
+
+class _Splits:
+    """Classes of values (and parameters) cut alike, each with its `Split` once known. All
+    unions are made before the first `set`."""
+
+    def __init__(self) -> None:
+        self.parent: dict[Key, Key] = {}
+        self.split: dict[Key, Split] = {}
+
+    def find(self, key: Key) -> Key:
+        root = key
+        while (up := self.parent.get(root, root)) is not root:
+            root = up
+        while key is not root:
+            self.parent[key], key = root, self.parent[key]
+        return root
+
+    def union(self, *keys: Key) -> None:
+        root = self.find(keys[0])
+        for key in keys[1:]:
+            other = self.find(key)
+            if other is not root:
+                self.parent[other] = root
+
+    def get(self, key: Key | None) -> Split | None:
+        return None if key is None else self.split.get(self.find(key))
+
+    def set(self, key: Key | None, split: Split, why: str) -> bool:
+        """Records that `key` is cut as `split` (required by `why`); True if that is new."""
+        if key is None:
+            return False
+        root = self.find(key)
+        old = self.split.get(root)
+        if old is None:
+            self.split[root] = split
+            return True
+        if old != split:
+            raise PassFailedException(
+                f"{why} needs a split of dim {split.dim} in {split.parts} parts of a value "
+                f"already split on dim {old.dim} in {old.parts} parts"
+            )
+        return False
+
+
+def _width(value: SSAValue) -> int:
+    """The last dim of a tensor value."""
+    t = value.type
+    assert isinstance(t, TensorType)
+    return t.get_shape()[-1]
+
+
+# --------------------------------------------------------------------------------------
+# Analysis: which values are cut, and how
+# --------------------------------------------------------------------------------------
+
+
+def _link(module: ModuleOp, splits: _Splits) -> None:
+    """Unions the values that must be cut alike (see the module doc)."""
+    for op in module.walk():
+        if isinstance(op, llm.WeightOp):
+            param = lookup_symbol(op, op.param.root_reference.data)
+            assert isinstance(param, llm.ParamOp), "verified IR: llm.weight reads an llm.param"
+            splits.union(op.result, param)
+        elif isinstance(op, llm.RopeOp | llm.SiluOp | llm.GeluOp | llm.RMSNormOp):
+            splits.union(op.input, op.result)
+        elif isinstance(op, llm.AddOp | llm.MulOp):
+            splits.union(op.lhs, op.rhs, op.result)
+        elif isinstance(op, llm.KVCacheWriteOp):
+            splits.union(op.cache, op.result)
+        elif isinstance(op, llm.AttentionOp):
+            splits.union(op.query, op.result)
+            splits.union(op.k_cache, op.v_cache)
+        elif isinstance(op, dfk.CallOp):
+            kernel = lookup_symbol(op, op.callee.string_value())
+            assert isinstance(kernel, dfk.KernelOp), "verified IR: the callee is a kernel"
+            for a, b in zip(op.arguments, kernel.args):
+                splits.union(a, b)
+            for a, b in zip(op.res, kernel.return_op.arguments):
+                splits.union(a, b)
+        elif isinstance(op, dfk.LoopOp):
+            operands = (*op.carried, *op.invariant, *op.stacked)
+            for value, arg in zip(operands, op.body.block.args[1:]):
+                splits.union(value, arg)
+            yielded = op.yield_op
+            for values in zip(op.carried, yielded.carried, op.carried_results):
+                splits.union(*values)
+            for value, result in zip(yielded.stacked, op.stacked_results):
+                splits.union(value, result)
+        elif isinstance(op, dfk.StackOp):
+            splits.union(op.result, *op.inputs)
+        elif isinstance(op, dfk.SliceOp):
+            splits.union(op.source, op.result)
+
+
+def _seed(op: Operation, splits: _Splits, sockets: int, model: str) -> None:
+    """The splits `op` defines by itself: attention heads, the MLP intermediate, experts."""
+    if isinstance(op, llm.AttentionOp):
+        heads, kv_heads = op.num_heads.value.data, op.num_kv_heads.value.data
+        if problem := _head_split_problem(heads, kv_heads, sockets):
+            ok = [n for n in SOCKET_COUNTS if not _head_split_problem(heads, kv_heads, n)]
+            raise PassFailedException(
+                f"{model} ({heads} attention heads, {kv_heads} kv heads) cannot be split over "
+                f"{sockets} sockets: {problem} (supported: {', '.join(map(str, ok))} sockets)"
+            )
+        splits.set(op.query, Split(-1, sockets), "llm.attention (query heads)")
+        for cache in (op.k_cache, op.v_cache):
+            splits.set(cache, Split(-3, min(kv_heads, sockets)), "llm.attention (kv heads)")
+        return
+    if isinstance(op, llm.MoEOp):
+        what, inner = "expert intermediate size", op.gate.type.get_shape()[1]
+        cuts = ((op.gate, -2), (op.up, -2), (op.down, -1))
+    elif isinstance(op, llm.SiluOp | llm.GeluOp):
+        what, inner = "MLP intermediate size", _width(op.result)
+        cuts = ((op.result, -1),)
+    else:
+        return
+    if inner % sockets:
+        raise PassFailedException(f"{model}: the {what} {inner} is not a multiple of {sockets}")
+    for value, dim in cuts:
+        splits.set(value, Split(dim, sockets), f"{op.name} ({what})")
+
+
+def _propagate(op: llm.LinearOp | llm.KVCacheWriteOp, splits: _Splits) -> bool:
+    """Infers the rest of `op`'s splits from those known; True if anything new was learnt."""
+    if isinstance(op, llm.KVCacheWriteOp):  # the cache [B, KVH, S, D], the new rows [B, KVH*D]
+        if cache := splits.get(op.cache):
+            return splits.set(op.new, Split(-1, cache.parts), "llm.kv_cache_write")
+        if new := splits.get(op.new):
+            return splits.set(op.cache, Split(-3, new.parts), "llm.kv_cache_write")
+        return False
+    out, inp, weight = splits.get(op.result), splits.get(op.input), splits.get(op.weight)
+    column = out or (weight if weight and weight.dim == -2 else None)
+    row = inp or (weight if weight and weight.dim == -1 else None)
+    if column and row:
+        raise PassFailedException(
+            "an llm.linear would be split on both its input and its output features"
+        )
+    if column:
+        why = "a column-split llm.linear"
+        return (
+            splits.set(op.result, Split(-1, column.parts), why)
+            | splits.set(op.weight, Split(-2, column.parts), why)
+            | splits.set(op.bias, Split(-1, column.parts), why)
+        )
+    if row:
+        if op.bias is not None:
+            raise PassFailedException(
+                "a row-split llm.linear (o_proj / down_proj) with a bias is not supported: "
+                "the bias would be summed once per socket"
+            )
+        why = "a row-split llm.linear"
+        return splits.set(op.input, Split(-1, row.parts), why) | splits.set(
+            op.weight, Split(-1, row.parts), why
+        )
+    return False
+
+
+_SPLITTABLE = (
+    *(llm.WeightOp, llm.LinearOp, llm.RopeOp, llm.SiluOp, llm.GeluOp, llm.RMSNormOp),
+    *(llm.AddOp, llm.MulOp, llm.KVCacheWriteOp, llm.AttentionOp, llm.MoEOp),
+)
+"""The llm ops that may touch split values (each has its rule above)."""
+
+
+def _check(op: Operation, splits: _Splits) -> None:
+    """Refuses an llm op the splits would make wrong."""
+    split = any(splits.get(v) for v in (*op.operands, *op.results))
+    if split and not isinstance(op, _SPLITTABLE):
+        raise PassFailedException(
+            f"{op.name} has no sharding rule but would see features split across sockets"
+        )
+    if isinstance(op, llm.RMSNormOp) and split and _width(op.weight) == _width(op.input):
+        raise PassFailedException("an llm.rms_norm normalizes over features split across sockets")
+
+
+def _analyse(module: ModuleOp, sockets: int) -> _Splits:
+    model = module.attributes.get("llm.model")
+    model = model.data if isinstance(model, StringAttr) else "the model"
+    splits = _Splits()
+    _link(module, splits)
+    ops = list(module.walk())
+    for op in ops:
+        _seed(op, splits, sockets, model)
+    rules = [op for op in ops if isinstance(op, llm.LinearOp | llm.KVCacheWriteOp)]
+    while any([_propagate(op, splits) for op in rules]):  # a list: every rule runs each sweep
+        pass
+    for op in ops:
+        if op.dialect_name() == "llm":
+            _check(op, splits)
+    return splits
+
+
+# --------------------------------------------------------------------------------------
+# Rewrite
+# --------------------------------------------------------------------------------------
+
+
+def _values(module: ModuleOp) -> Iterator[SSAValue]:
+    for op in module.walk():
+        yield from op.results
+        for region in op.regions:
+            for block in region.blocks:
+                yield from block.args
+
+
+def _all_reduce_after(op: llm.LinearOp | llm.MoEOp) -> None:
+    """Sums `op`'s per-rank partial result over the sockets, for all of its users."""
+    partial = op.result
+    reduce = llm.AllReduceOp.create(
+        operands=[partial],
+        result_types=[partial.type],
+        properties={"reduction": StringAttr("sum")},
+        attributes={k: v for k, v in op.attributes.items() if k == llm.LAYER_ATTR},
+    )
+    reduce.location = op.location
+    Rewriter.insert_op(reduce, InsertPoint.after(op))
+    partial.replace_uses_with_if(reduce.result, lambda use: use.operation is not reduce)
+
+
+def _shard_attrs(
+    values: tuple[SSAValue, ...], old: ArrayAttr[DictionaryAttr] | None, splits: _Splits
+) -> ArrayAttr[DictionaryAttr] | None:
+    """`old` argument / result attributes plus `llm.shard` on the split `values`."""
+    if not any(splits.get(v) for v in values):
+        return old
+    dicts = old.data if old is not None else [DictionaryAttr({})] * len(values)
+    out = []
+    for value, attrs in zip(values, dicts):
+        entries = dict(attrs.data)
+        if split := splits.get(value):
+            entries[llm.SHARD_ATTR] = split.attr(len(value.type.get_shape()))
+        out.append(DictionaryAttr(entries))
+    return ArrayAttr(out)
+
+
+def _rewrite(module: ModuleOp, splits: _Splits) -> None:
+    """Applies the splits: all decisions read first (the retyping replaces the values)."""
+    ops = list(module.walk())
+    reduced = [
+        op
+        for op in ops
+        if isinstance(op, llm.MoEOp)
+        or (isinstance(op, llm.LinearOp) and splits.get(op.input))
+    ]
+    heads = [
+        (op, splits.get(op.query), splits.get(op.k_cache))
+        for op in ops
+        if isinstance(op, llm.AttentionOp)
+    ]
+    functions = [
+        (
+            f,
+            _shard_attrs(f.args, f.arg_attrs, splits),
+            _shard_attrs(tuple(f.body.block.last_op.operands), f.res_attrs, splits),
+        )
+        for f in ops
+        if isinstance(f, func.FuncOp)
+    ]
+    for param in ops:
+        if isinstance(param, llm.ParamOp) and (split := splits.get(param)):
+            param.properties["shard"] = split.attr(len(param.checkpoint_type.get_shape()))
+            param.properties["type"] = split.shard_type(param.type)
+    for value in [v for v in _values(module) if splits.get(v)]:
+        Rewriter.replace_value_with_new_type(value, splits.get(value).shard_type(value.type))
+    for op, query, kv in heads:
+        op.properties["num_heads"] = IntegerAttr(op.num_heads.value.data // query.parts, i64)
+        op.properties["num_kv_heads"] = IntegerAttr(op.num_kv_heads.value.data // kv.parts, i64)
+    for op in reduced:
+        _all_reduce_after(op)
+    for f, arg_attrs, res_attrs in functions:
+        f.properties["arg_attrs"], f.properties["res_attrs"] = arg_attrs, res_attrs
+    for op in module.walk():
+        if isinstance(op, func.FuncOp | dfk.KernelOp):
+            block = op.body.block
+            op.properties["function_type"] = FunctionType.from_lists(
+                block.arg_types, [v.type for v in block.last_op.operands]
+            )
+
+
+def _privatize(module: ModuleOp) -> dict[dfk.KernelOp, tuple[str, dfk.CallOp]]:
+    """Gives every call but the first of each kernel its own copy of the kernel (under a
+    temporary name), so that calls whose operands need different splits stay independent.
+    Returns each copy with its kernel's name and its one call."""
+    calls: dict[str, list[dfk.CallOp]] = defaultdict(list)
+    for op in module.walk():
+        if isinstance(op, dfk.CallOp):
+            calls[op.callee.string_value()].append(op)
+    copies: dict[dfk.KernelOp, tuple[str, dfk.CallOp]] = {}
+    for name, sites in calls.items():
+        kernel = lookup_symbol(sites[0], name)
+        assert isinstance(kernel, dfk.KernelOp), "verified IR: the callee is a kernel"
+        anchor = kernel
+        for i, call in enumerate(sites[1:], 1):
+            copy = kernel.clone()
+            copy.properties["sym_name"] = StringAttr(f"{name}.call{i}")
+            Rewriter.insert_op(copy, InsertPoint.after(anchor))
+            anchor = copy
+            call.properties["callee"] = SymbolRefAttr(copy.sym_name)
+            copies[copy] = (name, call)
+    return copies
+
+
+def _merge(copies: dict[dfk.KernelOp, tuple[str, dfk.CallOp]]) -> None:
+    """Merges each copy made by `_privatize` into an identical kernel, else names it as
+    outlining names a distinct kernel (`name`, `name_1`, ...)."""
+    for copy, (name, call) in copies.items():
+        new_name, exists = kernel_for(copy, name, copy.body.block)
+        call.properties["callee"] = SymbolRefAttr(new_name)
+        if exists:
+            Rewriter.erase_op(copy)
+        else:
+            copy.properties["sym_name"] = StringAttr(new_name)
+
+
+@dataclass(frozen=True)
+class ShardTensorParallel(ModulePass):
+    """Shards the module over `sockets` sockets (see the module doc)."""
+
+    name = "shard-tensor-parallel"
+
+    sockets: int = 1
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.sockets not in SOCKET_COUNTS:
+            raise PassFailedException(
+                f"sockets={self.sockets} is not supported (one of "
+                f"{', '.join(map(str, SOCKET_COUNTS))})"
+            )
+        stamped = llm.sockets_of(op)
+        if stamped not in (1, self.sockets):
+            raise PassFailedException(
+                f"the module is already sharded over {stamped} sockets ({llm.SOCKETS_ATTR}); "
+                f"shard the unsharded module over {self.sockets} instead"
+            )
+        if stamped == 1 and self.sockets > 1:
+            copies = _privatize(op)
+            _rewrite(op, _analyse(op, self.sockets))
+            _merge(copies)
+        op.attributes[llm.SOCKETS_ATTR] = IntegerAttr(self.sockets, i64)

@@ -1,0 +1,308 @@
+"""shard-tensor-parallel: semantics (every rank run by the reference, within bf16 tolerance of
+the unsharded model), independence from where in the pipeline it runs, refusals, the shard
+representation, and the support table of docs/tensor_parallelism.md (regenerate it with
+`python test/unit/test_shard_tensor_parallel.py`)."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from xdsl.context import Context
+from xdsl.dialects import builtin, func
+from xdsl.parser import Parser
+from xdsl.printer import Printer
+from xdsl.utils.exceptions import PassFailedException, VerifyException
+
+from frontend.builder import build_decode_step
+from frontend.config import list_presets, load_model_config
+from logit_tolerance import BF16_ULPS, check_logits, logit_tolerance
+from passes.kernel_looping import KernelLooping
+from passes.outline_kernels import OutlineKernels
+from passes.shard_tensor_parallel import SOCKET_COUNTS, ShardTensorParallel
+from rdu_dialect.dfk import DFK, KernelOp
+from rdu_dialect.interpreter import ReferenceEngine
+from rdu_dialect.llm import LLM, SOCKETS_ATTR, AllReduceOp, ParamOp, ShardAttr
+from simulator.weights import RandomWeights
+from test_generic_form_mlir_opt import find_mlir_opt
+from test_generic_form_mlir_opt import run as run_tool
+
+TINY = [p for p in list_presets() if p.startswith("tiny-")]
+DOC = Path(__file__).parents[2] / "docs" / "tensor_parallelism.md"
+BEGIN, END = "<!-- support-table:begin -->", "<!-- support-table:end -->"
+
+
+def build(preset: str, layers: int | None = None, context: int = 8):
+    return build_decode_step(load_model_config(preset, layers=layers), batch=2, context=context)
+
+
+def apply(module, *passes):
+    for p in passes:
+        p.apply(Context(), module)
+    module.verify()
+    return module
+
+
+def shard(n: int) -> ShardTensorParallel:
+    return ShardTensorParallel(sockets=n)
+
+
+def run(module, steps: int = 4):
+    """Teacher-forced decode steps (fixed tokens; entries at different positions): the logits
+    and greedy tokens of every step, and the final whole caches."""
+    engine = ReferenceEngine(module, RandomWeights(seed=5))
+    k, v = engine.new_caches()
+    tokens = np.random.default_rng(0).integers(0, engine.vocab, (steps, engine.batch))
+    out = []
+    for step in range(steps):
+        logits, next_tokens, k, v = engine.step(tokens[step], [step, step + 3], k, v)
+        out.append((logits, next_tokens))
+    return out, (k, v)
+
+
+@pytest.fixture(scope="module")
+def unsharded():
+    cache: dict[str, tuple] = {}
+
+    def get(preset: str):
+        if preset not in cache:
+            cache[preset] = run(build(preset))
+        return cache[preset]
+
+    return get
+
+
+@pytest.mark.parametrize("sockets", [1, 2, 4])
+@pytest.mark.parametrize("preset", TINY)
+def test_sharded_reference_matches_unsharded(preset, sockets, unsharded):
+    """Every rank runs its shard; all-reduces sum the partials. Tiny presets have 4 query and
+    2 kv heads, so 4 sockets replicates each kv head on 2 ranks."""
+    want_steps, want_caches = unsharded(preset)
+    module = apply(build(preset), shard(sockets))
+    got_steps, got_caches = run(module)
+    for step, ((got, got_tokens), (want, _)) in enumerate(zip(got_steps, want_steps)):
+        if sockets == 1:
+            np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))
+        check_logits(got, got_tokens, want, BF16_ULPS, f"{preset}, {sockets} sockets, step {step}")
+    for got, want in zip(got_caches, want_caches):
+        assert got.shape == want.shape  # the engine takes and returns whole caches
+        want32, got32 = want.astype(np.float32), got.astype(np.float32)
+        np.testing.assert_array_equal(got32 == 0, want32 == 0)  # the same rows written
+        tol = logit_tolerance(want32.reshape(1, -1), BF16_ULPS)[0]
+        assert np.abs(got32 - want32).max() <= tol
+
+
+PIPELINES = {
+    "shard, outline, loop": [shard(4), OutlineKernels(), KernelLooping()],
+    "outline, shard": [OutlineKernels(), shard(4)],
+    "outline, loop, shard": [OutlineKernels(), KernelLooping(), shard(4)],
+    "outline per op, shard": [OutlineKernels(policy="op"), shard(4)],
+}
+
+
+@pytest.mark.parametrize("preset", ["tiny-mixtral", "tiny-alternating", "tiny-qwen3"])
+def test_same_answer_wherever_sharding_runs(preset):
+    """Before outlining, after it, after kernel looping, with one kernel per op: every rank
+    runs the same math, so the results are bit for bit those of sharding the llm IR."""
+    want_steps, want_caches = run(apply(build(preset), shard(4)), steps=3)
+    for name, passes in PIPELINES.items():
+        got_steps, got_caches = run(apply(build(preset), *passes), steps=3)
+        for got, want in zip(
+            [a for s in got_steps for a in s] + list(got_caches),
+            [a for s in want_steps for a in s] + list(want_caches),
+        ):
+            np.testing.assert_array_equal(got, want, err_msg=f"{preset}: {name}")
+
+
+def test_outlined_kernels_keep_their_names_and_all_reduces_sit_in_the_layers():
+    module = apply(build("tiny-llama"), OutlineKernels(), shard(2))
+    kernels = [op for op in module.ops if isinstance(op, KernelOp)]
+    assert [k.sym_name.data for k in kernels] == ["embed", "decoder_layer", "lm_head"]
+    reduces = [op for op in kernels[1].walk() if isinstance(op, AllReduceOp)]
+    assert len(reduces) == 2  # after o_proj and after down_proj
+
+
+def test_op_policy_kernels_are_split_per_call():
+    """`@linear` of the op policy serves q (column-split) and o (row-split) projections: the
+    calls get distinct kernels, identical ones shared again."""
+    module = apply(build("tiny-mixtral"), OutlineKernels(policy="op"), shard(2))
+    names = [op.sym_name.data for op in module.ops if isinstance(op, KernelOp)]
+    assert not any(".call" in n for n in names)
+    reduces = [op for op in module.walk() if isinstance(op, AllReduceOp)]
+    assert len(reduces) == 2  # one o_proj kernel, one moe kernel, each shared by the layers
+
+
+def test_one_socket_only_stamps_and_resharding_is_idempotent():
+    module, original = build("tiny-llama"), str(build("tiny-llama"))
+    apply(module, shard(1))
+    assert module.attributes[SOCKETS_ATTR] == builtin.IntegerAttr(1, builtin.i64)
+    del module.attributes[SOCKETS_ATTR]
+    assert str(module) == original
+    once = str(apply(build("tiny-llama"), shard(2)))
+    assert str(apply(build("tiny-llama"), shard(2), shard(2))) == once
+    assert str(apply(build("tiny-llama"), shard(1), shard(2))) == once
+
+
+@pytest.mark.parametrize(
+    "preset, sockets, message",
+    [
+        ("qwen2.5-7b", 8, r"qwen2.5-7b \(28 attention heads, 4 kv heads\) cannot be split over 8 "
+         r"sockets: the 28 query heads are not a multiple of 8 \(supported: 1, 2, 4 sockets\)"),
+        ("qwen2.5-7b", 16, "the 28 query heads are not a multiple of 16"),
+        ("tiny-llama", 8, "the 4 query heads are not a multiple of 8"),
+    ],
+)
+def test_refused_head_counts(preset, sockets, message):
+    with pytest.raises(PassFailedException, match=message):
+        apply(build(preset, layers=1), shard(sockets))
+
+
+def test_qwen_splits_on_two_and_four_sockets():
+    for sockets in (2, 4):
+        module = apply(build("qwen2.5-7b", layers=1), shard(sockets))
+        attention = next(op for op in module.walk() if op.name == "llm.attention")
+        assert (attention.num_heads.value.data, attention.num_kv_heads.value.data) == (
+            28 // sockets, 4 // sockets)
+
+
+def test_refused_options_and_resharding():
+    with pytest.raises(PassFailedException, match="sockets=3 is not supported"):
+        apply(build("tiny-llama", layers=1), shard(3))
+    with pytest.raises(PassFailedException, match="already sharded over 2 sockets"):
+        apply(build("tiny-llama", layers=1), shard(2), shard(4))
+
+
+def parse(text: str):
+    ctx = Context()
+    for dialect in (builtin.Builtin, func.Func, LLM, DFK):
+        ctx.load_dialect(dialect)
+    return Parser(ctx, text).parse_module()
+
+
+AFTER_ATTENTION = """
+builtin.module {{
+  llm.param @w "w" : {w}
+  llm.param @b "b" : tensor<8xbf16>
+  func.func @f(%q: tensor<1x8xbf16>, %kc: tensor<1x2x4x2xbf16>, %pos: tensor<1xi32>) -> {r} {{
+    %a = llm.attention %q, %kc, %kc, %pos {{num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 2 : i64}} : tensor<1x8xbf16>, tensor<1x2x4x2xbf16>, tensor<1x2x4x2xbf16>, tensor<1xi32>
+    %w = llm.weight @w : {w}
+    %b = llm.weight @b : tensor<8xbf16>
+    {op}
+    func.return %r : {r}
+  }}
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    "w, op, r, message",
+    [
+        ("tensor<8x8xbf16>", "%r = llm.linear %a, %w, %b : tensor<1x8xbf16>, tensor<8x8xbf16>, "
+         "tensor<8xbf16> -> tensor<1x8xbf16>", "tensor<1x8xbf16>",
+         "row-split llm.linear .* with a bias is not supported"),
+        ("tensor<8xbf16>", "%r = llm.rms_norm %a, %w {eps = 1.0e-05 : f32} : tensor<1x8xbf16>, "
+         "tensor<8xbf16>", "tensor<1x8xbf16>",
+         "llm.rms_norm normalizes over features split across sockets"),
+        ("tensor<8xbf16>", "%r = llm.softmax %a : tensor<1x8xbf16>", "tensor<1x8xbf16>",
+         "llm.softmax has no sharding rule"),
+    ],
+)
+def test_refused_ops_over_split_features(w, op, r, message):
+    module = parse(AFTER_ATTENTION.format(w=w, op=op, r=r))
+    with pytest.raises(PassFailedException, match=message):
+        apply(module, shard(2))
+
+
+def test_shard_attr_maps_ranks_to_blocks():
+    """2 kv heads (of dim 16) on 4 sockets: ranks 0, 1 hold kv head 0, ranks 2, 3 kv head 1."""
+    kv = ShardAttr(0, 2)
+    assert kv.whole_shape((16, 64)) == (32, 64)
+    assert [kv.block(r, 4) for r in range(4)] == [0, 0, 1, 1]
+    assert kv.index((16, 64), 3, 4) == (slice(16, 32),)
+    assert ShardAttr(1, 4).index((64, 16), 2, 4) == (slice(None), slice(32, 48))
+
+
+@pytest.mark.parametrize(
+    "sockets, message",
+    [("", "shard parts 2 must divide the module's 1 socket"),
+     ("attributes {llm.sockets = 4 : i64}", None),
+     ("attributes {llm.sockets = 8 : i64}", None)],
+)
+def test_param_shard_is_verified_against_the_socket_count(sockets, message):
+    module = parse(f"""
+    builtin.module {sockets} {{
+      llm.param @w "w" shard #llm.shard<dim = 0, parts = 2> : tensor<4x8xbf16>
+    }}""")
+    if message is None:
+        module.verify()
+    else:
+        with pytest.raises(VerifyException, match=message):
+            module.verify()
+    with pytest.raises(VerifyException, match="shard dim 2 is out of range"):
+        parse("""
+        builtin.module attributes {llm.sockets = 2 : i64} {
+          llm.param @w "w" shard #llm.shard<dim = 2, parts = 2> : tensor<4x8xbf16>
+        }""").verify()
+
+
+def test_generic_form_of_a_sharded_module_parses_with_mlir_opt():
+    mlir_opt = find_mlir_opt()
+    if mlir_opt is None:
+        pytest.skip("upstream mlir-opt not found")
+    module = apply(build("tiny-llama", layers=1), OutlineKernels(), KernelLooping(), shard(4))
+    text = io.StringIO()
+    Printer(stream=text, print_generic_format=True).print_op(module)
+    upstream = run_tool([mlir_opt, "--allow-unregistered-dialect", "--mlir-print-op-generic"],
+                        text.getvalue())
+    reparsed = apply(parse(upstream))
+
+    def annotations(m):
+        entry = next(op for op in m.ops if isinstance(op, func.FuncOp))
+        params = [(p.sym_name, p.type, p.shard) for p in m.ops if isinstance(p, ParamOp)]
+        return m.attributes[SOCKETS_ATTR], params, entry.arg_attrs, entry.res_attrs
+
+    assert annotations(reparsed) == annotations(module)
+
+
+# --------------------------------------------------------------------------------------
+# The support table of docs/tensor_parallelism.md
+# --------------------------------------------------------------------------------------
+
+
+def support_table() -> str:
+    """Every preset x socket count, found by running the pass on the preset's first layer."""
+    header = " | ".join("1 socket" if n == 1 else f"{n} sockets" for n in SOCKET_COUNTS)
+    rows = [f"| preset | heads / kv heads | {header} |", "|---|---|" + "---|" * len(SOCKET_COUNTS)]
+    refusals = []
+    for preset in list_presets():
+        config = load_model_config(preset)
+        cells = []
+        for n in SOCKET_COUNTS:
+            try:
+                module = apply(build(preset, layers=1), shard(n))
+            except PassFailedException as e:
+                cells.append("refused")
+                refusals.append(f"- {preset}, {n} sockets: {e}")
+                continue
+            parts = {op.shard.parts.data for op in module.ops
+                     if isinstance(op, ParamOp) and op.shard is not None}
+            cells.append(f"replicated KV (x{n // min(parts)})" if parts and min(parts) < n
+                         else "supported")
+        rows.append(f"| {preset} | {config.num_heads} / {config.num_kv_heads} | "
+                    + " | ".join(cells) + " |")
+    return "\n".join(rows + ["", "Refusals (the pass's messages):", "", *refusals])
+
+
+def test_doc_support_table_is_up_to_date():
+    doc = DOC.read_text()
+    table = doc[doc.index(BEGIN) + len(BEGIN) : doc.index(END)].strip()
+    assert table == support_table(), (
+        "docs/tensor_parallelism.md is out of date: regenerate the table with "
+        "`python test/unit/test_shard_tensor_parallel.py`"
+    )
+
+
+if __name__ == "__main__":
+    doc = DOC.read_text()
+    start, end = doc.index(BEGIN) + len(BEGIN), doc.index(END)
+    DOC.write_text(doc[:start] + "\n" + support_table() + "\n" + doc[end:])
