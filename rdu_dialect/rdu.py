@@ -1,41 +1,46 @@
 """The `rdu` dialect: hardware primitives of a SambaNova SN40L-like Reconfigurable Dataflow Unit.
 
-This is the last IR before the program file: everything the simulator's timing model needs is
-stated here, nothing is left to be guessed from names. A module at this level holds
+This is the last IR before the program file (`docs/program_format.md`), and it says everything
+the program says, one op per program item, so that `-t rdu-program` is a transcription and the
+simulator needs nothing the IR does not state. A module at this level holds
 
-- `rdu.tensor`: off-chip tensors (HBM or DDR, on one socket), module-level symbols;
-- `rdu.kernel`: one chip configuration, a graph of units (`rdu.pcu`, `rdu.pmu`, and AGCU
-  transfers `rdu.load` / `rdu.store`, collectives `rdu.all_reduce`) connected by streams
-  (SSA values of type `!rdu.stream<tile, depth>`), optionally inside one pipelined hardware
-  loop `rdu.hw_loop`, with resource totals that the verifier recomputes from the units;
-- the host program: a `func.func` (conventionally `@main`, one decode step) whose body issues
-  `rdu.launch` and `rdu.sync` (host loops, if any, are ordinary `scf.for`). Host ops may sit
-  anywhere inside a `func.func` except inside an `rdu.kernel`.
+- `rdu.value`: the decode step's whole, unsharded tensors by name (checkpoint parameters,
+  inputs, outputs, the KV-cache state): what is bound or read at run time;
+- `rdu.tensor`: off-chip buffers every socket holds (SPMD), with a memory tier, the blocks of
+  values they hold (`#rdu.source`, per-socket shards through a socket step) and aliasing (the
+  updated KV cache *is* its input's buffer);
+- `rdu.kernel`: a chip configuration: its off-chip params (`rdu.param`), one or more
+  `rdu.section`s (a kernel too large for one configuration runs its sections in order, with a
+  Program Load between them), optionally inside one pipelined hardware loop `rdu.hw_loop`;
+  a section holds its on-chip buffers (`rdu.buffer`) and its units (`rdu.pcu`, `rdu.pmu`,
+  `rdu.agcu`), each with the index ranges it reads and writes (`#rdu.access`: `count` units,
+  unit j shifted by j x step) and its work (`#rdu.work`), connected by streams (SSA values of
+  type `!rdu.stream<tile, depth>`: the producer's written bytes flow to each consumer);
+- the host program: a `func.func` whose body issues `rdu.launch` (with per-param bindings to
+  tensor views, one per trip for stacked params) and `rdu.sync`.
 
-Work annotations (`flops`, `bytes`) are per execution of the enclosing block: once per launch
-for a unit directly in a kernel, once per trip for a unit inside an `rdu.hw_loop`. Units are
-spatial: a unit inside a loop is configured once and counted once in the kernel's totals.
+Index ranges never depend on the socket: the program is what one socket runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from math import prod
-from typing import ClassVar, TypeVar
 
 from xdsl.dialects.builtin import (
     I64,
     ArrayAttr,
     DenseArrayBase,
+    DictionaryAttr,
     FixedBitwidthType,
-    FlatSymbolRefAttr,
     FlatSymbolRefAttrConstr,
-    IntAttr,
     IntegerAttr,
     ModuleOp,
     StringAttr,
     SymbolNameConstraint,
     TensorType,
+    i64,
 )
 from xdsl.dialects.func import FuncOp
 from xdsl.dialects.utils.enum_attribute import EnumAttribute
@@ -49,28 +54,20 @@ from xdsl.ir import (
 )
 from xdsl.irdl import (
     IRDLOperation,
-    VarConstraint,
-    base,
+    ParsePropInAttrDict,
     irdl_attr_definition,
     irdl_op_definition,
     lazy_traits_def,
-    operand_def,
     opt_prop_def,
     prop_def,
     region_def,
     result_def,
     traits_def,
     var_operand_def,
-    var_result_def,
 )
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
-from xdsl.traits import (
-    HasParent,
-    IsolatedFromAbove,
-    NoTerminator,
-    SymbolOpInterface,
-)
+from xdsl.traits import HasParent, IsolatedFromAbove, NoTerminator, SymbolOpInterface
 from xdsl.utils.exceptions import VerifyException
 from xdsl.utils.hints import isa
 
@@ -100,7 +97,7 @@ class PcuMode(StrEnum):
 class MemoryTierAttr(EnumAttribute[MemoryTier], SpacedOpaqueSyntaxAttribute):
     """`#rdu<tier hbm>`: the off-chip memory a tensor lives in. HBM (64 GiB, ~1.8 TB/s per
     socket) or DDR (up to 1.5 TiB, ~200 GB/s): the timing model charges a transfer to the
-    bandwidth of this tier on the tensor's socket."""
+    bandwidth of this tier."""
 
     name = "rdu.tier"
 
@@ -131,7 +128,7 @@ def _bytes(tensor: TensorType[Attribute]) -> int:
 
 
 def _shape_problem(tensor: Attribute) -> str | None:
-    """Why `tensor` cannot be a tile or an off-chip tensor, or None if it can."""
+    """Why `tensor` cannot be a tile, buffer or off-chip tensor, or None if it can."""
     if not isa(tensor, TensorType[Attribute]):
         return f"expected a tensor type, got {tensor}"
     if not tensor.has_static_shape():
@@ -141,18 +138,34 @@ def _shape_problem(tensor: Attribute) -> str | None:
     return None
 
 
+def _parse_ints(parser: AttrParser) -> tuple[int, ...]:
+    """`[1, -2, 3]`."""
+    return tuple(parser.parse_comma_separated_list(
+        parser.Delimiter.SQUARE, lambda: parser.parse_integer(allow_boolean=False)))
+
+
+def _ints(values: Sequence[int]) -> str:
+    return "[" + ", ".join(str(v) for v in values) + "]"
+
+
+def _array(values: Sequence[int]) -> DenseArrayBase:
+    return DenseArrayBase.from_list(i64, list(values))
+
+
 @irdl_attr_definition
 class StreamType(ParametrizedAttribute, TypeAttribute):
-    """`!rdu.stream<tensor<16x64xbf16>, 2>`: a FIFO of tiles on the on-chip network between one
-    producing unit and its consuming units (several consumers = multicast). `tile` is the
-    statically shaped tensor one network transfer carries; `depth` (>= 1) is how many tiles may
-    be in flight before the producer stalls (credit flow control: the backpressure the timing
-    model simulates)."""
+    """`!rdu.stream<tensor<512xbf16>, 2>`: a FIFO of tiles on the on-chip network from one unit
+    group to its consumers (several consumers = multicast). `tile` is what one network transfer
+    carries; `depth` (>= 1) is how many tiles may be in flight before the producer stalls
+    (credit flow control: the backpressure the timing model simulates)."""
 
     name = "rdu.stream"
 
     tile: TensorType[Attribute]
-    depth: IntAttr
+    depth: IntegerAttr[I64]
+
+    def __init__(self, tile: TensorType[Attribute], depth: int):
+        super().__init__(tile, IntegerAttr(depth, i64))
 
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> tuple[Attribute, ...]:
@@ -166,26 +179,216 @@ class StreamType(ParametrizedAttribute, TypeAttribute):
             depth = parser.parse_integer(allow_boolean=False, allow_negative=True)
             if depth < 1:
                 parser.raise_error(f"stream depth must be >= 1, got {depth}", pos, parser.pos)
-        return (tile, IntAttr(depth))
+        return (tile, IntegerAttr(depth, i64))
 
     def print_parameters(self, printer: Printer) -> None:
         with printer.in_angle_brackets():
             printer.print_attribute(self.tile)
-            printer.print_string(f", {self.depth.data}")
+            printer.print_string(f", {self.depth.value.data}")
 
     def verify(self) -> None:
         if (problem := _shape_problem(self.tile)) is not None:
             raise VerifyException(f"stream tile: {problem}")
-        if self.depth.data < 1:
-            raise VerifyException(f"stream depth must be >= 1, got {self.depth.data}")
+
+    @property
+    def tile_bytes(self) -> int:
+        return _bytes(self.tile)
+
+
+@irdl_attr_definition
+class AccessAttr(ParametrizedAttribute):
+    """`#rdu.access<"w" [0:16, 0:64] step [16, 0]>`: a block of a param or buffer, one
+    `[start:stop)` range per dimension; unit j of a group of `count` accesses the ranges shifted
+    by j x `step` (no step: every unit accesses the same block)."""
+
+    name = "rdu.access"
+
+    target: StringAttr
+    starts: DenseArrayBase
+    stops: DenseArrayBase
+    step: DenseArrayBase
+
+    def __init__(self, target: str, ranges: Sequence[tuple[int, int]],
+                 step: Sequence[int] | None = None):
+        super().__init__(StringAttr(target), _array([a for a, _ in ranges]),
+                         _array([b for _, b in ranges]), _array(step or ()))
+
+    @property
+    def ranges(self) -> list[tuple[int, int]]:
+        return list(zip(self.starts.get_values(), self.stops.get_values()))
+
+    @property
+    def steps(self) -> list[int] | None:
+        return list(self.step.get_values()) or None
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> tuple[Attribute, ...]:
+        with parser.in_angle_brackets():
+            target = parser.parse_str_literal()
+
+            def one_range() -> tuple[int, int]:
+                start = parser.parse_integer(allow_boolean=False)
+                parser.parse_punctuation(":")
+                return start, parser.parse_integer(allow_boolean=False)
+
+            ranges = parser.parse_comma_separated_list(parser.Delimiter.SQUARE, one_range)
+            step = _parse_ints(parser) if parser.parse_optional_keyword("step") else ()
+        return (StringAttr(target), _array([a for a, _ in ranges]),
+                _array([b for _, b in ranges]), _array(step))
+
+    def print_parameters(self, printer: Printer) -> None:
+        ranges = ", ".join(f"{a}:{b}" for a, b in self.ranges)
+        step = f" step {_ints(self.steps)}" if self.steps else ""
+        printer.print_string(f'<"{self.target.data}" [{ranges}]{step}>')
+
+    def verify(self) -> None:
+        rank = len(self.starts.get_values())
+        if len(self.stops.get_values()) != rank or (self.steps and len(self.steps) != rank):
+            raise VerifyException(f"access to '{self.target.data}': ranks of ranges and step "
+                                  f"differ")
+        if any(a < 0 or a >= b for a, b in self.ranges):
+            raise VerifyException(f"access to '{self.target.data}': empty or negative range in "
+                                  f"{self.ranges}")
+
+
+_WORK_FIELDS = ("flops", "bytes_read", "bytes_written", "tiles")
+
+
+@irdl_attr_definition
+class WorkAttr(ParametrizedAttribute):
+    """`#rdu.work<flops 2048 bytes_read 1088 bytes_written 128 tiles 2>`: what one execution
+    (per launch, or per trip) of a whole unit group does: FLOPs of matrix products, bytes
+    consumed and produced (off-chip bytes for AGCU transfers, at their tensor's tier), tiles."""
+
+    name = "rdu.work"
+
+    values: DenseArrayBase
+
+    def __init__(self, flops: int, bytes_read: int, bytes_written: int, tiles: int):
+        super().__init__(_array((flops, bytes_read, bytes_written, tiles)))
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(zip(_WORK_FIELDS, self.values.get_values()))
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> tuple[Attribute, ...]:
+        with parser.in_angle_brackets():
+            values = []
+            for field in _WORK_FIELDS:
+                parser.parse_keyword(field)
+                values.append(parser.parse_integer(allow_boolean=False))
+        return (_array(values),)
+
+    def print_parameters(self, printer: Printer) -> None:
+        printer.print_string("<" + " ".join(f"{k} {v}" for k, v in self.as_dict().items()) + ">")
+
+    def verify(self) -> None:
+        if len(self.values.get_values()) != 4 or min(self.values.get_values()) < 0:
+            raise VerifyException("work needs four non-negative figures")
+
+
+@irdl_attr_definition
+class SourceAttr(ParametrizedAttribute):
+    """`#rdu.source<"ckpt.name" [0, 0] x [512, 4096] at [0, 0] step [512, 0] group 2>`: the
+    block `value[start : start + shape]` a tensor holds at `at`. On socket s the block starts
+    at `start + (s // group) * step` (no step: the same block on every socket, replicated)."""
+
+    name = "rdu.source"
+
+    value: StringAttr
+    start: DenseArrayBase
+    shape: DenseArrayBase
+    at: DenseArrayBase
+    socket_step: DenseArrayBase
+    socket_group: IntegerAttr[I64]
+
+    def __init__(self, value: str, start: Sequence[int], shape: Sequence[int],
+                 at: Sequence[int], socket_step: Sequence[int] | None = None,
+                 socket_group: int = 1):
+        super().__init__(StringAttr(value), _array(start), _array(shape), _array(at),
+                         _array(socket_step or ()), IntegerAttr(socket_group, i64))
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> tuple[Attribute, ...]:
+        with parser.in_angle_brackets():
+            value = parser.parse_str_literal()
+            start = _parse_ints(parser)
+            parser.parse_keyword("x")
+            shape = _parse_ints(parser)
+            parser.parse_keyword("at")
+            at = _parse_ints(parser)
+            step = _parse_ints(parser) if parser.parse_optional_keyword("step") else ()
+            group = parser.parse_integer() if parser.parse_optional_keyword("group") else 1
+        return (StringAttr(value), _array(start), _array(shape), _array(at), _array(step),
+                IntegerAttr(group, i64))
+
+    def print_parameters(self, printer: Printer) -> None:
+        text = (f'<"{self.value.data}" {_ints(self.start.get_values())} x '
+                f"{_ints(self.shape.get_values())} at {_ints(self.at.get_values())}")
+        if self.socket_step.get_values():
+            text += f" step {_ints(self.socket_step.get_values())}"
+        if self.socket_group.value.data != 1:
+            text += f" group {self.socket_group.value.data}"
+        printer.print_string(text + ">")
+
+
+@irdl_attr_definition
+class BindingAttr(ParametrizedAttribute):
+    """`#rdu.bind<"kc" [@k_cache[3]]>`: a kernel param bound for one launch to views
+    `@tensor[leading indices]`: one view, or for a stacked param one per trip (or one view whose
+    leading dimension is the trip count)."""
+
+    name = "rdu.bind"
+
+    param: StringAttr
+    tensors: ArrayAttr[StringAttr]
+    indices: ArrayAttr[DenseArrayBase]
+
+    def __init__(self, param: str, views: Sequence[tuple[str, Sequence[int]]]):
+        super().__init__(StringAttr(param), ArrayAttr([StringAttr(t) for t, _ in views]),
+                         ArrayAttr([_array(i) for _, i in views]))
+
+    @property
+    def views(self) -> list[tuple[str, list[int]]]:
+        return [(t.data, list(i.get_values())) for t, i in zip(self.tensors, self.indices)]
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> tuple[Attribute, ...]:
+        with parser.in_angle_brackets():
+            param = parser.parse_str_literal()
+
+            def view() -> tuple[StringAttr, DenseArrayBase]:
+                name = parser.parse_symbol_name()
+                index = _rest_of_ints(parser) if parser.parse_optional_punctuation("[") else ()
+                return name, _array(index)
+
+            views = parser.parse_comma_separated_list(parser.Delimiter.SQUARE, view)
+        return (StringAttr(param), ArrayAttr([t for t, _ in views]),
+                ArrayAttr([i for _, i in views]))
+
+    def print_parameters(self, printer: Printer) -> None:
+        printer.print_string(f'<"{self.param.data}" [')
+        for k, (tensor, index) in enumerate(self.views):
+            if k:
+                printer.print_string(", ")
+            printer.print_symbol_name(tensor)
+            if index:
+                printer.print_string(_ints(index))
+        printer.print_string("]>")
+
+
+def _rest_of_ints(parser: AttrParser) -> tuple[int, ...]:
+    """The integers of a `[...]` whose `[` was just consumed."""
+    values = [parser.parse_integer(allow_boolean=False)]
+    while parser.parse_optional_punctuation(","):
+        values.append(parser.parse_integer(allow_boolean=False))
+    parser.parse_punctuation("]")
+    return tuple(values)
 
 
 # ----------------------------------------------------------------------------------------------
-# Shared verification helpers
+# Module level: values and off-chip tensors
 # ----------------------------------------------------------------------------------------------
-
-
-_SymbolT = TypeVar("_SymbolT", bound=Operation)
 
 
 def _at_least(op: Operation, prop: str, minimum: int) -> int:
@@ -198,380 +401,316 @@ def _at_least(op: Operation, prop: str, minimum: int) -> int:
     return value
 
 
-def _verify_host_op(op: Operation) -> None:
-    """Host ops live inside a func.func (the host program), never inside a kernel."""
-    parent = op.parent_op()
-    while parent is not None and not isinstance(parent, FuncOp | KernelOp):
-        parent = parent.parent_op()
-    if isinstance(parent, KernelOp):
-        raise VerifyException(
-            f"'{op.name}' is a host op and cannot be inside rdu.kernel @{parent.sym_name.data}"
-        )
-    if parent is None:
-        raise VerifyException(f"'{op.name}' must be inside a func.func (the host program)")
+def _check_shape(op: Operation, what: str, tensor: Attribute) -> None:
+    if (problem := _shape_problem(tensor)) is not None:
+        raise VerifyException(f"'{op.name}' {what}: {problem}")
 
 
-def _lookup(op: Operation, ref: FlatSymbolRefAttr, kind: type[_SymbolT]) -> _SymbolT:
-    """The `kind` op that `ref` names (resolved through the cached module symbol table)."""
-    name = ref.root_reference.data
-    target = lookup_symbol(op, name)
-    if target is None:
-        raise VerifyException(f"'{op.name}' @{name} does not exist")
-    if not isinstance(target, kind):
-        raise VerifyException(f"'{op.name}' @{name} is a '{target.name}', not an {kind.name}")
-    return target
+VALUE_ROLES = ("param", "input", "output", "state")
+TENSOR_KINDS = ("weight", "kv_cache", "input", "output", "activation")
 
 
-def _verify_transfer(op: LoadOp | StoreOp, stream: StreamType) -> None:
-    """Checks shared by the AGCU transfers between off-chip tensors and a stream."""
-    _at_least(op, "agcus", 1)
-    if op.bytes is not None:
-        _at_least(op, "bytes", 0)
-    refs = op.tensors.data
-    loop = op.parent_op()
-    runs = loop.trips.value.data if isinstance(loop, HwLoopOp) else 1
-    if len(refs) not in (1, runs):
-        raise VerifyException(
-            f"'{op.name}' lists {len(refs)} tensors but runs {runs} time(s) per launch: list "
-            f"one tensor (the same every time) or one per run"
-        )
-    tensors = [_lookup(op, ref, TensorOp) for ref in refs]
-    first = tensors[0]
-    for tensor in tensors[1:]:
-        if tensor.tensor_type != first.tensor_type:
-            raise VerifyException(
-                f"'{op.name}' per-iteration tensors differ in type: @{first.sym_name.data} is "
-                f"{first.tensor_type}, @{tensor.sym_name.data} is {tensor.tensor_type}"
-            )
-    tile_element = stream.tile.get_element_type()
-    if tile_element != first.tensor_type.get_element_type():
-        raise VerifyException(
-            f"'{op.name}' stream tile {stream.tile} does not match the element type of "
-            f"@{first.sym_name.data} : {first.tensor_type}"
-        )
-    if op.bytes is not None and op.bytes.value.data > (size := _bytes(first.tensor_type)):
-        raise VerifyException(
-            f"'{op.name}' moves {op.bytes.value.data} bytes but @{first.sym_name.data} holds "
-            f"only {size}"
-        )
+@irdl_op_definition
+class ValueOp(IRDLOperation):
+    """`rdu.value "model.norm.weight" "param" : tensor<4096xbf16>`: a whole, unsharded tensor
+    of the decode step, bound or read by name at run time: a checkpoint `param` (HF name), an
+    `input`, an `output`, or `state` the step updates in place (the KV caches)."""
 
+    name = "rdu.value"
 
-# ----------------------------------------------------------------------------------------------
-# Off-chip tensors
-# ----------------------------------------------------------------------------------------------
+    value = prop_def(StringAttr)
+    role = prop_def(StringAttr)
+    type = prop_def(TensorType[Attribute])
+
+    traits = traits_def(HasParent(ModuleOp))
+
+    assembly_format = "$value $role `:` $type attr-dict"
+
+    def verify_(self) -> None:
+        _check_shape(self, f'"{self.value.data}"', self.type)
+        if self.role.data not in VALUE_ROLES:
+            raise VerifyException(f"'rdu.value' role must be one of {', '.join(VALUE_ROLES)}, "
+                                  f"got {self.role.data!r}")
 
 
 @irdl_op_definition
 class TensorOp(IRDLOperation):
-    """`rdu.tensor @name : tensor<...> tier hbm|ddr socket S [source "ckpt.name" [at [o, ...]]]
-    [aliases @other]`: a buffer in off-chip memory (HBM or DDR) of socket S (>= 0).
-
-    `source` names the checkpoint parameter the buffer is bound to at run time (weights are
-    never in the program); with `at`, the buffer is the slice / shard of that parameter starting
-    at these offsets, one per dimension, and of this tensor's shape: element `[i, j]` is
-    `checkpoint[at[0] + i, at[1] + j]`. Without `source` the buffer is runtime state or an
-    input/output (KV caches, activations, logits). `aliases @other` says this buffer IS
-    `@other`'s (the updated KV cache reuses its input's buffer): the time model counts the
-    bytes really written, never a copy.
-    """
+    """`rdu.tensor @name : tensor<...> "weight" tier hbm [sources [...]] [aliases @other]`: a
+    buffer in off-chip memory that every socket holds (its per-socket shape), filled per its
+    kind (`weight` from params, `input`, `kv_cache`, `output`, `activation` scratch) from the
+    value blocks its sources name. `aliases @other`: this buffer IS `@other`'s (the updated KV
+    cache reuses its input's buffer: storing into it moves only the bytes the store says)."""
 
     name = "rdu.tensor"
 
     sym_name = prop_def(SymbolNameConstraint())
-    tensor_type = prop_def(TensorType[Attribute], prop_name="type")
+    type = prop_def(TensorType[Attribute])
+    kind = prop_def(StringAttr)
     tier = prop_def(MemoryTierAttr)
-    socket = prop_def(IntegerAttr[I64])
-    source = opt_prop_def(StringAttr)
-    offsets = opt_prop_def(DenseArrayBase[I64], prop_name="at")
+    sources = opt_prop_def(ArrayAttr[SourceAttr])
     aliases = opt_prop_def(FlatSymbolRefAttrConstr)
 
     traits = traits_def(SymbolOpInterface(), HasParent(ModuleOp))
 
     assembly_format = (
-        "$sym_name `:` qualified($type) `tier` $tier `socket` $socket (`source` $source^)? "
-        "(`at` $at^)? (`aliases` $aliases^)? attr-dict"
+        "$sym_name `:` $type $kind `tier` $tier (`sources` $sources^)? (`aliases` $aliases^)? "
+        "attr-dict"
     )
 
     def verify_(self) -> None:
         name = self.sym_name.data
-        if (problem := _shape_problem(self.tensor_type)) is not None:
-            raise VerifyException(f"'rdu.tensor' @{name}: {problem}")
-        _at_least(self, "socket", 0)
-        if self.offsets is not None:
-            offsets = self.offsets.get_values()
-            rank = self.tensor_type.get_num_dims()
-            if self.source is None:
-                raise VerifyException(f"'rdu.tensor' @{name}: `at` needs a `source`")
-            if len(offsets) != rank or any(o < 0 for o in offsets):
-                raise VerifyException(
-                    f"'rdu.tensor' @{name}: `at` needs {rank} non-negative offsets, got "
-                    f"{list(offsets)}"
-                )
-        if self.aliases is not None:
-            other = _lookup(self, self.aliases, TensorOp)
-            if other is self:
-                raise VerifyException(f"'rdu.tensor' @{name} aliases itself")
-            if other.tensor_type != self.tensor_type:
-                raise VerifyException(
-                    f"'rdu.tensor' @{name} : {self.tensor_type} aliases @{other.sym_name.data}"
-                    f" of a different type {other.tensor_type}"
-                )
-            if (other.tier, other.socket) != (self.tier, self.socket):
-                raise VerifyException(
-                    f"'rdu.tensor' @{name} aliases @{other.sym_name.data} but is placed in "
-                    f"another tier or socket"
-                )
+        _check_shape(self, f"@{name}", self.type)
+        if self.kind.data not in TENSOR_KINDS:
+            raise VerifyException(f"'rdu.tensor' @{name}: kind must be one of "
+                                  f"{', '.join(TENSOR_KINDS)}, got {self.kind.data!r}")
+        if self.aliases is None:
+            return
+        other = lookup_symbol(self, self.aliases.root_reference.data)
+        if not isinstance(other, TensorOp):
+            raise VerifyException(f"'rdu.tensor' @{name} aliases "
+                                  f"@{self.aliases.root_reference.data}, which is no rdu.tensor")
+        if other is self:
+            raise VerifyException(f"'rdu.tensor' @{name} aliases itself")
+        if (other.type, other.tier) != (self.type, self.tier) or self.sources is not None:
+            raise VerifyException(f"'rdu.tensor' @{name} aliases @{other.sym_name.data}: it "
+                                  f"needs the same type and tier and no sources of its own")
 
 
 # ----------------------------------------------------------------------------------------------
-# Kernels and their units
+# Kernels, sections and units
 # ----------------------------------------------------------------------------------------------
 
 
 @irdl_op_definition
 class KernelOp(IRDLOperation):
-    """`rdu.kernel @name pcus N pmus N sram_bytes N { units }`: one configuration of the chip,
-    a graph of units connected by streams, and the resources it occupies on one socket.
-
-    Running it is one launch (`rdu.launch`); every launch is a synchronization boundary, which
-    is what kernel looping removes. The totals are what lowering checks against the hardware
-    preset; the verifier recomputes them from the units (pcus = sum of `rdu.pcu` counts, pmus =
-    sum of `rdu.pmu` counts, sram_bytes = sum of `rdu.pmu` bytes x count), so they never lie.
-    """
+    """`rdu.kernel @name { rdu.param ... ; rdu.section ... | rdu.hw_loop ... }`: one chip
+    configuration (or several sections run in order). Each launch is a synchronization
+    boundary, which is what kernel looping removes."""
 
     name = "rdu.kernel"
 
     sym_name = prop_def(SymbolNameConstraint())
-    pcus = prop_def(IntegerAttr[I64])
-    pmus = prop_def(IntegerAttr[I64])
-    sram_bytes = prop_def(IntegerAttr[I64])
     body = region_def("single_block")
 
     traits = traits_def(
         SymbolOpInterface(), IsolatedFromAbove(), NoTerminator(), HasParent(ModuleOp)
     )
 
-    assembly_format = (
-        "$sym_name `pcus` $pcus `pmus` $pmus `sram_bytes` $sram_bytes attr-dict-with-keyword $body"
-    )
+    assembly_format = "$sym_name attr-dict-with-keyword $body"
 
-    def used_resources(self) -> dict[str, int]:
-        """What the units inside the kernel really use."""
-        used = {"pcus": 0, "pmus": 0, "sram_bytes": 0}
-        for op in self.body.walk():
-            if isinstance(op, PcuOp):
-                used["pcus"] += op.count.value.data
-            elif isinstance(op, PmuOp):
-                used["pmus"] += op.count.value.data
-                used["sram_bytes"] += op.count.value.data * op.bytes.value.data
-        return used
+    @property
+    def params(self) -> list[ParamOp]:
+        return [op for op in self.body.ops if isinstance(op, ParamOp)]
+
+    @property
+    def loop(self) -> HwLoopOp | None:
+        return next((op for op in self.body.ops if isinstance(op, HwLoopOp)), None)
+
+    @property
+    def sections(self) -> list[SectionOp]:
+        holder = self.loop.body if self.loop is not None else self.body
+        return [op for op in holder.ops if isinstance(op, SectionOp)]
 
     def verify_(self) -> None:
-        for resource, used in self.used_resources().items():
-            declared = _at_least(self, resource, 0)
-            if declared != used:
-                raise VerifyException(
-                    f"'rdu.kernel' @{self.sym_name.data} declares {resource} {declared} but its"
-                    f" units use {used}"
-                )
+        name = self.sym_name.data
+        if not self.sections:
+            raise VerifyException(f"'rdu.kernel' @{name} has no rdu.section")
+        params = {p.param.data for p in self.params}
+        if self.loop is not None:
+            for stacked in self.loop.stacked:
+                if stacked.data not in params:
+                    raise VerifyException(f"'rdu.kernel' @{name}: stacked '{stacked.data}' is "
+                                          f"not a param")
+        for section in self.sections:
+            known = params | {b.buffer.data for b in section.body.ops
+                              if isinstance(b, BufferOp)}
+            for unit in section.units:
+                for access in (*unit.reads, unit.write):
+                    if access.target.data not in known:
+                        raise VerifyException(
+                            f"'rdu.kernel' @{name}: unit '{unit.id.data}' accesses "
+                            f"'{access.target.data}', neither a param nor a buffer of its "
+                            f"section")
+
+
+@irdl_op_definition
+class ParamOp(IRDLOperation):
+    """`rdu.param "h" : tensor<1x4096xbf16>`: an off-chip argument of the kernel, bound to a
+    tensor view at each launch (in a looped kernel, a stacked param's shape is one trip's)."""
+
+    name = "rdu.param"
+
+    param = prop_def(StringAttr)
+    type = prop_def(TensorType[Attribute])
+
+    traits = traits_def(HasParent(KernelOp))
+
+    assembly_format = "$param `:` $type attr-dict"
+
+    def verify_(self) -> None:
+        _check_shape(self, f'"{self.param.data}"', self.type)
 
 
 @irdl_op_definition
 class HwLoopOp(IRDLOperation):
-    """`rdu.hw_loop trips N prefetch D { units }`: the pipelined outer loop kernel looping
-    creates, run by the chip without returning to the host.
-
-    The units inside are configured once and run `trips` (>= 1) times. The loads of trip
-    i + k may run while trip i computes, for k <= `prefetch` (>= 0; 0 = a trip's loads wait for
-    the previous trip to finish), so the memory need not idle between trips. Transfers inside
-    list either one tensor (the same every trip) or one tensor per trip. Streams defined in the
-    kernel outside the loop (e.g. a PMU holding data loaded once) are read on every trip.
-    """
+    """`rdu.hw_loop trips N prefetch D stacked ["w", ...] { sections }`: the pipelined outer
+    loop kernel looping creates, run by the chip without returning to the host. All sections
+    run `trips` times per launch (a body of several sections reconfigures on every trip).
+    `stacked` params take a different tensor each trip; loads of trip i + k, k <= `prefetch`,
+    may run while trip i computes (except loads of params the kernel writes)."""
 
     name = "rdu.hw_loop"
 
     trips = prop_def(IntegerAttr[I64])
     prefetch = prop_def(IntegerAttr[I64])
+    stacked = prop_def(ArrayAttr[StringAttr])
     body = region_def("single_block")
 
     traits = lazy_traits_def(lambda: (NoTerminator(), HasParent(KernelOp)))
 
-    assembly_format = "`trips` $trips `prefetch` $prefetch attr-dict-with-keyword $body"
+    assembly_format = (
+        "`trips` $trips `prefetch` $prefetch `stacked` $stacked attr-dict-with-keyword $body"
+    )
 
     def verify_(self) -> None:
         _at_least(self, "trips", 1)
         _at_least(self, "prefetch", 0)
 
 
-_UNIT_TRAITS = lazy_traits_def(lambda: (HasParent(KernelOp, HwLoopOp),))
+@irdl_op_definition
+class SectionOp(IRDLOperation):
+    """`rdu.section pcus P pmus M sram_bytes S { buffers; units }`: one configuration of the
+    chip and what it occupies on one socket. The verifier recomputes the totals from the units
+    (PCUs and PMUs: sums of counts; SRAM: sum of PMU bytes x count), so they never lie; lowering
+    checks them against the hardware preset."""
+
+    name = "rdu.section"
+
+    pcus = prop_def(IntegerAttr[I64])
+    pmus = prop_def(IntegerAttr[I64])
+    sram_bytes = prop_def(IntegerAttr[I64])
+    body = region_def("single_block")
+
+    traits = lazy_traits_def(lambda: (NoTerminator(), HasParent(KernelOp, HwLoopOp)))
+
+    assembly_format = (
+        "`pcus` $pcus `pmus` $pmus `sram_bytes` $sram_bytes attr-dict-with-keyword $body"
+    )
+
+    @property
+    def units(self) -> list[UnitOp]:
+        return [op for op in self.body.ops if isinstance(op, UnitOp)]
+
+    def verify_(self) -> None:
+        for resource, used in used_resources(self.units).items():
+            declared = _at_least(self, resource, 0)
+            if declared != used:
+                raise VerifyException(
+                    f"'rdu.section' declares {resource} {declared} but its units use {used}")
+
+
+def used_resources(units: Sequence[UnitOp]) -> dict[str, int]:
+    """What a list of units occupies: PCUs, PMUs, and PMU SRAM bytes."""
+    used = {"pcus": 0, "pmus": 0, "sram_bytes": 0}
+    for unit in units:
+        count = unit.count.value.data
+        if isinstance(unit, PcuOp):
+            used["pcus"] += count
+        elif isinstance(unit, PmuOp):
+            used["pmus"] += count
+            used["sram_bytes"] += count * unit.sram_bytes.value.data
+    return used
 
 
 @irdl_op_definition
-class PcuOp(IRDLOperation):
-    """`rdu.pcu "matmul" count N systolic (%in, ...) [flops F] : (...) -> (...)`: `count`
-    identical pattern compute units running op `kind` (the simulator's numeric kernel of that
-    name) in parallel, each on its share of the tiles.
+class BufferOp(IRDLOperation):
+    """`rdu.buffer "x" : tensor<1x4096xbf16>`: a logical on-chip tensor of one section, the
+    value that passes through the units in one execution; its physical footprint is the PMUs'
+    bytes, not its shape. Buffers do not survive a section."""
 
-    The group applies `kind` to the tiles arriving on its input streams, in order, and emits
-    the result tiles on its output streams (any element type: format conversion happens in
-    the PCU tail). `flops` is the arithmetic of all `count` units per execution (the timing
-    model divides it by the throughput of `mode`). Which index ranges each of the `count` units
-    covers is not in the IR yet: the dfk -> rdu lowering adds it.
-    """
+    name = "rdu.buffer"
+
+    buffer = prop_def(StringAttr)
+    type = prop_def(TensorType[Attribute])
+
+    traits = traits_def(HasParent(SectionOp))
+
+    assembly_format = "$buffer `:` $type attr-dict"
+
+    def verify_(self) -> None:
+        _check_shape(self, f'"{self.buffer.data}"', self.type)
+
+
+class UnitOp(IRDLOperation):
+    """Fields every unit kind shares: `count` identical units named `id`, running `op` on the
+    blocks `reads` name and storing into the block `write` names (unit j shifted by j x step),
+    with `work` per execution of the group; its input streams come from the units that
+    produced what it reads, and its result stream carries what it writes."""
+
+    op = prop_def(StringAttr)
+    id = prop_def(StringAttr)
+    count = prop_def(IntegerAttr[I64])
+    reads = prop_def(ArrayAttr[AccessAttr])
+    write = prop_def(AccessAttr)
+    work = prop_def(WorkAttr)
+    inputs = var_operand_def(StreamType)
+    output = result_def(StreamType)
+
+    traits = lazy_traits_def(lambda: (HasParent(SectionOp),))
+
+    def verify_(self) -> None:
+        _at_least(self, "count", 1)
+        if not self.op.data or not self.id.data:
+            raise VerifyException(f"'{self.name}' needs a non-empty op and id")
+
+
+_UNIT_FORMAT = ("(` ` `(` $inputs^ `)`)? `reads` $reads `write` $write `work` $work attr-dict `:` "
+                "functional-type($inputs, $output)")
+
+
+@irdl_op_definition
+class PcuOp(UnitOp):
+    """`rdu.pcu "linear" "q" count 16 systolic ...`: pattern compute units running a numerics
+    op (`simulator.numerics.OPS`) on buffer blocks, in SIMD or systolic mode, with the op's
+    keyword attributes in `attrs`."""
 
     name = "rdu.pcu"
 
-    kind = prop_def(StringAttr)
-    count = prop_def(IntegerAttr[I64])
     mode = prop_def(PcuModeAttr)
-    flops = opt_prop_def(IntegerAttr[I64])
-    inputs = var_operand_def(StreamType)
-    outputs = var_result_def(StreamType)
+    attrs = opt_prop_def(DictionaryAttr)
 
-    traits = _UNIT_TRAITS
-
-    assembly_format = (
-        "$kind `count` $count $mode ` ` `(` $inputs `)` (`flops` $flops^)? attr-dict `:` "
-        "functional-type($inputs, $outputs)"
-    )
-
-    def verify_(self) -> None:
-        if not self.kind.data:
-            raise VerifyException("'rdu.pcu' needs a non-empty op kind")
-        _at_least(self, "count", 1)
-        if self.flops is not None:
-            _at_least(self, "flops", 0)
-        if not self.outputs:
-            raise VerifyException(
-                f"'rdu.pcu' \"{self.kind.data}\" needs at least one output stream"
-            )
+    assembly_format = ("$op $id `count` $count $mode (`attrs` $attrs^)? " + _UNIT_FORMAT)
 
 
 @irdl_op_definition
-class PmuOp(IRDLOperation):
-    """`rdu.pmu bytes B count N buffers K (%in, ...) : (...) -> (...)`: `count` pattern memory
-    units (banked SRAM scratchpads), each with `bytes` of buffer, staging the tiles of their
-    input streams for their output streams (possibly re-tiled or transposed, never converted:
-    element types are preserved). `buffers` is 1 for a single buffer, 2 for double buffering
-    (the producer fills one while the consumer drains the other), and so on; the capacity
-    `bytes x count` must hold `buffers` copies of the largest tile.
-    """
+class PmuOp(UnitOp):
+    """`rdu.pmu "copy" "w.q" count 16 sram_bytes 65536 buffers 2 ...`: pattern memory units
+    staging buffer blocks, each with `sram_bytes` of scratchpad in `buffers` buffers (2 =
+    double buffering): the capacity that bounds what is in flight."""
 
     name = "rdu.pmu"
 
-    bytes = prop_def(IntegerAttr[I64])
-    count = prop_def(IntegerAttr[I64])
+    sram_bytes = prop_def(IntegerAttr[I64])
     buffers = prop_def(IntegerAttr[I64])
-    inputs = var_operand_def(StreamType)
-    outputs = var_result_def(StreamType)
 
-    traits = _UNIT_TRAITS
-
-    assembly_format = (
-        "`bytes` $bytes `count` $count `buffers` $buffers ` ` `(` $inputs `)` attr-dict `:` "
-        "functional-type($inputs, $outputs)"
-    )
+    assembly_format = ("$op $id `count` $count `sram_bytes` $sram_bytes `buffers` $buffers "
+                       + _UNIT_FORMAT)
 
     def verify_(self) -> None:
-        per_unit = _at_least(self, "bytes", 1)
-        count = _at_least(self, "count", 1)
-        buffers = _at_least(self, "buffers", 1)
-        if not self.inputs or not self.outputs:
-            raise VerifyException("'rdu.pmu' needs at least one input and one output stream")
-        streams = [s.type for s in (*self.inputs, *self.outputs)]
-        element = streams[0].tile.get_element_type()
-        for stream in streams[1:]:
-            if stream.tile.get_element_type() != element:
-                raise VerifyException(
-                    f"'rdu.pmu' cannot convert elements: stream tile {stream.tile} differs from "
-                    f"{streams[0].tile} in element type"
-                )
-        largest = max(_bytes(s.tile) for s in streams)
-        if per_unit * count < buffers * largest:
-            raise VerifyException(
-                f"'rdu.pmu' holds {per_unit * count} bytes but {buffers} buffers of its largest "
-                f"tile need {buffers * largest}"
-            )
+        super().verify_()
+        _at_least(self, "sram_bytes", 1)
+        _at_least(self, "buffers", 1)
 
 
 @irdl_op_definition
-class LoadOp(IRDLOperation):
-    """`rdu.load [@t, ...] agcus N [bytes B] : !rdu.stream<...>`: an AGCU transfer from
-    off-chip memory onto a stream, using `agcus` address generation and coalescing units.
+class AgcuOp(UnitOp):
+    """`rdu.agcu "load" "ld.q" count 4 ...`: address generation and coalescing units, the only
+    units touching off-chip memory or other sockets: `load` param -> buffer, `store` buffer ->
+    param, `copy` param -> param, `all_reduce` buffer -> buffer summed over all sockets."""
 
-    It reads `bytes` (default: the whole tensor) from the listed `rdu.tensor` (inside an
-    `rdu.hw_loop`, either one tensor for every trip or exactly one per trip, trip i reading the
-    i-th) and emits them as tiles, charged to that tensor's tier and socket bandwidth.
-    """
+    name = "rdu.agcu"
 
-    name = "rdu.load"
-
-    tensors = prop_def(ArrayAttr[FlatSymbolRefAttr])
-    agcus = prop_def(IntegerAttr[I64])
-    bytes = opt_prop_def(IntegerAttr[I64])
-    stream = result_def(StreamType)
-
-    traits = _UNIT_TRAITS
-
-    assembly_format = "$tensors `agcus` $agcus (`bytes` $bytes^)? attr-dict `:` type($stream)"
-
-    def verify_(self) -> None:
-        _verify_transfer(self, self.stream.type)
-
-
-@irdl_op_definition
-class StoreOp(IRDLOperation):
-    """`rdu.store %s -> [@t, ...] agcus N [bytes B] : !rdu.stream<...>`: an AGCU transfer from
-    a stream into off-chip memory, using `agcus` units. It writes `bytes` (default: the whole
-    tensor) into the listed `rdu.tensor` (one, or one per trip of the enclosing `rdu.hw_loop`),
-    e.g. the one new row of a KV cache whose buffer aliases the input cache.
-    """
-
-    name = "rdu.store"
-
-    input = operand_def(StreamType)
-    tensors = prop_def(ArrayAttr[FlatSymbolRefAttr])
-    agcus = prop_def(IntegerAttr[I64])
-    bytes = opt_prop_def(IntegerAttr[I64])
-
-    traits = _UNIT_TRAITS
-
-    assembly_format = (
-        "$input `->` $tensors `agcus` $agcus (`bytes` $bytes^)? attr-dict `:` type($input)"
-    )
-
-    def verify_(self) -> None:
-        _verify_transfer(self, self.input.type)
-
-
-@irdl_op_definition
-class AllReduceOp(IRDLOperation):
-    """`rdu.all_reduce %s sockets N [bytes B] : !rdu.stream<...>`: element-wise sum of a
-    stream across `sockets` (>= 2) sockets over the peer-to-peer network (carried by the
-    AGCUs); every socket receives the same summed tiles, on a stream of the same type. `bytes`
-    is the size of one socket's data reduced per execution (what the P2P links carry is
-    derived from it by the timing model's all-reduce algorithm).
-    """
-
-    name = "rdu.all_reduce"
-
-    T: ClassVar = VarConstraint("T", base(StreamType))
-
-    input = operand_def(T)
-    sockets = prop_def(IntegerAttr[I64])
-    bytes = opt_prop_def(IntegerAttr[I64])
-    output = result_def(T)
-
-    traits = _UNIT_TRAITS
-
-    assembly_format = (
-        "$input `sockets` $sockets (`bytes` $bytes^)? attr-dict `:` type($input)"
-    )
-
-    def verify_(self) -> None:
-        _at_least(self, "sockets", 2)
-        if self.bytes is not None:
-            _at_least(self, "bytes", 0)
+    assembly_format = "$op $id `count` $count " + _UNIT_FORMAT
 
 
 # ----------------------------------------------------------------------------------------------
@@ -579,32 +718,49 @@ class AllReduceOp(IRDLOperation):
 # ----------------------------------------------------------------------------------------------
 
 
+def _verify_host_op(op: Operation) -> None:
+    """Host ops live inside a func.func (the host program)."""
+    parent = op.parent_op()
+    while parent is not None and not isinstance(parent, FuncOp):
+        parent = parent.parent_op()
+    if parent is None:
+        raise VerifyException(f"'{op.name}' must be inside a func.func (the host program)")
+
+
 @irdl_op_definition
 class LaunchOp(IRDLOperation):
-    """`rdu.launch @kernel mode software|hardware`: the host starts one run of an
-    `rdu.kernel`, in three phases: Program Load (configure the kernel's units), Argument Load
-    (bind its off-chip tensors), Kernel Execute. Launches are asynchronous and run in program
-    order, each after the previous one finished (a launch boundary is a synchronization
-    point); in `software` mode the host issues each launch and pays its overhead, in
-    `hardware` mode the AGCUs sequence launches from a static schedule.
-    """
+    """`rdu.launch @kernel mode software bindings [...] label "layer 3" layers [3]`: the host
+    starts one run of a kernel (Program Load, Argument Load, Kernel Execute) after the previous
+    one finished, binding every param to tensor views. `label` and `layers` (decoder layers it
+    computes, split evenly over the trips) are for reports and traces."""
 
     name = "rdu.launch"
 
     kernel = prop_def(FlatSymbolRefAttrConstr)
     mode = prop_def(LaunchModeAttr)
+    bindings = prop_def(ArrayAttr[BindingAttr])
+    label = prop_def(StringAttr)
+    layers = prop_def(DenseArrayBase)
 
-    assembly_format = "$kernel `mode` $mode attr-dict"
+    assembly_format = "$kernel `mode` $mode `label` $label `bindings` $bindings attr-dict"
+    irdl_options = (ParsePropInAttrDict(),)
 
     def verify_(self) -> None:
         _verify_host_op(self)
-        _lookup(self, self.kernel, KernelOp)
+        name = self.kernel.root_reference.data
+        kernel = lookup_symbol(self, name)
+        if not isinstance(kernel, KernelOp):
+            raise VerifyException(f"'rdu.launch' @{name} is no rdu.kernel")
+        params = [p.param.data for p in kernel.params]
+        bound = [b.param.data for b in self.bindings]
+        if sorted(bound) != sorted(params):
+            raise VerifyException(f"'rdu.launch' @{name} must bind each of its params "
+                                  f"{params} once, binds {bound}")
 
 
 @irdl_op_definition
 class SyncOp(IRDLOperation):
-    """`rdu.sync`: the host waits until every kernel launched before it has finished (results
-    in off-chip memory are then visible to the host and to the next step)."""
+    """`rdu.sync`: the host waits until every kernel launched before it has finished."""
 
     name = "rdu.sync"
 
@@ -617,16 +773,19 @@ class SyncOp(IRDLOperation):
 RDU = Dialect(
     "rdu",
     [
+        ValueOp,
         TensorOp,
         KernelOp,
+        ParamOp,
         HwLoopOp,
+        SectionOp,
+        BufferOp,
         PcuOp,
         PmuOp,
-        LoadOp,
-        StoreOp,
-        AllReduceOp,
+        AgcuOp,
         LaunchOp,
         SyncOp,
     ],
-    [MemoryTierAttr, LaunchModeAttr, PcuModeAttr, StreamType],
+    [MemoryTierAttr, LaunchModeAttr, PcuModeAttr, StreamType, AccessAttr, WorkAttr, SourceAttr,
+     BindingAttr],
 )

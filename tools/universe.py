@@ -57,12 +57,32 @@ def _shard_tensor_parallel() -> type[ModulePass]:
     return ShardTensorParallel
 
 
+def _lower_dfk_to_rdu() -> type[ModulePass]:
+    from lowering.lower_dfk_to_rdu import LowerDfkToRdu
+
+    return LowerDfkToRdu
+
+
+def _rdu_pipeline() -> type[ModulePass]:
+    from lowering.pipeline import RduPipeline
+
+    return RduPipeline
+
+
+def _rdu_program() -> type[Target]:
+    from lowering.emit_program import RduProgramTarget
+
+    return RduProgramTarget
+
+
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "outline-kernels": _outline_kernels,
     "kernel-looping": _kernel_looping,
     "disable-kernel-looping": _disable_kernel_looping,
     "shard-tensor-parallel": _shard_tensor_parallel,
+    "lower-dfk-to-rdu": _lower_dfk_to_rdu,
+    "rdu-pipeline": _rdu_pipeline,
 }
-TARGETS: dict[str, Callable[[], type[Target]]] = {}
+TARGETS: dict[str, Callable[[], type[Target]]] = {"rdu-program": _rdu_program}
 
 RDU_UNIVERSE = Universe(all_dialects=DIALECTS, all_passes=PASSES, all_targets=TARGETS)

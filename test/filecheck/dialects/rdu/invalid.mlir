@@ -2,11 +2,11 @@
 
 // --- types and attributes: located parse errors ---
 
-rdu.tensor @t : tensor<4xbf16> tier sram socket 0
-// CHECK:      invalid.mlir:[[# @LINE - 1]]:37
-// CHECK-NEXT: rdu.tensor @t : tensor<4xbf16> tier sram socket 0
-// CHECK-NEXT:                                     ^^^^
-// CHECK-NEXT:                                     Expected `hbm`, or `ddr`.
+rdu.tensor @t : tensor<4xbf16> "activation" tier sram
+// CHECK:      invalid.mlir:[[# @LINE - 1]]:50
+// CHECK-NEXT: rdu.tensor @t : tensor<4xbf16> "activation" tier sram
+// CHECK-NEXT:                                                  ^^^^
+// CHECK-NEXT:                                                  Expected `hbm`, or `ddr`.
 
 // -----
 
@@ -29,284 +29,172 @@ rdu.tensor @t : tensor<4xbf16> tier sram socket 0
 "test.op"() : () -> !rdu.stream<i32, 2>
 // CHECK: stream tile: expected a tensor type, got i32
 
-// --- rdu.tensor ---
+// -----
+
+"test.op"() {a = #rdu.access<"x" [0:2, 4:4]>} : () -> ()
+// CHECK: access to 'x': empty or negative range in [(0, 2), (4, 4)]
 
 // -----
 
-rdu.tensor @t : tensor<?x4xbf16> tier hbm socket 0
+"test.op"() {a = #rdu.work<flops 1 bytes_read 2 tiles 3>} : () -> ()
+// CHECK: invalid.mlir:[[# @LINE - 1]]:49
+// CHECK: Expected 'bytes_written'
+
+// --- values and tensors ---
+
+// -----
+
+rdu.value "x" "weights" : tensor<4xbf16>
+// CHECK: 'rdu.value' role must be one of param, input, output, state, got 'weights'
+
+// -----
+
+rdu.tensor @t : tensor<?x4xbf16> "activation" tier hbm
 // CHECK: 'rdu.tensor' @t: expected a static shape, got tensor<?x4xbf16>
 
 // -----
 
-rdu.tensor @t : tensor<4xbf16> tier hbm socket -1
-// CHECK: 'rdu.tensor' socket must be >= 0, got -1
+rdu.tensor @t : tensor<4xbf16> "scratch" tier hbm
+// CHECK: 'rdu.tensor' @t: kind must be one of weight, kv_cache, input, output, activation, got 'scratch'
 
 // -----
 
-rdu.tensor @t : tensor<4xbf16> tier hbm socket 0 at [0]
-// CHECK: 'rdu.tensor' @t: `at` needs a `source`
-
-// -----
-
-rdu.tensor @t : tensor<4x4xbf16> tier hbm socket 0 source "w" at [0]
-// CHECK: 'rdu.tensor' @t: `at` needs 2 non-negative offsets, got [0]
-
-// -----
-
-rdu.tensor @t : tensor<4xbf16> tier hbm socket 0 aliases @t
+rdu.tensor @t : tensor<4xbf16> "kv_cache" tier hbm aliases @t
 // CHECK: 'rdu.tensor' @t aliases itself
 
 // -----
 
-rdu.tensor @t : tensor<4xbf16> tier hbm socket 0 aliases @nowhere
-// CHECK: 'rdu.tensor' @nowhere does not exist
+rdu.tensor @t : tensor<4xbf16> "kv_cache" tier hbm aliases @nowhere
+// CHECK: 'rdu.tensor' @t aliases @nowhere, which is no rdu.tensor
 
 // -----
 
-rdu.tensor @a : tensor<4xbf16> tier hbm socket 0
-rdu.tensor @t : tensor<8xbf16> tier hbm socket 0 aliases @a
-// CHECK: 'rdu.tensor' @t : tensor<8xbf16> aliases @a of a different type tensor<4xbf16>
+rdu.tensor @a : tensor<4xbf16> "kv_cache" tier hbm
+rdu.tensor @t : tensor<4xbf16> "kv_cache" tier ddr aliases @a
+// CHECK: 'rdu.tensor' @t aliases @a: it needs the same type and tier and no sources of its own
+
+// --- kernels, sections, units ---
 
 // -----
 
-rdu.tensor @a : tensor<4xbf16> tier hbm socket 0
-rdu.tensor @t : tensor<4xbf16> tier hbm socket 1 aliases @a
-// CHECK: 'rdu.tensor' @t aliases @a but is placed in another tier or socket
-
-// -----
-
-func.func @f() {
-  func.return
+rdu.kernel @k {
+  rdu.param "x" : tensor<4xbf16>
 }
-rdu.tensor @t : tensor<4xbf16> tier hbm socket 0 aliases @f
-// CHECK: 'rdu.tensor' @f is a 'func.func', not an rdu.tensor
-
-// --- rdu.kernel and rdu.hw_loop ---
+// CHECK: 'rdu.kernel' @k has no rdu.section
 
 // -----
 
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 3 pmus 0 sram_bytes 0 {
-  %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-  %y = rdu.pcu "silu" count 2 simd (%x) : (!rdu.stream<tensor<16x64xbf16>, 2>) -> !rdu.stream<tensor<16x64xbf16>, 2>
+rdu.kernel @k {
+  rdu.section pcus 2 pmus 0 sram_bytes 0 {
+    rdu.buffer "x" : tensor<4xbf16>
+    %s = rdu.pcu "silu" "s" count 1 simd reads [#rdu.access<"x" [0:4]>] write <"x" [0:4]> work <flops 0 bytes_read 8 bytes_written 8 tiles 1> : () -> !rdu.stream<tensor<4xbf16>, 2>
+  }
 }
-// CHECK: 'rdu.kernel' @k declares pcus 3 but its units use 2
+// CHECK: 'rdu.section' declares pcus 2 but its units use 1
 
 // -----
 
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 0 pmus 0 sram_bytes 0 {
-  rdu.hw_loop trips 0 prefetch 0 {
-    %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
+rdu.kernel @k {
+  rdu.hw_loop trips 0 prefetch 0 stacked [] {
+    rdu.section pcus 0 pmus 0 sram_bytes 0 {
+      rdu.buffer "x" : tensor<4xbf16>
+    }
   }
 }
 // CHECK: 'rdu.hw_loop' trips must be >= 1, got 0
 
 // -----
 
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 0 pmus 0 sram_bytes 0 {
-  rdu.hw_loop trips 2 prefetch -1 {
-    %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
+rdu.kernel @k {
+  rdu.hw_loop trips 2 prefetch -1 stacked [] {
+    rdu.section pcus 0 pmus 0 sram_bytes 0 {
+      rdu.buffer "x" : tensor<4xbf16>
+    }
   }
 }
 // CHECK: 'rdu.hw_loop' prefetch must be >= 0, got -1
 
 // -----
 
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-func.func @f() {
-  rdu.hw_loop trips 2 prefetch 1 {
-    %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
+rdu.kernel @k {
+  rdu.section pcus 0 pmus 0 sram_bytes 0 {
+    %s = rdu.pcu "silu" "s" count 0 simd reads [#rdu.access<"x" [0:4]>] write <"x" [0:4]> work <flops 0 bytes_read 8 bytes_written 8 tiles 1> : () -> !rdu.stream<tensor<4xbf16>, 2>
   }
-  func.return
-}
-// CHECK: 'rdu.hw_loop' expects parent op 'rdu.kernel'
-
-// --- units ---
-
-// -----
-
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-func.func @f() {
-  %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-  func.return
-}
-// CHECK: 'rdu.load' expects parent op to be one of 'rdu.kernel', 'rdu.hw_loop'
-
-// -----
-
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 1 pmus 0 sram_bytes 0 {
-  %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-  %y = rdu.pcu "" count 1 simd (%x) : (!rdu.stream<tensor<16x64xbf16>, 2>) -> !rdu.stream<tensor<16x64xbf16>, 2>
-}
-// CHECK: 'rdu.pcu' needs a non-empty op kind
-
-// -----
-
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 0 pmus 0 sram_bytes 0 {
-  %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-  %y = rdu.pcu "silu" count 0 simd (%x) : (!rdu.stream<tensor<16x64xbf16>, 2>) -> !rdu.stream<tensor<16x64xbf16>, 2>
 }
 // CHECK: 'rdu.pcu' count must be >= 1, got 0
 
 // -----
 
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 1 pmus 0 sram_bytes 0 {
-  %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-  rdu.pcu "silu" count 1 simd (%x) : (!rdu.stream<tensor<16x64xbf16>, 2>) -> ()
-}
-// CHECK: 'rdu.pcu' "silu" needs at least one output stream
-
-// -----
-
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 0 pmus 1 sram_bytes 4096 {
-  %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-  rdu.pmu bytes 4096 count 1 buffers 2 (%x) : (!rdu.stream<tensor<16x64xbf16>, 2>) -> ()
-}
-// CHECK: 'rdu.pmu' needs at least one input and one output stream
-
-// -----
-
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 0 pmus 1 sram_bytes 8192 {
-  %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-  %y = rdu.pmu bytes 8192 count 1 buffers 2 (%x) : (!rdu.stream<tensor<16x64xbf16>, 2>) -> !rdu.stream<tensor<16x64xf32>, 2>
-}
-// CHECK: 'rdu.pmu' cannot convert elements: stream tile tensor<16x64xf32> differs from tensor<16x64xbf16> in element type
-
-// -----
-
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 0 pmus 2 sram_bytes 2048 {
-  %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-  %y = rdu.pmu bytes 1024 count 2 buffers 2 (%x) : (!rdu.stream<tensor<16x64xbf16>, 2>) -> !rdu.stream<tensor<16x64xbf16>, 2>
-}
-// CHECK: 'rdu.pmu' holds 2048 bytes but 2 buffers of its largest tile need 4096
-
-// -----
-
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 0 pmus 0 sram_bytes 0 {
-  %x = rdu.load [@x] agcus 0 : !rdu.stream<tensor<16x64xbf16>, 2>
-}
-// CHECK: 'rdu.load' agcus must be >= 1, got 0
-
-// -----
-
-rdu.kernel @k pcus 0 pmus 0 sram_bytes 0 {
-  %x = rdu.load [] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-}
-// CHECK: 'rdu.load' lists 0 tensors but runs 1 time(s) per launch: list one tensor (the same every time) or one per run
-
-// -----
-
-rdu.tensor @a : tensor<16x64xbf16> tier hbm socket 0
-rdu.tensor @b : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 0 pmus 0 sram_bytes 0 {
-  rdu.hw_loop trips 3 prefetch 1 {
-    %x = rdu.load [@a, @b] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
+rdu.kernel @k {
+  rdu.section pcus 0 pmus 0 sram_bytes 0 {
+    %s = rdu.pmu "copy" "p" count 1 sram_bytes 0 buffers 2 reads [#rdu.access<"x" [0:4]>] write <"x" [0:4]> work <flops 0 bytes_read 8 bytes_written 8 tiles 1> : () -> !rdu.stream<tensor<4xbf16>, 2>
   }
 }
-// CHECK: 'rdu.load' lists 2 tensors but runs 3 time(s) per launch: list one tensor (the same every time) or one per run
+// CHECK: 'rdu.pmu' sram_bytes must be >= 1, got 0
 
 // -----
 
-rdu.tensor @a : tensor<16x64xbf16> tier hbm socket 0
-rdu.tensor @b : tensor<16x32xbf16> tier hbm socket 0
-rdu.kernel @k pcus 0 pmus 0 sram_bytes 0 {
-  rdu.hw_loop trips 2 prefetch 1 {
-    %x = rdu.load [@a, @b] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
+rdu.kernel @k {
+  %s = rdu.agcu "load" "l" count 1 reads [#rdu.access<"x" [0:4]>] write <"y" [0:4]> work <flops 0 bytes_read 8 bytes_written 8 tiles 1> : () -> !rdu.stream<tensor<4xbf16>, 2>
+  rdu.section pcus 0 pmus 0 sram_bytes 0 {
+    rdu.buffer "x" : tensor<4xbf16>
   }
 }
-// CHECK: 'rdu.load' per-iteration tensors differ in type: @a is tensor<16x64xbf16>, @b is tensor<16x32xbf16>
-
-// -----
-
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 0 pmus 0 sram_bytes 0 {
-  %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xf32>, 2>
-}
-// CHECK: 'rdu.load' stream tile tensor<16x64xf32> does not match the element type of @x : tensor<16x64xbf16>
-
-// -----
-
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 0 pmus 0 sram_bytes 0 {
-  %x = rdu.load [@x] agcus 1 bytes 4096 : !rdu.stream<tensor<16x64xbf16>, 2>
-}
-// CHECK: 'rdu.load' moves 4096 bytes but @x holds only 2048
-
-// -----
-
-rdu.kernel @k pcus 0 pmus 0 sram_bytes 0 {
-  %x = rdu.load [@k] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-}
-// CHECK: 'rdu.load' @k is a 'rdu.kernel', not an rdu.tensor
-
-// -----
-
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.tensor @y : tensor<16x64xf32> tier hbm socket 0
-rdu.kernel @k pcus 0 pmus 0 sram_bytes 0 {
-  %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-  rdu.store %x -> [@y] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-}
-// CHECK: 'rdu.store' stream tile tensor<16x64xbf16> does not match the element type of @y : tensor<16x64xf32>
-
-// -----
-
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 0 pmus 0 sram_bytes 0 {
-  %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-  %y = rdu.all_reduce %x sockets 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-}
-// CHECK: 'rdu.all_reduce' sockets must be >= 2, got 1
-
-// -----
-
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 0 pmus 0 sram_bytes 0 {
-  %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-  %y = "rdu.all_reduce"(%x) <{sockets = 2 : i64}> : (!rdu.stream<tensor<16x64xbf16>, 2>) -> !rdu.stream<tensor<16x64xf32>, 2>
-}
-// CHECK: result 'output' at position 0 does not verify:
-// CHECK-NEXT: attribute !rdu.stream<tensor<16x64xbf16>, 2> expected from variable 'T', but got !rdu.stream<tensor<16x64xf32>, 2>
+// CHECK: 'rdu.agcu' expects parent op 'rdu.section'
 
 // --- host side ---
 
 // -----
 
 func.func @main() {
-  rdu.launch @nowhere mode software
+  rdu.launch @main mode software label "" bindings [] {layers = array<i64>}
   func.return
 }
-// CHECK: 'rdu.launch' @nowhere does not exist
+// CHECK: 'rdu.launch' @main is no rdu.kernel
 
 // -----
 
-func.func @main() {
-  rdu.launch @main mode software
-  func.return
+rdu.kernel @k {
+  rdu.section pcus 0 pmus 0 sram_bytes 0 {
+    rdu.buffer "x" : tensor<4xbf16>
+  }
 }
-// CHECK: 'rdu.launch' @main is a 'func.func', not an rdu.kernel
-
-// -----
-
-rdu.kernel @k pcus 0 pmus 0 sram_bytes 0 {
-  rdu.sync
-}
-// CHECK: 'rdu.sync' is a host op and cannot be inside rdu.kernel @k
-
-// -----
-
-rdu.tensor @x : tensor<16x64xbf16> tier hbm socket 0
-rdu.kernel @k pcus 0 pmus 0 sram_bytes 0 {
-  %x = rdu.load [@x] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-}
-rdu.launch @k mode hardware
+rdu.launch @k mode hardware label "" bindings [#rdu.bind<"x" [@t[0, 1], @u]>] {layers = array<i64>}
 // CHECK: 'rdu.launch' must be inside a func.func (the host program)
+
+// -----
+
+rdu.kernel @k {
+  rdu.param "x" : tensor<4xbf16>
+  rdu.hw_loop trips 2 prefetch 1 stacked ["w"] {
+    rdu.section pcus 0 pmus 0 sram_bytes 0 {
+      rdu.buffer "y" : tensor<4xbf16>
+    }
+  }
+}
+// CHECK: 'rdu.kernel' @k: stacked 'w' is not a param
+
+// -----
+
+rdu.kernel @k {
+  rdu.param "x" : tensor<4xbf16>
+  rdu.section pcus 0 pmus 0 sram_bytes 0 {
+    rdu.buffer "y" : tensor<4xbf16>
+    %s = rdu.agcu "load" "l" count 1 reads [#rdu.access<"x" [0:4]>] write <"z" [0:4]> work <flops 0 bytes_read 8 bytes_written 8 tiles 1> : () -> !rdu.stream<tensor<4xbf16>, 2>
+  }
+}
+// CHECK: 'rdu.kernel' @k: unit 'l' accesses 'z', neither a param nor a buffer of its section
+
+// -----
+
+rdu.kernel @k {
+  rdu.param "x" : tensor<4xbf16>
+  rdu.section pcus 0 pmus 0 sram_bytes 0 {
+    rdu.buffer "y" : tensor<4xbf16>
+  }
+}
+func.func @main() {
+  rdu.launch @k mode software label "" bindings [#rdu.bind<"w" [@t]>] {layers = array<i64>}
+  func.return
+}
+// CHECK: 'rdu.launch' @k must bind each of its params ['x'] once, binds ['w']

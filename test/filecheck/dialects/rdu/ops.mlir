@@ -2,69 +2,55 @@
 // RUN: rdu-opt %s | %roundtrip | filecheck %s
 // RUN: rdu-opt %s | %generic-roundtrip | filecheck %s
 
-// A small complete program: two layers' weights (the second in DDR, and a shard: rows 64..127
-// of its checkpoint tensor), an activation, its in-place update and an output; one kernel
-// load -> pmu -> pcu -> all_reduce -> pcu -> store with a hardware loop over the two layers
-// (per-trip weights); an AGCU-only kernel with an all-reduce; the host launching both (one in
-// each mode) and syncing.
+// A small complete program: values, a weight in DDR sharded over sockets, a KV cache and its
+// in-place update (alias), a looped kernel (load -> pmu -> pcu x2 -> store) whose stacked
+// weight takes one tensor per trip, and the host launching it and syncing.
 
-// CHECK:      rdu.tensor @wq0 : tensor<64x64xbf16> tier hbm socket 0 source "model.layers.0.self_attn.q_proj.weight"
-// CHECK-NEXT: rdu.tensor @wq1 : tensor<64x64xbf16> tier ddr socket 0 source "model.layers.1.self_attn.q_proj.weight" at [64, 0]
-// CHECK-NEXT: rdu.tensor @h : tensor<16x64xbf16> tier hbm socket 1
-// CHECK-NEXT: rdu.tensor @h_out : tensor<16x64xbf16> tier hbm socket 1 aliases @h
-// CHECK-NEXT: rdu.tensor @out : tensor<16x64xbf16> tier ddr socket 1
-rdu.tensor @wq0 : tensor<64x64xbf16> tier hbm socket 0 source "model.layers.0.self_attn.q_proj.weight"
-rdu.tensor @wq1 : tensor<64x64xbf16> tier ddr socket 0 source "model.layers.1.self_attn.q_proj.weight" at [64, 0]
-rdu.tensor @h : tensor<16x64xbf16> tier hbm socket 1
-rdu.tensor @h_out : tensor<16x64xbf16> tier hbm socket 1 aliases @h
-rdu.tensor @out : tensor<16x64xbf16> tier ddr socket 1
+// CHECK:      rdu.value "model.layers.0.mlp.up_proj.weight" "param" : tensor<32x16xbf16>
+// CHECK-NEXT: rdu.value "x" "input" : tensor<2x16xbf16>
+// CHECK-NEXT: rdu.tensor @w0 : tensor<16x16xbf16> "weight" tier ddr sources [#rdu.source<"model.layers.0.mlp.up_proj.weight" [0, 0] x [16, 16] at [0, 0] step [16, 0]>]
+// CHECK-NEXT: rdu.tensor @w1 : tensor<16x16xbf16> "weight" tier hbm sources [#rdu.source<"model.layers.0.mlp.up_proj.weight" [0, 0] x [16, 16] at [0, 0] step [16, 0] group 2>]
+// CHECK-NEXT: rdu.tensor @h : tensor<2x16xbf16> "activation" tier hbm
+// CHECK-NEXT: rdu.tensor @h.out : tensor<2x16xbf16> "activation" tier hbm aliases @h
+rdu.value "model.layers.0.mlp.up_proj.weight" "param" : tensor<32x16xbf16>
+rdu.value "x" "input" : tensor<2x16xbf16>
+rdu.tensor @w0 : tensor<16x16xbf16> "weight" tier ddr sources [#rdu.source<"model.layers.0.mlp.up_proj.weight" [0, 0] x [16, 16] at [0, 0] step [16, 0]>]
+rdu.tensor @w1 : tensor<16x16xbf16> "weight" tier hbm sources [#rdu.source<"model.layers.0.mlp.up_proj.weight" [0, 0] x [16, 16] at [0, 0] step [16, 0] group 2>]
+rdu.tensor @h : tensor<2x16xbf16> "activation" tier hbm
+rdu.tensor @h.out : tensor<2x16xbf16> "activation" tier hbm aliases @h
 
-// CHECK:      rdu.kernel @layer pcus 9 pmus 2 sram_bytes 8192 {
-// CHECK-NEXT:   [[H:%.*]] = rdu.load [@h] agcus 1 bytes 2048 : !rdu.stream<tensor<16x64xbf16>, 2>
-// CHECK-NEXT:   [[B:%.*]] = rdu.pmu bytes 4096 count 2 buffers 2 ([[H]]) : (!rdu.stream<tensor<16x64xbf16>, 2>) -> !rdu.stream<tensor<16x64xbf16>, 1>
-// CHECK-NEXT:   rdu.hw_loop trips 2 prefetch 1 {
-// CHECK-NEXT:     [[W:%.*]] = rdu.load [@wq0, @wq1] agcus 2 : !rdu.stream<tensor<16x64xbf16>, 2>
-// CHECK-NEXT:     [[O:%.*]] = rdu.pcu "matmul" count 8 systolic ([[B]], [[W]]) flops 131072 : (!rdu.stream<tensor<16x64xbf16>, 1>, !rdu.stream<tensor<16x64xbf16>, 2>) -> !rdu.stream<tensor<16x64xf32>, 2>
-// CHECK-NEXT:     [[R:%.*]] = rdu.all_reduce [[O]] sockets 2 bytes 4096 : !rdu.stream<tensor<16x64xf32>, 2>
-// CHECK-NEXT:     [[C:%.*]], [[D:%.*]] = rdu.pcu "rms_norm" count 1 simd ([[R]]) : (!rdu.stream<tensor<16x64xf32>, 2>) -> (!rdu.stream<tensor<16x64xbf16>, 2>, !rdu.stream<tensor<16x64xbf16>, 2>)
-// CHECK-NEXT:     rdu.store [[C]] -> [@h_out] agcus 1 bytes 2048 : !rdu.stream<tensor<16x64xbf16>, 2>
-// CHECK-NEXT:     rdu.store [[D]] -> [@out] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
-// CHECK-NEXT:   }
-// CHECK-NEXT: }
-rdu.kernel @layer pcus 9 pmus 2 sram_bytes 8192 {
-  %h = rdu.load [@h] agcus 1 bytes 2048 : !rdu.stream<tensor<16x64xbf16>, 2>
-  %b = rdu.pmu bytes 4096 count 2 buffers 2 (%h) : (!rdu.stream<tensor<16x64xbf16>, 2>) -> !rdu.stream<tensor<16x64xbf16>, 1>
-  rdu.hw_loop trips 2 prefetch 1 {
-    %w = rdu.load [@wq0, @wq1] agcus 2 : !rdu.stream<tensor<16x64xbf16>, 2>
-    %o = rdu.pcu "matmul" count 8 systolic (%b, %w) flops 131072 : (!rdu.stream<tensor<16x64xbf16>, 1>, !rdu.stream<tensor<16x64xbf16>, 2>) -> !rdu.stream<tensor<16x64xf32>, 2>
-    %r = rdu.all_reduce %o sockets 2 bytes 4096 : !rdu.stream<tensor<16x64xf32>, 2>
-    %c, %d = rdu.pcu "rms_norm" count 1 simd (%r) : (!rdu.stream<tensor<16x64xf32>, 2>) -> (!rdu.stream<tensor<16x64xbf16>, 2>, !rdu.stream<tensor<16x64xbf16>, 2>)
-    rdu.store %c -> [@h_out] agcus 1 bytes 2048 : !rdu.stream<tensor<16x64xbf16>, 2>
-    rdu.store %d -> [@out] agcus 1 : !rdu.stream<tensor<16x64xbf16>, 2>
+// CHECK:      rdu.kernel @up {
+// CHECK-NEXT:   rdu.param "h" : tensor<2x16xbf16>
+// CHECK-NEXT:   rdu.param "w" : tensor<16x16xbf16>
+// CHECK-NEXT:   rdu.hw_loop trips 2 prefetch 1 stacked ["w"] {
+// CHECK-NEXT:     rdu.section pcus 2 pmus 2 sram_bytes 1024 {
+// CHECK-NEXT:       rdu.buffer "x" : tensor<2x16xbf16>
+// CHECK:            [[X:%.*]] = rdu.agcu "load" "ld.h" count 1 reads [#rdu.access<"h" [0:2, 0:16]>] write <"x" [0:2, 0:16]> work <flops 0 bytes_read 64 bytes_written 64 tiles 1> : () -> !rdu.stream<tensor<32xbf16>, 2>
+// CHECK:            [[S:%.*]] = rdu.pmu "copy" "stage.w" count 2 sram_bytes 512 buffers 2 ([[W:%.*]]) reads
+// CHECK-NEXT:       [[Y:%.*]] = rdu.pcu "linear" "y" count 2 systolic attrs {accumulate_only = false} ([[X]], [[S]]) reads [#rdu.access<"x" [0:2, 0:16]>, #rdu.access<"ws" [0:8, 0:16] step [8, 0]>] write <"y" [0:2, 0:8] step [0, 8]>
+rdu.kernel @up {
+  rdu.param "h" : tensor<2x16xbf16>
+  rdu.param "w" : tensor<16x16xbf16>
+  rdu.hw_loop trips 2 prefetch 1 stacked ["w"] {
+    rdu.section pcus 2 pmus 2 sram_bytes 1024 {
+      rdu.buffer "x" : tensor<2x16xbf16>
+      rdu.buffer "wl" : tensor<16x16xbf16>
+      rdu.buffer "ws" : tensor<16x16xbf16>
+      rdu.buffer "y" : tensor<2x16xbf16>
+      %x = rdu.agcu "load" "ld.h" count 1 reads [#rdu.access<"h" [0:2, 0:16]>] write <"x" [0:2, 0:16]> work <flops 0 bytes_read 64 bytes_written 64 tiles 1> : () -> !rdu.stream<tensor<32xbf16>, 2>
+      %w = rdu.agcu "load" "ld.w" count 2 reads [#rdu.access<"w" [0:8, 0:16] step [8, 0]>] write <"wl" [0:8, 0:16] step [8, 0]> work <flops 0 bytes_read 512 bytes_written 512 tiles 2> : () -> !rdu.stream<tensor<128xbf16>, 2>
+      %s = rdu.pmu "copy" "stage.w" count 2 sram_bytes 512 buffers 2 (%w) reads [#rdu.access<"wl" [0:8, 0:16] step [8, 0]>] write <"ws" [0:8, 0:16] step [8, 0]> work <flops 0 bytes_read 512 bytes_written 512 tiles 2> : (!rdu.stream<tensor<128xbf16>, 2>) -> !rdu.stream<tensor<128xbf16>, 2>
+      %y = rdu.pcu "linear" "y" count 2 systolic attrs {accumulate_only = false} (%x, %s) reads [#rdu.access<"x" [0:2, 0:16]>, #rdu.access<"ws" [0:8, 0:16] step [8, 0]>] write <"y" [0:2, 0:8] step [0, 8]> work <flops 1024 bytes_read 576 bytes_written 64 tiles 2> : (!rdu.stream<tensor<32xbf16>, 2>, !rdu.stream<tensor<128xbf16>, 2>) -> !rdu.stream<tensor<32xbf16>, 2>
+      %o = rdu.agcu "store" "st.h" count 1 (%y) reads [#rdu.access<"y" [0:2, 0:16]>] write <"h" [0:2, 0:16]> work <flops 0 bytes_read 64 bytes_written 64 tiles 1> : (!rdu.stream<tensor<32xbf16>, 2>) -> !rdu.stream<tensor<32xbf16>, 2>
+    }
   }
 }
 
-// A kernel without PCUs or PMUs: AGCUs only (its totals are zero).
-// CHECK:      rdu.kernel @reduce pcus 0 pmus 0 sram_bytes 0 {
-// CHECK-NEXT:   [[X:%.*]] = rdu.load [@out] agcus 4 : !rdu.stream<tensor<16x64xbf16>, 4>
-// CHECK-NEXT:   [[S:%.*]] = rdu.all_reduce [[X]] sockets 8 : !rdu.stream<tensor<16x64xbf16>, 4>
-// CHECK-NEXT:   rdu.store [[S]] -> [@out] agcus 4 : !rdu.stream<tensor<16x64xbf16>, 4>
-// CHECK-NEXT: }
-rdu.kernel @reduce pcus 0 pmus 0 sram_bytes 0 {
-  %x = rdu.load [@out] agcus 4 : !rdu.stream<tensor<16x64xbf16>, 4>
-  %s = rdu.all_reduce %x sockets 8 : !rdu.stream<tensor<16x64xbf16>, 4>
-  rdu.store %s -> [@out] agcus 4 : !rdu.stream<tensor<16x64xbf16>, 4>
-}
-
 // CHECK:      func.func @main() {
-// CHECK-NEXT:   rdu.launch @layer mode hardware
-// CHECK-NEXT:   rdu.launch @reduce mode software
+// CHECK-NEXT:   rdu.launch @up mode hardware label "layers 0-1" bindings [#rdu.bind<"h" [@h]>, #rdu.bind<"w" [@w0, @w1]>] {layers = array<i64: 0, 1>}
 // CHECK-NEXT:   rdu.sync
-// CHECK-NEXT:   func.return
-// CHECK-NEXT: }
 func.func @main() {
-  rdu.launch @layer mode hardware
-  rdu.launch @reduce mode software
+  rdu.launch @up mode hardware label "layers 0-1" bindings [#rdu.bind<"h" [@h]>, #rdu.bind<"w" [@w0, @w1]>] {layers = array<i64: 0, 1>}
   rdu.sync
   func.return
 }

@@ -1,0 +1,1060 @@
+"""`lower-dfk-to-rdu`: map a decode step of dfk kernels onto the units of an RDU.
+
+Input: a module after `outline-kernels` (and maybe `kernel-looping`): `dfk.kernel`s whose bodies
+are llm ops or one `dfk.loop`, and `func.func @decode_step` calling them. Output: the `rdu`
+dialect (`rdu_dialect/rdu.py`), which says everything the program file says.
+
+Mapping, per kernel (the looped kernel's loop body is mapped exactly like the unlooped kernel,
+so the per-layer unit graph and work are identical; only the hardware loop and the schedule
+differ):
+
+* every kernel argument the body reads is a param, loaded by AGCUs into a buffer; a linear's
+  weight is loaded by `agcus` AGCUs (split over its rows) and staged by one PMU per PCU of the
+  linear (`buffer-depth` buffers of at most `tile-bytes` each: weights stream through);
+* each llm op runs on a PCU group: linears (systolic) split over output features into
+  `matmul-par` units, elementwise ops over features and rope / KV writes / attention over heads
+  into `simd-par` units (always a divisor, so the splits are exact); norms, embedding, argmax
+  and MoE on one unit; `llm.all_reduce` on an AGCU;
+* kernel results are stored by AGCUs: the updated KV cache into a param bound to a buffer that
+  aliases the input cache (only the new rows are written), a result that replaces an argument
+  that dies at the call (the residual stream) in place into that argument's param (which is
+  how a hardware loop carries it from trip to trip), anything else into a param of its own;
+* work comes from `passes.cost_model.op_cost` (FLOPs, weight / KV bytes really read);
+* resources per kernel are checked against the preset; a kernel that does not fit is split
+  into sections, data crossing a section boundary going through an HBM scratch tensor; a loop
+  over several sections reconfigures every trip (the report says so). A single op too large
+  for the chip fails with a diagnostic naming kernel, resource, need and capacity;
+* the loop becomes `rdu.hw_loop` with the stacked params and a prefetch depth (trips whose
+  loads may run ahead) bounded by the SRAM left for the extra staged weights.
+
+Host side: one tensor per buffer a socket holds (per-layer weights separately, so each has its
+own tier; KV caches stacked, with `.out` aliases), weights placed in HBM while they fit and in
+DDR after (KV caches, inputs, outputs and activations always in HBM), launches binding params
+to views, a final sync. The module is stamped `rdu.hardware`; the socket count stays `llm.sockets`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    BFloat16Type,
+    BoolAttr,
+    DenseArrayBase,
+    DictionaryAttr,
+    Float16Type,
+    Float32Type,
+    FloatAttr,
+    IntegerAttr,
+    IntegerType,
+    ModuleOp,
+    StringAttr,
+    SymbolRefAttr,
+    TensorType,
+    UnitAttr,
+    f64,
+    i64,
+)
+from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+from xdsl.passes import ModulePass
+from xdsl.utils.exceptions import PassFailedException
+
+from passes.cost_model import op_cost, tensor_bytes
+from rdu_dialect import dfk, llm, rdu
+from rdu_dialect.interpreter import ENTRY
+from rdu_dialect.llm import LAYER_ATTR, sockets_of
+from simulator.hardware import HardwarePreset, PresetError, get_preset
+from simulator.numerics import DTYPES
+
+__all__ = ["HARDWARE_ATTR", "LowerDfkToRdu", "Mapping"]
+
+HARDWARE_ATTR = "rdu.hardware"
+"""Module attribute naming the hardware preset the module was lowered for."""
+
+
+
+def _fail(message: str) -> PassFailedException:
+    return PassFailedException(f"lower-dfk-to-rdu: {message}")
+
+
+def _divisor(n: int, at_most: int) -> int:
+    """The largest divisor of n that is <= at_most: a split into equal, exact blocks."""
+    return max(d for d in range(1, min(n, max(at_most, 1)) + 1) if n % d == 0)
+
+
+def _shape(value: SSAValue | Attribute) -> list[int]:
+    t = value.type if isinstance(value, SSAValue) else value
+    assert isinstance(t, TensorType)
+    return list(t.get_shape())
+
+
+def _dtype(value: SSAValue | Attribute) -> str:
+    t = value.type if isinstance(value, SSAValue) else value
+    assert isinstance(t, TensorType)
+    return str(t.element_type)
+
+
+def _nbytes(shape: Sequence[int], dtype: str) -> int:
+    return math.prod(shape) * DTYPES[dtype].itemsize
+
+
+def _whole(shape: Sequence[int]) -> list[tuple[int, int]]:
+    return [(0, n) for n in shape]
+
+
+# ----------------------------------------------------------------------------------------------
+# Mapping knobs
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """The knobs of the mapping (pass options of the same names, dashed)."""
+
+    matmul_par: int = 64
+    simd_par: int = 8
+    agcus: int = 4
+    tile_bytes: int = 65536
+    buffer_depth: int = 2
+    prefetch: int = -1  # -1: the dfk.loop's pipeline depth - 1 (iterations in flight)
+
+    def check(self) -> None:
+        for name in ("matmul_par", "simd_par", "agcus", "tile_bytes", "buffer_depth"):
+            if getattr(self, name) < 1:
+                raise _fail(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.prefetch < -1:
+            raise _fail(f"prefetch must be >= 0 (or -1: from the loop), got {self.prefetch}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Units of one kernel, as plain data (materialized as rdu ops once sections are known)
+# ----------------------------------------------------------------------------------------------
+
+
+Ranges = list[tuple[int, int]]
+
+
+@dataclass
+class Access:
+    name: str
+    ranges: Ranges
+    step: list[int] | None = None
+
+    def attr(self) -> rdu.AccessAttr:
+        return rdu.AccessAttr(self.name, self.ranges, self.step)
+
+    def block(self) -> list[int]:
+        return [b - a for a, b in self.ranges]
+
+
+@dataclass
+class Unit:
+    kind: Literal["pcu", "pmu", "agcu"]
+    op: str
+    id: str
+    reads: list[Access]
+    write: Access
+    count: int = 1
+    flops: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    tiles: int = 0
+    attrs: dict[str, Attribute] = field(default_factory=dict)
+    mode: str = "simd"
+    sram_bytes: int = 0
+    buffers: int = 1
+    group: int = 0  # the op it belongs to: sections are cut between groups only
+
+
+@dataclass(frozen=True)
+class _Result:
+    """Where a kernel result is stored: `param`; `kind` `cache` (an updated KV cache, bound to
+    the alias of argument `arg`'s buffer), `inplace` (into argument `arg`'s own param) or
+    `fresh` (a param of its own)."""
+
+    param: str
+    kind: Literal["cache", "inplace", "fresh"]
+    arg: int | None
+
+
+@dataclass
+class KernelPlan:
+    """What the host side needs to know about a lowered kernel."""
+
+    name: str
+    arg_params: dict[int, str]  # kernel argument index -> param name (args the body reads)
+    results: list[_Result]
+    stacked_args: set[int]
+    trips: int
+    layers_per_trip: int
+    spills: list[tuple[str, list[int], str]]  # scratch params: name, shape, dtype
+    op: rdu.KernelOp
+
+
+class _KernelLowering:
+    """Maps one kernel body onto units (see the module docstring)."""
+
+    def __init__(self, knobs: Mapping, preset: HardwarePreset):
+        self.knobs = knobs
+        self.preset = preset
+        self.units: list[Unit] = []
+        self.params: dict[str, tuple[list[int], str]] = {}  # name -> shape, dtype (ordered)
+        self.buffers: dict[str, tuple[list[int], str]] = {}
+        self.buffer_of: dict[SSAValue, str] = {}
+        self.param_of: dict[SSAValue, str] = {}
+        self.loaded: dict[str, str] = {}  # param -> buffer holding it
+        self.load_unit: dict[str, Unit] = {}
+        self.cache_param_of: dict[SSAValue, str] = {}  # kv_cache_write result -> cache param
+        self.names: set[str] = set()
+        self.ids: set[str] = set()
+        self.group = 0
+
+    # -- names -----------------------------------------------------------------------------
+
+    def _fresh(self, hint: str, taken: set[str]) -> str:
+        name, k = hint, 0
+        while name in taken:
+            k += 1
+            name = f"{hint}_{k}"
+        taken.add(name)
+        return name
+
+    def add_param(self, hint: str, shape: list[int], dtype: str) -> str:
+        name = self._fresh(hint, self.names)
+        self.params[name] = (shape, dtype)
+        return name
+
+    def _buffer(self, hint: str, shape: list[int], dtype: str) -> str:
+        name = self._fresh(hint, self.names)
+        self.buffers[name] = (shape, dtype)
+        return name
+
+    def _unit(self, unit: Unit) -> Unit:
+        unit.id = self._fresh(unit.id, self.ids)
+        unit.group = self.group
+        if not unit.tiles and (unit.bytes_read or unit.bytes_written):
+            moved = max(unit.bytes_read, unit.bytes_written)
+            unit.tiles = max(unit.count, -(-moved // self.knobs.tile_bytes))
+        self.units.append(unit)
+        return unit
+
+    # -- params in, results out -------------------------------------------------------------
+
+    def _load(self, value: SSAValue, split_rows: bool = False) -> str:
+        """The buffer holding kernel param `value` (loaded by AGCUs on first use)."""
+        param = self.param_of[value]
+        if param in self.loaded:
+            return self.loaded[param]
+        shape, dtype = self.params[param]
+        buffer = self._buffer(f"{param}.ld", shape, dtype)
+        count = _divisor(shape[0], self.knobs.agcus) if split_rows else 1
+        rows = shape[0] // count
+        step = [rows] + [0] * (len(shape) - 1) if count > 1 else None
+        block = [(0, rows)] + _whole(shape[1:])
+        size = _nbytes(shape, dtype)
+        self.load_unit[param] = self._unit(Unit(
+            "agcu", "load", f"ld.{param}", [Access(param, block, step)],
+            Access(buffer, block, step), count=count, bytes_read=size, bytes_written=size))
+        self.loaded[param] = buffer
+        return buffer
+
+    def _read(self, value: SSAValue) -> str:
+        """The buffer holding `value`: a param (loaded on first use) or an op's result."""
+        if value in self.buffer_of:
+            return self.buffer_of[value]
+        if value in self.param_of:
+            return self._load(value)
+        raise _fail(f"value {value} of the kernel body is neither an argument nor computed "
+                    f"in the body")
+
+    def _set_load_bytes(self, param: str, size: int) -> None:
+        """A load moves what its consumer really reads (attended KV rows, gathered rows)."""
+        unit = self.load_unit[param]
+        unit.bytes_read = unit.bytes_written = size
+        unit.tiles = 0 if size == 0 else max(unit.count, -(-size // self.knobs.tile_bytes))
+
+    def store(self, value: SSAValue, param: str, size: int | None = None) -> None:
+        buffer = self._read(value)
+        shape, dtype = self.buffers[buffer]
+        size = _nbytes(shape, dtype) if size is None else size
+        self._unit(Unit("agcu", "store", f"st.{param}", [Access(buffer, _whole(shape))],
+                        Access(param, _whole(shape)), bytes_read=size, bytes_written=size))
+
+    # -- compute ops -------------------------------------------------------------------------
+
+    def _result(self, op: Operation, dtype: str | None = None) -> tuple[str, list[int], str]:
+        res = op.results[0]
+        shape, dtype = _shape(res), dtype or _dtype(res)
+        name = self._buffer(res.name_hint or op.name.removeprefix("llm."), shape, dtype)
+        self.buffer_of[res] = name
+        return name, shape, dtype
+
+    def _pcu(self, op: Operation, reads: list[Access], write: Access, count: int,
+             mode: str = "simd", attrs: dict[str, Attribute] | None = None,
+             bytes_read: int | None = None, bytes_written: int | None = None) -> Unit:
+        """A PCU group; its bytes are the regions it accesses unless the op touches less (a
+        gather, the attended KV rows, a KV write's new rows)."""
+        def region_bytes(a: Access) -> int:
+            space = self.buffers[a.name]
+            return _nbytes(a.block(), space[1]) * (count if a.step else 1)
+
+        return self._unit(Unit(
+            "pcu", op.name.removeprefix("llm."), write.name, reads, write, count=count,
+            flops=op_cost(op).flops,
+            bytes_read=sum(map(region_bytes, reads)) if bytes_read is None else bytes_read,
+            bytes_written=region_bytes(write) if bytes_written is None else bytes_written,
+            attrs=attrs or {}, mode=mode))
+
+    def lower_op(self, op: Operation) -> None:
+        self.group += 1
+        if isinstance(op, llm.LinearOp):
+            return self._linear(op)
+        if isinstance(op, llm.KVCacheWriteOp):
+            return self._kv_cache_write(op)
+        if isinstance(op, llm.AttentionOp):
+            return self._attention(op)
+        if isinstance(op, llm.RopeOp):
+            return self._split_features(op, op.head_dim.value.data)
+        if isinstance(op, llm.SiluOp | llm.GeluOp | llm.AddOp | llm.MulOp):
+            return self._split_features(op, 1)
+        if isinstance(op, llm.AllReduceOp):
+            src = self._read(op.input)
+            out, shape, _ = self._result(op)
+            size = _nbytes(shape, self.buffers[src][1])
+            self._unit(Unit("agcu", "all_reduce", out, [Access(src, _whole(shape))],
+                            Access(out, _whole(shape)), bytes_read=size,
+                            bytes_written=_nbytes(shape, _dtype(op.results[0]))))
+            return None
+        if isinstance(op, llm.EmbeddingOp | llm.RMSNormOp | llm.LayerNormOp | llm.ArgmaxOp
+                      | llm.SoftmaxOp | llm.MoEOp):
+            return self._whole_op(op)
+        raise _fail(f"no mapping for '{op.name}' onto RDU units")
+
+    def _attrs(self, op: Operation, **overrides: Any) -> dict[str, Attribute]:
+        """The op's properties as the numerics keywords (plain JSON-able attributes)."""
+        attrs: dict[str, Attribute] = {}
+        for name in type(op).get_irdl_definition().properties:
+            attr = op.properties.get(name)
+            if attr is None:
+                continue
+            if isinstance(attr, FloatAttr):
+                attr = FloatAttr(attr.value.data, f64)
+            elif isinstance(attr, UnitAttr):
+                attr = BoolAttr.from_bool(True)
+            elif isinstance(attr, llm.RopeScalingAttr):
+                attr = DictionaryAttr({"kind": StringAttr(attr.kind.data), **{
+                    k: FloatAttr(v, f64) if isinstance(v, float) else IntegerAttr(v, i64)
+                    for k, v in attr.values().items()}})
+            attrs[name] = attr
+        for name, value in overrides.items():
+            attrs[name] = IntegerAttr(value, i64)
+        return attrs
+
+    def _whole_op(self, op: Operation) -> None:
+        reads = [self._read(v) for v in op.operands]
+        out, shape, _ = self._result(op)
+        bytes_read = None
+        if isinstance(op, llm.EmbeddingOp):
+            gathered = op_cost(op).weight_bytes
+            if op.table in self.param_of:
+                self._set_load_bytes(self.param_of[op.table], gathered)
+            bytes_read = gathered + tensor_bytes(op.ids)
+        if isinstance(op, llm.MoEOp):
+            # the routed experts' share of the expert weights (cost model's assumption)
+            cost, router = op_cost(op), tensor_bytes(op.router)
+            routed, every = cost.weight_bytes - router, cost.dense_weight_bytes - router
+            for w in (op.gate, op.up, op.down):
+                if w in self.param_of:
+                    self._set_load_bytes(self.param_of[w], tensor_bytes(w) * routed // every)
+        self._pcu(op, [Access(r, _whole(self.buffers[r][0])) for r in reads],
+                  Access(out, _whole(shape)), 1,
+                  mode="systolic" if isinstance(op, llm.MoEOp) else "simd",
+                  attrs=self._attrs(op), bytes_read=bytes_read)
+
+    def _linear(self, op: llm.LinearOp) -> None:
+        outs, ins = _shape(op.weight)
+        count = _divisor(outs, self.knobs.matmul_par)
+        rows = outs // count
+        x = self._read(op.input)
+        if op.weight in self.param_of:
+            loaded = self._load(op.weight, split_rows=True)
+            param = self.param_of[op.weight]
+            dtype = _dtype(op.weight)
+            block = [(0, rows), (0, ins)]
+            staged = self._buffer(f"{param}.pmu", [outs, ins], dtype)
+            size = _nbytes([outs, ins], dtype)
+            tile = min(self.knobs.tile_bytes, _nbytes([rows, ins], dtype))
+            self._unit(Unit("pmu", "copy", f"pmu.{param}", [Access(loaded, block, [rows, 0])],
+                            Access(staged, block, [rows, 0]), count=count, bytes_read=size,
+                            bytes_written=size, sram_bytes=min(self.preset.pmu_bytes,
+                                                               tile * self.knobs.buffer_depth),
+                            buffers=self.knobs.buffer_depth))
+            w = staged
+        else:
+            w = self._read(op.weight)
+        batch = _shape(op.input)[0]
+        reads = [Access(x, _whole([batch, ins])), Access(w, [(0, rows), (0, ins)], [rows, 0])]
+        if op.bias is not None:
+            reads.append(Access(self._read(op.bias), [(0, rows)], [rows]))
+        # a row-split linear (its result only feeds all-reduces) hands them its f32
+        # accumulator, so that the sum over the sockets is rounded once
+        uses = list(op.results[0].uses)
+        partial = bool(uses) and all(isinstance(u.operation, llm.AllReduceOp) for u in uses)
+        out, _, _ = self._result(op, "f32" if partial else None)
+        self._pcu(op, reads, Access(out, [(0, batch), (0, rows)], [0, rows]), count,
+                  mode="systolic",
+                  attrs={"accumulate_only": BoolAttr.from_bool(True)} if partial else None)
+
+    def _split_features(self, op: Operation, group: int) -> None:
+        """Elementwise / per-head ops on `[B, F]`: units over groups of `group` features."""
+        shape = _shape(op.results[0])
+        features = shape[-1]
+        count = _divisor(features // group, self.knobs.simd_par)
+        width = features // count
+        step = [0] * (len(shape) - 1) + [width]
+        block = _whole(shape[:-1]) + [(0, width)]
+        reads = []
+        for value in op.operands:
+            buffer = self._read(value)
+            if _shape(value) == shape:
+                reads.append(Access(buffer, block, step if count > 1 else None))
+            else:  # positions of rope: every unit reads all of them
+                reads.append(Access(buffer, _whole(_shape(value))))
+        out, _, _ = self._result(op)
+        self._pcu(op, reads, Access(out, block, step if count > 1 else None), count,
+                  attrs=self._attrs(op))
+
+    def _heads(self, kv_heads: int) -> int:
+        return _divisor(kv_heads, self.knobs.simd_par)
+
+    def _kv_cache_write(self, op: llm.KVCacheWriteOp) -> None:
+        b, kvh, s, d = _shape(op.cache)
+        count = self._heads(kvh)
+        kh = kvh // count
+        cache = self._read(op.cache)
+        if op.cache in self.param_of:
+            self.cache_param_of[op.results[0]] = self.param_of[op.cache]
+        elif op.cache in self.cache_param_of:
+            self.cache_param_of[op.results[0]] = self.cache_param_of[op.cache]
+        multi = count > 1
+        block = Access(cache, [(0, b), (0, kh), (0, s), (0, d)], [0, kh, 0, 0] if multi else None)
+        new = Access(self._read(op.new), [(0, b), (0, kh * d)], [0, kh * d] if multi else None)
+        pos = Access(self._read(op.positions), _whole(_shape(op.positions)))
+        self.buffer_of[op.results[0]] = cache
+        self._pcu(op, [block, new, pos], block, count,
+                  bytes_read=tensor_bytes(op.new) + tensor_bytes(op.positions),
+                  bytes_written=op_cost(op).kv_write_bytes)
+
+    def _attention(self, op: llm.AttentionOp) -> None:
+        b, kvh, s, d = _shape(op.k_cache)
+        heads = op.num_heads.value.data
+        count = self._heads(kvh)
+        kh, qh = kvh // count, heads // count
+        multi = count > 1
+        kv_read = op_cost(op).kv_read_bytes
+        for cache in (op.k_cache, op.v_cache):
+            param = self.cache_param_of.get(cache, self.param_of.get(cache))
+            if param is not None and param in self.load_unit:
+                self._set_load_bytes(param, kv_read // 2)
+        q = Access(self._read(op.query), [(0, b), (0, qh * d)], [0, qh * d] if multi else None)
+        caches = [Access(self._read(c), [(0, b), (0, kh), (0, s), (0, d)],
+                         [0, kh, 0, 0] if multi else None) for c in (op.k_cache, op.v_cache)]
+        pos = Access(self._read(op.positions), _whole(_shape(op.positions)))
+        out, _, _ = self._result(op)
+        self._pcu(op, [q, *caches, pos], Access(out, q.ranges, q.step), count,
+                  mode="systolic", attrs=self._attrs(op, num_heads=qh, num_kv_heads=kh),
+                  bytes_read=tensor_bytes(op.query) + kv_read + tensor_bytes(op.positions))
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections and materialization
+# ----------------------------------------------------------------------------------------------
+
+
+_RESOURCE = {"pcus": "PCUs", "pmus": "PMUs", "sram_bytes": "bytes of SRAM"}
+
+
+def _footprint(units: Sequence[Unit]) -> dict[str, int]:
+    used = {"pcus": 0, "pmus": 0, "sram_bytes": 0}
+    for unit in units:
+        if unit.kind == "pcu":
+            used["pcus"] += unit.count
+        elif unit.kind == "pmu":
+            used["pmus"] += unit.count
+            used["sram_bytes"] += unit.count * unit.sram_bytes
+    return used
+
+
+def _split_sections(kernel: str, units: list[Unit], preset: HardwarePreset
+                    ) -> list[list[Unit]]:
+    """Units cut into sections whose resources fit the preset, in list order and only between
+    ops (an op's loads, staging PMUs and PCUs stay together). An op that alone needs more than
+    the chip fails with a diagnostic."""
+    limits = {"pcus": preset.pcus, "pmus": preset.pmus, "sram_bytes": preset.sram_bytes}
+    groups: dict[int, list[Unit]] = {}
+    for unit in units:
+        groups.setdefault(unit.group, []).append(unit)
+    sections: list[list[Unit]] = [[]]
+    used = dict.fromkeys(limits, 0)
+    for group in groups.values():
+        need = _footprint(group)
+        for key, value in need.items():
+            if value > limits[key]:
+                what = next((u for u in group if u.kind == "pcu"), group[-1])
+                raise _fail(f"kernel @{kernel} does not fit: its {what.op} '{what.id}' alone "
+                            f"needs {value} {_RESOURCE[key]} but {preset.name} has "
+                            f"{limits[key]} per socket (lower the parallelization factors)")
+        if sections[-1] and any(used[k] + need[k] > limits[k] for k in limits):
+            sections.append([])
+            used = dict.fromkeys(limits, 0)
+        sections[-1].extend(group)
+        for key in limits:
+            used[key] += need[key]
+    return sections
+
+
+def _spill(lowering: _KernelLowering, sections: list[list[Unit]]
+           ) -> list[tuple[str, list[int], str]]:
+    """Buffers do not survive a section: one read in a later section than the one that wrote
+    it goes through a scratch param (stored once at the end of the writing section, loaded at
+    the start of each later section reading it)."""
+    spills: list[tuple[str, list[int], str]] = []
+    written_in: dict[str, int] = {}
+    for s, section in enumerate(sections):
+        loads: list[Unit] = []
+        for unit in section:
+            for access in unit.reads:
+                origin = written_in.get(access.name)
+                if origin is None or origin == s:
+                    continue
+                shape, dtype = lowering.buffers[access.name]
+                param, size = f"{access.name}.spill", _nbytes(shape, dtype)
+                if param not in lowering.params:
+                    lowering.params[param] = (shape, dtype)
+                    spills.append((param, shape, dtype))
+                    sections[origin].append(Unit(
+                        "agcu", "store", f"st.{param}", [Access(access.name, _whole(shape))],
+                        Access(param, _whole(shape)), bytes_read=size, bytes_written=size,
+                        tiles=1))
+                if all(u.write.name != access.name for u in loads):
+                    loads.append(Unit(
+                        "agcu", "load", f"ld.{param}.{s}", [Access(param, _whole(shape))],
+                        Access(access.name, _whole(shape)), bytes_read=size,
+                        bytes_written=size, tiles=1))
+            written_in.setdefault(unit.write.name, s)
+        section[:0] = loads
+    return spills
+
+
+def _materialize_section(lowering: _KernelLowering, units: list[Unit]) -> rdu.SectionOp:
+    knobs = lowering.knobs
+    used = {access.name for unit in units for access in (*unit.reads, unit.write)}
+    block = Block()
+    for name, (shape, dtype) in lowering.buffers.items():
+        if name in used:
+            block.add_op(rdu.BufferOp(properties={
+                "buffer": StringAttr(name), "type": TensorType(_element(dtype), shape)}))
+    producer: dict[str, SSAValue] = {}
+    ops: list[rdu.UnitOp] = []
+    for unit in units:
+        inputs: list[SSAValue] = []
+        for access in unit.reads:
+            stream = producer.get(access.name)
+            if stream is not None and stream not in inputs:
+                inputs.append(stream)
+        space = lowering.buffers.get(unit.write.name) or lowering.params[unit.write.name]
+        elements = max(1, min(math.prod(unit.write.block()),
+                              knobs.tile_bytes // DTYPES[space[1]].itemsize))
+        stream_type = rdu.StreamType(TensorType(_element(space[1]), [elements]),
+                                     knobs.buffer_depth)
+        props: dict[str, Attribute] = {
+            "op": StringAttr(unit.op), "id": StringAttr(unit.id),
+            "count": IntegerAttr(unit.count, i64),
+            "reads": ArrayAttr([a.attr() for a in unit.reads]), "write": unit.write.attr(),
+            "work": rdu.WorkAttr(unit.flops, unit.bytes_read, unit.bytes_written, unit.tiles),
+        }
+        if unit.kind == "pcu":
+            cls: type[rdu.UnitOp] = rdu.PcuOp
+            props["mode"] = rdu.PcuModeAttr(rdu.PcuMode(unit.mode))
+            if unit.attrs:
+                props["attrs"] = DictionaryAttr(unit.attrs)
+        elif unit.kind == "pmu":
+            cls = rdu.PmuOp
+            props["sram_bytes"] = IntegerAttr(unit.sram_bytes, i64)
+            props["buffers"] = IntegerAttr(unit.buffers, i64)
+        else:
+            cls = rdu.AgcuOp
+        op = cls.create(operands=inputs, result_types=[stream_type], properties=props)
+        block.add_op(op)
+        ops.append(op)
+        if unit.write.name in lowering.buffers:
+            producer[unit.write.name] = op.results[0]
+    totals = rdu.used_resources(ops)
+    return rdu.SectionOp(properties={k: IntegerAttr(v, i64) for k, v in totals.items()},
+                         regions=[Region(block)])
+
+
+def _element(dtype: str) -> Attribute:
+    return {"bf16": BFloat16Type(), "f16": Float16Type(), "f32": Float32Type(),
+            "i32": IntegerType(32), "i64": IntegerType(64)}[dtype]
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------------------------
+
+
+def _lower_kernel(kernel: dfk.KernelOp, inplace: dict[int, int], knobs: Mapping,
+                  preset: HardwarePreset) -> KernelPlan:
+    name = kernel.sym_name.data
+    lowering = _KernelLowering(knobs, preset)
+    returned = list(kernel.return_op.arguments)
+    loop = next((op for op in kernel.body.ops if isinstance(op, dfk.LoopOp)), None)
+    arg_index = {arg: i for i, arg in enumerate(kernel.args)}
+    body_arg: dict[SSAValue, int] = {}  # body-level value -> kernel argument index
+    stacked_args: set[int] = set()
+    if loop is None:
+        body_ops = [op for op in kernel.body.ops if not isinstance(op, dfk.ReturnOp)]
+        outputs = returned
+        body_arg.update(arg_index)
+        trips = 1
+    else:
+        others = [op for op in kernel.body.ops if op not in (loop, kernel.return_op)]
+        if others or any(v not in arg_index for v in loop.operands):
+            raise _fail(f"kernel @{name}: a looped kernel must be one dfk.loop over its "
+                        f"arguments")
+        body_ops = [op for op in loop.body.ops if not isinstance(op, dfk.YieldOp)]
+        operands = (*loop.carried, *loop.invariant, *loop.stacked)
+        block_args = (*loop.carried_args, *loop.invariant_args, *loop.stacked_args)
+        for operand, arg in zip(operands, block_args):
+            body_arg[arg] = arg_index[operand]
+        stacked_args = {arg_index[v] for v in loop.stacked}
+        yielded = (*loop.yield_op.carried, *loop.yield_op.stacked)
+        through = dict(zip(loop.results, yielded))
+        outputs = [through[v] for v in returned]
+        trips = loop.trip_count
+        for result, init in zip(loop.carried_results, loop.carried):
+            if result in returned and inplace.get(returned.index(result)) != arg_index[init]:
+                raise _fail(f"kernel @{name}: the value its loop carries must be updated in "
+                            f"place, but the call's operand for it lives on after the call")
+    for value, index in body_arg.items():
+        arg = kernel.args[index]
+        shape = _shape(value)
+        lowering.param_of[value] = lowering.add_param(arg.name_hint or f"arg{index}", shape,
+                                                      _dtype(value))
+    # names of results of their own first, so that buffers (named after values too) do not
+    # take them: params are what launches bind and reports show
+    own = {r: lowering.add_param(v.name_hint or f"result{r}", _shape(v), _dtype(v))
+           for r, v in enumerate(outputs)
+           if r not in inplace and not isinstance(v.owner, llm.KVCacheWriteOp)}
+    for op in body_ops:
+        lowering.lower_op(op)
+    # results: KV caches into params bound to aliases of their inputs (only the new rows
+    # move), a result replacing a dying argument in place, anything else into its own param
+    arg_of_param = {lowering.param_of[v]: i for v, i in body_arg.items()}
+    results: list[_Result] = []
+    for r, value in enumerate(outputs):
+        cache = lowering.cache_param_of.get(value)
+        if cache is not None:
+            param = lowering.add_param(f"{cache}_out", *lowering.params[cache])
+            lowering.store(value, param, size=op_cost(value.owner).kv_write_bytes)
+            results.append(_Result(param, "cache", arg_of_param[cache]))
+        elif r in inplace:
+            param = next(p for p, i in arg_of_param.items() if i == inplace[r])
+            lowering.store(value, param)
+            results.append(_Result(param, "inplace", inplace[r]))
+        else:
+            lowering.store(value, own[r])
+            results.append(_Result(own[r], "fresh", None))
+    sections = _split_sections(name, lowering.units, preset)
+    spills = _spill(lowering, sections) if len(sections) > 1 else []
+    # params in order of first use, so a looped body and its unlooped kernel agree
+    used_params = {a.name: None for units in sections for u in units
+                   for a in (*u.reads, u.write) if a.name in lowering.params}
+    block = Block()
+    for param in used_params:
+        shape, dtype = lowering.params[param]
+        block.add_op(rdu.ParamOp(properties={
+                "param": StringAttr(param), "type": TensorType(_element(dtype), shape)}))
+    section_ops = [_materialize_section(lowering, units) for units in sections]
+    stacked_set = {p for p, i in arg_of_param.items() if i in stacked_args}
+    stacked_set |= {r.param for r in results if r.kind == "cache" and r.arg in stacked_args}
+    stacked = [p for p in used_params if p in stacked_set]
+    if loop is None:
+        block.add_ops(section_ops)
+    else:
+        prefetch = _prefetch(section_ops, loop, knobs, preset)
+        block.add_op(rdu.HwLoopOp(
+            properties={"trips": IntegerAttr(trips, i64), "prefetch": IntegerAttr(prefetch, i64),
+                        "stacked": ArrayAttr([StringAttr(p) for p in stacked])},
+            regions=[Region(Block(section_ops))]))
+    op = rdu.KernelOp(properties={"sym_name": StringAttr(name)}, regions=[Region(block)])
+    layers = sum(isinstance(o, llm.AttentionOp) for o in body_ops) or 1
+    return KernelPlan(name, {i: p for p, i in arg_of_param.items() if p in used_params},
+                      results, stacked_args, trips, layers, spills, op)
+
+
+def _prefetch(sections: list[rdu.SectionOp], loop: dfk.LoopOp, knobs: Mapping,
+              preset: HardwarePreset) -> int:
+    """Trips whose loads may run ahead (the knob, or the loop's pipeline depth - 1): each
+    needs its own copy of the staged weight tiles, so the depth is bounded by the SRAM the
+    sections leave free."""
+    wanted = knobs.prefetch if knobs.prefetch >= 0 else loop.pipeline_depth - 1
+    staged = max(s.sram_bytes.value.data for s in sections)
+    return wanted if staged == 0 else min(wanted, (preset.sram_bytes - staged) // staged)
+
+
+# ----------------------------------------------------------------------------------------------
+# Host side: tensors, tiers, schedule
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Tensor:
+    name: str
+    shape: list[int]
+    dtype: str
+    kind: str
+    sources: list[rdu.SourceAttr] = field(default_factory=list)
+    aliases: str | None = None
+    tier: str = "hbm"
+
+    @property
+    def nbytes(self) -> int:
+        return _nbytes(self.shape, self.dtype)
+
+
+_INPUTS = ("tokens", "positions")
+_STATES = ("k_cache", "v_cache")
+_OUTPUTS = ("logits", "next_token")
+
+
+class _Host:
+    """Tensors, values and launches of the decode step."""
+
+    def __init__(self, module: ModuleOp, plans: dict[str, KernelPlan], launch: str):
+        self.sockets = sockets_of(module)
+        self.plans = plans
+        self.launch = launch
+        self.params = {op.sym_name.data: op for op in module.ops if isinstance(op, llm.ParamOp)}
+        self.values: dict[str, rdu.ValueOp] = {}
+        self.tensors: dict[str, _Tensor] = {}
+        self.views: dict[SSAValue, list[tuple[str, list[int]]]] = {}
+        self.weight_of: dict[SSAValue, llm.ParamOp] = {}
+        self.launches: list[rdu.LaunchOp] = []
+        self.next_layer = 0
+
+    def _value(self, name: str, role: str, shape: Sequence[int], dtype: str) -> None:
+        if name not in self.values:
+            self.values[name] = rdu.ValueOp(properties={
+                "value": StringAttr(name), "role": StringAttr(role),
+                "type": TensorType(_element(dtype), list(shape))})
+
+    def _tensor(self, tensor: _Tensor) -> str:
+        self.tensors.setdefault(tensor.name, tensor)
+        return tensor.name
+
+    def _whole_source(self, value: str, shape: list[int], at: list[int] | None = None,
+                      shard: llm.ShardAttr | None = None) -> rdu.SourceAttr:
+        """The source of `value` held at `at`: all of it, or on socket s the shard
+        `#llm.shard` gives (block s // group along its dim, group = sockets / parts)."""
+        at = at or [0] * len(shape)
+        if shard is None:
+            return rdu.SourceAttr(value, [0] * len(shape), shape, at)
+        step = [0] * len(shape)
+        step[shard.dim.data] = shape[shard.dim.data]
+        return rdu.SourceAttr(value, [0] * len(shape), shape, at, step,
+                              self.sockets // shard.parts.data)
+
+    @staticmethod
+    def _whole_shape(shape: Sequence[int], shard: llm.ShardAttr | None) -> list[int]:
+        return list(shard.whole_shape(shape)) if shard is not None else list(shape)
+
+    def arguments(self, step: func.FuncOp) -> None:
+        args = step.body.block.args
+        for name, arg in zip(_INPUTS, args[:2]):
+            shape, dtype = _shape(arg), _dtype(arg)
+            self._value(name, "input", shape, dtype)
+            self.views[arg] = [(self._tensor(_Tensor(name, shape, dtype, "input", [
+                self._whole_source(name, shape)])), [])]
+        for index, (name, arg) in enumerate(zip(_STATES, args[2:4]), start=2):
+            shape, dtype = _shape(arg), _dtype(arg)
+            attrs = step.arg_attrs.data[index].data if step.arg_attrs else {}
+            shard = attrs.get(llm.SHARD_ATTR)
+            self._value(name, "state", self._whole_shape(shape, shard), dtype)
+            self._tensor(_Tensor(name, shape, dtype, "kv_cache",
+                                 [self._whole_source(name, shape, shard=shard)]))
+            self._tensor(_Tensor(f"{name}.out", shape, dtype, "kv_cache", aliases=name))
+            self.views[arg] = [(name, [])]
+
+    def _weight_tensors(self, param: llm.ParamOp, per_trip: bool) -> list[tuple[str, list[int]]]:
+        """Tensors holding a parameter: one, or (`per_trip`) one per leading slice (stacked by
+        layout: each slice its own tensor and tier). A tensor holding several checkpoint
+        tensors (MoE experts) has one source per expert."""
+        dtype = _dtype(param.type)
+        piece = list(param.checkpoint_type.get_shape())
+        whole = self._whole_shape(piece, param.shard)
+        shape = _shape(param.type)
+        slices = ([param.slice_source(i) for i in range(shape[0])] if per_trip
+                  else [param.source])
+        inner = shape[1:] if per_trip else shape
+        stacked_dims = inner[: len(inner) - len(piece)]
+        views = []
+        for source in slices:
+            flat = _flatten(source)
+            sources = []
+            for k, ckpt in enumerate(flat):
+                self._value(ckpt, "param", whole, dtype)
+                at = list(_unravel(k, stacked_dims)) + [0] * len(piece)
+                sources.append(self._whole_source(ckpt, piece, at, param.shard))
+            tensor = _Tensor(_common_name(flat), list(inner), dtype, "weight", sources)
+            views.append((self._tensor(tensor), []))
+        return views
+
+    def call(self, call: dfk.CallOp) -> None:
+        plan = self.plans[call.callee.string_value()]
+        bindings: list[rdu.BindingAttr] = []
+        bound: dict[str, list[tuple[str, list[int]]]] = {}
+        for index, operand in enumerate(call.arguments):
+            if operand in self.weight_of:
+                self.views[operand] = self._weight_tensors(self.weight_of[operand],
+                                                           index in plan.stacked_args)
+            if index in plan.arg_params:
+                bound[plan.arg_params[index]] = self.views[operand]
+        for result, where in zip(call.res, plan.results):
+            if where.kind == "cache":
+                views = [(f"{t}.out", i) for t, i in self.views[call.arguments[where.arg]]]
+            elif where.kind == "inplace":
+                views = self.views[call.arguments[where.arg]]
+            else:
+                views = [(self._fresh_tensor(result), [])]
+            self.views[result] = views
+            bound[where.param] = views
+        for param, shape, dtype in plan.spills:
+            bound[param] = [(self._tensor(_Tensor(f"{plan.name}.{param}", shape, dtype,
+                                                  "activation")), [])]
+        for param, views in bound.items():
+            bindings.append(rdu.BindingAttr(param, views))
+        layers = self._layers(call, plan)
+        label = (f"layer {layers[0]}" if len(layers) == 1 else
+                 f"layers {layers[0]}-{layers[-1]}" if layers else plan.name)
+        self.launches.append(rdu.LaunchOp(properties={
+            "kernel": _symbol(plan.name), "mode": rdu.LaunchModeAttr(rdu.LaunchMode(self.launch)),
+            "bindings": ArrayAttr(bindings), "label": StringAttr(label),
+            "layers": DenseArrayBase.from_list(i64, layers)}))
+
+    def _layers(self, call: dfk.CallOp, plan: KernelPlan) -> list[int]:
+        layer = call.attributes.get(LAYER_ATTR)
+        if isinstance(layer, IntegerAttr):
+            layers = [layer.value.data]
+        elif plan.trips > 1:
+            layers = list(range(self.next_layer,
+                                self.next_layer + plan.trips * plan.layers_per_trip))
+        else:
+            return []
+        self.next_layer = layers[-1] + 1
+        return layers
+
+    def _fresh_tensor(self, result: SSAValue) -> str:
+        shape, dtype = _shape(result), _dtype(result)
+        returned = [use.index for use in result.uses if isinstance(use.operation, func.ReturnOp)]
+        if returned and returned[0] < len(_OUTPUTS):
+            name = _OUTPUTS[returned[0]]
+            self._value(name, "output", shape, dtype)
+            return self._tensor(_Tensor(name, shape, dtype, "output",
+                                        [self._whole_source(name, shape)]))
+        hint = result.name_hint or "act"
+        name, k = hint, 0
+        while name in self.tensors:
+            k += 1
+            name = f"{hint}_{k}"
+        return self._tensor(_Tensor(name, shape, dtype, "activation"))
+
+    def walk(self, step: func.FuncOp) -> None:
+        self.arguments(step)
+        for op in step.body.block.ops:
+            if isinstance(op, llm.WeightOp):
+                self.weight_of[op.results[0]] = self.params[op.param.root_reference.data]
+            elif isinstance(op, dfk.SliceOp):
+                views = self.views[op.source]
+                index = op.index_attr.value.data
+                self.views[op.results[0]] = ([(views[0][0], views[0][1] + [index])]
+                                             if len(views) == 1 else [views[index]])
+            elif isinstance(op, dfk.StackOp):
+                self.views[op.results[0]] = [v for x in op.inputs for v in self.views[x]]
+            elif isinstance(op, dfk.CallOp):
+                self.call(op)
+            elif not isinstance(op, func.ReturnOp):
+                raise _fail(f"'{op.name}' in @{ENTRY} outside a kernel: outline it first "
+                            f"(outline-kernels)")
+
+
+def _common_name(sources: Sequence[str]) -> str:
+    """A tensor's name from its checkpoint sources: the one name, or the dot-separated parts
+    all of them share (`...experts.0.w1.weight`, `...experts.1.w1.weight` -> `...experts.w1.
+    weight`), so a looped and an unlooped program name the same tensor alike."""
+    parts = [name.split(".") for name in sources]
+    if len({len(p) for p in parts}) != 1:
+        return sources[0]
+    return ".".join(p for p, *others in zip(*parts) if all(o == p for o in others))
+
+
+def _flatten(source: Attribute) -> list[str]:
+    if isinstance(source, ArrayAttr):
+        return [name for s in source.data for name in _flatten(s)]
+    assert isinstance(source, StringAttr)
+    return [source.data]
+
+
+def _unravel(k: int, dims: Sequence[int]) -> tuple[int, ...]:
+    out = []
+    for d in reversed(dims):
+        out.append(k % d)
+        k //= d
+    return tuple(reversed(out))
+
+
+def _symbol(name: str) -> Attribute:
+    return SymbolRefAttr(name)
+
+
+def _natural(name: str) -> list[Any]:
+    """Sort key reading digit runs as numbers (`layers.2` before `layers.10`)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _place(tensors: list[_Tensor], preset: HardwarePreset, sockets: int, model: str) -> str:
+    """Memory tiers: everything but weights in HBM; weights in HBM while they fit, then DDR,
+    in checkpoint order (layers in numeric order), so that a looped and an unlooped program
+    place every weight alike. Returns a one-line summary."""
+    hbm = preset.hbm_bytes
+    fixed = sum(t.nbytes for t in tensors if t.kind != "weight" and t.aliases is None)
+    if fixed > hbm:
+        raise _fail(f"{model} does not fit: KV caches, inputs, outputs and activations need "
+                    f"{fixed} bytes of HBM per socket ({sockets} socket(s)) but {preset.name} "
+                    f"has {hbm}")
+    free, ddr_used, spilled = hbm - fixed, 0, 0
+    weights = sorted((t for t in tensors if t.kind == "weight"),
+                     key=lambda t: _natural(t.sources[0].value.data))
+    for t in weights:
+        if t.nbytes <= free:
+            free -= t.nbytes
+        else:
+            t.tier = "ddr"
+            ddr_used += t.nbytes
+            spilled += 1
+    if ddr_used > preset.ddr_bytes:
+        raise _fail(f"{model} does not fit: weights need {sum(t.nbytes for t in weights)} "
+                    f"bytes per socket "
+                    f"({sockets} socket(s)) but {preset.name} has {hbm} of HBM and "
+                    f"{preset.ddr_bytes} of DDR")
+    return (f"{model}: {len(weights) - spilled} weight tensor(s) in HBM, {spilled} in DDR "
+            f"({ddr_used} bytes per socket); KV caches in HBM ({sockets} socket(s))")
+
+
+# ----------------------------------------------------------------------------------------------
+# The pass
+# ----------------------------------------------------------------------------------------------
+
+
+def _inplace_pairs(call: dfk.CallOp, plans: dict[str, KernelPlan]) -> dict[int, int]:
+    """Kernel result -> the argument it overwrites in place: same type, and the call's operand
+    is an activation (a result, not a KV cache, of an earlier call) that dies at this call.
+    This is the residual stream, which is how a hardware loop carries it from trip to trip;
+    decided at the kernel's first call, and the same for its looped and unlooped forms."""
+    def activation(value: SSAValue) -> bool:
+        producer = value.owner
+        return (isinstance(producer, dfk.CallOp) and sum(1 for _ in value.uses) == 1
+                and plans[producer.callee.string_value()].results[value.index].kind != "cache")
+
+    pairs: dict[int, int] = {}
+    for r, result in enumerate(call.res):
+        for a, operand in enumerate(call.arguments):
+            if a not in pairs.values() and operand.type == result.type and activation(operand):
+                pairs[r] = a
+                break
+    return pairs
+
+
+@dataclass(frozen=True)
+class LowerDfkToRdu(ModulePass):
+    """Maps dfk kernels onto RDU units and the decode step onto a host schedule (module doc)."""
+
+    name = "lower-dfk-to-rdu"
+
+    hw: str = "sn40l"
+    hw_overrides: str = ""
+    launch: str = "software"
+    matmul_par: int = Mapping.matmul_par
+    simd_par: int = Mapping.simd_par
+    agcus: int = Mapping.agcus
+    tile_bytes: int = Mapping.tile_bytes
+    buffer_depth: int = Mapping.buffer_depth
+    prefetch: int = Mapping.prefetch
+    summary: bool = False
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        try:
+            preset = get_preset(self.hw)
+            if self.hw_overrides:
+                preset = preset.with_overrides(self.hw_overrides)
+        except PresetError as error:
+            raise _fail(str(error)) from None
+        if self.launch not in ("software", "hardware"):
+            raise _fail(f"launch must be software or hardware, got {self.launch!r}")
+        knobs = Mapping(self.matmul_par, self.simd_par, self.agcus, self.tile_bytes,
+                        self.buffer_depth, self.prefetch)
+        knobs.check()
+        step = next((o for o in op.ops if isinstance(o, func.FuncOp)
+                     and o.sym_name.data == ENTRY), None)
+        if step is None:
+            raise _fail(f"no func.func @{ENTRY} (a decode step from rdu-import)")
+        kernels = {o.sym_name.data: o for o in op.ops if isinstance(o, dfk.KernelOp)}
+        calls = [o for o in step.body.block.ops if isinstance(o, dfk.CallOp)]
+        plans: dict[str, KernelPlan] = {}
+        for call in calls:
+            name = call.callee.string_value()
+            if name not in plans:
+                plans[name] = _lower_kernel(kernels[name], _inplace_pairs(call, plans), knobs,
+                                            preset)
+        host = _Host(op, plans, self.launch)
+        host.walk(step)
+        sockets = sockets_of(op)
+        model_attr = op.attributes.get("llm.model")
+        model = model_attr.data if isinstance(model_attr, StringAttr) else "model"
+        tensors = list(host.tensors.values())
+        summary = _place(tensors, preset, sockets, model)
+        if self.summary:
+            print(f"remark: lower-dfk-to-rdu: {summary}", file=sys.stderr)
+            for plan in plans.values():
+                sections = len(plan.op.sections)
+                if sections > 1:
+                    print(f"remark: lower-dfk-to-rdu: kernel @{plan.name} needs {sections} "
+                          f"sections" + (f", reconfigured on each of its {plan.trips} trips"
+                                         if plan.op.loop is not None else ""), file=sys.stderr)
+        body = op.body.block
+        for old in reversed(list(body.ops)):
+            body.erase_op(old, safe_erase=False)
+        body.add_ops(host.values.values())
+        for t in tensors:
+            props: dict[str, Attribute] = {
+                "sym_name": StringAttr(t.name), "type": TensorType(_element(t.dtype), t.shape),
+                "kind": StringAttr(t.kind), "tier": rdu.MemoryTierAttr(rdu.MemoryTier(t.tier))}
+            if t.sources:
+                props["sources"] = ArrayAttr(t.sources)
+            if t.aliases:
+                props["aliases"] = _symbol(t.aliases)
+            body.add_op(rdu.TensorOp(properties=props))
+        body.add_ops(plan.op for plan in plans.values())
+        main = func.FuncOp(ENTRY, ((), ()))
+        main.body.block.add_ops([*host.launches, rdu.SyncOp(), func.ReturnOp()])
+        body.add_op(main)
+        op.attributes[HARDWARE_ATTR] = StringAttr(preset.name)

@@ -1,0 +1,135 @@
+"""`lower-dfk-to-rdu`, `-t rdu-program` and the default pipeline: every tiny preset compiles to
+a valid program at 1, 2 and 4 sockets, the bytes are deterministic, looping changes only the
+schedule, weights spill to DDR when HBM is full (405B on one socket), and kernels split into
+sections still compute exactly what the reference does.
+
+(The functional check of ordinary programs against the reference is the simulator's, in
+`test_functional.py`; here only what the sections add is run.)"""
+
+import msgspec
+import numpy as np
+import pytest
+from xdsl.utils.exceptions import PassFailedException
+
+from frontend.builder import build_decode_step
+from frontend.config import list_presets, load_model_config
+from lowering.lower_dfk_to_rdu import Mapping
+from lowering.pipeline import compile_program
+from rdu_dialect.interpreter import ReferenceEngine
+from simulator.functional import FunctionalSimulator
+from simulator.hardware import get_preset
+from simulator.program import Kernel, Launch, Program, encode_program, validate_program
+from simulator.weights import RandomWeights
+
+TINY = [p for p in list_presets() if p.startswith("tiny-")]
+
+
+@pytest.mark.parametrize("sockets", [1, 2, 4])
+@pytest.mark.parametrize("preset", TINY)
+def test_every_tiny_preset_compiles(preset, sockets):
+    for looped in (True, False):
+        validate_program(compile_program(preset, sockets=sockets, kernel_looping=looped,
+                                         batch=2))
+
+
+def test_compile_api_takes_a_name_a_config_or_a_module():
+    config = load_model_config("tiny-llama")
+    by_name = compile_program("tiny-llama", batch=3, context=64)
+    assert by_name == compile_program(config, batch=3, context=64)
+    assert by_name == compile_program(build_decode_step(config, batch=3, context=64))
+    assert (by_name.batch, by_name.context) == (3, 64)
+
+
+def test_fusion_per_op_compiles():
+    program = compile_program("tiny-llama", fusion="op", kernel_looping=False)
+    validate_program(program)
+    assert len(program.kernels) > 10
+
+
+@pytest.mark.parametrize("preset, sockets", [("tiny-llama", 1), ("tiny-mixtral", 2)])
+def test_same_input_gives_identical_bytes(preset, sockets):
+    first, second = (encode_program(compile_program(preset, sockets=sockets)) for _ in range(2))
+    assert first == second
+
+
+def _layer_kernel(program: Program) -> Kernel:
+    (kernel,) = [k for k in program.kernels if k.name.startswith("decoder_layer")]
+    return kernel
+
+
+def _launches(program: Program) -> list[Launch]:
+    return [s for s in program.schedule if isinstance(s, Launch)]
+
+
+@pytest.mark.parametrize("sockets", [1, 2])
+@pytest.mark.parametrize("preset", [p for p in TINY if p != "tiny-alternating"])
+def test_looping_changes_only_the_schedule(preset, sockets):
+    """Same params, sections, units and work; the looped kernel adds a loop whose stacked
+    params are bound, trip by trip, to what the unlooped launches bind; same tensors."""
+    looped = compile_program(preset, sockets=sockets, kernel_looping=True)
+    flat = compile_program(preset, sockets=sockets, kernel_looping=False)
+    body, layer = _layer_kernel(looped), _layer_kernel(flat)
+    assert body.loop is not None and layer.loop is None
+    assert (body.params, body.sections) == (layer.params, layer.sections)
+    assert sorted(looped.tensors, key=lambda t: t.name) == sorted(flat.tensors,
+                                                                  key=lambda t: t.name)
+    per_layer = [s for s in _launches(flat) if s.kernel == layer.name]
+    (loop_launch,) = [s for s in _launches(looped) if s.kernel == body.name]
+    assert loop_launch.layers == [layer for s in per_layer for layer in s.layers]
+    for binding in loop_launch.bindings:
+        views = [b.tensors for s in per_layer for b in s.bindings if b.param == binding.param]
+        if binding.param in body.loop.stacked and len(binding.tensors) > 1:
+            assert binding.tensors == [v for vs in views for v in vs]
+        elif binding.param in body.loop.stacked:  # one stacked view: the whole KV cache
+            assert [v.index for vs in views for v in vs] == [[i] for i in range(len(views))]
+        else:
+            assert all(vs == binding.tensors for vs in views)
+
+
+@pytest.mark.parametrize("looped", [True, False])
+def test_405b_on_one_socket_spills_weights_to_ddr(looped):
+    program = compile_program("llama-3.1-405b", kernel_looping=looped)
+    sn40l = get_preset("sn40l")
+    used = {tier: sum(np.prod(t.shape) * 2 for t in program.tensors
+                      if t.tier == tier and t.aliases is None) for tier in ("hbm", "ddr")}
+    assert used["ddr"] > 700e9 and 0.9 * sn40l.hbm_bytes < used["hbm"] <= sn40l.hbm_bytes
+    assert all(t.tier == "hbm" for t in program.tensors if t.kind != "weight")
+
+
+def test_placement_does_not_depend_on_looping():
+    tiers = [{t.name: t.tier for t in compile_program(
+        "tiny-llama", kernel_looping=looped, hw_overrides="hbm_bytes=150000").tensors}
+        for looped in (True, False)]
+    assert tiers[0] == tiers[1] and set(tiers[0].values()) == {"hbm", "ddr"}
+
+
+def test_a_model_that_fits_neither_memory_fails():
+    with pytest.raises(PassFailedException, match="does not fit: weights need"):
+        compile_program("tiny-llama", hw_overrides="hbm_bytes=100000,ddr_bytes=1000")
+
+
+@pytest.mark.parametrize("looped", [True, False])
+@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-mixtral"])
+def test_sections_compute_what_the_reference_does(preset, looped):
+    """A chip of 200 PCUs / PMUs splits the layer into sections (data crossing them through
+    scratch tensors); the program still matches the reference exactly."""
+    program = compile_program(preset, kernel_looping=looped, batch=2,
+                              hw_overrides="pcus=200,pmus=200")
+    assert len(_layer_kernel(program).sections) > 1
+    ref = ReferenceEngine(build_decode_step(load_model_config(preset), batch=2),
+                          RandomWeights(0))
+    sim = FunctionalSimulator(program, RandomWeights(0))
+    k_cache, v_cache = ref.new_caches()
+    for step, tokens in enumerate([[1, 5], [7, 3], [2, 9]]):
+        positions = [step, step + 1]
+        logits, _, k_cache, v_cache = ref.step(tokens, positions, k_cache, v_cache)
+        np.testing.assert_array_equal(sim.decode(tokens, positions)[0], logits)
+
+
+def test_mapping_knobs_change_the_splits():
+    wide = _layer_kernel(compile_program("tiny-llama", mapping=Mapping(matmul_par=64)))
+    narrow = _layer_kernel(compile_program("tiny-llama", mapping=Mapping(matmul_par=2)))
+    counts = [{u.id: u.count for u in k.sections[0].units} for k in (wide, narrow)]
+    assert counts[0]["q"] == 64 and counts[1]["q"] == 2
+    assert msgspec.structs.replace(wide, sections=[]) == msgspec.structs.replace(
+        narrow, sections=[])
