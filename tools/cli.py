@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable
+from typing import Any
 
 
 class UserError(Exception):
@@ -22,14 +23,17 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return (UserError, ConfigError, WeightError, ParseError, DiagnosticException, OSError)
 
 
-def run_tool(prog: str, main: Callable[[], int | None]) -> int:
-    """Run a tool's `main`, turning user errors into `prog: error: message` and exit 1."""
+def run_tool(prog: str, main: Callable[[], int | None],
+             errors: tuple[type[BaseException], ...] | None = None) -> int:
+    """Run a tool's `main`, turning user errors (`errors`, default :func:`user_error_types`)
+    into `prog: error: message` and exit 1. Tools that must not import xDSL (rdu-sim) pass
+    their own `errors`."""
     try:
         return main() or 0
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except user_error_types() as error:
+    except (user_error_types() if errors is None else errors) as error:
         print(f"{prog}: error: {error}".rstrip("\n"), file=sys.stderr)
         return 1
 
@@ -54,3 +58,44 @@ def write_atomically(path: str, data: str | bytes) -> None:
         os.replace(tmp.name, path)
     except OSError as error:
         raise UserError(f"cannot write '{path}': {error.strerror}") from None
+
+
+def parse_prompt(text: str, vocab: int, model: str) -> list[int]:
+    """`--prompt 1,2,3` -> token ids, each checked against the vocabulary."""
+    try:
+        ids = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--prompt must be comma-separated token ids, got {text!r}") from None
+    if not ids:
+        raise UserError("--prompt needs at least one token id")
+    for t in ids:
+        if not 0 <= t < vocab:
+            raise UserError(f"--prompt token {t} is out of range for the vocabulary of {model} "
+                            f"({vocab} tokens: 0..{vocab - 1})")
+    return ids
+
+
+def decode_steps(prompt: list[int], steps: int) -> int:
+    """Decode steps to feed the prompt one token per step and then generate `steps` tokens
+    greedily (the last one is not fed back, like HF `max_new_tokens`)."""
+    return len(prompt) + max(steps, 1) - 1
+
+
+def decode_loop(step: Callable[[Any, Any], tuple[Any, Any]], prompt: list[int], steps: int,
+                batch: int) -> tuple[list[list[int]], Any]:
+    """Run :func:`decode_steps` steps at positions 0, 1, ...: `step(tokens [B], positions [B])
+    -> (logits, next_tokens)`; every batch entry is fed the same token. Returns the generated
+    tokens per batch entry and the last step's logits. Shared by every engine of rdu-run and by
+    rdu-sim, so they decode identically."""
+    import numpy as np
+
+    generated: list[Any] = []
+    logits = None
+    for position in range(decode_steps(prompt, steps)):
+        fed = prompt[position] if position < len(prompt) else int(generated[-1][0])
+        logits, next_tokens = step(np.full(batch, fed, np.int32),
+                                   np.full(batch, position, np.int32))
+        if position >= len(prompt) - 1 and len(generated) < steps:
+            generated.append(np.asarray(next_tokens).reshape(batch))
+    tokens = np.stack(generated, axis=1).tolist() if generated else [[] for _ in range(batch)]
+    return tokens, logits

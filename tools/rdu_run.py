@@ -5,14 +5,20 @@ are generated greedily (like HF `max_new_tokens`: the last one is not fed back),
 `len(prompt) + N - 1` decode steps run, at positions 0, 1, ... Every batch entry gets the same
 prompt for now (so all entries produce the same tokens).
 
-Only `--engine reference` exists so far: the llm-level numpy semantics (the module from
-`frontend.builder`, handed in-process to `rdu_dialect.interpreter`). The options that belong to
-the simulator engine (`--engine sim`, `--sockets` > 1, `--no-kernel-looping`, `--functional`,
-`--launch`) are accepted by the parser and refused with a message saying so, rather than
-silently ignored.
+Engines: `--engine sim` (the default) compiles the model with the default pipeline in process
+(`lowering.pipeline.compile_program`: import, passes, lowering to a program) and runs the program
+in the bundled simulator: without `--functional` it times one decode step with and without
+kernel looping (`--no-kernel-looping`: without only) and prints them side by side with the
+speedup; with `--functional` it computes real numbers (tokens, logits). `--engine reference` is
+the llm-level numpy semantics (the module from `frontend.builder`, handed in-process to
+`rdu_dialect.interpreter`); it refuses the simulator's options (`--sockets` > 1,
+`--no-kernel-looping`, `--functional`, `--launch`) rather than ignoring them. A progress line is
+shown on stderr when it is a terminal.
 
 `--json` prints `{"model", "engine", "sockets", "batch", "context", "tokens", ...}` with
-`tokens` one list of generated ids per batch entry; `--logits-out FILE.npy` saves the last
+`tokens` one list of generated ids per batch entry (null for timing runs, which compute no
+numbers, which add `"timing": {"looped": T, "unlooped": T, "speedup": x}`, T with the keys of
+`TIMING_KEYS`); `--logits-out FILE.npy` saves the last
 step's logits as float32 `[batch, vocab]` (the bf16 values, exactly).
 """
 
@@ -24,18 +30,26 @@ import json
 import sys
 from collections.abc import Sequence
 
-from tools.cli import UserError, run_tool, write_atomically
+from tools.cli import (
+    UserError,
+    decode_loop,
+    decode_steps,
+    parse_prompt,
+    run_tool,
+    write_atomically,
+)
 
 PROG = "rdu-run"
-SIM_ONLY = "the simulator engine is not available yet (only --engine reference runs for now)"
+SIM_ONLY = "only the simulator engine (--engine sim) takes these options"
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("model", metavar="MODEL",
                    help="preset name, HF config.json, or HF model folder")
-    p.add_argument("--engine", choices=("reference", "sim"), default="reference",
-                   help="reference: llm-level numpy semantics (sim: not available yet)")
+    p.add_argument("--engine", choices=("sim", "reference"), default="sim",
+                   help="sim: compile and simulate (default); reference: llm-level numpy "
+                        "semantics")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--weights", metavar="PATH",
                         help="safetensors file or HF model folder (HF tensor names)")
@@ -53,17 +67,20 @@ def _parser() -> argparse.ArgumentParser:
                    help="data type of weights, activations and caches")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--logits-out", metavar="FILE.npy", help="save the last step's logits")
-    sim = p.add_argument_group("simulator engine options (not available yet)")
-    sim.add_argument("--sockets", type=int, default=1, metavar="N")
-    sim.add_argument("--no-kernel-looping", action="store_true")
-    sim.add_argument("--functional", action="store_true")
-    sim.add_argument("--launch", metavar="MODE")
+    sim = p.add_argument_group("simulator engine options")
+    sim.add_argument("--sockets", type=int, default=1, metavar="N",
+                     help="sockets (tensor parallel, default 1)")
+    sim.add_argument("--no-kernel-looping", action="store_true",
+                     help="compile without kernel looping")
+    sim.add_argument("--functional", action="store_true",
+                     help="compute real numbers through the simulator instead of timing")
+    sim.add_argument("--launch", choices=("software", "hardware"),
+                     help="launch orchestration (default: software)")
     return p
 
 
 def _refuse_sim_options(args: argparse.Namespace) -> None:
     used = [flag for flag, on in (
-        ("--engine sim", args.engine == "sim"),
         (f"--sockets {args.sockets}", args.sockets != 1),
         ("--no-kernel-looping", args.no_kernel_looping),
         ("--functional", args.functional),
@@ -73,20 +90,6 @@ def _refuse_sim_options(args: argparse.Namespace) -> None:
         raise UserError(f"{', '.join(used)}: {SIM_ONLY}")
 
 
-def _prompt(text: str, vocab: int, model: str) -> list[int]:
-    try:
-        ids = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise UserError(f"--prompt must be comma-separated token ids, got {text!r}") from None
-    if not ids:
-        raise UserError("--prompt needs at least one token id")
-    for t in ids:
-        if not 0 <= t < vocab:
-            raise UserError(f"--prompt token {t} is out of range for the vocabulary of {model} "
-                            f"({vocab} tokens: 0..{vocab - 1})")
-    return ids
-
-
 def _positive(name: str, value: int | None, minimum: int = 1) -> None:
     if value is not None and value < minimum:
         raise UserError(f"{name} must be >= {minimum}, got {value}")
@@ -94,62 +97,187 @@ def _positive(name: str, value: int | None, minimum: int = 1) -> None:
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _refuse_sim_options(args)
+    if args.engine == "reference":
+        _refuse_sim_options(args)
     for name, value in (("--batch", args.batch), ("--context", args.context),
-                        ("--layers", args.layers)):
+                        ("--layers", args.layers), ("--sockets", args.sockets)):
         _positive(name, value)
     _positive("--steps", args.steps, 0)
 
-    import numpy as np
-
-    from frontend.builder import build_decode_step, default_context
+    from frontend.builder import default_context
     from frontend.config import load_model_config
-    from rdu_dialect.interpreter import ReferenceEngine, ReferenceEngineError
-    from simulator.weights import open_weights
 
     config = load_model_config(args.model, layers=args.layers)
-    prompt = _prompt(args.prompt, config.vocab_size, config.name)
+    prompt = parse_prompt(args.prompt, config.vocab_size, config.name)
     context = default_context(config) if args.context is None else args.context
-    n_steps = len(prompt) + max(args.steps, 1) - 1
+    n_steps = decode_steps(prompt, args.steps)
     if context < n_steps:
         raise UserError(f"--context {context} is too small for a {len(prompt)}-token prompt and "
                         f"{args.steps} generated tokens: {n_steps} decode steps need at least "
                         f"{n_steps} cache rows")
+    report = {"model": config.name, "engine": args.engine, "sockets": args.sockets,
+              "batch": args.batch, "context": context, "tokens": None, "prompt": prompt,
+              "dtype": args.dtype}
+    if args.engine == "sim" and not args.functional:
+        if args.logits_out:
+            raise UserError("--logits-out needs real numbers: add --functional (a timing run "
+                            "computes none)")
+        report.update(_timing(args, config, context))
+        if args.json:
+            print(json.dumps(report))
+        else:
+            _print_timing(report)
+        return 0
+    step, weights = (_sim_engine if args.engine == "sim" else _reference_engine)(
+        args, config, context)
+    with _Progress(n_steps) as progress:
+        tokens, logits = decode_loop(progress.wrap(step), prompt, args.steps, args.batch)
+    report.update(tokens=tokens, weights=weights.describe())
+    if args.logits_out:
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(logits).astype(np.float32))
+        write_atomically(args.logits_out, buffer.getvalue())
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{config.name}: {args.engine} engine, {weights.describe()}, batch {args.batch}, "
+              f"context {context}, {args.dtype}"
+              + (f", {args.sockets} socket(s)" if args.engine == "sim" else ""))
+        print(f"prompt: {', '.join(map(str, prompt))}")
+        for b, row in enumerate(tokens):
+            label = "generated" if args.batch == 1 else f"entry {b}"
+            print(f"{label}: {', '.join(map(str, row))}")
+    return 0
+
+
+def _reference_engine(args: argparse.Namespace, config, context: int):
+    """The llm-level numpy semantics: ``(step, weights)``; the step keeps the KV caches."""
+    from frontend.builder import build_decode_step
+    from rdu_dialect.interpreter import ReferenceEngine, ReferenceEngineError
+    from simulator.weights import open_weights
+
     weights = open_weights(args.weights, args.seed)
     module = build_decode_step(config, batch=args.batch, context=context, dtype=args.dtype)
     try:
         engine = ReferenceEngine(module, weights)
-        k_cache, v_cache = engine.new_caches()
-        generated: list[np.ndarray] = []
-        for position in range(n_steps):
-            fed = prompt[position] if position < len(prompt) else generated[-1]
-            tokens = np.full(args.batch, fed, np.int32)
-            logits, next_tokens, k_cache, v_cache = engine.step(
-                tokens, np.full(args.batch, position, np.int32), k_cache, v_cache)
-            if position >= len(prompt) - 1 and len(generated) < args.steps:
-                generated.append(next_tokens)
     except ReferenceEngineError as error:
         raise UserError(str(error)) from None
-    per_entry = np.stack(generated, axis=1).tolist() if generated else [[]] * args.batch
+    caches = list(engine.new_caches())
 
-    if args.logits_out:
-        buffer = io.BytesIO()
-        np.save(buffer, logits.astype(np.float32))
-        write_atomically(args.logits_out, buffer.getvalue())
-    if args.json:
-        print(json.dumps({
-            "model": config.name, "engine": args.engine, "sockets": args.sockets,
-            "batch": args.batch, "context": context, "tokens": per_entry,
-            "prompt": prompt, "dtype": args.dtype, "weights": weights.describe(),
-        }))
-    else:
-        print(f"{config.name}: {args.engine} engine, {weights.describe()}, batch {args.batch}, "
-              f"context {context}, {args.dtype}")
-        print(f"prompt: {', '.join(map(str, prompt))}")
-        for b, tokens in enumerate(per_entry):
-            label = "generated" if args.batch == 1 else f"entry {b}"
-            print(f"{label}: {', '.join(map(str, tokens))}")
-    return 0
+    def step(tokens, positions):
+        try:
+            logits, next_tokens, *caches[:] = engine.step(tokens, positions, *caches)
+        except ReferenceEngineError as error:
+            raise UserError(str(error)) from None
+        return logits, next_tokens
+
+    return step, weights
+
+
+def _compile(args: argparse.Namespace, config, context: int, looping: bool):
+    """The default pipeline, in process: import -> passes -> lowering -> program."""
+    from frontend.builder import build_decode_step
+    from lowering.pipeline import compile_program
+    from simulator.program import ProgramError
+
+    module = build_decode_step(config, batch=args.batch, context=context, dtype=args.dtype)
+    try:
+        return compile_program(module, sockets=args.sockets, kernel_looping=looping,
+                               launch=args.launch or "software")
+    except ProgramError as error:
+        raise UserError(str(error)) from None
+
+
+def _sim_engine(args: argparse.Namespace, config, context: int):
+    """Real numbers through the simulator: ``(step, weights)``."""
+    from simulator.functional import FunctionalError, FunctionalSimulator
+    from simulator.weights import open_weights
+
+    weights = open_weights(args.weights, args.seed)
+    program = _compile(args, config, context, not args.no_kernel_looping)
+    try:
+        return FunctionalSimulator(program, weights).decode, weights
+    except FunctionalError as error:
+        raise UserError(str(error)) from None
+
+
+TIMING_KEYS = ("ms_per_token", "tokens_per_s", "bandwidth_fraction_of_peak", "roofline_fraction",
+               "launches_per_token", "launch_and_sync_ms_per_token")
+
+
+def _timing(args: argparse.Namespace, config, context: int) -> dict:
+    """Timing with and without kernel looping (only without, given --no-kernel-looping)."""
+    from simulator.hardware import get_preset
+    from simulator.report import summarize
+    from simulator.timing import simulate
+
+    variants = ("unlooped",) if args.no_kernel_looping else ("looped", "unlooped")
+    timing: dict = {"looped": None, "unlooped": None, "speedup": None}
+    details = {}
+    with _Progress(2 * len(variants)) as progress:
+        for variant in variants:
+            progress.show(f"compiling {config.name} ({variant})")
+            program = _compile(args, config, context, variant == "looped")
+            progress.show(f"simulating {config.name} ({variant})")
+            summary = summarize(program, get_preset(program.hardware),
+                                simulate(program, get_preset(program.hardware)))
+            timing[variant] = {key: summary[key] for key in TIMING_KEYS}
+            details[variant] = summary
+    if timing["looped"] is not None:
+        timing["speedup"] = (timing["unlooped"]["ms_per_token"]
+                             / timing["looped"]["ms_per_token"])
+    return {"timing": timing, "launch": details["unlooped"]["launch_mode"],
+            "roofline_ms_per_token": details["unlooped"]["roofline_ms"]}
+
+
+def _print_timing(report: dict) -> None:
+    t = report["timing"]
+    variants = [v for v in ("looped", "unlooped") if t[v] is not None]
+    print(f"{report['model']}: sim engine (timing), {report['sockets']} socket(s), "
+          f"{report['launch']} launch, batch {report['batch']}, context {report['context']}, "
+          f"roofline {report['roofline_ms_per_token']:.3f} ms/token")
+    rows = (("ms/token", "ms_per_token", "{:.3f}"), ("tokens/s", "tokens_per_s", "{:.1f}"),
+            ("% of HBM peak", "bandwidth_fraction_of_peak", "{:.1%}"),
+            ("% of roofline", "roofline_fraction", "{:.1%}"),
+            ("launches/token", "launches_per_token", "{}"),
+            ("launch+sync ms/token", "launch_and_sync_ms_per_token", "{:.3f}"))
+    print(f"  {'':<22}" + "".join(f"{v:>14}" for v in variants))
+    for name, key, fmt in rows:
+        print(f"  {name:<22}" + "".join(f"{fmt.format(t[v][key]):>14}" for v in variants))
+    if t["speedup"] is not None:
+        print(f"  kernel looping speedup: {t['speedup']:.2f}x")
+
+
+class _Progress:
+    """``step i/n`` (or a phase) on stderr, rewritten in place; only when stderr is a terminal,
+    so logs and pipes stay clean."""
+
+    def __init__(self, total: int):
+        self.total, self.done = total, 0
+        self.on = sys.stderr.isatty()
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.on:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+    def show(self, text: str) -> None:
+        if self.on:
+            sys.stderr.write(f"\r\033[K{text} ...")
+            sys.stderr.flush()
+
+    def wrap(self, step):
+        def counted(tokens, positions):
+            self.done += 1
+            self.show(f"decode step {self.done}/{self.total}")
+            return step(tokens, positions)
+
+        return counted
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,7 +21,7 @@ def run(capsys, *argv):
 
 def test_json_output_and_logits_file(capsys, tmp_path):
     out_file = tmp_path / "logits.npy"
-    code, out, err = run(capsys, "tiny-qwen2", "--prompt", "5,6,7", "--steps", "4", "--batch",
+    code, out, err = run(capsys, "tiny-qwen2", "--engine", "reference", "--prompt", "5,6,7", "--steps", "4", "--batch",
                          "2", "--context", "8", "--json", "--logits-out", str(out_file))
     assert code == 0, err
     report = json.loads(out)
@@ -40,7 +40,8 @@ def test_checkpoint_weights_match_the_seed(capsys, tmp_path):
     specs = load_model_config("tiny-llama").checkpoint_tensors()
     folder = save_safetensors(tmp_path / "ckpt",
                               {t.name: seeded.get(t.name, t.shape) for t in specs})
-    outs = [run(capsys, "tiny-llama", "--prompt", "9,40", "--steps", "3", "--json", *source)[1]
+    outs = [run(capsys, "tiny-llama", "--engine", "reference", "--prompt", "9,40", "--steps", "3",
+                "--json", *source)[1]
             for source in (("--seed", "3"), ("--weights", str(folder)))]
     assert json.loads(outs[0])["tokens"] == json.loads(outs[1])["tokens"]
 
@@ -51,10 +52,13 @@ def test_checkpoint_weights_match_the_seed(capsys, tmp_path):
     (["--prompt", "1,x"], "--prompt must be comma-separated token ids"),
     (["--prompt", "1,2,3", "--steps", "4", "--context", "5"], "--context 5 is too small for a "
                                                               "3-token prompt and 4 generated"),
-    (["--weights", "/no/such/ckpt"], "weights path not found: /no/such/ckpt"),
-    (["--engine", "sim"], "--engine sim: the simulator engine is not available yet"),
-    (["--sockets", "2"], "--sockets 2: the simulator engine is not available yet"),
-    (["--no-kernel-looping", "--functional"], "--no-kernel-looping, --functional: the simulator"),
+    (["--engine", "reference", "--weights", "/no/such/ckpt"],
+     "weights path not found: /no/such/ckpt"),
+    (["--engine", "reference", "--sockets", "2"], "--sockets 2: only the simulator engine"),
+    (["--engine", "reference", "--no-kernel-looping", "--functional"],
+     "--no-kernel-looping, --functional: only the simulator engine"),
+    (["--sockets", "0"], "--sockets must be >= 1, got 0"),
+    (["--logits-out", "x.npy"], "--logits-out needs real numbers: add --functional"),
     (["--batch", "0"], "--batch must be >= 1, got 0"),
 ])
 def test_user_errors(capsys, argv, message):
@@ -69,3 +73,63 @@ def test_console_script_reports_errors_without_traceback():
     r = subprocess.run([exe, "tiny-mistral", "--prompt", "1000"], capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "out of range for the vocabulary of tiny-mistral" in r.stderr
+
+
+# -- the simulator engine (the default) ----------------------------------------------------
+
+TIMING_KEYS = {"ms_per_token", "tokens_per_s", "bandwidth_fraction_of_peak", "roofline_fraction",
+               "launches_per_token", "launch_and_sync_ms_per_token"}
+
+
+def test_sim_timing_side_by_side(capsys):
+    code, out, err = run(capsys, "tiny-llama", "--json", "--context", "256")
+    assert code == 0 and not err  # no progress display when stderr is not a terminal
+    report = json.loads(out)
+    assert (report["engine"], report["tokens"]) == ("sim", None)
+    timing = report["timing"]
+    assert timing.keys() == {"looped", "unlooped", "speedup"}
+    assert timing["looped"].keys() == timing["unlooped"].keys() == TIMING_KEYS
+    assert timing["speedup"] == pytest.approx(timing["unlooped"]["ms_per_token"]
+                                              / timing["looped"]["ms_per_token"])
+    assert timing["speedup"] > 1
+    assert timing["looped"]["launches_per_token"] < timing["unlooped"]["launches_per_token"]
+    code, out, _ = run(capsys, "tiny-llama", "--context", "256")
+    assert "kernel looping speedup" in out and "looped" in out and "unlooped" in out
+
+
+def test_sim_options_change_the_timing(capsys):
+    def timing(*argv):
+        code, out, err = run(capsys, "llama-3.1-8b", "--json", *argv)
+        assert code == 0, err
+        return json.loads(out)["timing"]
+
+    unlooped = timing("--no-kernel-looping")
+    assert (unlooped["looped"], unlooped["speedup"]) == (None, None)
+    hardware = timing("--no-kernel-looping", "--launch", "hardware")
+    assert hardware["unlooped"]["launch_and_sync_ms_per_token"] < \
+        unlooped["unlooped"]["launch_and_sync_ms_per_token"]
+    eight = timing("--no-kernel-looping", "--sockets", "8")
+    assert eight["unlooped"]["ms_per_token"] < unlooped["unlooped"]["ms_per_token"] / 3
+
+
+@pytest.mark.parametrize("sockets", ["1", "2"])
+@pytest.mark.parametrize("looping", [[], ["--no-kernel-looping"]])
+def test_sim_functional_tokens_equal_the_reference(capsys, tmp_path, sockets, looping):
+    argv = ["tiny-mistral", "--prompt", "5,6,7", "--steps", "4", "--batch", "2", "--context",
+            "8", "--json"]
+    code, out, err = run(capsys, *argv, "--engine", "reference")
+    assert code == 0, err
+    want = json.loads(out)["tokens"]
+    logits = tmp_path / "logits.npy"
+    code, out, err = run(capsys, *argv, "--functional", "--sockets", sockets, *looping,
+                         "--logits-out", str(logits))
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["engine"], report["sockets"], report["tokens"]) == ("sim", int(sockets), want)
+    assert (np.argmax(np.load(logits), axis=-1) == np.array(want)[:, -1]).all()
+
+
+def test_sim_functional_refuses_a_model_too_large(capsys):
+    code, out, err = run(capsys, "llama-3.1-70b", "--functional", "--sockets", "8")
+    assert code == 1 and not out and "Traceback" not in err
+    assert "needs about" in err and "GiB of memory" in err

@@ -1,0 +1,515 @@
+"""Timing simulation: a discrete-event model of one decode step on the hardware preset.
+
+What is modelled (all rates and costs from :class:`simulator.hardware.HardwarePreset`):
+
+* **Host / sequencer.** Launches run one after the other. Each costs a launch (software: host
+  runtime; hardware: AGCU sequencer), an Argument Load, and a Program Load when the chip holds
+  another configuration (another kernel, or another section of a split kernel; the chip starts
+  the step holding the schedule's last kernel, as in steady-state decoding). After the kernel
+  finishes, its completion must be seen (sync, per the launch mode) before the next launch is
+  issued. Nothing else is charged per call: the gain of kernel looping comes only from running
+  fewer launches and from the loop's prefetch overlapping layers, never from a rule on loops.
+* **Units** (one group of ``count`` identical units = one aggregate; all sockets run the same
+  SPMD program on symmetric data, so one socket is simulated). A unit starts when every producer
+  (its stream predecessors) has started and its first tile has crossed the producer (the hop
+  latency: ``stage_latency_s`` per stage, ``pcu_stages`` stages for a PCU, one otherwise), and
+  when the same hardware unit finished the previous trip. It finishes when its own work is done
+  and every producer finished (plus the hop latency): pipeline fill and drain come out of these
+  hops. ``all_reduce`` is a reduction barrier: it starts when its producers have finished.
+* **Work.** PCU: ``flops`` at ``count x lanes x 2 x clock`` (x ``pcu_stages`` in systolic mode),
+  bytes at ``count x lanes x 4 bytes x clock`` (one f32 vector per cycle), whichever is slower;
+  PMU: bytes at the same vector rate. AGCU ``load`` / ``store`` / ``copy`` move their work's
+  off-chip bytes through the memory channel of the bound tensor's tier (HBM or DDR at
+  ``bandwidth x efficiency``), shared equally by the socket's transfers in flight of the
+  earliest trip; a later trip's (prefetching) transfers get only bandwidth the earlier trip
+  leaves idle (requests are served in issue order), so prefetch never slows the current layer. ``all_reduce`` uses the peer-to-peer link: the faster of one-shot
+  (``latency + (N-1) x bytes / bw``) and ring (``2 (N-1) (latency + bytes / (N bw))``).
+* **Hardware loop.** Every section runs once per trip. Loads of trip ``t`` may start once trip
+  ``t - 1 - prefetch`` has finished (``prefetch = 0``: the trips run back to back), loads of
+  params the kernel writes (the residual stream) wait for the previous trip's stores.
+* **Buffers and backpressure.** A load may run ahead of its consumers (the first compute / AGCU
+  units after the PMUs it feeds) only by the spare capacity of those PMUs (``sram_bytes x count x
+  (buffers - 1) / buffers``) plus the credits of its direct streams (``depth x tile_bytes``); the
+  rest of its bytes move once the consumers have started.
+* **Sections** of one kernel run in order with a Program Load between them (every trip).
+
+The engine is a small heapq event loop with callbacks (no coroutines): one decode step of a
+70B model on 16 sockets is a few ten thousand events. Only the standard library, msgspec and the
+simulator's own modules are imported.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from simulator.hardware import HardwarePreset
+from simulator.program import Agcu, Kernel, Launch, Pcu, Pmu, Program, Section
+
+__all__ = ["CallTiming", "Span", "StepTiming", "simulate"]
+
+_LANE_BYTES = 4  # one f32 lane per cycle: the vector rate of PCU and PMU data paths
+_EPS = 1e-3  # bytes: a transfer this close to done is done (float rounding)
+
+
+class Span(msgspec.Struct, frozen=True, array_like=True):
+    """An interval on one track of the trace: ``track`` (unit id, ``hbm``, ``host``, ...),
+    ``name``, ``start`` / ``end`` in seconds, ``call`` (launch index), ``trip``."""
+
+    track: str
+    name: str
+    start: float
+    end: float
+    call: int
+    trip: int
+
+
+class CallTiming(msgspec.Struct, frozen=True, kw_only=True):
+    """One launch: when it was issued, and its time split into launch (launch + Argument Load +
+    Program Load), busy (kernel execution, fill and drain and the Program Loads between
+    sections included) and sync (until the host or sequencer has seen it finish);
+    ``program_load_s`` sums all its Program Loads."""
+
+    label: str
+    kernel: str
+    layers: list[int]
+    trips: int
+    sections: int
+    issued_s: float
+    launch_s: float
+    program_load_s: float
+    busy_s: float
+    sync_s: float
+
+
+class StepTiming(msgspec.Struct, frozen=True, kw_only=True):
+    """One simulated decode step of one socket (all sockets are symmetric)."""
+
+    step_s: float
+    calls: list[CallTiming]
+    bytes: dict[str, float]  # off-chip bytes moved per socket, by channel (hbm, ddr, p2p)
+    channel_busy_s: dict[str, float]  # time each channel had a transfer in flight
+    pcu_busy_s: float  # sum over PCU groups of count x compute time
+    pcu_occupied_s: float  # sum over PCU groups of count x (finish - start)
+    pmu_occupied_s: float
+    events: int
+    spans: list[Span]
+
+
+class _Engine:
+    """Time-ordered callbacks (a heap; ties in insertion order)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.events = 0
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+
+    def at(self, time: float, fn: Callable[[], None]) -> None:
+        self.events += 1
+        heapq.heappush(self._heap, (max(time, self.now), self.events, fn))
+
+    def run(self) -> None:
+        heap = self._heap
+        while heap:
+            self.now, _, fn = heapq.heappop(heap)
+            fn()
+
+
+class _Channel:
+    """A bandwidth shared by the transfers in flight (fluid): the transfers of the earliest
+    trip share it equally, later trips' (prefetching) transfers get what is left - none while
+    an earlier trip still moves data, as requests are served in the order they were issued."""
+
+    def __init__(self, engine: _Engine, name: str, rate: float, spans: list[Span] | None):
+        self.engine, self.name, self.rate, self.spans = engine, name, rate, spans
+        self.active: list[list[Any]] = []  # [remaining bytes, done callback, trip]
+        self.moved = 0.0
+        self.busy = 0.0
+        self._since = 0.0
+        self._busy_from = 0.0
+        self._version = 0
+
+    def transfer(self, nbytes: float, trip: int, done: Callable[[], None]) -> None:
+        if nbytes <= 0:
+            self.engine.at(self.engine.now, done)
+            return
+        self._advance()
+        if not self.active:
+            self._busy_from = self.engine.now
+        self.moved += nbytes
+        self.active.append([nbytes, done, trip])
+        self._reschedule()
+
+    def _served(self) -> list[list[Any]]:
+        first = min(t[2] for t in self.active)
+        return [t for t in self.active if t[2] == first]
+
+    def _advance(self) -> None:
+        now = self.engine.now
+        if self.active and now > self._since:
+            served = self._served()
+            share = (now - self._since) * self.rate / len(served)
+            for t in served:
+                t[0] -= share
+        self._since = now
+
+    def _reschedule(self) -> None:
+        self._version += 1
+        if self.active:
+            version = self._version
+            served = self._served()
+            left = min(t[0] for t in served) * len(served) / self.rate
+            self.engine.at(self.engine.now + left, lambda: self._complete(version))
+
+    def _complete(self, version: int) -> None:
+        if version != self._version:
+            return
+        self._advance()
+        done = [t for t in self.active if t[0] <= _EPS]
+        self.active = [t for t in self.active if t[0] > _EPS]
+        if not self.active:
+            self.busy += self.engine.now - self._busy_from
+            if self.spans is not None:
+                self.spans.append(Span(self.name, "busy", self._busy_from, self.engine.now, -1, -1))
+        self._reschedule()
+        for t in done:
+            t[1]()
+
+
+class _UnitModel:
+    """What the time model needs of one unit group, derived once per kernel."""
+
+    __slots__ = ("id", "kind", "op", "count", "latency", "service", "nbytes", "param",
+                 "producers", "consumers", "gates", "gated_by", "cap", "barrier", "stores")
+
+    def __init__(self, unit: Any, preset: HardwarePreset):
+        self.id, self.op, self.count = unit.id, unit.op, unit.count
+        self.kind = unit.__struct_config__.tag
+        stages = preset.pcu_stages if isinstance(unit, Pcu) else 1
+        self.latency = stages * preset.stage_latency_s
+        vector = unit.count * preset.pcu_lanes * _LANE_BYTES * preset.clock_hz
+        work = unit.work
+        self.service = 0.0
+        if isinstance(unit, Pcu):
+            flops = unit.count * preset.pcu_lanes * 2 * preset.clock_hz * (
+                preset.pcu_stages if unit.mode == "systolic" else 1)
+            self.service = max(work.flops / flops,
+                               max(work.bytes_read, work.bytes_written) / vector)
+        elif isinstance(unit, Pmu):
+            self.service = max(work.bytes_read, work.bytes_written) / vector
+        # off-chip bytes: a load reads, a store writes, a copy does both; all_reduce: P2P bytes
+        self.nbytes = {"load": work.bytes_read, "store": work.bytes_written,
+                       "copy": work.bytes_read + work.bytes_written,
+                       "all_reduce": work.bytes_read}.get(unit.op, 0) \
+            if isinstance(unit, Agcu) else 0
+        # the param whose tier an AGCU transfer uses (loads and copies: the one read; stores:
+        # the one written), and the param it writes (later trips' loads of it wait for it)
+        self.param = self.stores = None
+        if isinstance(unit, Agcu) and unit.op != "all_reduce":
+            self.param = unit.write.name if unit.op == "store" else unit.reads[0].name
+            if unit.op in ("store", "copy"):
+                self.stores = unit.write.name
+        self.barrier = unit.op == "all_reduce"
+        self.producers: list[int] = []
+        self.consumers: list[int] = []
+        self.gates: list[int] = []  # consumers a load may not run ahead of beyond `cap`
+        self.gated_by: list[int] = []
+        self.cap = 0.0
+
+
+class _SectionModel:
+    def __init__(self, section: Section, preset: HardwarePreset):
+        self.units = [_UnitModel(u, preset) for u in section.units]
+        index = {u.id: i for i, u in enumerate(self.units)}
+        credits: dict[tuple[int, int], float] = {}
+        for s in section.streams:
+            p, c = index[s.producer], index[s.consumer]
+            if c not in self.units[p].consumers:
+                self.units[p].consumers.append(c)
+                self.units[c].producers.append(p)
+            credits[p, c] = credits.get((p, c), 0) + s.depth * s.tile_bytes
+        pmus = {i: u for i, u in enumerate(section.units) if isinstance(u, Pmu)}
+        for i, u in enumerate(self.units):
+            if not (u.kind == "agcu" and u.op == "load"):
+                continue
+            frontier, seen = list(u.consumers), set()
+            for c in u.consumers:
+                if c not in pmus:
+                    u.cap += credits[i, c]
+            while frontier:
+                c = frontier.pop()
+                if c in seen:
+                    continue
+                seen.add(c)
+                if c in pmus:
+                    pmu = pmus[c]
+                    u.cap += pmu.sram_bytes * pmu.count * (pmu.buffers - 1) / pmu.buffers
+                    frontier.extend(self.units[c].consumers)
+                else:
+                    u.gates.append(c)
+                    self.units[c].gated_by.append(i)
+            if not u.gates:
+                u.cap = float(u.nbytes)
+
+
+class _Inst:
+    """One execution of a unit group: (trip, section, unit)."""
+
+    __slots__ = ("trip", "sec", "index", "u", "need_start", "t_start", "need_finish", "t_finish",
+                 "start", "gates_left", "parked", "channel")
+
+    def __init__(self, trip: int, sec: int, index: int, u: _UnitModel):
+        self.trip, self.sec, self.index, self.u = trip, sec, index, u
+        # producers must have started (a barrier: finished), and finished for this to finish
+        self.need_start = len(u.producers)
+        self.need_finish = 1 + len(u.producers)
+        self.t_start = self.t_finish = 0.0
+        self.start = -1.0
+        self.gates_left = len(u.gates)
+        self.parked: float | None = None  # bytes a load waits to move until its gates start
+        self.channel: _Channel | None = None
+
+
+class _KernelRun:
+    """One launch of a kernel: every trip of every section, driven by events."""
+
+    def __init__(self, sim: _Step, kernel: Kernel, model: list[_SectionModel], launch: Launch,
+                 call: int, t0: float, done: Callable[[float], None]):
+        self.sim, self.model, self.call, self.done = sim, model, call, done
+        loop = kernel.loop
+        self.trips = loop.trips if loop is not None else 1
+        self.prefetch = loop.prefetch if loop is not None else 0
+        trips, nsec = self.trips, len(model)
+        tiers = sim.tiers(launch, kernel, trips)
+        written = {u.stores for s in model for u in s.units if u.stores is not None}
+        self.insts = [[[_Inst(t, s, i, u) for i, u in enumerate(sec.units)]
+                       for s, sec in enumerate(model)] for t in range(trips)]
+        self.left = [[len(sec.units) for sec in model] for _ in range(trips)]
+        self.remaining = trips * nsec
+        self.prefetch_wait: list[list[_Inst]] = [[] for _ in range(trips)]
+        self.store_wait: dict[tuple[int, str], list[_Inst]] = {}
+        self.writers = {p: sum(1 for s in model for u in s.units if u.stores == p)
+                        for p in written}
+        start_now: list[_Inst] = []
+        for t in range(trips):
+            for s, sec in enumerate(model):
+                for inst in self.insts[t][s]:
+                    u = inst.u
+                    if u.param is not None:
+                        inst.channel = sim.channels[tiers[u.param][t]]
+                    elif u.barrier:
+                        inst.channel = sim.channels["p2p"]
+                    if t > 0:
+                        inst.need_start += 1  # the same unit finished the previous trip
+                    if nsec > 1 and (t, s) != (0, 0):
+                        inst.need_start += 1  # the previous section finished + Program Load
+                    if u.op == "load" and t > self.prefetch:
+                        inst.need_start += 1
+                        self.prefetch_wait[t - 1 - self.prefetch].append(inst)
+                    if u.op == "load" and t > 0 and u.param in written:
+                        inst.need_start += self.writers[u.param]
+                        self.store_wait.setdefault((t - 1, u.param), []).append(inst)
+                    inst.t_start = t0
+                    if inst.need_start == 0:
+                        start_now.append(inst)
+        for inst in start_now:
+            sim.engine.at(t0, lambda i=inst: self._start(i))
+
+    def _cond_start(self, inst: _Inst, time: float) -> None:
+        if time > inst.t_start:
+            inst.t_start = time
+        inst.need_start -= 1
+        if inst.need_start == 0:
+            self.sim.engine.at(inst.t_start, lambda: self._start(inst))
+
+    def _cond_finish(self, inst: _Inst, time: float) -> None:
+        if time > inst.t_finish:
+            inst.t_finish = time
+        inst.need_finish -= 1
+        if inst.need_finish == 0:
+            self.sim.engine.at(inst.t_finish, lambda: self._finish(inst))
+
+    def _start(self, inst: _Inst) -> None:
+        engine, u = self.sim.engine, inst.u
+        now = inst.start = engine.now
+        row = self.insts[inst.trip][inst.sec]
+        for c in u.consumers:
+            if not row[c].u.barrier:
+                self._cond_start(row[c], now + u.latency)
+        for g in u.gated_by:
+            load = row[g]
+            load.gates_left -= 1
+            if load.gates_left == 0 and load.parked is not None:
+                self._move(load, load.parked, lambda i=load: self._worked(i))
+        if u.op == "load":
+            ahead = min(float(u.nbytes), u.cap)
+            self._move(inst, ahead, lambda: self._first_part(inst, u.nbytes - ahead))
+        elif u.barrier:
+            self._all_reduce(inst)
+        elif inst.channel is not None:
+            self._move(inst, u.nbytes, lambda: self._worked(inst))
+        else:
+            engine.at(now + u.service, lambda: self._worked(inst))
+
+    def _move(self, inst: _Inst, nbytes: float, then: Callable[[], None]) -> None:
+        assert inst.channel is not None
+        inst.channel.transfer(nbytes, inst.trip, then)
+
+    def _first_part(self, inst: _Inst, rest: float) -> None:
+        """A load moved what its buffers hold ahead of its consumers; the rest moves once they
+        have started (backpressure)."""
+        if rest <= 0:
+            self._worked(inst)
+        elif inst.gates_left == 0:
+            self._move(inst, rest, lambda: self._worked(inst))
+        else:
+            inst.parked = rest
+
+    def _all_reduce(self, inst: _Inst) -> None:
+        n, p = self.sim.sockets, self.sim.preset
+        if n == 1:
+            self._worked(inst)
+            return
+        b = float(inst.u.nbytes)
+        one_shot = p.p2p_latency_s + (n - 1) * b / p.p2p_bandwidth
+        ring = 2 * (n - 1) * (p.p2p_latency_s + b / (n * p.p2p_bandwidth))
+        if one_shot <= ring:
+            latency, moved = p.p2p_latency_s, (n - 1) * b
+        else:
+            latency, moved = 2 * (n - 1) * p.p2p_latency_s, 2 * (n - 1) * b / n
+        self.sim.engine.at(self.sim.engine.now + latency,
+                           lambda: self._move(inst, moved, lambda: self._worked(inst)))
+
+    def _worked(self, inst: _Inst) -> None:
+        self._cond_finish(inst, self.sim.engine.now)
+
+    def _finish(self, inst: _Inst) -> None:
+        now, u, t, s = self.sim.engine.now, inst.u, inst.trip, inst.sec
+        self.sim.record(self.call, inst, now)
+        row = self.insts[t][s]
+        for c in u.consumers:
+            self._cond_finish(row[c], now + u.latency)
+            if row[c].u.barrier:
+                self._cond_start(row[c], now + u.latency)
+        if t + 1 < self.trips:
+            self._cond_start(self.insts[t + 1][s][inst.index], now)
+        if u.stores is not None:
+            for load in self.store_wait.get((t, u.stores), ()):
+                self._cond_start(load, now)
+        self.left[t][s] -= 1
+        if self.left[t][s] == 0:
+            self._section_done(t, s, now)
+
+    def _section_done(self, t: int, s: int, now: float) -> None:
+        self.remaining -= 1
+        nsec = len(self.model)
+        if s == nsec - 1:
+            for load in self.prefetch_wait[t]:
+                self._cond_start(load, now)
+        nxt = (t, s + 1) if s + 1 < nsec else (t + 1, 0)
+        if nsec > 1 and nxt[0] < self.trips:
+            ready = now + self.sim.preset.program_load_s
+            self.sim.program_loads[self.call] += self.sim.preset.program_load_s
+            for inst in self.insts[nxt[0]][nxt[1]]:
+                self._cond_start(inst, ready)
+        if self.remaining == 0:
+            self.done(now)
+
+
+class _Step:
+    """The host schedule of one step, run on the engine."""
+
+    def __init__(self, program: Program, preset: HardwarePreset, trace: bool):
+        self.program, self.preset, self.sockets = program, preset, program.sockets
+        self.engine = _Engine()
+        self.spans: list[Span] | None = [] if trace else None
+        self.channels = {
+            "hbm": _Channel(self.engine, "hbm", preset.hbm_bandwidth * preset.hbm_efficiency,
+                            self.spans),
+            "ddr": _Channel(self.engine, "ddr", preset.ddr_bandwidth * preset.ddr_efficiency,
+                            self.spans),
+            "p2p": _Channel(self.engine, "p2p", preset.p2p_bandwidth, self.spans),
+        }
+        self.tensors = {t.name: t for t in program.tensors}
+        self.kernels = {k.name: k for k in program.kernels}
+        self.models = {k.name: [_SectionModel(s, preset) for s in k.sections]
+                       for k in program.kernels}
+        self.launches = [s for s in program.schedule if isinstance(s, Launch)]
+        self.calls: list[CallTiming] = []
+        self.program_loads = [0.0] * len(self.launches)
+        self.pcu_busy = self.pcu_occupied = self.pmu_occupied = 0.0
+        mode = program.launch_mode
+        self.launch_cost = preset.launch_software_s if mode == "software" \
+            else preset.launch_hardware_s
+        self.sync_cost = preset.sync_software_s if mode == "software" else preset.sync_hardware_s
+        self.loaded = self.launches[-1].kernel if self.launches else None
+        self.end = 0.0
+
+    def tiers(self, launch: Launch, kernel: Kernel, trips: int) -> dict[str, list[str]]:
+        """Per param, the memory tier of the tensor it is bound to on each trip."""
+        out = {}
+        for b in launch.bindings:
+            tiers = [self.tensors[v.tensor].tier for v in b.tensors]
+            out[b.param] = tiers if len(tiers) == trips else tiers * trips
+        return out
+
+    def record(self, call: int, inst: _Inst, end: float) -> None:
+        u = inst.u
+        if u.kind == "pcu":
+            self.pcu_busy += u.count * u.service
+            self.pcu_occupied += u.count * (end - inst.start)
+        elif u.kind == "pmu":
+            self.pmu_occupied += u.count * (end - inst.start)
+        if self.spans is not None:
+            self.spans.append(Span(u.id, u.op, inst.start, end, call, inst.trip))
+
+    def issue(self, i: int, ready: float) -> None:
+        launch = self.launches[i]
+        kernel = self.kernels[launch.kernel]
+        load = self.preset.program_load_s \
+            if launch.kernel != self.loaded or len(kernel.sections) > 1 else 0.0
+        self.loaded = launch.kernel
+        self.program_loads[i] = load
+        overhead = self.launch_cost + self.preset.argument_load_s + load
+        t0 = ready + overhead
+        self.engine.at(t0, lambda: _KernelRun(self, kernel, self.models[kernel.name], launch, i,
+                                              t0, lambda end: self.finished(i, ready, t0, end)))
+
+    def finished(self, i: int, issued: float, t0: float, end: float) -> None:
+        launch = self.launches[i]
+        kernel = self.kernels[launch.kernel]
+        seen = end + self.sync_cost
+        self.calls.append(CallTiming(
+            label=launch.label or launch.kernel, kernel=launch.kernel, layers=list(launch.layers),
+            trips=kernel.loop.trips if kernel.loop is not None else 1,
+            sections=len(kernel.sections), issued_s=issued, launch_s=t0 - issued,
+            program_load_s=self.program_loads[i], busy_s=end - t0, sync_s=self.sync_cost))
+        if self.spans is not None:
+            self.spans.append(Span("host", "launch", issued, t0, i, -1))
+            self.spans.append(Span("host", "sync", end, seen, i, -1))
+            self.spans.append(Span("kernel", launch.label or launch.kernel, t0, end, i, -1))
+        if i + 1 < len(self.launches):
+            self.issue(i + 1, seen)
+        else:
+            self.end = seen
+
+    def run(self) -> StepTiming:
+        if self.launches:
+            self.issue(0, 0.0)
+        self.engine.run()
+        return StepTiming(
+            step_s=self.end, calls=self.calls,
+            bytes={name: c.moved for name, c in self.channels.items()},
+            channel_busy_s={name: c.busy for name, c in self.channels.items()},
+            pcu_busy_s=self.pcu_busy, pcu_occupied_s=self.pcu_occupied,
+            pmu_occupied_s=self.pmu_occupied, events=self.engine.events,
+            spans=self.spans or [])
+
+
+def simulate(program: Program, preset: HardwarePreset, *, trace: bool = False) -> StepTiming:
+    """Simulate one decode step of ``program`` on ``preset`` (e.g. ``get_preset(program.hardware)``
+    with overrides). ``trace`` keeps every unit's and channel's intervals for a trace file."""
+    return _Step(program, preset, trace).run()

@@ -1,0 +1,35 @@
+"""Programs compiled by the default pipeline, cached per process (tests of the simulator and
+its tools compile the same few models many times)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from simulator.program import Program
+
+
+@lru_cache(maxsize=None)
+def compiled(model: str, *, sockets: int = 1, looped: bool = True, batch: int = 1,
+             context: int | None = None, launch: str = "software",
+             hw_overrides: str = "") -> Program:
+    """``compile_program``; with ``hw_overrides`` (e.g. fewer PCUs, to force kernels split
+    into sections) the same passes with the lowering's ``hw-overrides`` option."""
+    from lowering.pipeline import compile_program
+
+    if not hw_overrides:
+        return compile_program(model, sockets=sockets, kernel_looping=looped, batch=batch,
+                               context=context, launch=launch)
+    from xdsl.context import Context
+
+    from frontend.builder import build_decode_step
+    from frontend.config import load_model_config
+    from lowering.emit_program import build_program
+    from lowering.lower_dfk_to_rdu import LowerDfkToRdu
+    from lowering.pipeline import pipeline_passes
+
+    module = build_decode_step(load_model_config(model), batch=batch, context=context)
+    ctx = Context()
+    passes = pipeline_passes(sockets=sockets, kernel_looping=looped, launch=launch)
+    for p in (*passes[:-1], LowerDfkToRdu(launch=launch, hw_overrides=hw_overrides)):
+        p.apply(ctx, module)
+    return build_program(module)

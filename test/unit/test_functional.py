@@ -1,0 +1,178 @@
+"""Functional simulation: the program's units on real numbers equal the llm-level reference
+(teacher forcing, every tiny preset, 1 / 2 / 4 sockets, with and without kernel looping), a
+corrupted tile offset gives a wrong answer, and a model too large for this machine is refused
+with the memory it needs."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import msgspec
+import numpy as np
+import pytest
+
+from compiled import compiled
+from logit_tolerance import BF16_ULPS, SAME_ROUNDING_ULPS, check_logits, logit_tolerance
+from simulator import numerics as N
+from simulator.functional import FunctionalError, FunctionalSimulator, memory_needed
+from simulator.program import load_program
+from simulator.weights import RandomWeights
+from toy_program import B, build_toy, reference, toy_data
+
+TINY = ["tiny-llama", "tiny-mistral", "tiny-mixtral", "tiny-qwen2", "tiny-qwen3",
+        "tiny-alternating"]
+BATCH, CONTEXT, PROMPT, STEPS = 2, 16, [5, 17], 5
+SEED = 1
+
+
+def f32(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32)
+
+
+# -- the hand-written toy program (no lowering involved) ------------------------------------
+
+
+@pytest.mark.parametrize("looped", [False, True])
+@pytest.mark.parametrize("sockets", [1, 2, 4])
+def test_toy_program_equals_direct_numerics(looped, sockets):
+    data = toy_data()
+    want = reference(data)
+    sim = FunctionalSimulator(build_toy(looped=looped, sockets=sockets), RandomWeights(0))
+    got = sim.step({"tokens": data["tokens"], "positions": data["positions"]})
+    assert np.array_equal(f32(got["logits"]), f32(want["logits"]))
+    assert np.array_equal(got["next_token"], want["next_token"])
+    cache = sim.state()["k_cache"]
+    assert np.array_equal(f32(cache), f32(want["k_cache"]))
+    # the cache is updated in place in every socket's buffer (the alias shares it)
+    for memory in sim.memory:
+        assert memory["k_cache.out"] is memory["k_cache"]
+        assert np.count_nonzero(f32(memory["k_cache"])) == 2 * B * 16
+
+
+def test_toy_corrupted_tile_offset():
+    data = toy_data()
+    builtins = msgspec.to_builtins(build_toy(looped=True))
+    up = next(u for u in builtins["kernels"][1]["sections"][0]["units"] if u["id"] == "up")
+    up["reads"][1]["step"] = [0, 0]  # both PCUs read the first half of the weight
+    bad = FunctionalSimulator(load_program(msgspec.json.encode(builtins)), RandomWeights(0))
+    got = bad.step({"tokens": data["tokens"], "positions": data["positions"]})
+    assert not np.allclose(f32(got["logits"]), f32(reference(data)["logits"]), atol=2e-2)
+
+
+# -- lowered programs vs the llm-level reference -------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def reference_run(preset: str) -> tuple[list[int], list[np.ndarray]]:
+    """The reference's tokens (prompt, then its greedy tokens) and logits at every step."""
+    from frontend.builder import build_decode_step
+    from frontend.config import load_model_config
+    from rdu_dialect.interpreter import ReferenceEngine
+
+    module = build_decode_step(load_model_config(preset), batch=BATCH, context=CONTEXT)
+    engine = ReferenceEngine(module, RandomWeights(SEED))
+    k_cache, v_cache = engine.new_caches()
+    fed, logits = list(PROMPT), []
+    for position in range(len(PROMPT) + STEPS - 1):
+        out, next_tokens, k_cache, v_cache = engine.step(
+            np.full(BATCH, fed[position], np.int32), np.full(BATCH, position, np.int32),
+            k_cache, v_cache)
+        logits.append(out)
+        if position + 1 >= len(fed):
+            fed.append(int(next_tokens[0]))
+    return fed, logits
+
+
+@pytest.mark.parametrize("looped", [True, False], ids=["looped", "unlooped"])
+@pytest.mark.parametrize("sockets", [1, 2, 4])
+@pytest.mark.parametrize("preset", TINY)
+def test_matches_reference_with_teacher_forcing(preset, sockets, looped):
+    fed, want = reference_run(preset)
+    program = compiled(preset, sockets=sockets, looped=looped, batch=BATCH, context=CONTEXT)
+    sim = FunctionalSimulator(program, RandomWeights(SEED))
+    # one socket rounds exactly where the reference does; sharding reorders reductions
+    ulps = SAME_ROUNDING_ULPS if sockets == 1 else BF16_ULPS
+    for position, logits in enumerate(want):
+        got, tokens = sim.decode(np.full(BATCH, fed[position], np.int32),
+                                 np.full(BATCH, position, np.int32))
+        check_logits(got, tokens, logits, ulps, f"{preset} x{sockets} step {position}")
+
+
+def corrupt(program, unit_id: str, mutate) -> object:
+    """The program with one unit's JSON changed (still a valid program)."""
+    builtins = msgspec.to_builtins(program)
+    units = [u for k in builtins["kernels"] for s in k["sections"] for u in s["units"]]
+    mutate(next(u for u in units if u["id"] == unit_id))
+    return load_program(msgspec.json.encode(builtins))
+
+
+@pytest.mark.parametrize("unit_id, mutate", [
+    # every AGCU loading the gate projection reads the first tile of rows
+    ("ld.gate_proj", lambda u: u["reads"][0].update(step=[0, 0])),
+    # the PCUs of the gate projection read weight tiles offset by half a tile
+    ("g", lambda u: u["reads"][1].update(step=[u["reads"][1]["step"][0] // 2, 0])),
+], ids=["agcu-load-step", "pcu-tile-offset"])
+def test_corrupted_tile_offset_gives_a_mismatch(unit_id, mutate):
+    program = compiled("tiny-llama", batch=BATCH, context=CONTEXT)
+    bad = corrupt(program, unit_id, mutate)
+    fed, want = reference_run("tiny-llama")
+    got = [FunctionalSimulator(p, RandomWeights(SEED)).decode(
+        np.full(BATCH, fed[0], np.int32), np.zeros(BATCH, np.int32))[0] for p in (program, bad)]
+    assert np.array_equal(f32(got[0]), f32(want[0]))
+    tol = logit_tolerance(f32(want[0]), BF16_ULPS)
+    assert (np.abs(f32(got[1]) - f32(want[0])).max(axis=-1) > 10 * tol).all()
+
+
+@pytest.mark.parametrize("looped", [True, False], ids=["looped", "unlooped"])
+def test_kernels_split_into_sections_compute_the_same(looped):
+    """A chip with 150 PCUs / PMUs: the layer kernel is split into sections that pass data
+    through HBM scratch tensors; the numbers do not change."""
+    split = compiled("tiny-llama", looped=looped, batch=BATCH, context=CONTEXT,
+                     hw_overrides="pcus=150,pmus=150")
+    assert max(len(k.sections) for k in split.kernels) > 1
+    whole = compiled("tiny-llama", looped=looped, batch=BATCH, context=CONTEXT)
+    sims = [FunctionalSimulator(p, RandomWeights(SEED)) for p in (whole, split)]
+    fed, _ = reference_run("tiny-llama")
+    for position in range(3):
+        a, b = (s.decode(np.full(BATCH, fed[position], np.int32),
+                         np.full(BATCH, position, np.int32))[0] for s in sims)
+        assert np.array_equal(f32(a), f32(b))
+
+
+# -- memory --------------------------------------------------------------------------------
+
+
+def test_refuses_a_model_too_large_for_this_machine():
+    program = compiled("llama-3.1-70b", sockets=16, context=4096)
+    need = memory_needed(program)
+    assert need > 16 * 140e9 / 16  # every socket's share of 141 GB of weights, and more
+    with pytest.raises(FunctionalError) as error:
+        FunctionalSimulator(program, RandomWeights(0))
+    message = str(error.value)
+    assert f"needs about {need / 2**30:.1f} GiB" in message and "available" in message
+    assert "timing" in message
+
+
+def test_memory_estimate_counts_every_socket():
+    one, four = (memory_needed(compiled("tiny-llama", sockets=s, batch=BATCH, context=CONTEXT))
+                 for s in (1, 4))
+    assert one < four
+    with pytest.raises(FunctionalError, match="needs about"):
+        FunctionalSimulator(compiled("tiny-llama", batch=BATCH, context=CONTEXT),
+                            RandomWeights(0), available_bytes=one)
+
+
+def test_missing_or_misshapen_inputs():
+    sim = FunctionalSimulator(compiled("tiny-llama", batch=BATCH, context=CONTEXT),
+                              RandomWeights(0))
+    with pytest.raises(FunctionalError, match="missing step inputs: positions"):
+        sim.step({"tokens": np.zeros(BATCH, np.int32)})
+    with pytest.raises(FunctionalError, match=r"input 'tokens' has shape \[3\]"):
+        sim.step({"tokens": np.zeros(3, np.int32), "positions": np.zeros(BATCH, np.int32)})
+
+
+def test_dtype_of_outputs():
+    sim = FunctionalSimulator(compiled("tiny-llama", batch=BATCH, context=CONTEXT),
+                              RandomWeights(0))
+    logits, tokens = sim.decode(np.zeros(BATCH, np.int32), np.zeros(BATCH, np.int32))
+    assert logits.dtype == N.BF16 and tokens.dtype == np.int32

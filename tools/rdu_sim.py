@@ -1,0 +1,110 @@
+"""`rdu-sim PROGRAM`: simulate an emitted program file.
+
+Timing by default (a report table, `--json`, `--trace FILE` for Perfetto / chrome://tracing,
+`--hw-override key=value,...` to change hardware figures). `--functional` runs the program's
+units on real numbers instead: weights from `--weights PATH` or `--seed N`, the `--prompt`
+token ids fed one per step (every batch entry the same), then `--steps N` greedy tokens.
+
+Imports only the simulator and `tools.cli` (never xDSL or the compiler): the program file is
+all it reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from tools.cli import UserError, decode_loop, decode_steps, parse_prompt, run_tool
+from tools.cli import write_atomically
+
+PROG = "rdu-sim"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("program", metavar="PROGRAM", help="an rdu-program JSON file")
+    p.add_argument("--functional", action="store_true",
+                   help="compute real numbers instead of timing")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--weights", metavar="PATH", help="safetensors file or HF model folder")
+    source.add_argument("--seed", type=int, help="seeded random init (default: seed 0)")
+    p.add_argument("--prompt", default="1", metavar="IDS",
+                   help="comma-separated token ids fed one per step (default: 1)")
+    p.add_argument("--steps", type=int, default=8, metavar="N",
+                   help="greedy tokens after the prompt (default: 8)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--trace", metavar="FILE", help="write a Chrome / Perfetto trace (timing)")
+    p.add_argument("--hw-override", action="append", default=[], metavar="KEY=VALUE,...",
+                   help="change hardware figures (names in simulator/hardware.py)")
+    return p
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from simulator.hardware import get_preset
+    from simulator.program import load_program
+
+    program = load_program(args.program)
+    preset = get_preset(program.hardware)
+    if args.hw_override:
+        preset = preset.with_overrides(",".join(args.hw_override))
+    return _functional(args, program) if args.functional else _timing(args, program, preset)
+
+
+def _functional(args: argparse.Namespace, program) -> int:
+    from simulator.functional import FunctionalSimulator
+    from simulator.weights import open_weights
+
+    logits = next(v for v in program.values if v.role == "output")
+    prompt = parse_prompt(args.prompt, logits.shape[-1], program.model)
+    if args.steps < 0:
+        raise UserError(f"--steps must be >= 0, got {args.steps}")
+    if decode_steps(prompt, args.steps) > program.context:
+        raise UserError(f"a {len(prompt)}-token prompt and {args.steps} generated tokens need "
+                        f"{decode_steps(prompt, args.steps)} cache rows, but the program's "
+                        f"context is {program.context}")
+    sim = FunctionalSimulator(program, open_weights(args.weights, args.seed))
+    tokens, _ = decode_loop(sim.decode, prompt, args.steps, program.batch)
+    if args.json:
+        print(json.dumps({"model": program.model, "sockets": program.sockets,
+                          "batch": program.batch, "context": program.context,
+                          "prompt": prompt, "tokens": tokens}))
+    else:
+        print(f"{program.model} on {program.sockets} socket(s), functional, prompt "
+              f"{', '.join(map(str, prompt))}")
+        for b, row in enumerate(tokens):
+            print(f"{'generated' if program.batch == 1 else f'entry {b}'}: "
+                  f"{', '.join(map(str, row))}")
+    return 0
+
+
+def _timing(args: argparse.Namespace, program, preset) -> int:
+    from simulator.report import chrome_trace, format_table, summarize
+    from simulator.timing import simulate
+
+    timing = simulate(program, preset, trace=args.trace is not None)
+    summary = summarize(program, preset, timing)
+    if args.trace:
+        write_atomically(args.trace, json.dumps(chrome_trace(program, timing)))
+    print(json.dumps(summary) if args.json else format_table(summary))
+    return 0
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    """User errors of the simulator alone (tools.cli's default list would import xDSL)."""
+    from simulator.functional import FunctionalError
+    from simulator.hardware import PresetError
+    from simulator.program import ProgramError
+    from simulator.weights import WeightError
+
+    return (UserError, ProgramError, PresetError, WeightError, FunctionalError, OSError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_tool(PROG, lambda: run(argv), _errors())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
