@@ -5,8 +5,8 @@ launches) is timed against a SimPy *skeleton* of the same event graph: one proce
 execution (every unit of every trip of every launch) that waits for the start of its stream
 producers and the end of its previous trip, then for its service time - no bandwidth sharing,
 no buffers, no host, i.e. strictly less work than the real model. If the skeleton alone is
-slower, SimPy cannot be the faster engine. SimPy is not a dependency of the project: install it
-to run this (`pip install simpy`). Run: `python bench/engine_speed.py`.
+slower, SimPy cannot be the faster engine. SimPy is not a dependency of the project: install the
+`bench` extra to run this (`pip install -e '.[bench]'`). Run: `python bench/engine_speed.py`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main() -> None:
     try:
         import simpy  # noqa: F401
     except ImportError:
-        sys.exit("engine_speed: SimPy is not installed (pip install simpy)")
+        sys.exit("engine_speed: SimPy is not installed (pip install -e '.[bench]')")
     preset = get_preset("sn40l")
     for model, sockets in (("llama-3.1-8b", 1), ("llama-3.1-70b", 16)):
         for looped in (True, False):

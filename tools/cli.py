@@ -55,6 +55,11 @@ def write_atomically(path: str, data: str | bytes) -> None:
             mode, dir=directory, delete=False, prefix=f".{os.path.basename(path)}."
         ) as tmp:
             tmp.write(data)
+        # NamedTemporaryFile makes the file private (0600); give it the permissions a plain
+        # open() would (0666 less the umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp.name, 0o666 & ~umask)
         os.replace(tmp.name, path)
     except OSError as error:
         raise UserError(f"cannot write '{path}': {error.strerror}") from None
