@@ -19,6 +19,8 @@ differ):
   aliases the input cache (only the new rows are written), a result that replaces an argument
   that dies at the call (the residual stream) in place into that argument's param (which is
   how a hardware loop carries it from trip to trip), anything else into a param of its own;
+  in a looped kernel, every result the loop yields stacked (updated cache slices, per-op
+  loops' per-trip results) is a stacked param: trip i writes slice i of what it is bound to;
 * work comes from `passes.cost_model.op_cost` (FLOPs, weight / KV bytes really read);
 * resources per kernel are checked against the preset; a kernel that does not fit is split
   into sections, data crossing a section boundary going through an HBM scratch tensor; a loop
@@ -621,6 +623,7 @@ def _lower_kernel(kernel: dfk.KernelOp, inplace: dict[int, int], knobs: Mapping,
     arg_index = {arg: i for i, arg in enumerate(kernel.args)}
     body_arg: dict[SSAValue, int] = {}  # body-level value -> kernel argument index
     stacked_args: set[int] = set()
+    stacked_outputs: set[int] = set()  # kernel results the loop yields per trip, stacked
     if loop is None:
         body_ops = [op for op in kernel.body.ops if not isinstance(op, dfk.ReturnOp)]
         outputs = returned
@@ -640,6 +643,7 @@ def _lower_kernel(kernel: dfk.KernelOp, inplace: dict[int, int], knobs: Mapping,
         yielded = (*loop.yield_op.carried, *loop.yield_op.stacked)
         through = dict(zip(loop.results, yielded))
         outputs = [through[v] for v in returned]
+        stacked_outputs = {r for r, v in enumerate(returned) if v in loop.stacked_results}
         trips = loop.trip_count
         for result, init in zip(loop.carried_results, loop.carried):
             if result in returned and inplace.get(returned.index(result)) != arg_index[init]:
@@ -685,8 +689,10 @@ def _lower_kernel(kernel: dfk.KernelOp, inplace: dict[int, int], knobs: Mapping,
         block.add_op(rdu.ParamOp(properties={
                 "param": StringAttr(param), "type": TensorType(_element(dtype), shape)}))
     section_ops = [_materialize_section(lowering, units) for units in sections]
+    # a stacked output is written to trip i's slice on trip i, whatever its kind (an updated
+    # cache, a per-layer activation read later through dfk.slice): its param is stacked too
     stacked_set = {p for p, i in arg_of_param.items() if i in stacked_args}
-    stacked_set |= {r.param for r in results if r.kind == "cache" and r.arg in stacked_args}
+    stacked_set |= {results[r].param for r in stacked_outputs}
     stacked = [p for p in used_params if p in stacked_set]
     if loop is None:
         block.add_ops(section_ops)
@@ -844,7 +850,7 @@ class _Host:
         for param, views in bound.items():
             bindings.append(rdu.BindingAttr(param, views))
         layers = self._layers(call, plan)
-        label = (f"layer {layers[0]}" if len(layers) == 1 else
+        label = (f"layer {layers[0]}" if len(set(layers)) == 1 else
                  f"layers {layers[0]}-{layers[-1]}" if layers else plan.name)
         self.launches.append(rdu.LaunchOp(properties={
             "kernel": _symbol(plan.name), "mode": rdu.LaunchModeAttr(rdu.LaunchMode(self.launch)),
@@ -853,8 +859,8 @@ class _Host:
 
     def _layers(self, call: dfk.CallOp, plan: KernelPlan) -> list[int]:
         layer = call.attributes.get(LAYER_ATTR)
-        if isinstance(layer, IntegerAttr):
-            layers = [layer.value.data]
+        if isinstance(layer, IntegerAttr):  # one layer, or a loop over ops of one layer
+            layers = [layer.value.data] * plan.trips
         elif plan.trips > 1:
             layers = list(range(self.next_layer,
                                 self.next_layer + plan.trips * plan.layers_per_trip))

@@ -15,7 +15,8 @@ Operands are classified position by position over the run:
   no runtime copy), other values with `dfk.stack` (per-layer KV-cache slices, which
   `stack(slice(x, 0..N-1)) -> x` folds back into the stacked cache).
 Results that are not carried come out stacked and are unstacked with `dfk.slice` only where
-a call's result was used.
+a call's result was used. A run whose calls all belong to one layer (one-op kernels, e.g. the
+k and v projections) keeps that `llm.layer` on the new call.
 
 Legality (DESIGN.md), checked between each pair of consecutive calls; a failing pair splits
 the run, and each side is looped on its own if long enough:
@@ -83,7 +84,7 @@ from rdu_dialect.dfk import (
     YieldOp,
     stacked_type,
 )
-from rdu_dialect.llm import ParamOp, WeightOp
+from rdu_dialect.llm import LAYER_ATTR, ParamOp, WeightOp
 from rdu_dialect.symbols import lookup_symbol
 
 NO_KERNEL_LOOPING = "dfk.no_kernel_looping"
@@ -469,6 +470,11 @@ def _loop_run(
         for t in (last.result(o).type,)
     ]
     call = rewriter.insert(CallOp(name, operands, result_types), InsertPoint.before(anchor))
+    # a run inside one layer (per-op kernels, e.g. the k and v projections) still belongs to
+    # it: reports and traces name the layer
+    layers = {c.attributes.get(LAYER_ATTR) for u in units for c in u.calls}
+    if len(layers) == 1 and (layer := layers.pop()) is not None:
+        call.attributes[LAYER_ATTR] = layer
     point = InsertPoint.after(call)
     for o, result in zip(outputs, call.res):
         if o in threading.values():

@@ -9,17 +9,20 @@ Engines: `--engine sim` (the default) compiles the model with the default pipeli
 (`lowering.pipeline.compile_program`: import, passes, lowering to a program) and runs the program
 in the bundled simulator: without `--functional` it times one decode step with and without
 kernel looping (`--no-kernel-looping`: without only) and prints them side by side with the
-speedup; with `--functional` it computes real numbers (tokens, logits). `--engine reference` is
-the llm-level numpy semantics (the module from `frontend.builder`, handed in-process to
-`rdu_dialect.interpreter`); it refuses the simulator's options (`--sockets` > 1,
-`--no-kernel-looping`, `--functional`, `--launch`) rather than ignoring them. A progress line is
-shown on stderr when it is a terminal.
+speedup (`--launch both`: for software- and hardware-orchestrated launch side by side); with
+`--functional` it computes real numbers (tokens, logits). `--engine reference` is the llm-level
+numpy semantics (the module from `frontend.builder`, sharded by `shard-tensor-parallel` when
+`--sockets` > 1, handed in-process to `rdu_dialect.interpreter`, which runs every rank); it
+refuses the options only the simulator has (`--no-kernel-looping`, `--functional`, `--launch`)
+rather than ignoring them. A progress line is shown on stderr when it is a terminal.
 
 `--json` prints `{"model", "engine", "sockets", "batch", "context", "tokens", ...}` with
 `tokens` one list of generated ids per batch entry (null for timing runs, which compute no
-numbers, which add `"timing": {"looped": T, "unlooped": T, "speedup": x}`, T with the keys of
-`TIMING_KEYS`); `--logits-out FILE.npy` saves the last
-step's logits as float32 `[batch, vocab]` (the bf16 values, exactly).
+numbers). Timing runs add `"launch"` and `"timing": {"looped": T, "unlooped": T, "speedup": x}`
+(T with the keys of `TIMING_KEYS`; the speedup is kernel looping's); with `--launch both`,
+`"launch": "both"`, `"timing"` with the software-launch figures (so the keys tools rely on stay)
+and `"timing_by_launch": {"software": {...}, "hardware": {...}}`, each shaped like `"timing"`. `--logits-out FILE.npy` saves the last step's logits as
+float32 `[batch, vocab]` (the bf16 values, exactly).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from tools.cli import (
 
 PROG = "rdu-run"
 SIM_ONLY = "only the simulator engine (--engine sim) takes these options"
+LAUNCHES = ("software", "hardware")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,21 +71,24 @@ def _parser() -> argparse.ArgumentParser:
                    help="data type of weights, activations and caches")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--logits-out", metavar="FILE.npy", help="save the last step's logits")
+    p.add_argument("--sockets", type=int, default=1, metavar="N",
+                   help="sockets (tensor parallel: 1, 2, 4, 8 or 16; default 1); the "
+                        "reference engine runs every rank")
     sim = p.add_argument_group("simulator engine options")
-    sim.add_argument("--sockets", type=int, default=1, metavar="N",
-                     help="sockets (tensor parallel, default 1)")
     sim.add_argument("--no-kernel-looping", action="store_true",
                      help="compile without kernel looping")
     sim.add_argument("--functional", action="store_true",
                      help="compute real numbers through the simulator instead of timing")
-    sim.add_argument("--launch", choices=("software", "hardware"),
-                     help="launch orchestration (default: software)")
+    sim.add_argument("--launch", choices=(*LAUNCHES, "both"),
+                     help="launch orchestration (default: software); both: time software- "
+                          "and hardware-orchestrated launch side by side (JSON: "
+                          "\"timing_by_launch\": {\"software\": ..., \"hardware\": ...} "
+                          "besides \"timing\", which holds the software figures)")
     return p
 
 
 def _refuse_sim_options(args: argparse.Namespace) -> None:
     used = [flag for flag, on in (
-        (f"--sockets {args.sockets}", args.sockets != 1),
         ("--no-kernel-looping", args.no_kernel_looping),
         ("--functional", args.functional),
         (f"--launch {args.launch}", args.launch is not None),
@@ -122,12 +129,15 @@ def run(argv: Sequence[str] | None = None) -> int:
         if args.logits_out:
             raise UserError("--logits-out needs real numbers: add --functional (a timing run "
                             "computes none)")
-        report.update(_timing(args, config, context))
+        report.update(_timings(args, config, context))
         if args.json:
             print(json.dumps(report))
         else:
             _print_timing(report)
         return 0
+    if args.launch == "both":
+        raise UserError("--launch both compares timings: drop --functional (real numbers do "
+                        "not depend on the launch mode)")
     step, weights = (_sim_engine if args.engine == "sim" else _reference_engine)(
         args, config, context)
     with _Progress(n_steps) as progress:
@@ -143,8 +153,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(report))
     else:
         print(f"{config.name}: {args.engine} engine, {weights.describe()}, batch {args.batch}, "
-              f"context {context}, {args.dtype}"
-              + (f", {args.sockets} socket(s)" if args.engine == "sim" else ""))
+              f"context {context}, {args.dtype}, {args.sockets} socket(s)")
         print(f"prompt: {', '.join(map(str, prompt))}")
         for b, row in enumerate(tokens):
             label = "generated" if args.batch == 1 else f"entry {b}"
@@ -153,13 +162,18 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def _reference_engine(args: argparse.Namespace, config, context: int):
-    """The llm-level numpy semantics: ``(step, weights)``; the step keeps the KV caches."""
+    """The llm-level numpy semantics, every rank of the module sharded over ``--sockets``:
+    ``(step, weights)``; the step keeps the KV caches."""
+    from xdsl.context import Context
+
     from frontend.builder import build_decode_step
+    from passes.shard_tensor_parallel import ShardTensorParallel
     from rdu_dialect.interpreter import ReferenceEngine, ReferenceEngineError
     from simulator.weights import open_weights
 
     weights = open_weights(args.weights, args.seed)
     module = build_decode_step(config, batch=args.batch, context=context, dtype=args.dtype)
+    ShardTensorParallel(sockets=args.sockets).apply(Context(), module)
     try:
         engine = ReferenceEngine(module, weights)
     except ReferenceEngineError as error:
@@ -176,7 +190,7 @@ def _reference_engine(args: argparse.Namespace, config, context: int):
     return step, weights
 
 
-def _compile(args: argparse.Namespace, config, context: int, looping: bool):
+def _compile(args: argparse.Namespace, config, context: int, looping: bool, launch: str):
     """The default pipeline, in process: import -> passes -> lowering -> program."""
     from frontend.builder import build_decode_step
     from lowering.pipeline import compile_program
@@ -185,7 +199,7 @@ def _compile(args: argparse.Namespace, config, context: int, looping: bool):
     module = build_decode_step(config, batch=args.batch, context=context, dtype=args.dtype)
     try:
         return compile_program(module, sockets=args.sockets, kernel_looping=looping,
-                               launch=args.launch or "software")
+                               launch=launch)
     except ProgramError as error:
         raise UserError(str(error)) from None
 
@@ -196,7 +210,8 @@ def _sim_engine(args: argparse.Namespace, config, context: int):
     from simulator.weights import open_weights
 
     weights = open_weights(args.weights, args.seed)
-    program = _compile(args, config, context, not args.no_kernel_looping)
+    program = _compile(args, config, context, not args.no_kernel_looping,
+                       args.launch or "software")
     try:
         return FunctionalSimulator(program, weights).decode, weights
     except FunctionalError as error:
@@ -207,47 +222,72 @@ TIMING_KEYS = ("ms_per_token", "tokens_per_s", "bandwidth_fraction_of_peak", "ro
                "launches_per_token", "launch_and_sync_ms_per_token")
 
 
-def _timing(args: argparse.Namespace, config, context: int) -> dict:
-    """Timing with and without kernel looping (only without, given --no-kernel-looping)."""
+def _timings(args: argparse.Namespace, config, context: int) -> dict:
+    """The report's timing keys: ``timing`` for the launch mode asked for (software for
+    ``--launch both``), and with ``--launch both`` also ``timing_by_launch``, one such
+    ``timing`` per launch mode."""
+    launches = LAUNCHES if args.launch == "both" else (args.launch or "software",)
+    variants = ("unlooped",) if args.no_kernel_looping else ("looped", "unlooped")
+    by_launch = {}
+    with _Progress(2 * len(variants) * len(launches)) as progress:
+        for launch in launches:
+            by_launch[launch], roofline = _timing(args, config, context, launch, variants,
+                                                  progress)
+    report = {"launch": args.launch or "software", "roofline_ms_per_token": roofline}
+    report["timing"] = by_launch[launches[0]]
+    if args.launch == "both":
+        report["timing_by_launch"] = by_launch
+    return report
+
+
+def _timing(args: argparse.Namespace, config, context: int, launch: str,
+            variants: Sequence[str], progress: _Progress) -> tuple[dict, float]:
+    """``{"looped", "unlooped", "speedup"}`` of one launch mode (a variant not in `variants`
+    and the speedup then null), and the roofline ms/token (the same for every variant)."""
     from simulator.hardware import get_preset
     from simulator.report import summarize
     from simulator.timing import simulate
 
-    variants = ("unlooped",) if args.no_kernel_looping else ("looped", "unlooped")
     timing: dict = {"looped": None, "unlooped": None, "speedup": None}
-    details = {}
-    with _Progress(2 * len(variants)) as progress:
-        for variant in variants:
-            progress.show(f"compiling {config.name} ({variant})")
-            program = _compile(args, config, context, variant == "looped")
-            progress.show(f"simulating {config.name} ({variant})")
-            summary = summarize(program, get_preset(program.hardware),
-                                simulate(program, get_preset(program.hardware)))
-            timing[variant] = {key: summary[key] for key in TIMING_KEYS}
-            details[variant] = summary
+    for variant in variants:
+        what = f"{config.name} ({variant}, {launch} launch)"
+        progress.show(f"compiling {what}")
+        program = _compile(args, config, context, variant == "looped", launch)
+        progress.show(f"simulating {what}")
+        preset = get_preset(program.hardware)
+        summary = summarize(program, preset, simulate(program, preset))
+        timing[variant] = {key: summary[key] for key in TIMING_KEYS}
     if timing["looped"] is not None:
         timing["speedup"] = (timing["unlooped"]["ms_per_token"]
                              / timing["looped"]["ms_per_token"])
-    return {"timing": timing, "launch": details["unlooped"]["launch_mode"],
-            "roofline_ms_per_token": details["unlooped"]["roofline_ms"]}
+    return timing, summary["roofline_ms"]
 
 
 def _print_timing(report: dict) -> None:
-    t = report["timing"]
-    variants = [v for v in ("looped", "unlooped") if t[v] is not None]
+    by_launch = report.get("timing_by_launch") or {report["launch"]: report["timing"]}
+    columns = [(launch, variant, t[variant]) for launch, t in by_launch.items()
+               for variant in ("looped", "unlooped") if t[variant] is not None]
+    modes = " and ".join(by_launch)
     print(f"{report['model']}: sim engine (timing), {report['sockets']} socket(s), "
-          f"{report['launch']} launch, batch {report['batch']}, context {report['context']}, "
+          f"{modes} launch, batch {report['batch']}, context {report['context']}, "
           f"roofline {report['roofline_ms_per_token']:.3f} ms/token")
     rows = (("ms/token", "ms_per_token", "{:.3f}"), ("tokens/s", "tokens_per_s", "{:.1f}"),
             ("% of HBM peak", "bandwidth_fraction_of_peak", "{:.1%}"),
             ("% of roofline", "roofline_fraction", "{:.1%}"),
             ("launches/token", "launches_per_token", "{}"),
             ("launch+sync ms/token", "launch_and_sync_ms_per_token", "{:.3f}"))
-    print(f"  {'':<22}" + "".join(f"{v:>14}" for v in variants))
+    if len(by_launch) > 1:
+        width = 14 * len(columns) // len(by_launch)
+        print(f"  {'':<22}" + "".join(f"{launch:>{width}}" for launch in by_launch))
+    print(f"  {'':<22}" + "".join(f"{variant:>14}" for _, variant, _ in columns))
     for name, key, fmt in rows:
-        print(f"  {name:<22}" + "".join(f"{fmt.format(t[v][key]):>14}" for v in variants))
-    if t["speedup"] is not None:
-        print(f"  kernel looping speedup: {t['speedup']:.2f}x")
+        print(f"  {name:<22}" + "".join(f"{fmt.format(t[key]):>14}" for *_, t in columns))
+    speedups = [(launch, t["speedup"]) for launch, t in by_launch.items()
+                if t["speedup"] is not None]
+    if speedups:
+        print("  kernel looping speedup: " + ", ".join(
+            f"{x:.2f}x" + (f" ({launch} launch)" if len(by_launch) > 1 else "")
+            for launch, x in speedups))
 
 
 class _Progress:

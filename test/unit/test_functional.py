@@ -1,7 +1,7 @@
 """Functional simulation: the program's units on real numbers equal the llm-level reference
-(teacher forcing, every tiny preset, 1 / 2 / 4 sockets, with and without kernel looping), a
-corrupted tile offset gives a wrong answer, and a model too large for this machine is refused
-with the memory it needs."""
+(teacher forcing, every tiny preset, 1 / 2 / 4 sockets, with and without kernel looping,
+kernels per layer and per op), a corrupted tile offset gives a wrong answer, and a model too
+large for this machine is refused with the memory it needs."""
 
 from __future__ import annotations
 
@@ -83,12 +83,16 @@ def reference_run(preset: str) -> tuple[list[int], list[np.ndarray]]:
     return fed, logits
 
 
+@pytest.mark.parametrize("fusion", ["layer", "op"])
 @pytest.mark.parametrize("looped", [True, False], ids=["looped", "unlooped"])
 @pytest.mark.parametrize("sockets", [1, 2, 4])
 @pytest.mark.parametrize("preset", TINY)
-def test_matches_reference_with_teacher_forcing(preset, sockets, looped):
+def test_matches_reference_with_teacher_forcing(preset, sockets, looped, fusion):
+    """`fusion=op` loops runs of one-op kernels inside a layer (the k and v projections),
+    whose per-trip results come out stacked and are read back through `dfk.slice`."""
     fed, want = reference_run(preset)
-    program = compiled(preset, sockets=sockets, looped=looped, batch=BATCH, context=CONTEXT)
+    program = compiled(preset, sockets=sockets, looped=looped, batch=BATCH, context=CONTEXT,
+                       fusion=fusion)
     sim = FunctionalSimulator(program, RandomWeights(SEED))
     # one socket rounds exactly where the reference does; sharding reorders reductions
     ulps = SAME_ROUNDING_ULPS if sockets == 1 else BF16_ULPS

@@ -18,7 +18,7 @@ from lowering.pipeline import compile_program
 from rdu_dialect.interpreter import ReferenceEngine
 from simulator.functional import FunctionalSimulator
 from simulator.hardware import get_preset
-from simulator.program import Kernel, Launch, Program, encode_program, validate_program
+from simulator.program import Agcu, Kernel, Launch, Program, encode_program, validate_program
 from simulator.weights import RandomWeights
 
 TINY = [p for p in list_presets() if p.startswith("tiny-")]
@@ -44,6 +44,27 @@ def test_fusion_per_op_compiles():
     program = compile_program("tiny-llama", fusion="op", kernel_looping=False)
     validate_program(program)
     assert len(program.kernels) > 10
+
+
+def test_stacked_results_of_a_loop_are_written_trip_by_trip():
+    """With one-op kernels, kernel looping loops the k and v projections of a layer: the
+    result comes out stacked and is taken apart by `dfk.slice`. Its param is a stacked param
+    of the loop, bound to one activation tensor with a leading dimension of the trip count,
+    whose slices later launches read; the launch belongs to the layer of the calls it
+    replaced, once per trip. (Its numbers: `test_functional.py`, `fusion=op`.)"""
+    program = compile_program("tiny-llama", fusion="op")
+    (kernel, *_) = [k for k in program.kernels if k.loop and k.name.startswith("linear")]
+    (result,) = {u.write.name for sec in kernel.sections for u in sec.units if u.op == "store"}
+    assert result in kernel.loop.stacked
+    launch = next(s for s in _launches(program) if s.kernel == kernel.name)
+    (view,) = next(b.tensors for b in launch.bindings if b.param == result)
+    tensor = next(t for t in program.tensors if t.name == view.tensor)
+    param = next(p for p in kernel.params if p.name == result)
+    assert view.index == [] and tensor.shape == [kernel.loop.trips, *param.shape]
+    read = [v.index for s in _launches(program) for b in s.bindings for v in b.tensors
+            if v.tensor == tensor.name and s is not launch]
+    assert sorted(read) == [[i] for i in range(kernel.loop.trips)]
+    assert (launch.label, launch.layers) == ("layer 0", [0] * kernel.loop.trips)
 
 
 @pytest.mark.parametrize("preset, sockets", [("tiny-llama", 1), ("tiny-mixtral", 2)])
@@ -84,6 +105,39 @@ def test_looping_changes_only_the_schedule(preset, sockets):
             assert [v.index for vs in views for v in vs] == [[i] for i in range(len(views))]
         else:
             assert all(vs == binding.tensors for vs in views)
+
+
+def test_strided_cache_slices_of_a_period_2_loop_are_views():
+    """tiny-alternating loops its layers in periods of two kinds (A B A B): each kind's cache
+    slices are every other layer, stacked by a `dfk.stack` that cannot fold back into the
+    cache. The lowering binds them as per-trip views of the cache tensor (no copy), the updated
+    slices to the cache's alias at the same indices, and moves exactly the cache bytes the
+    unlooped program moves (the rows attended, the new rows written)."""
+    caches = ("k_cache", "v_cache")
+    looped, flat = (compile_program("tiny-alternating", kernel_looping=k) for k in (True, False))
+    (launch,) = [s for s in _launches(looped) if s.kernel.endswith(".looped")]
+    kernel = next(k for k in looped.kernels if k.name == launch.kernel)
+    views = {b.param: b.tensors for b in launch.bindings
+             if b.tensors[0].tensor.removesuffix(".out") in caches}
+    assert len(views) == 8 and set(views) <= set(kernel.loop.stacked)  # k, v x in, out x kind
+    for param, (first, second) in views.items():
+        cache = "k_cache" if param.startswith("k") else "v_cache"
+        assert first.tensor == second.tensor == (f"{cache}.out" if param.endswith("_out")
+                                                 else cache)
+        assert second.index == [first.index[0] + 2]
+
+    def cache_bytes(program: Program) -> int:
+        kernels, total = {k.name: k for k in program.kernels}, 0
+        for s in _launches(program):
+            k = kernels[s.kernel]
+            params = {b.param for b in s.bindings
+                      if b.tensors[0].tensor.removesuffix(".out") in caches}
+            total += (k.loop.trips if k.loop else 1) * sum(
+                u.work.bytes_read + u.work.bytes_written for sec in k.sections for u in sec.units
+                if isinstance(u, Agcu) and {u.write.name, *(a.name for a in u.reads)} & params)
+        return total
+
+    assert cache_bytes(looped) == cache_bytes(flat)
 
 
 @pytest.mark.parametrize("looped", [True, False])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from frontend.config import load_model_config
+from logit_tolerance import BF16_ULPS, check_logits, logit_tolerance
 from simulator.weights import RandomWeights, save_safetensors
 from tools.rdu_run import main
 
@@ -54,9 +55,12 @@ def test_checkpoint_weights_match_the_seed(capsys, tmp_path):
                                                               "3-token prompt and 4 generated"),
     (["--engine", "reference", "--weights", "/no/such/ckpt"],
      "weights path not found: /no/such/ckpt"),
-    (["--engine", "reference", "--sockets", "2"], "--sockets 2: only the simulator engine"),
+    (["--engine", "reference", "--sockets", "2", "--launch", "hardware"],
+     "--launch hardware: only the simulator engine"),
     (["--engine", "reference", "--no-kernel-looping", "--functional"],
      "--no-kernel-looping, --functional: only the simulator engine"),
+    (["--engine", "reference", "--sockets", "3"], "sockets=3 is not supported"),
+    (["--functional", "--launch", "both"], "--launch both compares timings: drop --functional"),
     (["--sockets", "0"], "--sockets must be >= 1, got 0"),
     (["--logits-out", "x.npy"], "--logits-out needs real numbers: add --functional"),
     (["--batch", "0"], "--batch must be >= 1, got 0"),
@@ -110,6 +114,61 @@ def test_sim_options_change_the_timing(capsys):
         unlooped["unlooped"]["launch_and_sync_ms_per_token"]
     eight = timing("--no-kernel-looping", "--sockets", "8")
     assert eight["unlooped"]["ms_per_token"] < unlooped["unlooped"]["ms_per_token"] / 3
+
+
+def test_sim_timing_for_both_launch_modes(capsys):
+    """`--launch both`: each launch mode timed looped and unlooped, as a single-mode run times
+    it, under `timing_by_launch`, with `timing` keeping the software figures; the table shows
+    the four columns."""
+    argv = ("tiny-llama", "--json", "--context", "256")
+    code, out, err = run(capsys, *argv, "--launch", "both")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["launch"] == "both"
+    both = report["timing_by_launch"]
+    assert report["timing"] == both["software"]
+    assert both.keys() == {"software", "hardware"}
+    for launch, timing in both.items():
+        code, out, err = run(capsys, *argv, "--launch", launch)
+        assert code == 0, err
+        single = json.loads(out)
+        assert single["launch"] == launch and "timing_by_launch" not in single
+        assert timing == single["timing"]
+    sw, hw = both["software"], both["hardware"]
+    assert sw["speedup"] > hw["speedup"] > 1  # hardware launch leaves less for looping to win
+    assert hw["unlooped"]["launch_and_sync_ms_per_token"] < \
+        sw["unlooped"]["launch_and_sync_ms_per_token"]
+    code, out, _ = run(capsys, "tiny-llama", "--context", "256", "--launch", "both")
+    assert "software and hardware launch" in out
+    assert out.count("unlooped") == 2
+    assert f"{sw['speedup']:.2f}x (software launch), {hw['speedup']:.2f}x (hardware launch)" in out
+
+
+def test_reference_engine_runs_sharded(capsys, tmp_path):
+    """`--engine reference --sockets 2` runs every rank of the sharded module: on a run whose
+    top-2 margins exceed the bf16 tolerance at every step (checked, on the 1-socket logits),
+    the greedy tokens equal the 1-socket tokens, and the last logits agree within it."""
+    from test_functional import BATCH, CONTEXT, PROMPT, SEED, STEPS, reference_run
+
+    preset = "tiny-mistral"
+    fed, want = reference_run(preset)
+    for logits in map(np.float32, want):
+        top2 = np.sort(logits, axis=-1)[:, -2:]
+        assert (top2[:, 1] - top2[:, 0] > logit_tolerance(logits, BF16_ULPS)).all()
+    reports, logits = [], []
+    for sockets in ("1", "2"):
+        out_file = tmp_path / f"logits{sockets}.npy"
+        code, out, err = run(capsys, preset, "--engine", "reference", "--sockets", sockets,
+                             "--prompt", ",".join(map(str, PROMPT)), "--steps", str(STEPS),
+                             "--batch", str(BATCH), "--context", str(CONTEXT), "--seed",
+                             str(SEED), "--json", "--logits-out", str(out_file))
+        assert code == 0, err
+        reports.append(json.loads(out))
+        logits.append(np.load(out_file))
+    assert [r["sockets"] for r in reports] == [1, 2]
+    assert reports[0]["tokens"] == reports[1]["tokens"] == [fed[len(PROMPT):]] * BATCH
+    check_logits(logits[1], np.argmax(logits[1], axis=-1), logits[0], BF16_ULPS,
+                 f"{preset} x2 last step")
 
 
 @pytest.mark.parametrize("sockets", ["1", "2"])
