@@ -180,7 +180,11 @@ class RduOptMain(xDSLOptMain):
         if found is None:
             return f"error: {error}{after}"
         op, op_error = found
-        message = str(op_error).removeprefix("Operation does not verify: ")
+        message = (
+            str(op_error)
+            .removeprefix("Operation does not verify: ")
+            .removeprefix(f"{op.name}: ")  # our verifiers name the op themselves
+        )
         return (
             f"{self.locate(op)}: error: '{op.name}' op {message}{after}\n"
             f"  {_one_line(op)}"

@@ -26,6 +26,10 @@
 // VERIFY: verify-error.mlir:3:3: error: 'func.return' op Expected arguments to have the same types as the function output types
 // VERIFY-NEXT: func.return
 
+// A verifier of our own dialects, located the same way (the op is named once).
+// RUN: not rdu-opt %S/inputs/llm-verify-error.mlir 2>&1 | filecheck %s --check-prefixes=LLM-VERIFY,ALL
+// LLM-VERIFY: llm-verify-error.mlir:2:3: error: 'llm.linear' op input has 64 features but weight [128, 32] expects 32
+
 // RUN: not rdu-opt %s -t no-such-target 2>&1 | filecheck %s --check-prefixes=TARGET,ALL
 // TARGET: error: argument -t/--target: invalid choice: 'no-such-target'
 
