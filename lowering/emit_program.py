@@ -94,13 +94,13 @@ def _unit(op: rdu.UnitOp) -> Pcu | Pmu | Agcu:
         id=op.id.data, op=op.op.data, count=op.count.value.data,
         reads=[_access(a) for a in op.reads], write=_access(op.write),
         work=Work(**op.work.as_dict()))
-    if isinstance(op, rdu.PcuOp):
-        attrs = _json(op.attrs) if op.attrs is not None else {}
-        return Pcu(**common, attrs=attrs, mode=op.mode.data.value)
     if isinstance(op, rdu.PmuOp):
         return Pmu(**common, sram_bytes=op.sram_bytes.value.data,
                    buffers=op.buffers.value.data)
-    return Agcu(**common)
+    attrs = _json(op.attrs) if op.attrs is not None else {}
+    if isinstance(op, rdu.PcuOp):
+        return Pcu(**common, attrs=attrs, mode=op.mode.data.value)
+    return Agcu(**common, attrs=attrs)
 
 
 def _section(op: rdu.SectionOp) -> Section:

@@ -14,7 +14,7 @@ differ):
 * each llm op runs on a PCU group: linears (systolic) split over output features into
   `matmul-par` units, elementwise ops over features and rope / KV writes / attention over heads
   into `simd-par` units (always a divisor, so the splits are exact); norms, embedding, argmax
-  and MoE on one unit; `llm.all_reduce` on an AGCU;
+  and MoE on one unit; `llm.all_reduce` and `llm.all_gather` on an AGCU;
 * kernel results are stored by AGCUs: the updated KV cache into a param bound to a buffer that
   aliases the input cache (only the new rows are written), a result that replaces an argument
   that dies at the call (the residual stream) in place into that argument's param (which is
@@ -327,18 +327,24 @@ class _KernelLowering:
             return self._split_features(op, op.head_dim.value.data)
         if isinstance(op, llm.SiluOp | llm.GeluOp | llm.AddOp | llm.MulOp):
             return self._split_features(op, 1)
-        if isinstance(op, llm.AllReduceOp):
-            src = self._read(op.input)
-            out, shape, _ = self._result(op)
-            size = _nbytes(shape, self.buffers[src][1])
-            self._unit(Unit("agcu", "all_reduce", out, [Access(src, _whole(shape))],
-                            Access(out, _whole(shape)), bytes_read=size,
-                            bytes_written=_nbytes(shape, _dtype(op.results[0]))))
-            return None
+        if isinstance(op, llm.AllReduceOp | llm.AllGatherOp):
+            return self._collective(op)
         if isinstance(op, llm.EmbeddingOp | llm.RMSNormOp | llm.LayerNormOp | llm.ArgmaxOp
                       | llm.SoftmaxOp | llm.MoEOp):
             return self._whole_op(op)
         raise _fail(f"no mapping for '{op.name}' onto RDU units")
+
+    def _collective(self, op: llm.AllReduceOp | llm.AllGatherOp) -> None:
+        """One AGCU: it reads this socket's block (f32 partials for a row-split linear's
+        all-reduce) and writes what every socket gets; an all-gather names its dim."""
+        src = self._read(op.input)
+        out, shape, dtype = self._result(op)
+        part = _shape(op.input)
+        self._unit(Unit("agcu", op.name.removeprefix("llm."), out, [Access(src, _whole(part))],
+                        Access(out, _whole(shape)),
+                        bytes_read=_nbytes(part, self.buffers[src][1]),
+                        bytes_written=_nbytes(shape, dtype),
+                        attrs={"dim": op.dim} if isinstance(op, llm.AllGatherOp) else {}))
 
     def _attrs(self, op: Operation, **overrides: Any) -> dict[str, Attribute]:
         """The op's properties as the numerics keywords (plain JSON-able attributes)."""
@@ -586,14 +592,14 @@ def _materialize_section(lowering: _KernelLowering, units: list[Unit]) -> rdu.Se
         if unit.kind == "pcu":
             cls: type[rdu.UnitOp] = rdu.PcuOp
             props["mode"] = rdu.PcuModeAttr(rdu.PcuMode(unit.mode))
-            if unit.attrs:
-                props["attrs"] = DictionaryAttr(unit.attrs)
         elif unit.kind == "pmu":
             cls = rdu.PmuOp
             props["sram_bytes"] = IntegerAttr(unit.sram_bytes, i64)
             props["buffers"] = IntegerAttr(unit.buffers, i64)
         else:
             cls = rdu.AgcuOp
+        if unit.attrs:
+            props["attrs"] = DictionaryAttr(unit.attrs)
         op = cls.create(operands=inputs, result_types=[stream_type], properties=props)
         block.add_op(op)
         ops.append(op)

@@ -7,7 +7,11 @@ stamped `llm.sockets = N` (later stages read it). What is split (docs/tensor_par
 - gated MLP: gate / up column-split, down row-split, then `llm.all_reduce`;
 - MoE: every expert's intermediate dim (gate / up column, down row), router replicated, then
   `llm.all_reduce` of the layer's output;
-- embedding, norms, LM head and argmax: replicated (every rank computes the whole logits).
+- LM head: split by vocab rows when the vocab divides by N (each rank computes `vocab / N`
+  logits), then `llm.all_gather` of the logits, so the argmax and the returned logits are
+  whole; replicated when the vocab does not divide, or when it is tied to the embedding
+  (the embedding gathers rows of the whole table, so that table stays whole);
+- embedding, norms and argmax: replicated.
 KV heads fewer than sockets (N = m * kv_heads): the kv-head dim is cut in `kv_heads` parts, so
 each rank holds the one kv head its query heads use (group mapping: rank r holds q heads
 [r*h/N, (r+1)*h/N) and kv head r*kv_heads/N), replicated on m ranks: `#llm.shard` with
@@ -21,10 +25,11 @@ A split is counted from the last dim, so stacking and slicing leading dims keep 
 from the ops that define the scheme: `llm.attention` (q heads, kv heads), the MLP activation
 (`llm.silu` / `llm.gelu`: the intermediate), `llm.moe`; `llm.linear` and `llm.kv_cache_write`
 propagate (a linear whose output is split is column-split; one whose input is split is
-row-split). Then every split value is retyped, attention head counts divided, all-reduces
-inserted after row-split linears and MoE, parameters get their `#llm.shard` and the entry
-function's split arguments / results an `llm.shard` attribute (so the engine can cut and
-reassemble the caches). Kernels are first given one copy per call, so that calls needing
+row-split). The LM head (a linear read by `llm.argmax`) is seeded by its output (vocab), its
+all-gather inserted first so that the logits' users see the whole logits. Then every split
+value is retyped, attention head counts divided, all-reduces inserted after row-split linears
+and MoE, parameters get their `#llm.shard` and the entry function's split arguments / results
+an `llm.shard` attribute (so the engine can cut and reassemble the caches). Kernels are first given one copy per call, so that calls needing
 different splits (`outline-kernels{policy=op}` shares one `@linear` among q and o projections)
 are independent; identical copies are merged back afterwards (stable names, as outlining).
 
@@ -55,7 +60,7 @@ from xdsl.dialects.builtin import (
     TensorType,
     i64,
 )
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.utils.exceptions import PassFailedException
@@ -256,7 +261,7 @@ def _propagate(op: llm.LinearOp | llm.KVCacheWriteOp, splits: _Splits) -> bool:
 
 _SPLITTABLE = (
     *(llm.WeightOp, llm.LinearOp, llm.RopeOp, llm.SiluOp, llm.GeluOp, llm.RMSNormOp),
-    *(llm.AddOp, llm.MulOp, llm.KVCacheWriteOp, llm.AttentionOp, llm.MoEOp),
+    *(llm.AddOp, llm.MulOp, llm.KVCacheWriteOp, llm.AttentionOp, llm.MoEOp, llm.AllGatherOp),
 )
 """The llm ops that may touch split values (each has its rule above)."""
 
@@ -272,7 +277,25 @@ def _check(op: Operation, splits: _Splits) -> None:
         raise PassFailedException("an llm.rms_norm normalizes over features split across sockets")
 
 
-def _analyse(module: ModuleOp, sockets: int) -> _Splits:
+def _lm_heads(module: ModuleOp, sockets: int) -> list[llm.LinearOp]:
+    """The LM heads to split by vocab rows: linears read by an `llm.argmax`, whose vocab is a
+    multiple of `sockets` and whose weight is not also an embedding table (tied embeddings:
+    the embedding gathers rows of the whole table, so the shared parameter stays whole)."""
+    classes = _Splits()
+    _link(module, classes)
+    ops = list(module.walk())
+    tables = {classes.find(op.table) for op in ops if isinstance(op, llm.EmbeddingOp)}
+    return [
+        op
+        for op in ops
+        if isinstance(op, llm.LinearOp)
+        and any(isinstance(use.operation, llm.ArgmaxOp) for use in op.result.uses)
+        and _width(op.result) % sockets == 0
+        and classes.find(op.weight) not in tables
+    ]
+
+
+def _analyse(module: ModuleOp, sockets: int, heads: list[llm.LinearOp]) -> _Splits:
     model = module.attributes.get("llm.model")
     model = model.data if isinstance(model, StringAttr) else "the model"
     splits = _Splits()
@@ -280,6 +303,8 @@ def _analyse(module: ModuleOp, sockets: int) -> _Splits:
     ops = list(module.walk())
     for op in ops:
         _seed(op, splits, sockets, model)
+    for head in heads:
+        splits.set(head.result, Split(-1, sockets), "the vocab-parallel LM head")
     rules = [op for op in ops if isinstance(op, llm.LinearOp | llm.KVCacheWriteOp)]
     while any([_propagate(op, splits) for op in rules]):  # a list: every rule runs each sweep
         pass
@@ -302,18 +327,21 @@ def _values(module: ModuleOp) -> Iterator[SSAValue]:
                 yield from block.args
 
 
-def _all_reduce_after(op: llm.LinearOp | llm.MoEOp) -> None:
-    """Sums `op`'s per-rank partial result over the sockets, for all of its users."""
-    partial = op.result
-    reduce = llm.AllReduceOp.create(
-        operands=[partial],
-        result_types=[partial.type],
-        properties={"reduction": StringAttr("sum")},
+def _collective_after(
+    op: llm.LinearOp | llm.MoEOp, collective: type[Operation], **properties: Attribute
+) -> None:
+    """Combines `op`'s per-rank result over the sockets with `collective` (an all-reduce of
+    partial sums, an all-gather of vocab blocks), for all of its users."""
+    part = op.result
+    whole = collective.create(
+        operands=[part],
+        result_types=[part.type],
+        properties=properties,
         attributes={k: v for k, v in op.attributes.items() if k == llm.LAYER_ATTR},
     )
-    reduce.location = op.location
-    Rewriter.insert_op(reduce, InsertPoint.after(op))
-    partial.replace_uses_with_if(reduce.result, lambda use: use.operation is not reduce)
+    whole.location = op.location
+    Rewriter.insert_op(whole, InsertPoint.after(op))
+    part.replace_uses_with_if(whole.results[0], lambda use: use.operation is not whole)
 
 
 def _shard_attrs(
@@ -365,7 +393,7 @@ def _rewrite(module: ModuleOp, splits: _Splits) -> None:
         op.properties["num_heads"] = IntegerAttr(op.num_heads.value.data // query.parts, i64)
         op.properties["num_kv_heads"] = IntegerAttr(op.num_kv_heads.value.data // kv.parts, i64)
     for op in reduced:
-        _all_reduce_after(op)
+        _collective_after(op, llm.AllReduceOp, reduction=StringAttr("sum"))
     for f, arg_attrs, res_attrs in functions:
         f.properties["arg_attrs"], f.properties["res_attrs"] = arg_attrs, res_attrs
     for op in module.walk():
@@ -433,6 +461,9 @@ class ShardTensorParallel(ModulePass):
             )
         if stamped == 1 and self.sockets > 1:
             copies = _privatize(op)
-            _rewrite(op, _analyse(op, self.sockets))
+            heads = _lm_heads(op, self.sockets)
+            for head in heads:  # the logits [B, vocab] are gathered along the vocab
+                _collective_after(head, llm.AllGatherOp, dim=IntegerAttr(1, i64))
+            _rewrite(op, _analyse(op, self.sockets, heads))
             _merge(copies)
         op.attributes[llm.SOCKETS_ATTR] = IntegerAttr(self.sockets, i64)

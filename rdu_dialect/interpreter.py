@@ -13,9 +13,10 @@ execution of a module sharded over sockets (`llm.sockets`, docs/tensor_paralleli
 
 SPMD: each rank is an ordinary single-socket interpreter of the same module that binds its own
 shard of every sharded parameter (`#llm.shard`). The ranks run in threads and meet only at
-`llm.all_reduce`, through one exchange (`_AllReduce`): every rank runs the same all-reduces in
-the same order, so the k-th of each rank is one collective; each leaves its part, waits for
-the others and sums all parts in rank order in f32, rounding once (the same bits on every
+the collectives (`llm.all_reduce`, `llm.all_gather`), through one exchange (`_Exchange`): every
+rank runs the same collectives in the same order, so the k-th of each rank is one collective;
+each leaves its part, waits for the others and combines all parts in rank order: an all-reduce
+sums them in f32, rounding once, an all-gather concatenates them (the same bits on every
 rank). A row-split linear (whose result only feeds all-reduces) hands over its unrounded f32
 accumulator, so its sum over the ranks is rounded once, like the unsharded linear. Why threads
 rather than lockstep per op: every op, kernel and loop then runs exactly as on one socket (no
@@ -33,7 +34,8 @@ buffer-reuse licence for lowering, not a meaning).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -85,21 +87,23 @@ class ReferenceEngineError(Exception):
     """A module or input the reference cannot run (a user-facing message, not a bug)."""
 
 
-class _AllReduce:
-    """Where the ranks' `llm.all_reduce`s meet (see the module doc): each rank leaves its part,
-    all wait, each sums the parts in rank order, and all wait again before any rank may leave
-    the part of its next all-reduce."""
+class _Exchange:
+    """Where the ranks' collectives meet (see the module doc): each rank leaves its part, all
+    wait, each combines the parts in rank order (`numerics.all_reduce` or `all_gather`), and
+    all wait again before any rank may leave the part of its next collective."""
 
     def __init__(self, sockets: int):
         self.parts: list[Any] = [None] * sockets
         self.barrier = threading.Barrier(sockets)
 
-    def __call__(self, rank: int, part: np.ndarray, reduction: str, dtype: np.dtype) -> np.ndarray:
+    def __call__(
+        self, rank: int, part: np.ndarray, combine: Callable[[list[Any]], np.ndarray]
+    ) -> np.ndarray:
         self.parts[rank] = part
         self.barrier.wait()
-        total = numerics.all_reduce(self.parts, reduction=reduction, out_dtype=dtype)
+        whole = combine(self.parts)
         self.barrier.wait()
-        return total
+        return whole
 
 
 def _element_dtype(t: Attribute) -> np.dtype:
@@ -139,7 +143,7 @@ class LlmFunctions(InterpreterFunctions):
     checkpoint name (the rank's shard of a sharded one), each bound once per interpreter
     (cached by parameter symbol), so repeated decode steps read them once."""
 
-    def __init__(self, weights: WeightSource, rank: int, exchange: _AllReduce):
+    def __init__(self, weights: WeightSource, rank: int, exchange: _Exchange):
         self.weights, self.rank, self.exchange = weights, rank, exchange
 
     @impl(llm.WeightOp)
@@ -181,7 +185,15 @@ class LlmFunctions(InterpreterFunctions):
         self, interpreter: Interpreter, op: llm.AllReduceOp, args: tuple[Any, ...]
     ):
         dtype = _element_dtype(op.result.type)
-        return (self.exchange(self.rank, args[0], op.reduction.data, dtype),)
+        total = partial(numerics.all_reduce, reduction=op.reduction.data, out_dtype=dtype)
+        return (self.exchange(self.rank, args[0], total),)
+
+    @impl(llm.AllGatherOp)
+    def run_all_gather(
+        self, interpreter: Interpreter, op: llm.AllGatherOp, args: tuple[Any, ...]
+    ):
+        gather = partial(numerics.all_gather, dim=op.dim.value.data)
+        return (self.exchange(self.rank, args[0], gather),)
 
 
 def _register_math_ops() -> None:
@@ -242,16 +254,16 @@ class DfkFunctions(InterpreterFunctions):
 
 
 def make_interpreter(
-    module: ModuleOp, weights: WeightSource, rank: int = 0, exchange: _AllReduce | None = None
+    module: ModuleOp, weights: WeightSource, rank: int = 0, exchange: _Exchange | None = None
 ) -> Interpreter:
     """An interpreter of rank `rank` of `module` (llm / dfk / func), parameters bound from
     `weights`. Without `exchange`, the module must run on one socket (a sharded module's
-    all-reduces need every rank: use `Ranks`)."""
-    exchange = exchange or _AllReduce(1)
+    collectives need every rank: use `Ranks`)."""
+    exchange = exchange or _Exchange(1)
     sockets = llm.sockets_of(module)
     if len(exchange.parts) != sockets:
         raise ReferenceEngineError(
-            f"module is sharded over {sockets} sockets ({llm.SOCKETS_ATTR}): its all-reduces "
+            f"module is sharded over {sockets} sockets ({llm.SOCKETS_ATTR}): its collectives "
             "need every rank (run it with Ranks or ReferenceEngine)"
         )
     interpreter = Interpreter(module)
@@ -267,12 +279,12 @@ def make_interpreter(
 
 class Ranks:
     """One interpreter per rank of an SPMD module (one for an unsharded module), meeting at
-    the all-reduces. `call(name, args)` runs function `name` on every rank, `args[r]` being
+    the collectives. `call(name, args)` runs function `name` on every rank, `args[r]` being
     rank r's arguments, and returns every rank's results."""
 
     def __init__(self, module: ModuleOp, weights: WeightSource):
         self.sockets = llm.sockets_of(module)
-        self.exchange = _AllReduce(self.sockets)
+        self.exchange = _Exchange(self.sockets)
         self.interpreters = [
             make_interpreter(module, weights, rank, self.exchange) for rank in range(self.sockets)
         ]

@@ -34,9 +34,10 @@ Discardable attributes and traits other stages rely on:
   (`llm.kv_cache_write`). The IR stays value-semantic; lowering records "result aliases operand
   i" in the program and the time model counts only the bytes really written.
 
-Purity: every op that produces a value is `Pure`, including `llm.all_reduce` (see its docstring:
-in an SPMD program every rank runs the same ops, so CSE/DCE/hoisting act on all ranks alike and
-the collectives stay matched, as MLIR's `mesh.all_reduce`, also `Pure`). `llm.param` is a symbol
+Purity: every op that produces a value is `Pure`, including the collectives `llm.all_reduce`
+and `llm.all_gather` (see `AllReduceOp`'s docstring: in an SPMD program every rank runs the
+same ops, so CSE/DCE/hoisting act on all ranks alike and the collectives stay matched, as
+MLIR's `mesh.all_reduce`, also `Pure`). `llm.param` is a symbol
 definition, not a computation: it is not `Pure` (a pure op without results would be DCE'd).
 """
 
@@ -1011,6 +1012,40 @@ class AllReduceOp(_UnaryOp):
         _one_of(self, "reduction", self.reduction, ALL_REDUCE_KINDS)
 
 
+@irdl_op_definition
+class AllGatherOp(IRDLOperation):
+    """Concatenates `input` across the sockets of an SPMD program along dim `dim` (inserted by
+    sharding: the vocab-parallel LM head gathers its logits).
+
+    Every socket gets the same result: the `input`s of ranks 0, 1, ..., N-1 (N = the module's
+    `llm.sockets`) concatenated in rank order along `dim`, so the result's dim `dim` is N times
+    the input's and every other dim is the input's. Exact: no arithmetic, no rounding.
+    `Pure` for the reason `llm.all_reduce` is: every rank runs the same collectives in order.
+    """
+
+    name = "llm.all_gather"
+
+    input = operand_def(TensorType)
+    dim = prop_def(IntegerAttr[I64])
+    result = result_def(TensorType)
+
+    assembly_format = "$input attr-dict `:` type($input) `->` type($result)"
+    irdl_options = (ParsePropInAttrDict(),)
+    traits = traits_def(*_PURE)
+
+    def verify_(self) -> None:
+        shape = _shape(self, "input", self.input)
+        dim = self.dim.value.data
+        if not 0 <= dim < len(shape):
+            raise VerifyException(
+                f"llm.all_gather: dim {dim} is out of range for the rank-{len(shape)} input"
+            )
+        module = self.get_toplevel_object()
+        sockets = sockets_of(module) if isinstance(module, ModuleOp) else 1
+        whole = (*shape[:dim], shape[dim] * sockets, *shape[dim + 1 :])
+        _result_is(self, whole, self.input.type.element_type)
+
+
 class _BinaryOp(IRDLOperation):
     """Elementwise op on two tensors of one type."""
 
@@ -1130,6 +1165,7 @@ LLM = Dialect(
         ArgmaxOp,
         MoEOp,
         AllReduceOp,
+        AllGatherOp,
     ],
     [RopeScalingAttr, ShardAttr],
 )

@@ -706,11 +706,14 @@ class PmuOp(UnitOp):
 class AgcuOp(UnitOp):
     """`rdu.agcu "load" "ld.q" count 4 ...`: address generation and coalescing units, the only
     units touching off-chip memory or other sockets: `load` param -> buffer, `store` buffer ->
-    param, `copy` param -> param, `all_reduce` buffer -> buffer summed over all sockets."""
+    param, `copy` param -> param, `all_reduce` buffer -> buffer summed over all sockets,
+    `all_gather` buffer -> buffer concatenated over all sockets along `attrs` `dim`."""
 
     name = "rdu.agcu"
 
-    assembly_format = "$op $id `count` $count " + _UNIT_FORMAT
+    attrs = opt_prop_def(DictionaryAttr)
+
+    assembly_format = "$op $id `count` $count (`attrs` $attrs^)? " + _UNIT_FORMAT
 
 
 # ----------------------------------------------------------------------------------------------

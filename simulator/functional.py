@@ -6,9 +6,10 @@ launch binds params to views of those tensors (stacked params take trip ``i``'s 
 unit, for each of its ``count`` copies, reads the blocks its accesses name and writes its result
 into the block its write names, with the op math of :mod:`simulator.numerics` (bf16 storage, f32
 accumulation). Nothing else says what a unit computes, so a wrong index range or split in a
-lowered program gives a wrong answer here. ``all_reduce`` sums the block over all sockets;
-``kv_cache_write`` updates its cache block in place, and views/aliases share numpy memory, so the
-KV cache is updated where it lives, never copied.
+lowered program gives a wrong answer here. ``all_reduce`` sums the block over all sockets,
+``all_gather`` concatenates every socket's block; ``kv_cache_write`` updates its cache block in
+place, and views/aliases share numpy memory, so the KV cache is updated where it lives, never
+copied.
 
 Only the standard library, numpy and the simulator's own modules are imported (never xDSL or the
 compiler): the program file is the only contract.
@@ -23,7 +24,17 @@ from typing import Any
 import numpy as np
 
 from simulator import numerics as N
-from simulator.program import Access, Agcu, Kernel, Launch, Pcu, Program, Source, Tensor
+from simulator.program import (
+    COLLECTIVES,
+    Access,
+    Agcu,
+    Kernel,
+    Launch,
+    Pcu,
+    Program,
+    Source,
+    Tensor,
+)
 from simulator.weights import WeightSource
 
 __all__ = ["FunctionalError", "FunctionalSimulator", "available_memory", "memory_needed"]
@@ -136,7 +147,7 @@ class _Unit:
         self.writes = [_slices(write.ranges, write.step, j) for j in range(count)]
         self.shapes = [tuple(s.stop - s.start for s in w) for w in self.writes]
         self.attrs = dict(unit.attrs)
-        moves = isinstance(unit, Agcu) or unit.op == "copy"
+        moves = (isinstance(unit, Agcu) and unit.op not in COLLECTIVES) or unit.op == "copy"
         self.fn: Callable[..., Any] | None = None if moves else N.OPS[unit.op]
 
 
@@ -284,9 +295,9 @@ class FunctionalSimulator:
         for j, (where, shape) in enumerate(zip(unit.writes, unit.shapes)):
             blocks = [[a[slices[j]] for a, (_, slices) in zip(socket, unit.reads)]
                       for socket in arrays]
-            if unit.op == "all_reduce":
-                total = N.all_reduce([b[0] for b in blocks], out_dtype=outs[0].dtype)
-                results = [total] * len(storage)
+            if unit.op in COLLECTIVES:  # every socket gets the combination of all blocks
+                whole = unit.fn([b[0] for b in blocks], **unit.attrs, out_dtype=outs[0].dtype)
+                results = [whole] * len(storage)
             elif unit.fn is None:  # load / store / copy: the block itself
                 results = [b[0] for b in blocks]
             elif unit.op == "kv_cache_write":  # in place: its write is its first read

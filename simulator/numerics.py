@@ -57,6 +57,7 @@ __all__ = [
     "OPS",
     "RopeScaling",
     "add",
+    "all_gather",
     "all_reduce",
     "argmax",
     "attention",
@@ -307,7 +308,7 @@ def argmax(x: np.ndarray, *, out_dtype: DTypeLike = "i32") -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# linear and all_reduce
+# linear and the collectives (all_reduce, all_gather)
 # --------------------------------------------------------------------------------------------
 
 _LINEAR_CHUNK = 1 << 24  # weight elements converted to f32 at a time (bounds peak memory)
@@ -349,6 +350,15 @@ def linear(
     return _finish(y, result_dtype(xa, wa, b, out_dtype=out_dtype), accumulate_only)
 
 
+def _parts(parts: Sequence[np.ndarray] | np.ndarray, more: Sequence[np.ndarray],
+           what: str) -> list[np.ndarray]:
+    """A collective's per-rank parts, given as one list or as one operand per rank."""
+    out = [*(parts if isinstance(parts, (list, tuple)) else [parts]), *more]
+    if not out:
+        raise ValueError(f"{what} needs at least one part")
+    return out
+
+
 def all_reduce(
     parts: Sequence[np.ndarray] | np.ndarray,
     *more: np.ndarray,
@@ -362,10 +372,7 @@ def all_reduce(
     only kind llm.all_reduce has)."""
     if reduction != "sum":
         raise ValueError(f"all_reduce: unsupported reduction {reduction!r} (only 'sum')")
-    parts = list(parts) if isinstance(parts, (list, tuple)) else [parts]
-    parts += list(more)
-    if not parts:
-        raise ValueError("all_reduce needs at least one part")
+    parts = _parts(parts, more, "all_reduce")
     acc = to_f32(parts[0]).copy()
     for p in parts[1:]:
         p32 = to_f32(p)
@@ -373,6 +380,19 @@ def all_reduce(
             raise ValueError(f"all_reduce: part shapes differ: {acc.shape} vs {p32.shape}")
         acc += p32
     return round_to(acc, result_dtype(*parts, out_dtype=out_dtype))
+
+
+def all_gather(
+    parts: Sequence[np.ndarray] | np.ndarray,
+    *more: np.ndarray,
+    dim: int,
+    out_dtype: DTypeLike = None,
+) -> np.ndarray:
+    """The parts (one per rank, in rank order) concatenated along ``dim``: what every rank of
+    an all-gather gets (a vocab-parallel LM head's logits). Called like :func:`all_reduce`.
+    Moves values only, so with the parts' own dtype it is exact."""
+    parts = _parts(parts, more, "all_gather")
+    return round_to(np.concatenate(parts, axis=dim), result_dtype(*parts, out_dtype=out_dtype))
 
 
 # --------------------------------------------------------------------------------------------
@@ -710,4 +730,5 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
     "argmax": argmax,
     "moe": moe,
     "all_reduce": all_reduce,
+    "all_gather": all_gather,
 }

@@ -40,6 +40,7 @@ from simulator.hardware import HardwarePreset, PresetError, get_preset
 from simulator.numerics import DTYPES, OPS
 
 __all__ = [
+    "COLLECTIVES",
     "PROGRAM_FORMAT",
     "VERSION",
     "Access",
@@ -175,13 +176,17 @@ class Access(_Struct, kw_only=True):
     ranges: list[tuple[Index, Index]]
     step: list[int] | None = None
 
+    def block_shape(self) -> list[int]:
+        """The shape of the block (of each unit)."""
+        return [b - a for a, b in self.ranges]
+
 
 class Work(_Struct, kw_only=True):
     """What one execution (per launch, or per trip) of the whole group of ``count`` units does:
     arithmetic (FLOPs, 2 per multiply-add), bytes consumed and produced (off-chip bytes for
-    AGCU transfers, at their tensor's tier; per socket for all_reduce), and tiles processed.
-    Data-dependent accesses state what really moves: a KV-cache write its new rows, attention
-    the attended rows."""
+    AGCU transfers, at their tensor's tier; per socket for collectives: the block it reads is
+    its share), and tiles processed. Data-dependent accesses state what really moves: a
+    KV-cache write its new rows, attention the attended rows."""
 
     flops: Index
     bytes_read: Index
@@ -203,7 +208,7 @@ class _Unit(_Struct, tag_field="unit", kw_only=True):
 
 class Pcu(_Unit, tag="pcu", kw_only=True):
     """Pattern compute units running ``op``, a :data:`~simulator.numerics.OPS` name other than
-    ``all_reduce``: reads are the op's operands in order, ``attrs`` its keyword attributes, the
+    a collective: reads are the op's operands in order, ``attrs`` its keyword attributes, the
     result's dtype that of the written buffer. ``kv_cache_write`` updates its first read in
     place (its write is that same block). ``mode`` sets the throughput the time model uses."""
 
@@ -223,8 +228,10 @@ class Agcu(_Unit, tag="agcu", kw_only=True):
     """Address generation and coalescing units: the only units touching off-chip memory or
     other sockets. ``load`` param -> buffer, ``store`` buffer -> param, ``copy`` param ->
     param, ``all_reduce`` buffer -> buffer summed over all sockets (f32 partials may be read;
-    the sum is rounded once to the written buffer's dtype). ``count`` AGCUs share the transfer,
-    each moving its block."""
+    the sum is rounded once to the written buffer's dtype), ``all_gather`` buffer -> buffer:
+    every socket's block side by side, in socket order, along ``attrs["dim"]`` (the only
+    attribute an AGCU takes; the written block is ``sockets`` times the read one along it).
+    ``count`` AGCUs share the transfer, each moving its block."""
 
 
 Unit = Pcu | Pmu | Agcu
@@ -465,12 +472,18 @@ def _describe_decode_error(message: str, data: bytes) -> str:
 
 _ITEMSIZE = {name: DTYPES[name].itemsize for name in DTYPES}
 _ROLE_OF_KIND = {"weight": "param", "input": "input", "kv_cache": "state", "output": "output"}
+
+COLLECTIVES = frozenset({"all_reduce", "all_gather"})
+"""The AGCU ops that combine the blocks of all sockets over the peer-to-peer network (and the
+numerics ops that are not PCU ops)."""
+
 # (unit kind, op) -> (where reads live, where the write lives); PCU ops are compute ops.
 _MOVES = {
     ("agcu", "load"): ("param", "buffer"),
     ("agcu", "store"): ("buffer", "param"),
     ("agcu", "copy"): ("param", "param"),
     ("agcu", "all_reduce"): ("buffer", "buffer"),
+    ("agcu", "all_gather"): ("buffer", "buffer"),
     ("pmu", "copy"): ("buffer", "buffer"),
 }
 
@@ -499,7 +512,7 @@ def _signature(fn: Callable[..., Any]) -> _Signature:
     )
 
 
-_COMPUTE = {name: _signature(fn) for name, fn in OPS.items() if name != "all_reduce"}
+_COMPUTE = {name: _signature(fn) for name, fn in OPS.items() if name not in COLLECTIVES}
 
 Report = Callable[[str, str], None]
 
@@ -538,7 +551,7 @@ def validate_program(
     if preset is not None:
         _check_capacity(bad, program.tensors, preset)
     for k, kernel in enumerate(program.kernels):
-        _check_kernel(bad, f"$.kernels[{k}]", kernel, preset)
+        _check_kernel(bad, f"$.kernels[{k}]", kernel, preset, program.sockets)
     for s, step in enumerate(program.schedule):
         if isinstance(step, Launch):
             _check_launch(bad, f"$.schedule[{s}]", step, kernels, tensors)
@@ -691,7 +704,8 @@ def _check_capacity(bad: Report, tensors: Sequence[Tensor], preset: HardwarePres
 # -- kernels -----------------------------------------------------------------------------------
 
 
-def _check_kernel(bad: Report, path: str, kernel: Kernel, preset: HardwarePreset | None) -> None:
+def _check_kernel(bad: Report, path: str, kernel: Kernel, preset: HardwarePreset | None,
+                  sockets: int) -> None:
     params = _unique(bad, f"{path}.params", kernel.params)
     if kernel.loop is not None:
         for i, name in enumerate(kernel.loop.stacked):
@@ -702,11 +716,11 @@ def _check_kernel(bad: Report, path: str, kernel: Kernel, preset: HardwarePreset
                 bad(f"{path}.loop.stacked[{i}]", f"{name!r} listed twice")
     ids: set[str] = set()
     for s, section in enumerate(kernel.sections):
-        _check_section(bad, f"{path}.sections[{s}]", section, params, ids, preset)
+        _check_section(bad, f"{path}.sections[{s}]", section, params, ids, preset, sockets)
 
 
 def _check_section(bad: Report, path: str, section: Section, params: dict[str, Param],
-                   ids: set[str], preset: HardwarePreset | None) -> None:
+                   ids: set[str], preset: HardwarePreset | None, sockets: int) -> None:
     buffers = _unique(bad, f"{path}.buffers", section.buffers)
     for b, buffer in enumerate(section.buffers):
         if buffer.name in params:
@@ -720,7 +734,7 @@ def _check_section(bad: Report, path: str, section: Section, params: dict[str, P
             bad(f"{upath}.id", f"duplicate unit id {unit.id!r} in the kernel")
         ids.add(unit.id)
         order[unit.id] = u
-        _check_unit(bad, upath, unit, params, buffers, written, preset)
+        _check_unit(bad, upath, unit, params, buffers, written, preset, sockets)
         written.add(unit.write.name)
         if isinstance(unit, Pcu):
             used["pcus"] += unit.count
@@ -747,7 +761,7 @@ def _check_section(bad: Report, path: str, section: Section, params: dict[str, P
 
 def _check_unit(bad: Report, path: str, unit: Unit, params: dict[str, Param],
                 buffers: dict[str, Buffer], written: set[str],
-                preset: HardwarePreset | None) -> None:
+                preset: HardwarePreset | None, sockets: int) -> None:
     kind = unit.__struct_config__.tag
     if kind == "pcu":
         signature = _COMPUTE.get(unit.op)
@@ -782,7 +796,7 @@ def _check_unit(bad: Report, path: str, unit: Unit, params: dict[str, Param],
                                   f"{unit.write.name!r}")
     _check_attrs(bad, f"{path}.attrs", unit.attrs)
     if signature is None:
-        _check_move(bad, path, unit, shapes, out)
+        _check_move(bad, path, unit, shapes, out, sockets)
     else:
         _check_compute(bad, path, unit, signature)
 
@@ -836,17 +850,28 @@ def _check_attrs(bad: Report, path: str, attrs: Any) -> None:
 
 def _check_move(bad: Report, path: str, unit: Unit,
                 shapes: list[tuple[Access, Param | Buffer] | None],
-                out: tuple[Access, Param | Buffer] | None) -> None:
+                out: tuple[Access, Param | Buffer] | None, sockets: int) -> None:
     if len(unit.reads) != 1:
         bad(f"{path}.reads", f"{unit.op} reads exactly one block, got {len(unit.reads)}")
         return
-    if unit.attrs:
+    gather = unit.op == "all_gather"
+    if gather and (set(unit.attrs) != {"dim"} or type(unit.attrs["dim"]) is not int):
+        bad(f"{path}.attrs", "all_gather takes one attribute: an integer 'dim'")
+        return
+    if unit.attrs and not gather:
         bad(f"{path}.attrs", f"{unit.op} takes no attributes")
     if shapes[0] is None or out is None:
         return
     (src, source), (dst, target) = shapes[0], out
-    sizes = [math.prod(b - a for a, b in acc.ranges) for acc in (src, dst)]
-    if sizes[0] != sizes[1]:
+    if gather:
+        part, whole = src.block_shape(), dst.block_shape()
+        dim = unit.attrs["dim"]
+        want = part[:dim] + [part[dim] * sockets] + part[dim + 1:] \
+            if 0 <= dim < len(part) else None
+        if whole != want:
+            bad(path, f"all_gather along dim {dim} over {sockets} socket(s) of a {part} block "
+                      f"writes {want or 'nothing (no such dim)'}, not {whole}")
+    elif (sizes := [math.prod(acc.block_shape()) for acc in (src, dst)])[0] != sizes[1]:
         bad(path, f"{unit.op} reads {sizes[0]} elements but writes {sizes[1]}")
     if unit.op != "all_reduce" and source.dtype != target.dtype:
         bad(path, f"{unit.op} cannot convert {source.dtype} to {target.dtype} (PCUs convert)")

@@ -36,7 +36,7 @@ from typing import Any
 
 from simulator.hardware import HardwarePreset
 from simulator.numerics import DTYPES
-from simulator.program import Agcu, Launch, Program, Tensor
+from simulator.program import COLLECTIVES, Agcu, Launch, Program, Tensor
 from simulator.timing import StepTiming
 
 __all__ = ["summarize", "format_table", "chrome_trace"]
@@ -55,7 +55,7 @@ def _transfers(program: Program) -> Iterator[tuple[str, int, Tensor]]:
         trips = kernel.loop.trips if kernel.loop is not None else 1
         bound = {b.param: [tensors[v.tensor] for v in b.tensors] for b in launch.bindings}
         for unit in (u for s in kernel.sections for u in s.units if isinstance(u, Agcu)):
-            if unit.op == "all_reduce":
+            if unit.op in COLLECTIVES:
                 continue
             param = unit.write.name if unit.op == "store" else unit.reads[0].name
             nbytes = {"load": unit.work.bytes_read, "store": unit.work.bytes_written,

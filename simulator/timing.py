@@ -15,15 +15,19 @@ What is modelled (all rates and costs from :class:`simulator.hardware.HardwarePr
   latency: ``stage_latency_s`` per stage, ``pcu_stages`` stages for a PCU, one otherwise), and
   when the same hardware unit finished the previous trip. It finishes when its own work is done
   and every producer finished (plus the hop latency): pipeline fill and drain come out of these
-  hops. ``all_reduce`` is a reduction barrier: it starts when its producers have finished.
+  hops. A collective (``all_reduce``, ``all_gather``) is a barrier: it starts when its
+  producers have finished.
 * **Work.** PCU: ``flops`` at ``count x lanes x 2 x clock`` (x ``pcu_stages`` in systolic mode),
   bytes at ``count x lanes x 4 bytes x clock`` (one f32 vector per cycle), whichever is slower;
   PMU: bytes at the same vector rate. AGCU ``load`` / ``store`` / ``copy`` move their work's
   off-chip bytes through the memory channel of the bound tensor's tier (HBM or DDR at
   ``bandwidth x efficiency``), shared equally by the socket's transfers in flight of the
   earliest trip; a later trip's (prefetching) transfers get only bandwidth the earlier trip
-  leaves idle (requests are served in issue order), so prefetch never slows the current layer. ``all_reduce`` uses the peer-to-peer link: the faster of one-shot
-  (``latency + (N-1) x bytes / bw``) and ring (``2 (N-1) (latency + bytes / (N bw))``).
+  leaves idle (requests are served in issue order), so prefetch never slows the current layer.
+  Collectives use the peer-to-peer link, with ``bytes`` = one socket's block: ``all_reduce``
+  the faster of one-shot (``latency + (N-1) x bytes / bw``) and ring (``2 (N-1) (latency +
+  bytes / (N bw))``); ``all_gather`` one-shot (each socket receives the ``(N-1)/N`` of the
+  gathered bytes it does not hold).
 * **Hardware loop.** Every section runs once per trip. Loads of trip ``t`` may start once trip
   ``t - 1 - prefetch`` has finished (``prefetch = 0``: the trips run back to back), loads of
   params the kernel writes (the residual stream) wait for the previous trip's stores.
@@ -47,7 +51,7 @@ from typing import Any
 import msgspec
 
 from simulator.hardware import HardwarePreset
-from simulator.program import Agcu, Kernel, Launch, Pcu, Pmu, Program, Section
+from simulator.program import COLLECTIVES, Agcu, Kernel, Launch, Pcu, Pmu, Program, Section
 
 __all__ = ["CallTiming", "Span", "StepTiming", "simulate"]
 
@@ -200,19 +204,20 @@ class _UnitModel:
                                max(work.bytes_read, work.bytes_written) / vector)
         elif isinstance(unit, Pmu):
             self.service = max(work.bytes_read, work.bytes_written) / vector
-        # off-chip bytes: a load reads, a store writes, a copy does both; all_reduce: P2P bytes
+        # off-chip bytes: a load reads, a store writes, a copy does both; a collective: its
+        # socket's block (the P2P bytes follow from the algorithm, `_KernelRun._collective`)
         self.nbytes = {"load": work.bytes_read, "store": work.bytes_written,
                        "copy": work.bytes_read + work.bytes_written,
-                       "all_reduce": work.bytes_read}.get(unit.op, 0) \
+                       **dict.fromkeys(COLLECTIVES, work.bytes_read)}.get(unit.op, 0) \
             if isinstance(unit, Agcu) else 0
         # the param whose tier an AGCU transfer uses (loads and copies: the one read; stores:
         # the one written), and the param it writes (later trips' loads of it wait for it)
         self.param = self.stores = None
-        if isinstance(unit, Agcu) and unit.op != "all_reduce":
+        if isinstance(unit, Agcu) and unit.op not in COLLECTIVES:
             self.param = unit.write.name if unit.op == "store" else unit.reads[0].name
             if unit.op in ("store", "copy"):
                 self.stores = unit.write.name
-        self.barrier = unit.op == "all_reduce"
+        self.barrier = unit.op in COLLECTIVES
         self.producers: list[int] = []
         self.consumers: list[int] = []
         self.gates: list[int] = []  # consumers a load may not run ahead of beyond `cap`
@@ -348,7 +353,7 @@ class _KernelRun:
             ahead = min(float(u.nbytes), u.cap)
             self._move(inst, ahead, lambda: self._first_part(inst, u.nbytes - ahead))
         elif u.barrier:
-            self._all_reduce(inst)
+            self._collective(inst)
         elif inst.channel is not None:
             self._move(inst, u.nbytes, lambda: self._worked(inst))
         else:
@@ -368,18 +373,22 @@ class _KernelRun:
         else:
             inst.parked = rest
 
-    def _all_reduce(self, inst: _Inst) -> None:
+    def _collective(self, inst: _Inst) -> None:
+        """Every socket's block of `b` bytes to every other socket over the P2P link, the
+        fastest of the algorithms (latency, bytes each socket receives): one-shot, every socket
+        sending its block to the others (`p2p_latency_s`, `(N-1) b`: an all-gather, and an
+        all-reduce summing what it received), or, for an all-reduce, a ring (reduce-scatter
+        then all-gather: `2 (N-1)` steps of `b / N`). A ring all-gather (`N-1` steps of `b`)
+        moves what one-shot does with more latency, so it is never the faster."""
         n, p = self.sim.sockets, self.sim.preset
         if n == 1:
             self._worked(inst)
             return
         b = float(inst.u.nbytes)
-        one_shot = p.p2p_latency_s + (n - 1) * b / p.p2p_bandwidth
-        ring = 2 * (n - 1) * (p.p2p_latency_s + b / (n * p.p2p_bandwidth))
-        if one_shot <= ring:
-            latency, moved = p.p2p_latency_s, (n - 1) * b
-        else:
-            latency, moved = 2 * (n - 1) * p.p2p_latency_s, 2 * (n - 1) * b / n
+        plans = [(p.p2p_latency_s, (n - 1) * b)]
+        if inst.u.op == "all_reduce":
+            plans.append((2 * (n - 1) * p.p2p_latency_s, 2 * (n - 1) * b / n))
+        latency, moved = min(plans, key=lambda plan: plan[0] + plan[1] / p.p2p_bandwidth)
         self.sim.engine.at(self.sim.engine.now + latency,
                            lambda: self._move(inst, moved, lambda: self._worked(inst)))
 

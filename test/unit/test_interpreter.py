@@ -1,5 +1,5 @@
 """The reference interpreter on hand-written IR: dfk control structure, stacked parameter
-binding, llm.all_reduce on one socket and across the ranks of a sharded module."""
+binding, llm.all_reduce on one socket and across the ranks of a sharded module, llm.all_gather."""
 
 import numpy as np
 import pytest
@@ -178,4 +178,20 @@ def test_all_reduce_sums_the_ranks_of_a_sharded_module():
     (y0,), (y1,) = Ranks(module, RandomWeights(1)).call("f", [(x[0],), (x[1],)])
     want = (x[0].astype(np.float32) + x[1].astype(np.float32)).astype(x[0].dtype)
     for y in (y0, y1):
+        np.testing.assert_array_equal(y.view(np.uint16), want.view(np.uint16))
+
+
+def test_all_gather_concatenates_the_ranks_in_order():
+    module = parse("""
+builtin.module attributes {llm.sockets = 4 : i64} {
+  func.func @f(%x: tensor<2x3xbf16>) -> tensor<2x12xbf16> {
+    %y = llm.all_gather %x {dim = 1 : i64} : tensor<2x3xbf16> -> tensor<2x12xbf16>
+    func.return %y : tensor<2x12xbf16>
+  }
+}
+""")
+    x = [RandomWeights(1).get(f"x{r}", (2, 3)) for r in range(4)]
+    results = Ranks(module, RandomWeights(1)).call("f", [(p,) for p in x])
+    want = np.concatenate(x, axis=1)
+    for (y,) in results:
         np.testing.assert_array_equal(y.view(np.uint16), want.view(np.uint16))

@@ -190,6 +190,16 @@ def test_all_reduce_forms():
         N.all_reduce([parts[0], parts[0][:1]])
     with pytest.raises(ValueError, match="unsupported reduction"):
         N.all_reduce(parts, reduction="max")
+
+
+def test_all_gather_concatenates_in_rank_order_exactly():
+    parts = [rnd((2, 3), i) for i in range(4)]
+    whole = N.all_gather(parts, dim=1)
+    assert whole.shape == (2, 12) and whole.dtype == parts[0].dtype
+    assert np.array_equal(whole.view(np.uint16), np.concatenate(parts, 1).view(np.uint16))
+    assert np.array_equal(N.all_gather(*parts, dim=0), np.concatenate(parts, 0))
+    with pytest.raises(ValueError, match="at least one part"):
+        N.all_gather([], dim=0)
     with pytest.raises(ValueError, match="num_experts"):
         N.moe(parts[0], np.zeros((2, 3)), np.zeros((2, 4, 3)), np.zeros((2, 4, 3)),
               np.zeros((2, 3, 4)), top_k=1, normalize_top_k=False, num_experts=4)
@@ -591,7 +601,8 @@ def test_moe_hypothesis(b, e, k, seed):
 
 def test_ops_table():
     names = {"embedding", "rms_norm", "layer_norm", "linear", "rope", "kv_cache_write",
-             "attention", "silu", "gelu", "add", "mul", "softmax", "argmax", "moe", "all_reduce"}
+             "attention", "silu", "gelu", "add", "mul", "softmax", "argmax", "moe", "all_reduce",
+             "all_gather"}
     assert set(N.OPS) == names and all(callable(f) for f in N.OPS.values())
     x = rnd((2, 4), 27)
     assert np.array_equal(N.OPS["add"](x, x), N.add(x, x))

@@ -399,8 +399,8 @@ SEMANTIC: dict[str, tuple[Any, ...]] = {
     "pcu all_reduce": (lambda d: unit(d, "act").update(op="all_reduce"),
                        f"{U}[10].op: unknown compute op 'all_reduce' for a pcu"),
     "agcu op": (lambda d: unit(d, "ld_h").update(op="linear"),
-                f"{U}[0].op: op 'linear' is not one a agcu runs; known: all_reduce, copy, load, "
-                "store"),
+                f"{U}[0].op: op 'linear' is not one a agcu runs; known: all_gather, all_reduce, "
+                "copy, load, store"),
     "pmu op": (lambda d: unit(d, "stage_up").update(op="load"),
                f"{U}[8].op: op 'load' is not one a pmu runs; known: copy"),
     "pcu reads a param": (lambda d: unit(d, "act")["reads"][0].update(name="h"),
@@ -494,6 +494,32 @@ def test_semantic_rejections(name):
     d = as_dict(build_toy(looped=bool(looped)))
     mutate(d)
     rejected(encoded(d), f"<bytes>: {message}")
+
+
+def _gathering_toy(**changes: Any) -> dict[str, Any]:
+    """The 2-socket toy whose all-reduce is turned into an all-gather of half-width bf16
+    blocks along dim 1 (valid as it stands), then `changes` applied to that unit."""
+    d = as_dict(build_toy(looped=False, sockets=2))
+    part = next(b for b in d["kernels"][1]["sections"][0]["buffers"] if b["name"] == "part")
+    part["dtype"] = "bf16"
+    gather = unit(d, "all_reduce")
+    width = gather["reads"][0]["ranges"][1][1]
+    gather.update(op="all_gather", attrs={"dim": 1})
+    gather["reads"][0]["ranges"][1] = [0, width // 2]
+    gather.update(changes)
+    return d
+
+
+def test_all_gather_validation():
+    load_program(encoded(_gathering_toy()))
+    where = "$.kernels[1].sections[0].units[13]"
+    rejected(encoded(_gathering_toy(attrs={})),
+             f"{where}.attrs: all_gather takes one attribute: an integer 'dim'")
+    rejected(encoded(_gathering_toy(attrs={"dim": 0})),
+             f"{where}: all_gather along dim 0 over 2 socket(s) of a [2, 8] block writes "
+             "[4, 8], not [2, 16]")
+    rejected(encoded(_gathering_toy(attrs={"dim": 2})),
+             "writes nothing (no such dim), not [2, 16]")
 
 
 def replace_unit(program: Program, kernel: int, index: int, **changes: Any) -> Program:

@@ -3,6 +3,7 @@ the unsharded model), independence from where in the pipeline it runs, refusals,
 representation, and the support table of docs/tensor_parallelism.md (regenerate it with
 `python test/unit/test_shard_tensor_parallel.py`)."""
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from passes.outline_kernels import OutlineKernels
 from passes.shard_tensor_parallel import SOCKET_COUNTS, ShardTensorParallel
 from rdu_dialect.dfk import DFK, KernelOp
 from rdu_dialect.interpreter import ReferenceEngine
-from rdu_dialect.llm import LLM, SOCKETS_ATTR, AllReduceOp, ParamOp, ShardAttr
+from rdu_dialect.llm import LLM, SOCKETS_ATTR, AllGatherOp, AllReduceOp, ParamOp, ShardAttr
 from simulator.weights import RandomWeights
 from test_generic_form_mlir_opt import find_mlir_opt
 from test_generic_form_mlir_opt import run as run_tool
@@ -112,6 +113,28 @@ def test_same_answer_wherever_sharding_runs(preset):
             [a for s in want_steps for a in s] + list(want_caches),
         ):
             np.testing.assert_array_equal(got, want, err_msg=f"{preset}: {name}")
+
+
+def _lm_head(module) -> tuple[ParamOp, list[AllGatherOp]]:
+    """The parameter the LM head reads (the one the argmax's linear reads), and the gathers."""
+    params = {p.sym_name.data: p for p in module.ops if isinstance(p, ParamOp)}
+    name = "lm_head.weight" if "lm_head.weight" in params else "model.embed_tokens.weight"
+    return params[name], [op for op in module.walk() if isinstance(op, AllGatherOp)]
+
+
+def test_lm_head_is_split_by_vocab_unless_tied_or_indivisible():
+    head, gathers = _lm_head(apply(build("tiny-qwen2", layers=1), shard(4)))
+    assert head.shard == ShardAttr(0, 4) and head.type.get_shape() == (64, 64)
+    assert len(gathers) == 1 and gathers[0].result.type.get_shape() == (2, 256)
+    assert gathers[0].input.type.get_shape() == (2, 64)
+    # tied: the embedding reads the same parameter, which stays whole
+    head, gathers = _lm_head(apply(build("tiny-llama", layers=1), shard(4)))
+    assert head.shard is None and head.type.get_shape() == (256, 64) and not gathers
+    # a vocab of 250 does not split in 4 (but does in 2)
+    config = dataclasses.replace(load_model_config("tiny-qwen2", layers=1), vocab_size=250)
+    for n, split in ((4, False), (2, True)):
+        head, gathers = _lm_head(apply(build_decode_step(config, batch=2, context=8), shard(n)))
+        assert (head.shard is not None) == split == bool(gathers)
 
 
 def test_outlined_kernels_keep_their_names_and_all_reduces_sit_in_the_layers():
@@ -286,8 +309,11 @@ def support_table() -> str:
                 continue
             parts = {op.shard.parts.data for op in module.ops
                      if isinstance(op, ParamOp) and op.shard is not None}
-            cells.append(f"replicated KV (x{n // min(parts)})" if parts and min(parts) < n
-                         else "supported")
+            cell = f"replicated KV (x{n // min(parts)})" if parts and min(parts) < n \
+                else "supported"
+            if n > 1 and not any(isinstance(op, AllGatherOp) for op in module.walk()):
+                cell += ", LM head replicated"
+            cells.append(cell)
         rows.append(f"| {preset} | {config.num_heads} / {config.num_kv_heads} | "
                     + " | ".join(cells) + " |")
     return "\n".join(rows + ["", "Refusals (the pass's messages):", "", *refusals])

@@ -164,3 +164,13 @@ def test_trace_names_kernels_and_layers_and_shows_the_gaps():
     trace = chrome_trace(looped, simulate(looped, SN40L, trace=True))
     assert "layers 0-31: layer 7 (trip 7)" in {e.get("name") for e in
                                                          trace["traceEvents"]}
+
+
+def test_the_vocab_parallel_lm_head_shortens_with_sockets():
+    """Each socket reads `1 / N` of the LM head and computes `vocab / N` logits; the logits'
+    all-gather is a few hundred KB of P2P traffic, so the head's time keeps shrinking."""
+    head = []
+    for sockets in (1, 2, 4, 8, 16):
+        timing = simulate(compiled("llama-3.1-8b", sockets=sockets, context=4096), SN40L)
+        head.append(next(c.busy_s for c in timing.calls if c.kernel == "lm_head"))
+    assert all(b < 0.6 * a for a, b in zip(head, head[1:])), head

@@ -4,6 +4,7 @@
 // RUN: rdu-opt %s -p 'shard-tensor-parallel{sockets=1}' | filecheck %s --check-prefix=ONE
 // RUN: rdu-import tiny-llama --layers 2 --context 8 | rdu-opt -p 'outline-kernels,kernel-looping,shard-tensor-parallel{sockets=4}' | filecheck %s --check-prefix=LOOP
 // RUN: rdu-import tiny-mixtral --layers 1 --context 8 | rdu-opt -p 'shard-tensor-parallel{sockets=2}' | filecheck %s --check-prefix=MOE
+// RUN: rdu-import tiny-qwen2 --layers 1 --context 8 | rdu-opt -p 'outline-kernels,shard-tensor-parallel{sockets=4}' | filecheck %s --check-prefix=HEAD
 // RUN: rdu-import tiny-llama --layers 1 | not rdu-opt -p 'shard-tensor-parallel{sockets=8}' 2>&1 | filecheck %s --check-prefix=HEADS
 // RUN: rdu-import qwen2.5-7b --layers 1 | not rdu-opt -p 'shard-tensor-parallel{sockets=8}' 2>&1 | filecheck %s --check-prefix=QWEN
 // RUN: not rdu-opt %s -p 'shard-tensor-parallel{sockets=3}' 2>&1 | filecheck %s --check-prefix=COUNT
@@ -12,7 +13,8 @@
 // One decoder layer (hidden 8, 4 query heads and 2 kv heads of dim 2, intermediate 8, vocab
 // 16, context 4) with a q bias. Megatron sharding: q/k/v column-split by heads, o_proj
 // row-split + all_reduce, gate/up column-split, down row-split + all_reduce; embedding, final
-// norm and (tied) LM head replicated; the caches split by kv head.
+// norm and the LM head (tied to the embedding, so not split by vocab) replicated; the caches
+// split by kv head.
 
 builtin.module attributes {llm.model = "toy"} {
   llm.param @embed "model.embed_tokens.weight" : tensor<16x8xbf16>
@@ -90,8 +92,10 @@ builtin.module attributes {llm.model = "toy"} {
 // TP2-NEXT:     %d_1 = llm.all_reduce %d {llm.layer = 0 : i64, reduction = "sum"} : tensor<1x8xbf16>
 // TP2-NEXT:     %h2 = llm.add %h1, %d_1 {llm.layer = 0 : i64} : tensor<1x8xbf16>
 // TP2:          %logits = llm.linear %hn, %t2 : tensor<1x8xbf16>, tensor<16x8xbf16> -> tensor<1x16xbf16>
+// TP2-NEXT:     %next = llm.argmax %logits : tensor<1x16xbf16> -> tensor<1xi32>
 // TP2:          %ko = dfk.stack %kc1 : tensor<1x1x4x2xbf16> -> tensor<1x1x1x4x2xbf16>
 // TP2-NOT:      llm.all_reduce
+// TP2-NOT:      llm.all_gather
 
 // 4 sockets, 2 kv heads: each rank holds one query head and the kv head of its group, every kv
 // head on 2 ranks (parts = 2 < 4 sockets marks the replication).
@@ -134,6 +138,16 @@ builtin.module attributes {llm.model = "toy"} {
 // MOE:      %moe = llm.moe %y, %gate, %w1, %w3, %w2 {{.*}} : tensor<1x64xbf16>, tensor<4x64xbf16>, tensor<4x64x64xbf16>, tensor<4x64x64xbf16>, tensor<4x64x64xbf16>
 // MOE-NEXT: %moe_1 = llm.all_reduce %moe {llm.layer = 0 : i64, reduction = "sum"} : tensor<1x64xbf16>
 // MOE-NEXT: llm.add %h_1, %moe_1
+
+// An untied LM head is split by vocab rows: each rank computes 256 / 4 logits, gathered
+// (in rank order, along the vocab) before the argmax and the kernel's return.
+// HEAD:      llm.param @lm_head.weight "lm_head.weight" shard #llm.shard<dim = 0, parts = 4> : tensor<64x64xbf16>
+// HEAD:      dfk.kernel @lm_head(%h: tensor<1x64xbf16>, %norm: tensor<64xbf16>, %lm_head: tensor<64x64xbf16>) -> (tensor<1x256xbf16>, tensor<1xi32>) {
+// HEAD:        %logits = llm.linear %hn, %lm_head : tensor<1x64xbf16>, tensor<64x64xbf16> -> tensor<1x64xbf16>
+// HEAD-NEXT:   %logits_1 = llm.all_gather %logits {dim = 1 : i64} : tensor<1x64xbf16> -> tensor<1x256xbf16>
+// HEAD-NEXT:   %next = llm.argmax %logits_1 : tensor<1x256xbf16> -> tensor<1xi32>
+// HEAD-NEXT:   dfk.return %logits_1, %next : tensor<1x256xbf16>, tensor<1xi32>
+// HEAD:      func.func @decode_step({{.*}}) -> (tensor<1x256xbf16>, tensor<1xi32>,
 
 // HEADS: error: pass 'shard-tensor-parallel' failed: tiny-llama (4 attention heads, 2 kv heads) cannot be split over 8 sockets: the 4 query heads are not a multiple of 8 (supported: 1, 2, 4 sockets)
 // QWEN:  error: pass 'shard-tensor-parallel' failed: qwen2.5-7b (28 attention heads, 4 kv heads) cannot be split over 8 sockets: the 28 query heads are not a multiple of 8 (supported: 1, 2, 4 sockets)

@@ -223,7 +223,7 @@ builtin.module {
 
 // -----
 
-// llm.gelu, llm.all_reduce, llm.argmax
+// llm.gelu, llm.all_reduce, llm.all_gather, llm.argmax
 
 %x = "test.op"() : () -> tensor<1x64xbf16>
 %y = llm.gelu %x {approximate = "erf"} : tensor<1x64xbf16>
@@ -234,6 +234,35 @@ builtin.module {
 %x = "test.op"() : () -> tensor<1x64xbf16>
 %y = llm.all_reduce %x {reduction = "max"} : tensor<1x64xbf16>
 // CHECK: llm.all_reduce: reduction must be one of sum, got 'max'
+
+// -----
+
+// llm.all_gather: the result is the input with dim `dim` times the module's socket count
+// (llm.sockets; 1 when unstamped).
+
+builtin.module attributes {llm.sockets = 4 : i64} {
+  %x = "test.op"() : () -> tensor<1x64xbf16>
+  %y = llm.all_gather %x {dim = 1 : i64} : tensor<1x64xbf16> -> tensor<1x128xbf16>
+}
+// CHECK: llm.all_gather: result must be tensor<1x256xbf16>, got tensor<1x128xbf16>
+
+// -----
+
+%x = "test.op"() : () -> tensor<1x64xbf16>
+%y = llm.all_gather %x {dim = 1 : i64} : tensor<1x64xbf16> -> tensor<1x128xbf16>
+// CHECK: llm.all_gather: result must be tensor<1x64xbf16>, got tensor<1x128xbf16>
+
+// -----
+
+%x = "test.op"() : () -> tensor<1x64xbf16>
+%y = llm.all_gather %x {dim = 2 : i64} : tensor<1x64xbf16> -> tensor<1x64xbf16>
+// CHECK: llm.all_gather: dim 2 is out of range for the rank-2 input
+
+// -----
+
+%x = "test.op"() : () -> tensor<1x64xbf16>
+%y = llm.all_gather %x {dim = 1 : i64} : tensor<1x64xbf16> -> tensor<1x64xf32>
+// CHECK: llm.all_gather: result must be tensor<1x64xbf16>, got tensor<1x64xf32>
 
 // -----
 

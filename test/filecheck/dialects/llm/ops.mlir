@@ -2,8 +2,10 @@
 // RUN: rdu-opt %s | %roundtrip | filecheck %s
 // RUN: rdu-opt %s | %generic-roundtrip | filecheck %s
 // A tiny Llama / Qwen-style model: vocab 128, hidden 64, 4 query heads and 2 kv heads of
-// head_dim 16, MLP 128, context 32, batch 2.
-builtin.module {
+// head_dim 16, MLP 128, context 32, batch 2. Stamped as an SPMD program of 2 sockets (for
+// llm.all_gather, whose result is 2 blocks).
+builtin.module attributes {llm.sockets = 2 : i64} {
+// CHECK: builtin.module attributes {llm.sockets = 2 : i64} {
   llm.param @model.embed_tokens.weight "model.embed_tokens.weight" : tensor<128x64xbf16>
   // CHECK: llm.param @model.embed_tokens.weight "model.embed_tokens.weight" : tensor<128x64xbf16>
   llm.param @model.layers.0.input_layernorm.weight "model.layers.0.input_layernorm.weight" : tensor<64xbf16>
@@ -118,7 +120,7 @@ builtin.module {
     // CHECK: func.return [[NEXT]], [[K_CACHE_1]], [[V_CACHE_1]] : tensor<2xi32>, tensor<2x2x32x16xbf16>, tensor<2x2x32x16xbf16>
   }
 
-  // The other forms: layer_norm, gelu (both), softmax, all_reduce, moe (with and without
+  // The other forms: layer_norm, gelu (both), softmax, all_reduce, all_gather, moe (with and without
   // renormalization), linear rope scaling, attention with scale and sliding window, f32 data.
   func.func @other_forms(%x: tensor<1x64xf32>, %w: tensor<64xf32>, %b: tensor<64xf32>, %pos: tensor<1xi32>, %kc: tensor<1x1x8x32xf32>, %vc: tensor<1x1x8x32xf32>, %router: tensor<4x64xf32>, %gate: tensor<4x96x64xf32>, %up: tensor<4x96x64xf32>, %down: tensor<4x64x96xf32>) {
   // CHECK: func.func @other_forms([[X:%.*]]: tensor<1x64xf32>, [[W:%.*]]: tensor<64xf32>, [[B:%.*]]: tensor<64xf32>, [[POS:%.*]]: tensor<1xi32>, [[KC:%.*]]: tensor<1x1x8x32xf32>, [[VC:%.*]]: tensor<1x1x8x32xf32>, [[ROUTER:%.*]]: tensor<4x64xf32>, [[GATE:%.*]]: tensor<4x96x64xf32>, [[UP:%.*]]: tensor<4x96x64xf32>, [[DOWN:%.*]]: tensor<4x64x96xf32>) {
@@ -132,6 +134,10 @@ builtin.module {
     // CHECK: [[SM:%.*]] = llm.softmax [[G1]] : tensor<1x64xf32>
     %ar = llm.all_reduce %sm {reduction = "sum"} : tensor<1x64xf32>
     // CHECK: [[AR:%.*]] = llm.all_reduce [[SM]] {reduction = "sum"} : tensor<1x64xf32>
+    %ag = llm.all_gather %ar {dim = 1 : i64} : tensor<1x64xf32> -> tensor<1x128xf32>
+    // CHECK: [[AG:%.*]] = llm.all_gather [[AR]] {dim = 1 : i64} : tensor<1x64xf32> -> tensor<1x128xf32>
+    %ag0 = llm.all_gather %ag {dim = 0 : i64} : tensor<1x128xf32> -> tensor<2x128xf32>
+    // CHECK: llm.all_gather [[AG]] {dim = 0 : i64} : tensor<1x128xf32> -> tensor<2x128xf32>
     %m0 = llm.moe %ar, %router, %gate, %up, %down {num_experts = 4 : i64, top_k = 2 : i64, normalize_top_k} : tensor<1x64xf32>, tensor<4x64xf32>, tensor<4x96x64xf32>, tensor<4x96x64xf32>, tensor<4x64x96xf32>
     // CHECK: [[M0:%.*]] = llm.moe [[AR]], [[ROUTER]], [[GATE]], [[UP]], [[DOWN]] {num_experts = 4 : i64, top_k = 2 : i64, normalize_top_k} : tensor<1x64xf32>, tensor<4x64xf32>, tensor<4x96x64xf32>, tensor<4x96x64xf32>, tensor<4x64x96xf32>
     %m1 = llm.moe %m0, %router, %gate, %up, %down {num_experts = 4 : i64, top_k = 1 : i64} : tensor<1x64xf32>, tensor<4x64xf32>, tensor<4x96x64xf32>, tensor<4x96x64xf32>, tensor<4x64x96xf32>

@@ -28,6 +28,7 @@ rdu.tensor @h.out : tensor<2x16xbf16> "activation" tier hbm aliases @h
 // CHECK:            [[X:%.*]] = rdu.agcu "load" "ld.h" count 1 reads [#rdu.access<"h" [0:2, 0:16]>] write <"x" [0:2, 0:16]> work <flops 0 bytes_read 64 bytes_written 64 tiles 1> : () -> !rdu.stream<tensor<32xbf16>, 2>
 // CHECK:            [[S:%.*]] = rdu.pmu "copy" "stage.w" count 2 sram_bytes 512 buffers 2 ([[W:%.*]]) reads
 // CHECK-NEXT:       [[Y:%.*]] = rdu.pcu "linear" "y" count 2 systolic attrs {accumulate_only = false} ([[X]], [[S]]) reads [#rdu.access<"x" [0:2, 0:16]>, #rdu.access<"ws" [0:8, 0:16] step [8, 0]>] write <"y" [0:2, 0:8] step [0, 8]>
+// CHECK-NEXT:       rdu.agcu "all_gather" "gather.y" count 1 attrs {dim = 1 : i64} ([[Y]]) reads [#rdu.access<"y" [0:2, 0:16]>] write <"g" [0:2, 0:32]>
 rdu.kernel @up {
   rdu.param "h" : tensor<2x16xbf16>
   rdu.param "w" : tensor<16x16xbf16>
@@ -37,10 +38,12 @@ rdu.kernel @up {
       rdu.buffer "wl" : tensor<16x16xbf16>
       rdu.buffer "ws" : tensor<16x16xbf16>
       rdu.buffer "y" : tensor<2x16xbf16>
+      rdu.buffer "g" : tensor<2x32xbf16>
       %x = rdu.agcu "load" "ld.h" count 1 reads [#rdu.access<"h" [0:2, 0:16]>] write <"x" [0:2, 0:16]> work <flops 0 bytes_read 64 bytes_written 64 tiles 1> : () -> !rdu.stream<tensor<32xbf16>, 2>
       %w = rdu.agcu "load" "ld.w" count 2 reads [#rdu.access<"w" [0:8, 0:16] step [8, 0]>] write <"wl" [0:8, 0:16] step [8, 0]> work <flops 0 bytes_read 512 bytes_written 512 tiles 2> : () -> !rdu.stream<tensor<128xbf16>, 2>
       %s = rdu.pmu "copy" "stage.w" count 2 sram_bytes 512 buffers 2 (%w) reads [#rdu.access<"wl" [0:8, 0:16] step [8, 0]>] write <"ws" [0:8, 0:16] step [8, 0]> work <flops 0 bytes_read 512 bytes_written 512 tiles 2> : (!rdu.stream<tensor<128xbf16>, 2>) -> !rdu.stream<tensor<128xbf16>, 2>
       %y = rdu.pcu "linear" "y" count 2 systolic attrs {accumulate_only = false} (%x, %s) reads [#rdu.access<"x" [0:2, 0:16]>, #rdu.access<"ws" [0:8, 0:16] step [8, 0]>] write <"y" [0:2, 0:8] step [0, 8]> work <flops 1024 bytes_read 576 bytes_written 64 tiles 2> : (!rdu.stream<tensor<32xbf16>, 2>, !rdu.stream<tensor<128xbf16>, 2>) -> !rdu.stream<tensor<32xbf16>, 2>
+      %g = rdu.agcu "all_gather" "gather.y" count 1 attrs {dim = 1 : i64} (%y) reads [#rdu.access<"y" [0:2, 0:16]>] write <"g" [0:2, 0:32]> work <flops 0 bytes_read 64 bytes_written 128 tiles 1> : (!rdu.stream<tensor<32xbf16>, 2>) -> !rdu.stream<tensor<64xbf16>, 2>
       %o = rdu.agcu "store" "st.h" count 1 (%y) reads [#rdu.access<"y" [0:2, 0:16]>] write <"h" [0:2, 0:16]> work <flops 0 bytes_read 64 bytes_written 64 tiles 1> : (!rdu.stream<tensor<32xbf16>, 2>) -> !rdu.stream<tensor<32xbf16>, 2>
     }
   }
