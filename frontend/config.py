@@ -54,7 +54,6 @@ __all__ = [
     "ModelConfig",
     "CHECKPOINT_NAMES",
     "GLOBAL_CHECKPOINT_NAMES",
-    "checkpoint_family",
     "checkpoint_name",
     "load_model_config",
     "parse_hf_config",
@@ -211,11 +210,6 @@ _FAMILY: dict[str, str] = {
 }
 
 
-def checkpoint_family(architecture: str) -> str:
-    """The :data:`CHECKPOINT_NAMES` key for an architecture."""
-    return _FAMILY[architecture]
-
-
 def checkpoint_name(
     architecture: str, role: str, layer: int | None = None, expert: int | None = None
 ) -> str:
@@ -353,20 +347,12 @@ class ModelConfig:
         return self.num_kv_heads * self.head_dim
 
     @property
-    def num_kv_groups(self) -> int:
-        """Query heads per KV head (GQA group size)."""
-        return self.num_heads // self.num_kv_heads
-
-    @property
     def is_moe(self) -> bool:
         return self.num_experts > 0
 
     @property
-    def has_sliding_window(self) -> bool:
-        return any(w is not None for w in self.layer_windows)
-
-    @property
     def checkpoint_family(self) -> str:
+        """The :data:`CHECKPOINT_NAMES` key of this model's architecture."""
         return _FAMILY[self.architecture]
 
     def effective_windows(self, context: int) -> tuple[int | None, ...]:

@@ -74,7 +74,7 @@ from rdu_dialect import dfk, llm, rdu
 from rdu_dialect.interpreter import ENTRY
 from rdu_dialect.llm import LAYER_ATTR, sockets_of
 from simulator.hardware import HardwarePreset, PresetError, get_preset
-from simulator.numerics import DTYPES
+from simulator.numerics import DTYPES, bytes_of
 
 __all__ = ["HARDWARE_ATTR", "LowerDfkToRdu", "Mapping"]
 
@@ -102,10 +102,6 @@ def _dtype(value: SSAValue | Attribute) -> str:
     t = value.type if isinstance(value, SSAValue) else value
     assert isinstance(t, TensorType)
     return str(t.element_type)
-
-
-def _nbytes(shape: Sequence[int], dtype: str) -> int:
-    return math.prod(shape) * DTYPES[dtype].itemsize
 
 
 def _whole(shape: Sequence[int]) -> list[tuple[int, int]]:
@@ -261,7 +257,7 @@ class _KernelLowering:
         rows = shape[0] // count
         step = [rows] + [0] * (len(shape) - 1) if count > 1 else None
         block = [(0, rows)] + _whole(shape[1:])
-        size = _nbytes(shape, dtype)
+        size = bytes_of(shape, dtype)
         self.load_unit[param] = self._unit(Unit(
             "agcu", "load", f"ld.{param}", [Access(param, block, step)],
             Access(buffer, block, step), count=count, bytes_read=size, bytes_written=size))
@@ -286,7 +282,7 @@ class _KernelLowering:
     def store(self, value: SSAValue, param: str, size: int | None = None) -> None:
         buffer = self._read(value)
         shape, dtype = self.buffers[buffer]
-        size = _nbytes(shape, dtype) if size is None else size
+        size = bytes_of(shape, dtype) if size is None else size
         self._unit(Unit("agcu", "store", f"st.{param}", [Access(buffer, _whole(shape))],
                         Access(param, _whole(shape)), bytes_read=size, bytes_written=size))
 
@@ -306,7 +302,7 @@ class _KernelLowering:
         gather, the attended KV rows, a KV write's new rows)."""
         def region_bytes(a: Access) -> int:
             space = self.buffers[a.name]
-            return _nbytes(a.block(), space[1]) * (count if a.step else 1)
+            return bytes_of(a.block(), space[1]) * (count if a.step else 1)
 
         return self._unit(Unit(
             "pcu", op.name.removeprefix("llm."), write.name, reads, write, count=count,
@@ -342,8 +338,8 @@ class _KernelLowering:
         part = _shape(op.input)
         self._unit(Unit("agcu", op.name.removeprefix("llm."), out, [Access(src, _whole(part))],
                         Access(out, _whole(shape)),
-                        bytes_read=_nbytes(part, self.buffers[src][1]),
-                        bytes_written=_nbytes(shape, dtype),
+                        bytes_read=bytes_of(part, self.buffers[src][1]),
+                        bytes_written=bytes_of(shape, dtype),
                         attrs={"dim": op.dim} if isinstance(op, llm.AllGatherOp) else {}))
 
     def _attrs(self, op: Operation, **overrides: Any) -> dict[str, Attribute]:
@@ -398,8 +394,8 @@ class _KernelLowering:
             dtype = _dtype(op.weight)
             block = [(0, rows), (0, ins)]
             staged = self._buffer(f"{param}.pmu", [outs, ins], dtype)
-            size = _nbytes([outs, ins], dtype)
-            tile = min(self.knobs.tile_bytes, _nbytes([rows, ins], dtype))
+            size = bytes_of([outs, ins], dtype)
+            tile = min(self.knobs.tile_bytes, bytes_of([rows, ins], dtype))
             self._unit(Unit("pmu", "copy", f"pmu.{param}", [Access(loaded, block, [rows, 0])],
                             Access(staged, block, [rows, 0]), count=count, bytes_read=size,
                             bytes_written=size, sram_bytes=min(self.preset.pmu_bytes,
@@ -544,7 +540,7 @@ def _spill(lowering: _KernelLowering, sections: list[list[Unit]]
                 if origin is None or origin == s:
                     continue
                 shape, dtype = lowering.buffers[access.name]
-                param, size = f"{access.name}.spill", _nbytes(shape, dtype)
+                param, size = f"{access.name}.spill", bytes_of(shape, dtype)
                 if param not in lowering.params:
                     lowering.params[param] = (shape, dtype)
                     spills.append((param, shape, dtype))
@@ -741,7 +737,7 @@ class _Tensor:
 
     @property
     def nbytes(self) -> int:
-        return _nbytes(self.shape, self.dtype)
+        return bytes_of(self.shape, self.dtype)
 
 
 _INPUTS = ("tokens", "positions")

@@ -45,7 +45,6 @@ Bytes and FLOPs are integers (per-token values rounded to the nearest unit).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -65,6 +64,7 @@ from rdu_dialect.llm import (
     ParamOp,
     RMSNormOp,
 )
+from simulator.numerics import bytes_of
 
 __all__ = ["OpCost", "tensor_bytes", "op_cost", "total_cost", "step_stats", "STATS_KEYS"]
 
@@ -74,14 +74,12 @@ STATS_KEYS = (
 )
 """The keys of `rdu-import --stats --json` other tools rely on (DESIGN.md); MoE adds more."""
 
-_ELEMENT_BYTES = {"bf16": 2, "f16": 2, "f32": 4, "i32": 4, "i64": 8}
-
 
 def tensor_bytes(t: Attribute | SSAValue) -> int:
     """Size in bytes of a static tensor type (or of a value of one)."""
     ty = t.type if isinstance(t, SSAValue) else t
     assert isinstance(ty, TensorType), f"expected a tensor type, got {ty}"
-    return math.prod(ty.get_shape()) * _ELEMENT_BYTES[str(ty.element_type)]
+    return bytes_of(ty.get_shape(), str(ty.element_type))
 
 
 @dataclass(frozen=True)

@@ -905,13 +905,6 @@ class AttentionOp(IRDLOperation):
     irdl_options = (ParsePropInAttrDict(),)
     traits = traits_def(*_PURE)
 
-    @property
-    def softmax_scale(self) -> float:
-        """The scale applied to q.k (explicit `scale`, else 1 / sqrt(head_dim))."""
-        if self.scale is not None:
-            return self.scale.value.data
-        return 1.0 / math.sqrt(self.head_dim.value.data)
-
     def verify_(self) -> None:
         for attr in ("num_heads", "num_kv_heads", "head_dim", "sliding_window"):
             _positive(self, attr, getattr(self, attr))

@@ -17,7 +17,6 @@ compiler): the program file is the only contract.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -51,13 +50,8 @@ class FunctionalError(Exception):
 def memory_needed(program: Program) -> int:
     """Bytes the functional simulator holds: every non-alias tensor once per socket, plus the
     largest section's on-chip buffers per socket (buffers live while a section runs)."""
-    itemsize = {name: dt.itemsize for name, dt in N.DTYPES.items()}
-
-    def size(t: Any) -> int:
-        return math.prod(t.shape) * itemsize[t.dtype]
-
-    tensors = sum(size(t) for t in program.tensors if t.aliases is None)
-    buffers = max((sum(size(b) for b in section.buffers)
+    tensors = sum(N.bytes_of(t.shape, t.dtype) for t in program.tensors if t.aliases is None)
+    buffers = max((sum(N.bytes_of(b.shape, b.dtype) for b in section.buffers)
                    for kernel in program.kernels for section in kernel.sections), default=0)
     return program.sockets * (tensors + buffers)
 

@@ -10,7 +10,7 @@ Conventions (the contract)
 * **Storage dtypes.** Tensors are stored as ``bf16`` (``ml_dtypes.bfloat16``), ``f16`` or ``f32``;
   integer operands (token ids, positions) are any integer dtype and results of ``argmax`` are
   ``int32``. ``dtype_from_name`` / ``dtype_name`` map between the names ``"bf16" | "f16" | "f32" |
-  "i32" | "i64"`` and numpy dtypes.
+  "i32" | "i64"`` and numpy dtypes; ``bytes_of`` sizes a tensor by its shape and dtype name.
 * **Compute in f32, round once.** Every op converts its floating operands to float32, computes in
   float32 (all accumulations - matmuls, norms' means, softmax sums, attention - in float32) and
   rounds its result to the storage dtype *once*, at the end, with round-to-nearest-even
@@ -61,6 +61,7 @@ __all__ = [
     "all_reduce",
     "argmax",
     "attention",
+    "bytes_of",
     "dtype_from_name",
     "dtype_name",
     "embedding",
@@ -131,6 +132,13 @@ def dtype_name(dtype: DTypeLike) -> str:
     if dt not in _NAMES:
         raise ValueError(f"dtype {dt} has no short name; supported: {sorted(DTYPES)}")
     return _NAMES[dt]
+
+
+def bytes_of(shape: Sequence[int], dtype: str) -> int:
+    """Bytes of a dense ``shape`` tensor of the short-named ``dtype`` (``"bf16"``, ...). The
+    cost model, the lowering's buffer plan, the program validator and the simulator's memory
+    and traffic figures all count with it, so they cannot disagree on a tensor's size."""
+    return math.prod(shape) * DTYPES[dtype].itemsize
 
 
 def _storage(dt: np.dtype) -> np.dtype:

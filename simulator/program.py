@@ -37,7 +37,7 @@ import msgspec
 from msgspec import Meta
 
 from simulator.hardware import HardwarePreset, PresetError, get_preset
-from simulator.numerics import DTYPES, OPS
+from simulator.numerics import OPS, bytes_of
 
 __all__ = [
     "COLLECTIVES",
@@ -470,7 +470,6 @@ def _describe_decode_error(message: str, data: bytes) -> str:
 # Semantic validation
 # ----------------------------------------------------------------------------------------------
 
-_ITEMSIZE = {name: DTYPES[name].itemsize for name in DTYPES}
 _ROLE_OF_KIND = {"weight": "param", "input": "input", "kv_cache": "state", "output": "output"}
 
 COLLECTIVES = frozenset({"all_reduce", "all_gather"})
@@ -694,7 +693,7 @@ def _check_tiling(bad: Report, path: str, tensor: Tensor,
 
 def _check_capacity(bad: Report, tensors: Sequence[Tensor], preset: HardwarePreset) -> None:
     for tier, capacity in (("hbm", preset.hbm_bytes), ("ddr", preset.ddr_bytes)):
-        used = sum(math.prod(t.shape) * _ITEMSIZE[t.dtype] for t in tensors
+        used = sum(bytes_of(t.shape, t.dtype) for t in tensors
                    if t.tier == tier and t.aliases is None)
         if used > capacity:
             bad("$.tensors", f"tensors in {tier} need {used} bytes per socket, but "

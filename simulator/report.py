@@ -35,15 +35,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from simulator.hardware import HardwarePreset
-from simulator.numerics import DTYPES
+from simulator.numerics import bytes_of
 from simulator.program import COLLECTIVES, Agcu, Launch, Program, Tensor
 from simulator.timing import StepTiming
 
 __all__ = ["summarize", "format_table", "chrome_trace"]
-
-
-def _bytes(shape: list[int], dtype: str) -> int:
-    return math.prod(shape) * DTYPES[dtype].itemsize
 
 
 def _transfers(program: Program) -> Iterator[tuple[str, int, Tensor]]:
@@ -81,8 +77,8 @@ def summarize(program: Program, preset: HardwarePreset, timing: StepTiming) -> d
     n = program.sockets
     offchip = (timing.bytes["hbm"] + timing.bytes["ddr"]) * n
     peak = n * preset.hbm_bandwidth
-    param_bytes = sum(_bytes(v.shape, v.dtype) for v in program.values if v.role == "param")
-    kv_bytes = sum(_bytes(v.shape, v.dtype) for v in program.values if v.role == "state")
+    param_bytes = sum(bytes_of(v.shape, v.dtype) for v in program.values if v.role == "param")
+    kv_bytes = sum(bytes_of(v.shape, v.dtype) for v in program.values if v.role == "state")
     tensors = {t.name: t for t in program.tensors}
     transfers = list(_transfers(program))
     roofline_bytes = sum(nbytes * n / _held_by(t, tensors, n) for _, nbytes, t in transfers)

@@ -1,8 +1,9 @@
 """Weights by name: seeded random init and safetensors checkpoints (Hugging Face layout).
 
-Simulator-side contract code (numpy, ml_dtypes, safetensors and stdlib only; never xDSL). Both the
-llm-level reference and the simulator bind weights through a :class:`WeightSource`, by checkpoint
-tensor name, so the two engines see bit-identical parameters.
+Simulator-side contract code (numpy, ml_dtypes, safetensors, the stdlib and
+:mod:`simulator.numerics` only; never xDSL). Both the llm-level reference and the simulator bind
+weights through a :class:`WeightSource`, by checkpoint tensor name, so the two engines see
+bit-identical parameters.
 
 Random init (:func:`init_weight`)
 ---------------------------------

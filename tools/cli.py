@@ -1,5 +1,6 @@
 """What every rdu-compiler command-line tool shares: user errors reported without tracebacks,
-and output files written whole or not at all."""
+output files written whole or not at all, and (rdu-run, rdu-sim) one prompt syntax, decode loop
+and token printout, so the engines are driven and compared alike."""
 
 from __future__ import annotations
 
@@ -104,3 +105,10 @@ def decode_loop(step: Callable[[Any, Any], tuple[Any, Any]], prompt: list[int], 
             generated.append(np.asarray(next_tokens).reshape(batch))
     tokens = np.stack(generated, axis=1).tolist() if generated else [[] for _ in range(batch)]
     return tokens, logits
+
+
+def print_generated(tokens: list[list[int]]) -> None:
+    """The human-readable result of :func:`decode_loop`: one line per batch entry, so rdu-run
+    and rdu-sim print their tokens alike (and their outputs can be compared)."""
+    for b, row in enumerate(tokens):
+        print(f"{'generated' if len(tokens) == 1 else f'entry {b}'}: {', '.join(map(str, row))}")

@@ -38,6 +38,7 @@ from tools.cli import (
     decode_loop,
     decode_steps,
     parse_prompt,
+    print_generated,
     run_tool,
     write_atomically,
 )
@@ -155,9 +156,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"{config.name}: {args.engine} engine, {weights.describe()}, batch {args.batch}, "
               f"context {context}, {args.dtype}, {args.sockets} socket(s)")
         print(f"prompt: {', '.join(map(str, prompt))}")
-        for b, row in enumerate(tokens):
-            label = "generated" if args.batch == 1 else f"entry {b}"
-            print(f"{label}: {', '.join(map(str, row))}")
+        print_generated(tokens)
     return 0
 
 

@@ -16,8 +16,15 @@ import json
 import sys
 from collections.abc import Sequence
 
-from tools.cli import UserError, decode_loop, decode_steps, parse_prompt, run_tool
-from tools.cli import write_atomically
+from tools.cli import (
+    UserError,
+    decode_loop,
+    decode_steps,
+    parse_prompt,
+    print_generated,
+    run_tool,
+    write_atomically,
+)
 
 PROG = "rdu-sim"
 
@@ -74,9 +81,7 @@ def _functional(args: argparse.Namespace, program) -> int:
     else:
         print(f"{program.model} on {program.sockets} socket(s), functional, prompt "
               f"{', '.join(map(str, prompt))}")
-        for b, row in enumerate(tokens):
-            print(f"{'generated' if program.batch == 1 else f'entry {b}'}: "
-                  f"{', '.join(map(str, row))}")
+        print_generated(tokens)
     return 0
 
 
