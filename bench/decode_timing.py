@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 
-from lowering.pipeline import compile_program
-from simulator.hardware import get_preset
-from simulator.report import summarize
-from simulator.timing import simulate
+from rdu_compiler.lowering.pipeline import compile_program
+from rdu_compiler.simulator.hardware import get_preset
+from rdu_compiler.simulator.report import summarize
+from rdu_compiler.simulator.timing import simulate
 
 MODELS = ("llama-3.1-8b", "llama-3.1-70b")
 SOCKETS = (1, 8, 16)
@@ -63,11 +63,11 @@ def simulator_speed() -> None:
 
 
 def functional_speed(preset: str = "tiny-llama", steps: int = 32, batch: int = 1) -> None:
-    from frontend.builder import build_decode_step
-    from frontend.config import load_model_config
-    from rdu_dialect.interpreter import ReferenceEngine
-    from simulator.functional import FunctionalSimulator
-    from simulator.weights import RandomWeights
+    from rdu_compiler.frontend.builder import build_decode_step
+    from rdu_compiler.frontend.config import load_model_config
+    from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine
+    from rdu_compiler.simulator.functional import FunctionalSimulator
+    from rdu_compiler.simulator.weights import RandomWeights
 
     config = load_model_config(preset)
     weights = RandomWeights(0)

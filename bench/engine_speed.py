@@ -14,10 +14,10 @@ from __future__ import annotations
 import sys
 import time
 
-from lowering.pipeline import compile_program
-from simulator.hardware import get_preset
-from simulator.program import Launch
-from simulator.timing import _SectionModel, simulate
+from rdu_compiler.lowering.pipeline import compile_program
+from rdu_compiler.simulator.hardware import get_preset
+from rdu_compiler.simulator.program import Launch
+from rdu_compiler.simulator.timing import _SectionModel, simulate
 
 
 def simpy_skeleton(program, preset) -> float:

@@ -24,8 +24,8 @@ def _rss_mib() -> float:
 def _one(layers: int | None) -> dict[str, float]:
     from xdsl.printer import Printer
 
-    from frontend.builder import build_decode_step
-    from frontend.config import load_model_config
+    from rdu_compiler.frontend.builder import build_decode_step
+    from rdu_compiler.frontend.config import load_model_config
 
     baseline = _rss_mib()
     t0 = time.perf_counter()

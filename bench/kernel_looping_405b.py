@@ -20,10 +20,10 @@ LAYERS = (8, 32, 126)
 def _passes(layers: int) -> tuple[float, float, int, int]:
     from xdsl.context import Context
 
-    from frontend.builder import build_decode_step
-    from frontend.config import load_model_config
-    from passes.kernel_looping import KernelLooping
-    from passes.outline_kernels import OutlineKernels
+    from rdu_compiler.frontend.builder import build_decode_step
+    from rdu_compiler.frontend.config import load_model_config
+    from rdu_compiler.passes.kernel_looping import KernelLooping
+    from rdu_compiler.passes.outline_kernels import OutlineKernels
 
     module = build_decode_step(load_model_config(MODEL, layers=layers))
     ctx = Context()

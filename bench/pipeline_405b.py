@@ -26,11 +26,11 @@ COLUMNS = ("import", *PASSES, "emit")
 def _in_process(layers: int, looped: bool) -> dict[str, float]:
     from xdsl.context import Context
 
-    from frontend.builder import build_decode_step
-    from frontend.config import load_model_config
-    from lowering.emit_program import build_program
-    from lowering.pipeline import pipeline_passes
-    from simulator.program import encode_program
+    from rdu_compiler.frontend.builder import build_decode_step
+    from rdu_compiler.frontend.config import load_model_config
+    from rdu_compiler.lowering.emit_program import build_program
+    from rdu_compiler.lowering.pipeline import pipeline_passes
+    from rdu_compiler.simulator.program import encode_program
 
     times: dict[str, float] = {}
     t = time.perf_counter()

@@ -15,9 +15,9 @@ calibration. Run: `python bench/sensitivity.py`.
 
 from __future__ import annotations
 
-from lowering.pipeline import compile_program
-from simulator.hardware import get_preset
-from simulator.timing import simulate
+from rdu_compiler.lowering.pipeline import compile_program
+from rdu_compiler.simulator.hardware import get_preset
+from rdu_compiler.simulator.timing import simulate
 
 CASES = (("llama-3.1-8b", 1), ("llama-3.1-8b", 8), ("llama-3.1-70b", 16))
 SCALES = (0, 0.25, 0.5, 1, 2, 4, 8)

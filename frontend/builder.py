@@ -28,9 +28,9 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
-from frontend.config import CHECKPOINT_NAMES, ModelConfig, TensorSpec
-from rdu_dialect.dfk import SliceOp, StackOp, slice_type
-from rdu_dialect.llm import (
+from rdu_compiler.frontend.config import CHECKPOINT_NAMES, ModelConfig, TensorSpec
+from rdu_compiler.rdu_dialect.dfk import SliceOp, StackOp, slice_type
+from rdu_compiler.rdu_dialect.llm import (
     LAYER_ATTR,
     AddOp,
     ArgmaxOp,

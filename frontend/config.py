@@ -811,7 +811,7 @@ def parse_hf_config(
 
 
 def _preset_dir():
-    return resources.files(__package__ or "frontend").joinpath("presets")
+    return resources.files(__package__ or "rdu_compiler.frontend").joinpath("presets")
 
 
 def list_presets() -> list[str]:

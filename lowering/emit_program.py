@@ -25,10 +25,10 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute
 from xdsl.utils.target import Target
 
-from lowering.lower_dfk_to_rdu import HARDWARE_ATTR
-from rdu_dialect import rdu
-from rdu_dialect.llm import sockets_of
-from simulator.program import (
+from rdu_compiler.lowering.lower_dfk_to_rdu import HARDWARE_ATTR
+from rdu_compiler.rdu_dialect import rdu
+from rdu_compiler.rdu_dialect.llm import sockets_of
+from rdu_compiler.simulator.program import (
     Access,
     Agcu,
     Binding,

@@ -69,12 +69,12 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
-from passes.cost_model import op_cost, tensor_bytes
-from rdu_dialect import dfk, llm, rdu
-from rdu_dialect.interpreter import ENTRY
-from rdu_dialect.llm import LAYER_ATTR, sockets_of
-from simulator.hardware import HardwarePreset, PresetError, get_preset
-from simulator.numerics import DTYPES, bytes_of
+from rdu_compiler.passes.cost_model import op_cost, tensor_bytes
+from rdu_compiler.rdu_dialect import dfk, llm, rdu
+from rdu_compiler.rdu_dialect.interpreter import ENTRY
+from rdu_compiler.rdu_dialect.llm import LAYER_ATTR, sockets_of
+from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
+from rdu_compiler.simulator.numerics import DTYPES, bytes_of
 
 __all__ = ["HARDWARE_ATTR", "LowerDfkToRdu", "Mapping"]
 

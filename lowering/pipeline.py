@@ -18,14 +18,14 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 from xdsl.transforms.canonicalize import CanonicalizePass
 
-from frontend.builder import build_decode_step
-from frontend.config import ModelConfig, load_model_config
-from lowering.emit_program import build_program
-from lowering.lower_dfk_to_rdu import LowerDfkToRdu, Mapping
-from passes.kernel_looping import DisableKernelLooping, KernelLooping
-from passes.outline_kernels import OutlineKernels
-from passes.shard_tensor_parallel import ShardTensorParallel
-from simulator.program import Program, validate_program
+from rdu_compiler.frontend.builder import build_decode_step
+from rdu_compiler.frontend.config import ModelConfig, load_model_config
+from rdu_compiler.lowering.emit_program import build_program
+from rdu_compiler.lowering.lower_dfk_to_rdu import LowerDfkToRdu, Mapping
+from rdu_compiler.passes.kernel_looping import DisableKernelLooping, KernelLooping
+from rdu_compiler.passes.outline_kernels import OutlineKernels
+from rdu_compiler.passes.shard_tensor_parallel import ShardTensorParallel
+from rdu_compiler.simulator.program import Program, validate_program
 
 __all__ = ["RduPipeline", "compile_program", "pipeline_passes"]
 

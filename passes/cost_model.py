@@ -53,8 +53,8 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
 from xdsl.ir import Attribute, Operation, SSAValue
 
-from frontend.builder import MODEL_ATTR
-from rdu_dialect.llm import (
+from rdu_compiler.frontend.builder import MODEL_ATTR
+from rdu_compiler.rdu_dialect.llm import (
     AttentionOp,
     EmbeddingOp,
     KVCacheWriteOp,
@@ -64,7 +64,7 @@ from rdu_dialect.llm import (
     ParamOp,
     RMSNormOp,
 )
-from simulator.numerics import bytes_of
+from rdu_compiler.simulator.numerics import bytes_of
 
 __all__ = ["OpCost", "tensor_bytes", "op_cost", "total_cost", "step_stats", "STATS_KEYS"]
 

@@ -71,8 +71,8 @@ from xdsl.rewriter import InsertPoint
 from xdsl.traits import is_side_effect_free
 from xdsl.utils.exceptions import PassFailedException
 
-from passes.kernels import kernel_for, symbol_for
-from rdu_dialect.dfk import (
+from rdu_compiler.passes.kernels import kernel_for, symbol_for
+from rdu_compiler.rdu_dialect.dfk import (
     CallOp,
     KernelOp,
     LoopOp,
@@ -84,8 +84,8 @@ from rdu_dialect.dfk import (
     YieldOp,
     stacked_type,
 )
-from rdu_dialect.llm import LAYER_ATTR, ParamOp, WeightOp
-from rdu_dialect.symbols import lookup_symbol
+from rdu_compiler.rdu_dialect.llm import LAYER_ATTR, ParamOp, WeightOp
+from rdu_compiler.rdu_dialect.symbols import lookup_symbol
 
 NO_KERNEL_LOOPING = "dfk.no_kernel_looping"
 """Module attribute (unit): the `dfk.call` canonicalization must not loop calls."""

@@ -14,8 +14,8 @@ from collections.abc import Callable, Hashable
 
 from xdsl.ir import Block, Operation, SSAValue
 
-from rdu_dialect.dfk import KernelOp
-from rdu_dialect.symbols import lookup_symbol
+from rdu_compiler.rdu_dialect.dfk import KernelOp
+from rdu_compiler.rdu_dialect.symbols import lookup_symbol
 
 
 def structure_key(block: Block) -> Hashable:

@@ -42,9 +42,9 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.utils.exceptions import PassFailedException
 
-from passes.kernels import kernel_for
-from rdu_dialect.dfk import CallOp, KernelOp, ReturnOp
-from rdu_dialect.llm import LAYER_ATTR, ParamOp, WeightOp, layer_of
+from rdu_compiler.passes.kernels import kernel_for
+from rdu_compiler.rdu_dialect.dfk import CallOp, KernelOp, ReturnOp
+from rdu_compiler.rdu_dialect.llm import LAYER_ATTR, ParamOp, WeightOp, layer_of
 
 
 def _outlinable(op: Operation) -> bool:

@@ -65,9 +65,9 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.utils.exceptions import PassFailedException
 
-from passes.kernels import kernel_for
-from rdu_dialect import dfk, llm
-from rdu_dialect.symbols import lookup_symbol
+from rdu_compiler.passes.kernels import kernel_for
+from rdu_compiler.rdu_dialect import dfk, llm
+from rdu_compiler.rdu_dialect.symbols import lookup_symbol
 
 SOCKET_COUNTS = (1, 2, 4, 8, 16)
 """The socket counts the pass accepts (SN40L systems of 1 to 16 sockets)."""

@@ -73,7 +73,7 @@ from xdsl.traits import (
 )
 from xdsl.utils.exceptions import VerifyException
 
-from rdu_dialect.symbols import lookup_symbol
+from rdu_compiler.rdu_dialect.symbols import lookup_symbol
 
 
 def stacked_type(t: TensorType, n: int) -> TensorType:
@@ -301,7 +301,7 @@ class CallCanonicalization(HasCanonicalizationPatternsTrait):
 
     @classmethod
     def get_canonicalization_patterns(cls) -> tuple[RewritePattern, ...]:
-        from passes.kernel_looping import LoopConsecutiveCalls
+        from rdu_compiler.passes.kernel_looping import LoopConsecutiveCalls
 
         return (LoopConsecutiveCalls(),)
 

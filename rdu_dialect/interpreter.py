@@ -64,10 +64,10 @@ from xdsl.interpreters.func import FuncFunctions
 from xdsl.ir import Attribute, Operation
 from xdsl.traits import SymbolTable
 
-from rdu_dialect import dfk, llm
-from rdu_dialect.symbols import lookup_symbol
-from simulator import numerics
-from simulator.weights import WeightSource
+from rdu_compiler.rdu_dialect import dfk, llm
+from rdu_compiler.rdu_dialect.symbols import lookup_symbol
+from rdu_compiler.simulator import numerics
+from rdu_compiler.simulator.weights import WeightSource
 
 __all__ = [
     "ENTRY",

@@ -95,7 +95,7 @@ from xdsl.traits import (
 )
 from xdsl.utils.exceptions import VerifyException
 
-from rdu_dialect.symbols import lookup_symbol
+from rdu_compiler.rdu_dialect.symbols import lookup_symbol
 
 LAYER_ATTR = "llm.layer"
 """Discardable attribute (`IntegerAttr` i64 >= 0) marking the ops of one decoder layer."""

@@ -71,7 +71,7 @@ from xdsl.traits import HasParent, IsolatedFromAbove, NoTerminator, SymbolOpInte
 from xdsl.utils.exceptions import VerifyException
 from xdsl.utils.hints import isa
 
-from rdu_dialect.symbols import lookup_symbol
+from rdu_compiler.rdu_dialect.symbols import lookup_symbol
 
 # ----------------------------------------------------------------------------------------------
 # Attributes and types

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from simulator import numerics as N
-from simulator.program import (
+from rdu_compiler.simulator import numerics as N
+from rdu_compiler.simulator.program import (
     COLLECTIVES,
     Access,
     Agcu,
@@ -34,7 +34,7 @@ from simulator.program import (
     Source,
     Tensor,
 )
-from simulator.weights import WeightSource
+from rdu_compiler.simulator.weights import WeightSource
 
 __all__ = ["FunctionalError", "FunctionalSimulator", "available_memory", "memory_needed"]
 

@@ -36,8 +36,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from simulator.hardware import HardwarePreset, PresetError, get_preset
-from simulator.numerics import OPS, bytes_of
+from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
+from rdu_compiler.simulator.numerics import OPS, bytes_of
 
 __all__ = [
     "COLLECTIVES",

@@ -34,10 +34,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from simulator.hardware import HardwarePreset
-from simulator.numerics import bytes_of
-from simulator.program import COLLECTIVES, Agcu, Launch, Program, Tensor
-from simulator.timing import StepTiming
+from rdu_compiler.simulator.hardware import HardwarePreset
+from rdu_compiler.simulator.numerics import bytes_of
+from rdu_compiler.simulator.program import COLLECTIVES, Agcu, Launch, Program, Tensor
+from rdu_compiler.simulator.timing import StepTiming
 
 __all__ = ["summarize", "format_table", "chrome_trace"]
 

@@ -50,8 +50,8 @@ from typing import Any
 
 import msgspec
 
-from simulator.hardware import HardwarePreset
-from simulator.program import COLLECTIVES, Agcu, Kernel, Launch, Pcu, Pmu, Program, Section
+from rdu_compiler.simulator.hardware import HardwarePreset
+from rdu_compiler.simulator.program import COLLECTIVES, Agcu, Kernel, Launch, Pcu, Pmu, Program, Section
 
 __all__ = ["CallTiming", "Span", "StepTiming", "simulate"]
 

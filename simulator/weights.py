@@ -50,7 +50,7 @@ from typing import Any, Sequence
 import ml_dtypes
 import numpy as np
 
-from simulator.numerics import dtype_from_name, round_to
+from rdu_compiler.simulator.numerics import dtype_from_name, round_to
 
 __all__ = [
     "CheckpointWeights",

@@ -17,8 +17,8 @@ class UserError(Exception):
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input, not a bug (imported lazily: keeps start-up cheap)."""
-    from frontend.config import ConfigError
-    from simulator.weights import WeightError
+    from rdu_compiler.frontend.config import ConfigError
+    from rdu_compiler.simulator.weights import WeightError
     from xdsl.utils.exceptions import DiagnosticException, ParseError
 
     return (UserError, ConfigError, WeightError, ParseError, DiagnosticException, OSError)

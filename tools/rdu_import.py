@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from tools.cli import UserError, run_tool, write_atomically
+from rdu_compiler.tools.cli import UserError, run_tool, write_atomically
 
 PROG = "rdu-import"
 
@@ -53,7 +53,7 @@ def _positive(text: str) -> int:
 
 
 def _arguments() -> argparse.ArgumentParser:
-    from frontend.builder import DEFAULT_CONTEXT, DTYPES
+    from rdu_compiler.frontend.builder import DEFAULT_CONTEXT, DTYPES
 
     p = _Parser(
         prog=PROG,
@@ -131,8 +131,8 @@ def _main(argv: Sequence[str] | None) -> int:
 
     from xdsl.printer import Printer
 
-    from frontend.builder import build_decode_step, default_context
-    from frontend.config import load_model_config
+    from rdu_compiler.frontend.builder import build_decode_step, default_context
+    from rdu_compiler.frontend.config import load_model_config
 
     config = load_model_config(args.model, layers=args.layers)
     context = default_context(config) if args.context is None else args.context
@@ -145,7 +145,7 @@ def _main(argv: Sequence[str] | None) -> int:
     module.verify()  # cheap (0.2 s at 126 layers); a config the builder mishandles fails here
 
     if args.stats:
-        from passes.cost_model import step_stats
+        from rdu_compiler.passes.cost_model import step_stats
 
         stats = step_stats(module)
         text = json.dumps(stats, indent=2) + "\n" if args.json else _stats_table(stats)

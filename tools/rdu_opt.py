@@ -29,8 +29,9 @@ from xdsl.utils.exceptions import (
 from xdsl.utils.lexer import Span
 from xdsl.xdsl_opt_main import xDSLOptMain
 
-from tools.cli import UserError, write_atomically
-from tools.universe import DIALECTS, PASSES, TARGETS
+from rdu_compiler import __version__
+from rdu_compiler.tools.cli import UserError, write_atomically
+from rdu_compiler.tools.universe import DIALECTS, PASSES, TARGETS
 
 
 class _SpanRecordingParser(Parser):
@@ -71,6 +72,8 @@ def _one_line(op: Operation, limit: int = 160) -> str:
 
 class RduOptMain(xDSLOptMain):
     """xDSL's opt driver, with every upstream dialect and pass plus ours."""
+
+    version_format = f"rdu-opt (rdu-compiler {__version__}) built from xdsl version {{xdsl_version}}"
 
     def __init__(self, description: str = __doc__.split("\n")[0], args=None):
         self._op_spans: WeakKeyDictionary[Operation, Span] = WeakKeyDictionary()

@@ -33,7 +33,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from tools.cli import (
+from rdu_compiler.tools.cli import (
     UserError,
     decode_loop,
     decode_steps,
@@ -112,8 +112,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         _positive(name, value)
     _positive("--steps", args.steps, 0)
 
-    from frontend.builder import default_context
-    from frontend.config import load_model_config
+    from rdu_compiler.frontend.builder import default_context
+    from rdu_compiler.frontend.config import load_model_config
 
     config = load_model_config(args.model, layers=args.layers)
     prompt = parse_prompt(args.prompt, config.vocab_size, config.name)
@@ -165,10 +165,10 @@ def _reference_engine(args: argparse.Namespace, config, context: int):
     ``(step, weights)``; the step keeps the KV caches."""
     from xdsl.context import Context
 
-    from frontend.builder import build_decode_step
-    from passes.shard_tensor_parallel import ShardTensorParallel
-    from rdu_dialect.interpreter import ReferenceEngine, ReferenceEngineError
-    from simulator.weights import open_weights
+    from rdu_compiler.frontend.builder import build_decode_step
+    from rdu_compiler.passes.shard_tensor_parallel import ShardTensorParallel
+    from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine, ReferenceEngineError
+    from rdu_compiler.simulator.weights import open_weights
 
     weights = open_weights(args.weights, args.seed)
     module = build_decode_step(config, batch=args.batch, context=context, dtype=args.dtype)
@@ -191,9 +191,9 @@ def _reference_engine(args: argparse.Namespace, config, context: int):
 
 def _compile(args: argparse.Namespace, config, context: int, looping: bool, launch: str):
     """The default pipeline, in process: import -> passes -> lowering -> program."""
-    from frontend.builder import build_decode_step
-    from lowering.pipeline import compile_program
-    from simulator.program import ProgramError
+    from rdu_compiler.frontend.builder import build_decode_step
+    from rdu_compiler.lowering.pipeline import compile_program
+    from rdu_compiler.simulator.program import ProgramError
 
     module = build_decode_step(config, batch=args.batch, context=context, dtype=args.dtype)
     try:
@@ -205,8 +205,8 @@ def _compile(args: argparse.Namespace, config, context: int, looping: bool, laun
 
 def _sim_engine(args: argparse.Namespace, config, context: int):
     """Real numbers through the simulator: ``(step, weights)``."""
-    from simulator.functional import FunctionalError, FunctionalSimulator
-    from simulator.weights import open_weights
+    from rdu_compiler.simulator.functional import FunctionalError, FunctionalSimulator
+    from rdu_compiler.simulator.weights import open_weights
 
     weights = open_weights(args.weights, args.seed)
     program = _compile(args, config, context, not args.no_kernel_looping,
@@ -243,9 +243,9 @@ def _timing(args: argparse.Namespace, config, context: int, launch: str,
             variants: Sequence[str], progress: _Progress) -> tuple[dict, float]:
     """``{"looped", "unlooped", "speedup"}`` of one launch mode (a variant not in `variants`
     and the speedup then null), and the roofline ms/token (the same for every variant)."""
-    from simulator.hardware import get_preset
-    from simulator.report import summarize
-    from simulator.timing import simulate
+    from rdu_compiler.simulator.hardware import get_preset
+    from rdu_compiler.simulator.report import summarize
+    from rdu_compiler.simulator.timing import simulate
 
     timing: dict = {"looped": None, "unlooped": None, "speedup": None}
     for variant in variants:

@@ -16,7 +16,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from tools.cli import (
+from rdu_compiler.tools.cli import (
     UserError,
     decode_loop,
     decode_steps,
@@ -50,8 +50,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from simulator.hardware import get_preset
-    from simulator.program import load_program
+    from rdu_compiler.simulator.hardware import get_preset
+    from rdu_compiler.simulator.program import load_program
 
     program = load_program(args.program)
     preset = get_preset(program.hardware)
@@ -61,8 +61,8 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def _functional(args: argparse.Namespace, program) -> int:
-    from simulator.functional import FunctionalSimulator
-    from simulator.weights import open_weights
+    from rdu_compiler.simulator.functional import FunctionalSimulator
+    from rdu_compiler.simulator.weights import open_weights
 
     logits = next(v for v in program.values if v.role == "output")
     prompt = parse_prompt(args.prompt, logits.shape[-1], program.model)
@@ -86,8 +86,8 @@ def _functional(args: argparse.Namespace, program) -> int:
 
 
 def _timing(args: argparse.Namespace, program, preset) -> int:
-    from simulator.report import chrome_trace, format_table, summarize
-    from simulator.timing import simulate
+    from rdu_compiler.simulator.report import chrome_trace, format_table, summarize
+    from rdu_compiler.simulator.timing import simulate
 
     timing = simulate(program, preset, trace=args.trace is not None)
     summary = summarize(program, preset, timing)
@@ -99,10 +99,10 @@ def _timing(args: argparse.Namespace, program, preset) -> int:
 
 def _errors() -> tuple[type[BaseException], ...]:
     """User errors of the simulator alone (tools.cli's default list would import xDSL)."""
-    from simulator.functional import FunctionalError
-    from simulator.hardware import PresetError
-    from simulator.program import ProgramError
-    from simulator.weights import WeightError
+    from rdu_compiler.simulator.functional import FunctionalError
+    from rdu_compiler.simulator.hardware import PresetError
+    from rdu_compiler.simulator.program import ProgramError
+    from rdu_compiler.simulator.weights import WeightError
 
     return (UserError, ProgramError, PresetError, WeightError, FunctionalError, OSError)
 

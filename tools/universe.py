@@ -13,19 +13,19 @@ from xdsl.utils.target import Target
 
 
 def _llm() -> Dialect:
-    from rdu_dialect.llm import LLM
+    from rdu_compiler.rdu_dialect.llm import LLM
 
     return LLM
 
 
 def _dfk() -> Dialect:
-    from rdu_dialect.dfk import DFK
+    from rdu_compiler.rdu_dialect.dfk import DFK
 
     return DFK
 
 
 def _rdu() -> Dialect:
-    from rdu_dialect.rdu import RDU
+    from rdu_compiler.rdu_dialect.rdu import RDU
 
     return RDU
 
@@ -34,43 +34,43 @@ DIALECTS: dict[str, Callable[[], Dialect]] = {"llm": _llm, "dfk": _dfk, "rdu": _
 
 
 def _outline_kernels() -> type[ModulePass]:
-    from passes.outline_kernels import OutlineKernels
+    from rdu_compiler.passes.outline_kernels import OutlineKernels
 
     return OutlineKernels
 
 
 def _kernel_looping() -> type[ModulePass]:
-    from passes.kernel_looping import KernelLooping
+    from rdu_compiler.passes.kernel_looping import KernelLooping
 
     return KernelLooping
 
 
 def _disable_kernel_looping() -> type[ModulePass]:
-    from passes.kernel_looping import DisableKernelLooping
+    from rdu_compiler.passes.kernel_looping import DisableKernelLooping
 
     return DisableKernelLooping
 
 
 def _shard_tensor_parallel() -> type[ModulePass]:
-    from passes.shard_tensor_parallel import ShardTensorParallel
+    from rdu_compiler.passes.shard_tensor_parallel import ShardTensorParallel
 
     return ShardTensorParallel
 
 
 def _lower_dfk_to_rdu() -> type[ModulePass]:
-    from lowering.lower_dfk_to_rdu import LowerDfkToRdu
+    from rdu_compiler.lowering.lower_dfk_to_rdu import LowerDfkToRdu
 
     return LowerDfkToRdu
 
 
 def _rdu_pipeline() -> type[ModulePass]:
-    from lowering.pipeline import RduPipeline
+    from rdu_compiler.lowering.pipeline import RduPipeline
 
     return RduPipeline
 
 
 def _rdu_program() -> type[Target]:
-    from lowering.emit_program import RduProgramTarget
+    from rdu_compiler.lowering.emit_program import RduProgramTarget
 
     return RduProgramTarget
 

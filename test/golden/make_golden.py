@@ -60,8 +60,8 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
-from frontend.config import load_model_config, read_config_dict  # noqa: E402
-from simulator.weights import RandomWeights, save_safetensors  # noqa: E402
+from rdu_compiler.frontend.config import load_model_config, read_config_dict  # noqa: E402
+from rdu_compiler.simulator.weights import RandomWeights, save_safetensors  # noqa: E402
 
 TINY_PRESETS = (
     "tiny-llama",

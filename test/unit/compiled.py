@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from simulator.program import Program
+from rdu_compiler.simulator.program import Program
 
 
 @lru_cache(maxsize=None)
@@ -14,18 +14,18 @@ def compiled(model: str, *, sockets: int = 1, looped: bool = True, batch: int = 
              hw_overrides: str = "") -> Program:
     """``compile_program``; with ``hw_overrides`` (e.g. fewer PCUs, to force kernels split
     into sections) the same passes with the lowering's ``hw-overrides`` option."""
-    from lowering.pipeline import compile_program
+    from rdu_compiler.lowering.pipeline import compile_program
 
     if not hw_overrides:
         return compile_program(model, sockets=sockets, kernel_looping=looped, batch=batch,
                                context=context, launch=launch, fusion=fusion)
     from xdsl.context import Context
 
-    from frontend.builder import build_decode_step
-    from frontend.config import load_model_config
-    from lowering.emit_program import build_program
-    from lowering.lower_dfk_to_rdu import LowerDfkToRdu
-    from lowering.pipeline import pipeline_passes
+    from rdu_compiler.frontend.builder import build_decode_step
+    from rdu_compiler.frontend.config import load_model_config
+    from rdu_compiler.lowering.emit_program import build_program
+    from rdu_compiler.lowering.lower_dfk_to_rdu import LowerDfkToRdu
+    from rdu_compiler.lowering.pipeline import pipeline_passes
 
     module = build_decode_step(load_model_config(model), batch=batch, context=context)
     ctx = Context()

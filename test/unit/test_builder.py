@@ -6,10 +6,10 @@ import pytest
 from xdsl.dialects import func
 from xdsl.dialects.builtin import NameLoc
 
-from frontend.builder import build_decode_step, default_context
-from frontend.config import list_presets, load_model_config
-from rdu_dialect.dfk import SliceOp, StackOp
-from rdu_dialect.llm import AttentionOp, MoEOp, ParamOp, WeightOp, layer_of
+from rdu_compiler.frontend.builder import build_decode_step, default_context
+from rdu_compiler.frontend.config import list_presets, load_model_config
+from rdu_compiler.rdu_dialect.dfk import SliceOp, StackOp
+from rdu_compiler.rdu_dialect.llm import AttentionOp, MoEOp, ParamOp, WeightOp, layer_of
 
 
 def step_of(module) -> func.FuncOp:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from frontend.config import (
+from rdu_compiler.frontend.config import (
     ARCHITECTURES,
     CHECKPOINT_NAMES,
     ConfigError,

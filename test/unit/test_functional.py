@@ -13,10 +13,10 @@ import pytest
 
 from compiled import compiled
 from logit_tolerance import BF16_ULPS, SAME_ROUNDING_ULPS, check_logits, logit_tolerance
-from simulator import numerics as N
-from simulator.functional import FunctionalError, FunctionalSimulator, memory_needed
-from simulator.program import load_program
-from simulator.weights import RandomWeights
+from rdu_compiler.simulator import numerics as N
+from rdu_compiler.simulator.functional import FunctionalError, FunctionalSimulator, memory_needed
+from rdu_compiler.simulator.program import load_program
+from rdu_compiler.simulator.weights import RandomWeights
 from toy_program import B, build_toy, reference, toy_data
 
 TINY = ["tiny-llama", "tiny-mistral", "tiny-mixtral", "tiny-qwen2", "tiny-qwen3",
@@ -65,9 +65,9 @@ def test_toy_corrupted_tile_offset():
 @lru_cache(maxsize=None)
 def reference_run(preset: str) -> tuple[list[int], list[np.ndarray]]:
     """The reference's tokens (prompt, then its greedy tokens) and logits at every step."""
-    from frontend.builder import build_decode_step
-    from frontend.config import load_model_config
-    from rdu_dialect.interpreter import ReferenceEngine
+    from rdu_compiler.frontend.builder import build_decode_step
+    from rdu_compiler.frontend.config import load_model_config
+    from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine
 
     module = build_decode_step(load_model_config(preset), batch=BATCH, context=CONTEXT)
     engine = ReferenceEngine(module, RandomWeights(SEED))

@@ -51,7 +51,7 @@ def test_roundtrip_files_exist():
 
 @pytest.mark.parametrize("path", ROUNDTRIP_FILES, ids=lambda p: str(p.relative_to(SUITE)))
 def test_generic_form_parses_with_mlir_opt(path: Path, mlir_opt: str):
-    rdu_opt = [sys.executable, "-m", "tools.rdu_opt"]
+    rdu_opt = [sys.executable, "-m", "rdu_compiler.tools.rdu_opt"]
     generic = run([*rdu_opt, "--print-op-generic", str(path)], "")
     upstream = run([mlir_opt, "--allow-unregistered-dialect", "--mlir-print-op-generic"], generic)
     reparsed = run(rdu_opt, upstream)

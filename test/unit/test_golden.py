@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from frontend.builder import build_decode_step
-from frontend.config import list_presets, load_model_config
+from rdu_compiler.frontend.builder import build_decode_step
+from rdu_compiler.frontend.config import list_presets, load_model_config
 from logit_tolerance import BF16_ULPS, check_logits
-from rdu_dialect.interpreter import ReferenceEngine
-from simulator.weights import RandomWeights
+from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine
+from rdu_compiler.simulator.weights import RandomWeights
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 TINY = [p for p in list_presets() if p.startswith("tiny-")]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.hardware import (
+from rdu_compiler.simulator.hardware import (
     HardwarePreset,
     PresetError,
     Provenance,

@@ -9,10 +9,10 @@ from xdsl.dialects.builtin import Builtin, IntegerAttr, i64
 from xdsl.dialects.func import Func
 from xdsl.parser import Parser
 
-from rdu_dialect.dfk import DFK
-from rdu_dialect.interpreter import Ranks, ReferenceEngineError, make_interpreter
-from rdu_dialect.llm import LLM, SOCKETS_ATTR
-from simulator.weights import RandomWeights
+from rdu_compiler.rdu_dialect.dfk import DFK
+from rdu_compiler.rdu_dialect.interpreter import Ranks, ReferenceEngineError, make_interpreter
+from rdu_compiler.rdu_dialect.llm import LLM, SOCKETS_ATTR
+from rdu_compiler.simulator.weights import RandomWeights
 
 
 def parse(text: str):

@@ -14,13 +14,13 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.parser import Parser
 from xdsl.transforms.canonicalize import CanonicalizePass
 
-from frontend.config import load_model_config
-from passes.kernel_looping import DisableKernelLooping, KernelLooping
-from passes.outline_kernels import OutlineKernels
-from rdu_dialect.dfk import DFK, CallOp, KernelOp, LoopOp
-from rdu_dialect.interpreter import make_interpreter
-from rdu_dialect.llm import LLM, ParamOp
-from simulator.weights import RandomWeights
+from rdu_compiler.frontend.config import load_model_config
+from rdu_compiler.passes.kernel_looping import DisableKernelLooping, KernelLooping
+from rdu_compiler.passes.outline_kernels import OutlineKernels
+from rdu_compiler.rdu_dialect.dfk import DFK, CallOp, KernelOp, LoopOp
+from rdu_compiler.rdu_dialect.interpreter import make_interpreter
+from rdu_compiler.rdu_dialect.llm import LLM, ParamOp
+from rdu_compiler.simulator.weights import RandomWeights
 from test_outline_kernels import TINY, assert_same, build, entry_calls, run_steps
 
 PIPELINES = {

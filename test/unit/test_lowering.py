@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from xdsl.utils.exceptions import PassFailedException
 
-from frontend.builder import build_decode_step
-from frontend.config import list_presets, load_model_config
-from lowering.lower_dfk_to_rdu import Mapping
-from lowering.pipeline import compile_program
-from rdu_dialect.interpreter import ReferenceEngine
-from simulator.functional import FunctionalSimulator
-from simulator.hardware import get_preset
-from simulator.program import Agcu, Kernel, Launch, Program, encode_program, validate_program
-from simulator.weights import RandomWeights
+from rdu_compiler.frontend.builder import build_decode_step
+from rdu_compiler.frontend.config import list_presets, load_model_config
+from rdu_compiler.lowering.lower_dfk_to_rdu import Mapping
+from rdu_compiler.lowering.pipeline import compile_program
+from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine
+from rdu_compiler.simulator.functional import FunctionalSimulator
+from rdu_compiler.simulator.hardware import get_preset
+from rdu_compiler.simulator.program import Agcu, Kernel, Launch, Program, encode_program, validate_program
+from rdu_compiler.simulator.weights import RandomWeights
 
 TINY = [p for p in list_presets() if p.startswith("tiny-")]
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator import numerics as N
+from rdu_compiler.simulator import numerics as N
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 BF16_RTOL = 2.0**-7  # one bf16 ulp, relative
@@ -614,18 +614,19 @@ def test_no_compiler_imports():
     import ast
     import pathlib
 
-    import simulator
+    from rdu_compiler import simulator
 
     root = pathlib.Path(simulator.__file__).parent
     for fname in ("numerics.py", "weights.py"):
         tree = ast.parse((root / fname).read_text())
         mods = set()
         for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                mods |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom):
-                mods.add((node.module or "").split(".")[0])
-        allowed = {"numpy", "ml_dtypes", "safetensors", "simulator", "__future__", "math",
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:  # our own modules by layer (rdu_compiler.<layer>), others by root
+                parts = name.split(".")
+                mods.add(".".join(parts[:2]) if parts[0] == "rdu_compiler" else parts[0])
+        allowed = {"numpy", "ml_dtypes", "safetensors", "rdu_compiler.simulator", "__future__", "math",
                    "dataclasses", "typing", "hashlib", "json", "os", "re", "struct", "abc",
                    "collections", "pathlib"}
         assert mods <= allowed, (fname, mods - allowed)

@@ -7,13 +7,13 @@ from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 
-from frontend.builder import build_decode_step
-from frontend.config import list_presets, load_model_config
-from passes.outline_kernels import OutlineKernels
-from rdu_dialect.dfk import CallOp, KernelOp
-from rdu_dialect.interpreter import ReferenceEngine
-from rdu_dialect.llm import LAYER_ATTR
-from simulator.weights import RandomWeights
+from rdu_compiler.frontend.builder import build_decode_step
+from rdu_compiler.frontend.config import list_presets, load_model_config
+from rdu_compiler.passes.outline_kernels import OutlineKernels
+from rdu_compiler.rdu_dialect.dfk import CallOp, KernelOp
+from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine
+from rdu_compiler.rdu_dialect.llm import LAYER_ATTR
+from rdu_compiler.simulator.weights import RandomWeights
 
 TINY = [name for name in list_presets() if name.startswith("tiny-")]
 STEPS = 3

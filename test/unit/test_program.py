@@ -16,9 +16,9 @@ import msgspec
 import numpy as np
 import pytest
 
-from simulator import numerics as N
-from simulator.hardware import get_preset
-from simulator.program import (
+from rdu_compiler.simulator import numerics as N
+from rdu_compiler.simulator.hardware import get_preset
+from rdu_compiler.simulator.program import (
     Kernel,
     Launch,
     Program,
@@ -590,14 +590,14 @@ def test_validate_against_a_given_preset():
 
 
 def test_dtypes_match_numerics():
-    from simulator.program import DType
+    from rdu_compiler.simulator.program import DType
 
     assert set(DType.__args__) == set(N.DTYPES)
 
 
 def test_no_xdsl_or_compiler_import():
-    code = ("import simulator.program, simulator.hardware, sys; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('xdsl', 'rdu_dialect', 'passes', 'lowering', 'frontend', 'tools')]; "
+    code = ("import rdu_compiler.simulator.program, rdu_compiler.simulator.hardware, sys; "
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'xdsl' or m.split('.')[:2] in "
+            "(['rdu_compiler', p] for p in ('rdu_dialect', 'passes', 'lowering', 'frontend', 'tools'))]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from frontend.config import load_model_config
+from rdu_compiler.frontend.config import load_model_config
 from logit_tolerance import BF16_ULPS, check_logits, logit_tolerance
-from simulator.weights import RandomWeights, save_safetensors
-from tools.rdu_run import main
+from rdu_compiler.simulator.weights import RandomWeights, save_safetensors
+from rdu_compiler.tools.rdu_run import main
 
 
 def run(capsys, *argv):

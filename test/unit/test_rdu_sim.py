@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from compiled import compiled
-from simulator.program import encode_program
+from rdu_compiler.simulator.program import encode_program
 from toy_program import build_toy
-from tools.rdu_sim import main
+from rdu_compiler.tools.rdu_sim import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +62,7 @@ def test_hardware_overrides(capsys, tiny):
 
 
 def test_functional_matches_the_reference_engine(capsys, tiny):
-    from tools.rdu_run import main as rdu_run
+    from rdu_compiler.tools.rdu_run import main as rdu_run
 
     code, out, err = run(capsys, tiny, "--functional", "--prompt", "3,9", "--steps", "4",
                          "--json")
@@ -116,18 +116,21 @@ def test_missing_file_and_console_script(tmp_path):
 
 def test_no_xdsl_or_compiler_import(tmp_path):
     """The simulator and rdu-sim run a program (timing and functional) importing only the
-    simulator, tools.cli and tools.rdu_sim."""
+    simulator, rdu_compiler.tools.cli and rdu_compiler.tools.rdu_sim."""
     path = tmp_path / "toy.json"
     path.write_bytes(encode_program(build_toy(looped=True, sockets=2)))
     code = (
         "import sys\n"
-        "import simulator.functional, simulator.timing, simulator.report\n"
-        "from tools.rdu_sim import main\n"
+        "import rdu_compiler.simulator.functional, rdu_compiler.simulator.timing\n"
+        "import rdu_compiler.simulator.report\n"
+        "from rdu_compiler.tools.rdu_sim import main\n"
         f"assert main([{str(path)!r}, '--json']) == 0\n"
         f"assert main([{str(path)!r}, '--functional', '--steps', '2']) == 0\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('xdsl', 'rdu_dialect', 'passes',"
-        " 'lowering', 'frontend') or (m.startswith('tools.') and m not in ('tools.cli',"
-        " 'tools.rdu_sim'))]\n"
+        "ours = ('rdu_compiler.rdu_dialect', 'rdu_compiler.passes', 'rdu_compiler.lowering',"
+        " 'rdu_compiler.frontend')\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'xdsl' or m.startswith(ours)"
+        " or (m.startswith('rdu_compiler.tools.') and m not in ('rdu_compiler.tools.cli',"
+        " 'rdu_compiler.tools.rdu_sim'))]\n"
         "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
 
@@ -135,8 +138,8 @@ def test_no_xdsl_or_compiler_import(tmp_path):
 def test_functional_weights_from_a_checkpoint(capsys, tiny, tmp_path):
     """Weights bound by name from a safetensors checkpoint (HF layout) give the same tokens as
     the seeded init they were saved from; every socket reads only its shard."""
-    from simulator.program import load_program
-    from simulator.weights import RandomWeights, save_safetensors
+    from rdu_compiler.simulator.program import load_program
+    from rdu_compiler.simulator.weights import RandomWeights, save_safetensors
 
     seeded = RandomWeights(3)
     params = [v for v in load_program(tiny).values if v.role == "param"]

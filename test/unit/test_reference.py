@@ -6,12 +6,12 @@ import re
 import numpy as np
 import pytest
 
-from frontend.builder import build_decode_step
-from frontend.config import list_presets, load_model_config, preset_path
+from rdu_compiler.frontend.builder import build_decode_step
+from rdu_compiler.frontend.config import list_presets, load_model_config, preset_path
 from independent_model import IndependentModel
 from logit_tolerance import SAME_ROUNDING_ULPS, check_logits
-from rdu_dialect.interpreter import ReferenceEngine
-from simulator.weights import (
+from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine
+from rdu_compiler.simulator.weights import (
     CheckpointWeights,
     RandomWeights,
     WeightError,

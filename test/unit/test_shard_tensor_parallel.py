@@ -15,16 +15,16 @@ from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import PassFailedException, VerifyException
 
-from frontend.builder import build_decode_step
-from frontend.config import list_presets, load_model_config
+from rdu_compiler.frontend.builder import build_decode_step
+from rdu_compiler.frontend.config import list_presets, load_model_config
 from logit_tolerance import BF16_ULPS, check_logits, logit_tolerance
-from passes.kernel_looping import KernelLooping
-from passes.outline_kernels import OutlineKernels
-from passes.shard_tensor_parallel import SOCKET_COUNTS, ShardTensorParallel
-from rdu_dialect.dfk import DFK, KernelOp
-from rdu_dialect.interpreter import ReferenceEngine
-from rdu_dialect.llm import LLM, SOCKETS_ATTR, AllGatherOp, AllReduceOp, ParamOp, ShardAttr
-from simulator.weights import RandomWeights
+from rdu_compiler.passes.kernel_looping import KernelLooping
+from rdu_compiler.passes.outline_kernels import OutlineKernels
+from rdu_compiler.passes.shard_tensor_parallel import SOCKET_COUNTS, ShardTensorParallel
+from rdu_compiler.rdu_dialect.dfk import DFK, KernelOp
+from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine
+from rdu_compiler.rdu_dialect.llm import LLM, SOCKETS_ATTR, AllGatherOp, AllReduceOp, ParamOp, ShardAttr
+from rdu_compiler.simulator.weights import RandomWeights
 from test_generic_form_mlir_opt import find_mlir_opt
 from test_generic_form_mlir_opt import run as run_tool
 

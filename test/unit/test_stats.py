@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from frontend.builder import build_decode_step
-from frontend.config import load_model_config
-from passes.cost_model import STATS_KEYS, op_cost, step_stats, total_cost
-from rdu_dialect.llm import AttentionOp, LinearOp, MoEOp
-from tools.rdu_import import main as rdu_import
+from rdu_compiler.frontend.builder import build_decode_step
+from rdu_compiler.frontend.config import load_model_config
+from rdu_compiler.passes.cost_model import STATS_KEYS, op_cost, step_stats, total_cost
+from rdu_compiler.rdu_dialect.llm import AttentionOp, LinearOp, MoEOp
+from rdu_compiler.tools.rdu_import import main as rdu_import
 
 GiB = 2**30
 

@@ -4,7 +4,7 @@ from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.dialects import test as test_dialect
 
-from rdu_dialect.symbols import lookup_symbol
+from rdu_compiler.rdu_dialect.symbols import lookup_symbol
 
 
 def make_func(name: str) -> func.FuncOp:

@@ -12,9 +12,9 @@ import msgspec
 import pytest
 
 from compiled import compiled
-from simulator.hardware import get_preset
-from simulator.report import chrome_trace, format_table, summarize
-from simulator.timing import simulate
+from rdu_compiler.simulator.hardware import get_preset
+from rdu_compiler.simulator.report import chrome_trace, format_table, summarize
+from rdu_compiler.simulator.timing import simulate
 
 SN40L = get_preset("sn40l")
 PER_CALL = dict(launch_software_s=0, launch_hardware_s=0, argument_load_s=0, program_load_s=0,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator import weights as W
-from simulator.numerics import round_to
+from rdu_compiler.simulator import weights as W
+from rdu_compiler.simulator.numerics import round_to
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
@@ -87,7 +87,7 @@ def test_init_distributions():
 
 
 def test_init_tiny_model_activations_stay_order_one():
-    from simulator import numerics as N
+    from rdu_compiler.simulator import numerics as N
 
     h = 32
     x = N.rms_norm(W.init_weight("model.embed_tokens.weight", (10, h), "f32", 0)[:4],

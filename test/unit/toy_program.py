@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from simulator import numerics as N
-from simulator.program import (
+from rdu_compiler.simulator import numerics as N
+from rdu_compiler.simulator.program import (
     Access,
     Agcu,
     Binding,
@@ -321,7 +321,7 @@ def build_toy(*, looped: bool, sockets: int = 1, layers: int = 2) -> Program:
 
 
 def toy_data(layers: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
-    from simulator.weights import init_weight
+    from rdu_compiler.simulator.weights import init_weight
 
     program = build_toy(looped=False, layers=layers)
     data = {v.name: init_weight(v.name, v.shape, "bf16", seed)
