@@ -31,22 +31,26 @@ CONTEXT = 4096
 def decode_table(launch: str) -> None:
     preset = get_preset("sn40l")
     print(f"decode, batch 1, context {CONTEXT}, {launch} launch, sn40l preset defaults")
-    print(f"{'model':<15}{'sockets':>8}  {'looping':<9}{'ms/token':>10}{'tokens/s':>10}"
-          f"{'% peak':>8}{'% roofline':>11}{'launches':>9}{'speedup':>9}")
+    print(
+        f"{'model':<15}{'sockets':>8}  {'looping':<9}{'ms/token':>10}{'tokens/s':>10}"
+        f"{'% peak':>8}{'% roofline':>11}{'launches':>9}{'speedup':>9}"
+    )
     for model in MODELS:
         for sockets in SOCKETS:
             rows = {}
             for looped in (False, True):
-                program = compile_program(model, sockets=sockets, kernel_looping=looped,
-                                          context=CONTEXT, launch=launch)
+                program = compile_program(
+                    model, sockets=sockets, kernel_looping=looped, context=CONTEXT, launch=launch
+                )
                 rows[looped] = summarize(program, preset, simulate(program, preset))
             speedup = rows[False]["ms_per_token"] / rows[True]["ms_per_token"]
             for looped, s in rows.items():
-                print(f"{model:<15}{sockets:>8}  {'looped' if looped else 'unlooped':<9}"
-                      f"{s['ms_per_token']:>10.3f}{s['tokens_per_s']:>10.1f}"
-                      f"{s['bandwidth_fraction_of_peak']:>8.1%}{s['roofline_fraction']:>11.1%}"
-                      f"{s['launches_per_token']:>9}"
-                      + (f"{speedup:>8.2f}x" if looped else ""))
+                print(
+                    f"{model:<15}{sockets:>8}  {'looped' if looped else 'unlooped':<9}"
+                    f"{s['ms_per_token']:>10.3f}{s['tokens_per_s']:>10.1f}"
+                    f"{s['bandwidth_fraction_of_peak']:>8.1%}{s['roofline_fraction']:>11.1%}"
+                    f"{s['launches_per_token']:>9}" + (f"{speedup:>8.2f}x" if looped else "")
+                )
 
 
 def simulator_speed() -> None:
@@ -58,8 +62,10 @@ def simulator_speed() -> None:
         start = time.perf_counter()
         timing = simulate(program, get_preset("sn40l"))
         runs.append(time.perf_counter() - start)
-    print(f"\nsimulator speed, llama-3.1-70b on 16 sockets (looped): compile {compiled:.2f} s, "
-          f"timing simulation {min(runs):.3f} s (best of 5, {timing.events} events; goal < 2 s)")
+    print(
+        f"\nsimulator speed, llama-3.1-70b on 16 sockets (looped): compile {compiled:.2f} s, "
+        f"timing simulation {min(runs):.3f} s (best of 5, {timing.events} events; goal < 2 s)"
+    )
 
 
 def functional_speed(preset: str = "tiny-llama", steps: int = 32, batch: int = 1) -> None:
@@ -78,8 +84,10 @@ def functional_speed(preset: str = "tiny-llama", steps: int = 32, batch: int = 1
     for p in range(steps):
         _, _, *caches = engine.step(tokens, positions + p, *caches)
     reference = time.perf_counter() - start
-    print(f"\nfunctional speed, {preset}, batch {batch}, {steps} decode steps "
-          f"(reference {reference:.3f} s):")
+    print(
+        f"\nfunctional speed, {preset}, batch {batch}, {steps} decode steps "
+        f"(reference {reference:.3f} s):"
+    )
     for sockets in (1, 2, 4):
         program = compile_program(preset, sockets=sockets, batch=batch, context=steps)
         sim = FunctionalSimulator(program, weights)
@@ -87,8 +95,10 @@ def functional_speed(preset: str = "tiny-llama", steps: int = 32, batch: int = 1
         for p in range(steps):
             sim.decode(tokens, positions + p)
         took = time.perf_counter() - start
-        print(f"  simulator on {sockets} socket(s): {took:.3f} s = {took / reference:.2f}x the "
-              f"reference (goal <= 5x)")
+        print(
+            f"  simulator on {sockets} socket(s): {took:.3f} s = {took / reference:.2f}x the "
+            f"reference (goal <= 5x)"
+        )
 
 
 def main() -> None:

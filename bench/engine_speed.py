@@ -62,13 +62,14 @@ def main() -> None:
     preset = get_preset("sn40l")
     for model, sockets in (("llama-3.1-8b", 1), ("llama-3.1-70b", 16)):
         for looped in (True, False):
-            program = compile_program(model, sockets=sockets, kernel_looping=looped,
-                                      context=4096)
+            program = compile_program(model, sockets=sockets, kernel_looping=looped, context=4096)
             ours = min(_timed(lambda: simulate(program, preset)) for _ in range(5))
             skeleton = min(simpy_skeleton(program, preset) for _ in range(5))
-            print(f"{model} on {sockets} socket(s), {'looped' if looped else 'unlooped'}: "
-                  f"full model {ours * 1e3:.1f} ms, SimPy skeleton {skeleton * 1e3:.1f} ms "
-                  f"({skeleton / ours:.1f}x)")
+            print(
+                f"{model} on {sockets} socket(s), {'looped' if looped else 'unlooped'}: "
+                f"full model {ours * 1e3:.1f} ms, SimPy skeleton {skeleton * 1e3:.1f} ms "
+                f"({skeleton / ours:.1f}x)"
+            )
 
 
 def _timed(fn) -> float:

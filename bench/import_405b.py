@@ -35,8 +35,13 @@ def _one(layers: int | None) -> dict[str, float]:
         Printer(stream=sink).print_op(module)
     t2 = time.perf_counter()
     ops = sum(1 for _ in module.walk())
-    return {"ops": ops, "build_s": t1 - t0, "print_s": t2 - t1,
-            "baseline_mib": baseline, "peak_mib": _rss_mib()}
+    return {
+        "ops": ops,
+        "build_s": t1 - t0,
+        "print_s": t2 - t1,
+        "baseline_mib": baseline,
+        "peak_mib": _rss_mib(),
+    }
 
 
 def main() -> None:
@@ -44,16 +49,21 @@ def main() -> None:
         print(json.dumps(_one(None if sys.argv[2] == "all" else int(sys.argv[2]))))
         return
     print(f"{MODEL}: build + print to /dev/null (fresh process per case)")
-    print(f"{'layers':>6} {'ops':>6} {'build s':>8} {'print s':>8} {'total s':>8} "
-          f"{'peak RSS MiB':>12} {'(+ over imports)':>16}")
+    print(
+        f"{'layers':>6} {'ops':>6} {'build s':>8} {'print s':>8} {'total s':>8} "
+        f"{'peak RSS MiB':>12} {'(+ over imports)':>16}"
+    )
     for layers in LAYERS:
         arg = "all" if layers is None else str(layers)
-        out = subprocess.run([sys.executable, __file__, "--one", arg], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", arg], check=True, capture_output=True, text=True
+        ).stdout
         r = json.loads(out)
-        print(f"{layers or 126:>6} {r['ops']:>6} {r['build_s']:>8.2f} {r['print_s']:>8.2f} "
-              f"{r['build_s'] + r['print_s']:>8.2f} {r['peak_mib']:>12.0f} "
-              f"{r['peak_mib'] - r['baseline_mib']:>16.0f}")
+        print(
+            f"{layers or 126:>6} {r['ops']:>6} {r['build_s']:>8.2f} {r['print_s']:>8.2f} "
+            f"{r['build_s'] + r['print_s']:>8.2f} {r['peak_mib']:>12.0f} "
+            f"{r['peak_mib'] - r['baseline_mib']:>16.0f}"
+        )
 
 
 if __name__ == "__main__":

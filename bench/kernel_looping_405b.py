@@ -43,7 +43,8 @@ def _end_to_end() -> float:
     subprocess.run(
         f"{bin_dir}/rdu-import {MODEL} | {bin_dir}/rdu-opt -p outline-kernels,kernel-looping"
         " > /dev/null",
-        shell=True, check=True,
+        shell=True,
+        check=True,
     )
     return time.perf_counter() - t0
 
@@ -53,10 +54,14 @@ def main() -> None:
     print(f"{'layers':>6} {'outline s':>10} {'looping s':>10} {'per layer ms':>13} {'calls':>12}")
     for layers in LAYERS:
         outline, looping, before, after = _passes(layers)
-        print(f"{layers:>6} {outline:>10.3f} {looping:>10.3f} "
-              f"{1e3 * (outline + looping) / layers:>13.2f} {before:>5} -> {after:<4}")
-    print(f"end to end (rdu-import | rdu-opt -p outline-kernels,kernel-looping): "
-          f"{_end_to_end():.2f} s")
+        print(
+            f"{layers:>6} {outline:>10.3f} {looping:>10.3f} "
+            f"{1e3 * (outline + looping) / layers:>13.2f} {before:>5} -> {after:<4}"
+        )
+    print(
+        f"end to end (rdu-import | rdu-opt -p outline-kernels,kernel-looping): "
+        f"{_end_to_end():.2f} s"
+    )
 
 
 if __name__ == "__main__":

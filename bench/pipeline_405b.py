@@ -51,25 +51,36 @@ def _text(looped: bool) -> float:
     bin_dir = os.path.dirname(sys.executable)
     pipeline = f"rdu-pipeline{{sockets={SOCKETS} kernel-looping={str(looped).lower()}}}"
     t = time.perf_counter()
-    subprocess.run(f"{bin_dir}/rdu-import {MODEL} | {bin_dir}/rdu-opt -p '{pipeline}' "
-                   f"-t rdu-program > /dev/null", shell=True, check=True)
+    subprocess.run(
+        f"{bin_dir}/rdu-import {MODEL} | {bin_dir}/rdu-opt -p '{pipeline}' "
+        f"-t rdu-program > /dev/null",
+        shell=True,
+        check=True,
+    )
     return time.perf_counter() - t
 
 
 def main() -> None:
     print(f"{MODEL}, {SOCKETS} sockets: default pipeline, import -> program bytes, in process")
-    print(f"{'looping':<8}{'layers':>6}" + "".join(f"{k:>13}" for k in COLUMNS)
-          + f"{'total s':>9}{'ms/layer':>9}")
+    print(
+        f"{'looping':<8}{'layers':>6}"
+        + "".join(f"{k:>13}" for k in COLUMNS)
+        + f"{'total s':>9}{'ms/layer':>9}"
+    )
     for looped in (True, False):
         for layers in LAYERS:
             times = _in_process(layers, looped)
             total = sum(times.values())
-            print(f"{'on' if looped else 'off':<8}{layers:>6}"
-                  + "".join(f"{times[k]:>13.3f}" for k in COLUMNS)
-                  + f"{total:>9.2f}{1e3 * total / layers:>9.1f}")
+            print(
+                f"{'on' if looped else 'off':<8}{layers:>6}"
+                + "".join(f"{times[k]:>13.3f}" for k in COLUMNS)
+                + f"{total:>9.2f}{1e3 * total / layers:>9.1f}"
+            )
     for looped in (True, False):
-        print(f"through text (rdu-import | rdu-opt -p rdu-pipeline -t rdu-program), looping "
-              f"{'on' if looped else 'off'}: {_text(looped):.2f} s")
+        print(
+            f"through text (rdu-import | rdu-opt -p rdu-pipeline -t rdu-program), looping "
+            f"{'on' if looped else 'off'}: {_text(looped):.2f} s"
+        )
 
 
 if __name__ == "__main__":

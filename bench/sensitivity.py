@@ -44,22 +44,32 @@ def points(preset, name: str) -> list[tuple[str, dict]]:
 
 def main() -> None:
     preset = get_preset("sn40l")
-    programs = {case: [compile_program(case[0], sockets=case[1], kernel_looping=looped,
-                                       context=4096) for looped in (False, True)]
-                for case in CASES}
+    programs = {
+        case: [
+            compile_program(case[0], sockets=case[1], kernel_looping=looped, context=4096)
+            for looped in (False, True)
+        ]
+        for case in CASES
+    }
     heads = [f"{m.removeprefix('llama-3.1-')}/{s}" for m, s in CASES]
     print("kernel-looping speedup (unlooped / looped), batch 1, context 4096, software launch")
     print(f"{'parameter':<20}{'default':>10}  {'value':<8}" + "".join(f"{h:>9}" for h in heads))
-    print(f"{'(all defaults)':<20}{'':>10}  {'':<8}"
-          + "".join(f"{speedup(programs[c], preset):>8.2f}x" for c in CASES))
+    print(
+        f"{'(all defaults)':<20}{'':>10}  {'':<8}"
+        + "".join(f"{speedup(programs[c], preset):>8.2f}x" for c in CASES)
+    )
     for name in preset.parameters():
         default = getattr(preset, name)
         for i, (label, change) in enumerate(points(preset, name)):
             varied = preset.replace(**change)
-            print(f"{name if i == 0 else '':<20}{default if i == 0 else '':>10}  {label:<8}"
-                  + "".join(f"{speedup(programs[c], varied):>8.2f}x" for c in CASES))
-    print("\nper-call costs (launch + Argument Load + Program Load + sync, scaled together) "
-          "needed for the published speedups:")
+            print(
+                f"{name if i == 0 else '':<20}{default if i == 0 else '':>10}  {label:<8}"
+                + "".join(f"{speedup(programs[c], varied):>8.2f}x" for c in CASES)
+            )
+    print(
+        "\nper-call costs (launch + Argument Load + Program Load + sync, scaled together) "
+        "needed for the published speedups:"
+    )
     for case in CASES:
         target = PUBLISHED[case[1]]
         lo, hi = 1.0, 1.0
@@ -67,12 +77,15 @@ def main() -> None:
             lo, hi = hi, hi * 2
         for _ in range(30):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if speedup(programs[case], scaled(preset, mid)) < target \
-                else (lo, mid)
+            lo, hi = (
+                (mid, hi) if speedup(programs[case], scaled(preset, mid)) < target else (lo, mid)
+            )
         per_call = sum(getattr(preset, k) for k in PER_CALL) * hi
-        print(f"  {case[0]} on {case[1]} socket(s): {target}x needs x{hi:.1f} the defaults, "
-              f"{per_call * 1e6:.0f} us per call (defaults: "
-              f"{sum(getattr(preset, k) for k in PER_CALL) * 1e6:.0f} us)")
+        print(
+            f"  {case[0]} on {case[1]} socket(s): {target}x needs x{hi:.1f} the defaults, "
+            f"{per_call * 1e6:.0f} us per call (defaults: "
+            f"{sum(getattr(preset, k) for k in PER_CALL) * 1e6:.0f} us)"
+        )
 
 
 def scaled(preset, factor: float):

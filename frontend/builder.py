@@ -126,9 +126,7 @@ class _StepBuilder:
         hint = {"weight": path[-1], "bias": f"{path[-1]}_bias"}.get(leaf, leaf)
         return self.emit(WeightOp, (), param.type, name, hint, param=SymbolRefAttr(param.sym_name))
 
-    def linear(
-        self, x: SSAValue, w: ParamOp, b: ParamOp | None, where: str, hint: str
-    ) -> SSAValue:
+    def linear(self, x: SSAValue, w: ParamOp, b: ParamOp | None, where: str, hint: str) -> SSAValue:
         operands = [x, self.weight(w)] + ([self.weight(b)] if b is not None else [])
         out = w.type.get_shape()[0]
         return self.emit(LinearOp, operands, self.tensor(self.batch, out), where, hint)
@@ -260,9 +258,7 @@ def build_decode_step(
     ids = TensorType(i32, (batch,))
     cache = s.tensor(cfg.num_layers, batch, cfg.num_kv_heads, context, cfg.head_dim)
     logits_t = s.tensor(batch, cfg.vocab_size)
-    step = func.FuncOp(
-        "decode_step", ([ids, ids, cache, cache], [logits_t, ids, cache, cache])
-    )
+    step = func.FuncOp("decode_step", ([ids, ids, cache, cache], [logits_t, ids, cache, cache]))
     step.location = _loc("decode_step")
     block: Block = step.body.block
     for arg, hint in zip(block.args, ("tokens", "positions", "k_cache", "v_cache")):
@@ -276,8 +272,11 @@ def build_decode_step(
     lm_head = s.param(head_spec[0].name, head_spec[0].shape) if head_spec else embed
 
     h = s.emit(
-        EmbeddingOp, [s.weight(embed), tokens], s.tensor(batch, cfg.hidden_size),
-        "model.embed_tokens", "h",
+        EmbeddingOp,
+        [s.weight(embed), tokens],
+        s.tensor(batch, cfg.hidden_size),
+        "model.embed_tokens",
+        "h",
     )
     rope_props = _rope_props(cfg)
     new_k: list[SSAValue] = []

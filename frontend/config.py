@@ -40,10 +40,11 @@ import difflib
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 __all__ = [
     "ARCHITECTURES",
@@ -321,7 +322,9 @@ class ModelConfig:
             )
         for i, w in enumerate(self.layer_windows):
             if w is not None and (type(w) is not int or w <= 0):
-                raise err("sliding_window", f"layer {i}: window must be a positive integer, got {w!r}")
+                raise err(
+                    "sliding_window", f"layer {i}: window must be a positive integer, got {w!r}"
+                )
         if self.architecture == "mixtral":
             if self.num_experts <= 0:
                 raise err("num_local_experts", f"must be positive, got {self.num_experts}")
@@ -393,7 +396,13 @@ class ModelConfig:
         """The checkpoint tensors of decoder layer ``i``, in a stable order."""
         self._check_layer(i)
         arch = self.architecture
-        h, q, kv, d, f = self.hidden_size, self.q_dim, self.kv_dim, self.head_dim, self.intermediate_size
+        h, q, kv, d, f = (
+            self.hidden_size,
+            self.q_dim,
+            self.kv_dim,
+            self.head_dim,
+            self.intermediate_size,
+        )
 
         def t(role: str, shape: tuple[int, ...], expert: int | None = None) -> TensorSpec:
             return TensorSpec(checkpoint_name(arch, role, i, expert), shape, role, i, expert)
@@ -478,19 +487,52 @@ _MISSING = object()
 
 # HF config-class defaults for the optional fields we read (transformers' configuration_*.py).
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "llama": dict(rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=2048,
-                  tie_word_embeddings=False, hidden_act="silu"),
-    "mistral": dict(rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=4096 * 32,
-                    tie_word_embeddings=False, hidden_act="silu", sliding_window=4096),
-    "mixtral": dict(rms_norm_eps=1e-5, rope_theta=1e6, max_position_embeddings=4096 * 32,
-                    tie_word_embeddings=False, hidden_act="silu", sliding_window=None,
-                    num_local_experts=8, num_experts_per_tok=2),
-    "qwen2": dict(rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=32768,
-                  tie_word_embeddings=False, hidden_act="silu", sliding_window=4096,
-                  use_sliding_window=False, max_window_layers=28),
-    "qwen3": dict(rms_norm_eps=1e-6, rope_theta=10000.0, max_position_embeddings=32768,
-                  tie_word_embeddings=False, hidden_act="silu", sliding_window=4096,
-                  use_sliding_window=False, max_window_layers=28, head_dim=128),
+    "llama": dict(
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        hidden_act="silu",
+    ),
+    "mistral": dict(
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        max_position_embeddings=4096 * 32,
+        tie_word_embeddings=False,
+        hidden_act="silu",
+        sliding_window=4096,
+    ),
+    "mixtral": dict(
+        rms_norm_eps=1e-5,
+        rope_theta=1e6,
+        max_position_embeddings=4096 * 32,
+        tie_word_embeddings=False,
+        hidden_act="silu",
+        sliding_window=None,
+        num_local_experts=8,
+        num_experts_per_tok=2,
+    ),
+    "qwen2": dict(
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
+        hidden_act="silu",
+        sliding_window=4096,
+        use_sliding_window=False,
+        max_window_layers=28,
+    ),
+    "qwen3": dict(
+        rms_norm_eps=1e-6,
+        rope_theta=10000.0,
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
+        hidden_act="silu",
+        sliding_window=4096,
+        use_sliding_window=False,
+        max_window_layers=28,
+        head_dim=128,
+    ),
 }
 
 _LAYER_TYPES = ("sliding_attention", "full_attention")
@@ -517,8 +559,9 @@ class _Reader:
     def _type_error(self, key: str, want: str, v: Any) -> ConfigError:
         return self.error(key, f"expected {want}, got {type(v).__name__} {v!r}")
 
-    def int(self, key: str, default: Any = _MISSING, *, nullable: bool = False,
-            positive: bool = True) -> Any:
+    def int(
+        self, key: str, default: Any = _MISSING, *, nullable: bool = False, positive: bool = True
+    ) -> Any:
         v = self._get(key, default)
         if v is None and nullable:
             return None
@@ -603,9 +646,7 @@ def _rope(r: _Reader, defaults: Mapping[str, Any]) -> tuple[float, RopeScaling |
         if not isinstance(params, dict):
             raise r._type_error("rope_parameters", "an object", params)
         if "rope_theta" not in params and all(isinstance(v, dict) for v in params.values()):
-            raise r.error(
-                "rope_parameters", "per-layer-type rope parameters are not supported"
-            )
+            raise r.error("rope_parameters", "per-layer-type rope parameters are not supported")
         key = "rope_parameters"
         scaling = params
         theta_src = params if "rope_theta" in params else r.d
@@ -634,14 +675,13 @@ def _rope(r: _Reader, defaults: Mapping[str, Any]) -> tuple[float, RopeScaling |
     high = s.float("high_freq_factor")
     orig = s.int("original_max_position_embeddings")
     if high <= low:
-        raise s.error(
-            "high_freq_factor", f"must exceed low_freq_factor ({low}), got {high}"
-        )
+        raise s.error("high_freq_factor", f"must exceed low_freq_factor ({low}), got {high}")
     return theta, RopeScaling("llama3", factor, low, high, orig)
 
 
-def _windows(r: _Reader, arch: str, defaults: Mapping[str, Any], n_cfg: int,
-             n: int) -> tuple[int | None, ...]:
+def _windows(
+    r: _Reader, arch: str, defaults: Mapping[str, Any], n_cfg: int, n: int
+) -> tuple[int | None, ...]:
     """Per-layer windows for ``n`` layers of a model whose config declares ``n_cfg``."""
     layer_types = r.d.get("layer_types")
     if layer_types is not None:
@@ -684,14 +724,18 @@ def _windows(r: _Reader, arch: str, defaults: Mapping[str, Any], n_cfg: int,
         return tuple(pattern[:n])
     # Extending past the declared layers: repeat the pattern's smallest period.
     period = next(
-        p for p in range(1, len(pattern) + 1)
+        p
+        for p in range(1, len(pattern) + 1)
         if all(pattern[i] == pattern[i % p] for i in range(len(pattern)))
     )
     return tuple(pattern[i % period] for i in range(n))
 
 
 def parse_hf_config(
-    d: Mapping[str, Any], *, source: str = "<config>", name: str | None = None,
+    d: Mapping[str, Any],
+    *,
+    source: str = "<config>",
+    name: str | None = None,
     layers: int | None = None,
 ) -> ModelConfig:
     """Normalize a Hugging Face config dict. ``layers`` overrides ``num_hidden_layers``."""

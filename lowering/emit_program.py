@@ -38,9 +38,9 @@ from rdu_compiler.simulator.program import (
     Loop,
     Param,
     Pcu,
-    ProgramError,
     Pmu,
     Program,
+    ProgramError,
     Resources,
     Section,
     Source,
@@ -91,12 +91,15 @@ def _access(attr: rdu.AccessAttr) -> Access:
 
 def _unit(op: rdu.UnitOp) -> Pcu | Pmu | Agcu:
     common: dict[str, Any] = dict(
-        id=op.id.data, op=op.op.data, count=op.count.value.data,
-        reads=[_access(a) for a in op.reads], write=_access(op.write),
-        work=Work(**op.work.as_dict()))
+        id=op.id.data,
+        op=op.op.data,
+        count=op.count.value.data,
+        reads=[_access(a) for a in op.reads],
+        write=_access(op.write),
+        work=Work(**op.work.as_dict()),
+    )
     if isinstance(op, rdu.PmuOp):
-        return Pmu(**common, sram_bytes=op.sram_bytes.value.data,
-                   buffers=op.buffers.value.data)
+        return Pmu(**common, sram_bytes=op.sram_bytes.value.data, buffers=op.buffers.value.data)
     attrs = _json(op.attrs) if op.attrs is not None else {}
     if isinstance(op, rdu.PcuOp):
         return Pcu(**common, attrs=attrs, mode=op.mode.data.value)
@@ -112,46 +115,82 @@ def _section(op: rdu.SectionOp) -> Section:
             assert isinstance(producer, rdu.UnitOp)
             kind = stream.type
             assert isinstance(kind, rdu.StreamType)
-            streams.append(Stream(producer=producer.id.data, consumer=unit.id.data,
-                                  bytes=producer.work.as_dict()["bytes_written"],
-                                  tile_bytes=kind.tile_bytes, depth=kind.depth.value.data))
+            streams.append(
+                Stream(
+                    producer=producer.id.data,
+                    consumer=unit.id.data,
+                    bytes=producer.work.as_dict()["bytes_written"],
+                    tile_bytes=kind.tile_bytes,
+                    depth=kind.depth.value.data,
+                )
+            )
     return Section(
-        resources=Resources(pcus=op.pcus.value.data, pmus=op.pmus.value.data,
-                            sram_bytes=op.sram_bytes.value.data),
-        buffers=[Buffer(name=b.buffer.data, shape=_type(b.type)[0], dtype=_type(b.type)[1])
-                 for b in op.body.ops if isinstance(b, rdu.BufferOp)],
-        units=[_unit(u) for u in units], streams=streams)
+        resources=Resources(
+            pcus=op.pcus.value.data, pmus=op.pmus.value.data, sram_bytes=op.sram_bytes.value.data
+        ),
+        buffers=[
+            Buffer(name=b.buffer.data, shape=_type(b.type)[0], dtype=_type(b.type)[1])
+            for b in op.body.ops
+            if isinstance(b, rdu.BufferOp)
+        ],
+        units=[_unit(u) for u in units],
+        streams=streams,
+    )
 
 
 def _kernel(op: rdu.KernelOp) -> Kernel:
     loop = op.loop
     return Kernel(
         name=op.sym_name.data,
-        params=[Param(name=p.param.data, shape=_type(p.type)[0], dtype=_type(p.type)[1])
-                for p in op.params],
+        params=[
+            Param(name=p.param.data, shape=_type(p.type)[0], dtype=_type(p.type)[1])
+            for p in op.params
+        ],
         sections=[_section(s) for s in op.sections],
-        loop=None if loop is None else Loop(
-            trips=loop.trips.value.data, prefetch=loop.prefetch.value.data,
-            stacked=[s.data for s in loop.stacked]))
+        loop=None
+        if loop is None
+        else Loop(
+            trips=loop.trips.value.data,
+            prefetch=loop.prefetch.value.data,
+            stacked=[s.data for s in loop.stacked],
+        ),
+    )
 
 
 def _tensor(op: rdu.TensorOp) -> Tensor:
     shape, dtype = _type(op.type)
-    sources = [Source(value=s.value.data, start=_ints(s.start), shape=_ints(s.shape),
-                      at=_ints(s.at), socket_step=_ints(s.socket_step) or None,
-                      socket_group=s.socket_group.value.data)
-               for s in (op.sources or ())]
-    return Tensor(name=op.sym_name.data, kind=op.kind.data, shape=shape, dtype=dtype,
-                  tier=op.tier.data.value, sources=sources,
-                  aliases=op.aliases.root_reference.data if op.aliases else None)
+    sources = [
+        Source(
+            value=s.value.data,
+            start=_ints(s.start),
+            shape=_ints(s.shape),
+            at=_ints(s.at),
+            socket_step=_ints(s.socket_step) or None,
+            socket_group=s.socket_group.value.data,
+        )
+        for s in (op.sources or ())
+    ]
+    return Tensor(
+        name=op.sym_name.data,
+        kind=op.kind.data,
+        shape=shape,
+        dtype=dtype,
+        tier=op.tier.data.value,
+        sources=sources,
+        aliases=op.aliases.root_reference.data if op.aliases else None,
+    )
 
 
 def _launch(op: rdu.LaunchOp) -> Launch:
     return Launch(
-        kernel=op.kernel.root_reference.data, label=op.label.data, layers=_ints(op.layers),
-        bindings=[Binding(param=b.param.data,
-                          tensors=[View(tensor=t, index=i) for t, i in b.views])
-                  for b in op.bindings])
+        kernel=op.kernel.root_reference.data,
+        label=op.label.data,
+        layers=_ints(op.layers),
+        bindings=[
+            Binding(param=b.param.data, tensors=[View(tensor=t, index=i) for t, i in b.views])
+            for b in op.bindings
+        ],
+    )
 
 
 def build_program(module: ModuleOp) -> Program:
@@ -161,8 +200,7 @@ def build_program(module: ModuleOp) -> Program:
     for op in module.ops:
         if isinstance(op, rdu.ValueOp):
             shape, dtype = _type(op.type)
-            values.append(Value(name=op.value.data, role=op.role.data, shape=shape,
-                                dtype=dtype))
+            values.append(Value(name=op.value.data, role=op.role.data, shape=shape, dtype=dtype))
         elif isinstance(op, rdu.TensorOp):
             tensors.append(_tensor(op))
         elif isinstance(op, rdu.KernelOp):
@@ -175,8 +213,10 @@ def build_program(module: ModuleOp) -> Program:
                 elif isinstance(host, rdu.SyncOp):
                     schedule.append(Sync())
         else:
-            raise ProgramEmissionError(f"'{op.name}' is not rdu: lower the module first "
-                                       f"(rdu-pipeline, or lower-dfk-to-rdu)")
+            raise ProgramEmissionError(
+                f"'{op.name}' is not rdu: lower the module first "
+                f"(rdu-pipeline, or lower-dfk-to-rdu)"
+            )
     if len(modes) > 1:
         raise ProgramEmissionError(f"launches mix launch modes {sorted(modes)}")
     by_name = {v.name: v for v in values}
@@ -187,10 +227,16 @@ def build_program(module: ModuleOp) -> Program:
     return Program(
         model=model.data if isinstance(model, StringAttr) else "model",
         hardware=hardware.data if isinstance(hardware, StringAttr) else "sn40l",
-        sockets=sockets_of(module), launch_mode=modes.pop() if modes else "software",
-        batch=by_name["tokens"].shape[0], context=by_name["k_cache"].shape[3],
-        dtype=by_name["k_cache"].dtype, values=values, tensors=tensors, kernels=kernels,
-        schedule=schedule)
+        sockets=sockets_of(module),
+        launch_mode=modes.pop() if modes else "software",
+        batch=by_name["tokens"].shape[0],
+        context=by_name["k_cache"].shape[3],
+        dtype=by_name["k_cache"].dtype,
+        values=values,
+        tensors=tensors,
+        kernels=kernels,
+        schedule=schedule,
+    )
 
 
 @dataclass(frozen=True)

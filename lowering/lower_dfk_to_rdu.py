@@ -82,7 +82,6 @@ HARDWARE_ATTR = "rdu.hardware"
 """Module attribute naming the hardware preset the module was lowered for."""
 
 
-
 def _fail(message: str) -> PassFailedException:
     return PassFailedException(f"lower-dfk-to-rdu: {message}")
 
@@ -258,9 +257,18 @@ class _KernelLowering:
         step = [rows] + [0] * (len(shape) - 1) if count > 1 else None
         block = [(0, rows)] + _whole(shape[1:])
         size = bytes_of(shape, dtype)
-        self.load_unit[param] = self._unit(Unit(
-            "agcu", "load", f"ld.{param}", [Access(param, block, step)],
-            Access(buffer, block, step), count=count, bytes_read=size, bytes_written=size))
+        self.load_unit[param] = self._unit(
+            Unit(
+                "agcu",
+                "load",
+                f"ld.{param}",
+                [Access(param, block, step)],
+                Access(buffer, block, step),
+                count=count,
+                bytes_read=size,
+                bytes_written=size,
+            )
+        )
         self.loaded[param] = buffer
         return buffer
 
@@ -270,8 +278,9 @@ class _KernelLowering:
             return self.buffer_of[value]
         if value in self.param_of:
             return self._load(value)
-        raise _fail(f"value {value} of the kernel body is neither an argument nor computed "
-                    f"in the body")
+        raise _fail(
+            f"value {value} of the kernel body is neither an argument nor computed in the body"
+        )
 
     def _set_load_bytes(self, param: str, size: int) -> None:
         """A load moves what its consumer really reads (attended KV rows, gathered rows)."""
@@ -283,8 +292,17 @@ class _KernelLowering:
         buffer = self._read(value)
         shape, dtype = self.buffers[buffer]
         size = bytes_of(shape, dtype) if size is None else size
-        self._unit(Unit("agcu", "store", f"st.{param}", [Access(buffer, _whole(shape))],
-                        Access(param, _whole(shape)), bytes_read=size, bytes_written=size))
+        self._unit(
+            Unit(
+                "agcu",
+                "store",
+                f"st.{param}",
+                [Access(buffer, _whole(shape))],
+                Access(param, _whole(shape)),
+                bytes_read=size,
+                bytes_written=size,
+            )
+        )
 
     # -- compute ops -------------------------------------------------------------------------
 
@@ -295,21 +313,39 @@ class _KernelLowering:
         self.buffer_of[res] = name
         return name, shape, dtype
 
-    def _pcu(self, op: Operation, reads: list[Access], write: Access, count: int,
-             mode: str = "simd", attrs: dict[str, Attribute] | None = None,
-             bytes_read: int | None = None, bytes_written: int | None = None) -> Unit:
+    def _pcu(
+        self,
+        op: Operation,
+        reads: list[Access],
+        write: Access,
+        count: int,
+        mode: str = "simd",
+        attrs: dict[str, Attribute] | None = None,
+        bytes_read: int | None = None,
+        bytes_written: int | None = None,
+    ) -> Unit:
         """A PCU group; its bytes are the regions it accesses unless the op touches less (a
         gather, the attended KV rows, a KV write's new rows)."""
+
         def region_bytes(a: Access) -> int:
             space = self.buffers[a.name]
             return bytes_of(a.block(), space[1]) * (count if a.step else 1)
 
-        return self._unit(Unit(
-            "pcu", op.name.removeprefix("llm."), write.name, reads, write, count=count,
-            flops=op_cost(op).flops,
-            bytes_read=sum(map(region_bytes, reads)) if bytes_read is None else bytes_read,
-            bytes_written=region_bytes(write) if bytes_written is None else bytes_written,
-            attrs=attrs or {}, mode=mode))
+        return self._unit(
+            Unit(
+                "pcu",
+                op.name.removeprefix("llm."),
+                write.name,
+                reads,
+                write,
+                count=count,
+                flops=op_cost(op).flops,
+                bytes_read=sum(map(region_bytes, reads)) if bytes_read is None else bytes_read,
+                bytes_written=region_bytes(write) if bytes_written is None else bytes_written,
+                attrs=attrs or {},
+                mode=mode,
+            )
+        )
 
     def lower_op(self, op: Operation) -> None:
         self.group += 1
@@ -325,8 +361,15 @@ class _KernelLowering:
             return self._split_features(op, 1)
         if isinstance(op, llm.AllReduceOp | llm.AllGatherOp):
             return self._collective(op)
-        if isinstance(op, llm.EmbeddingOp | llm.RMSNormOp | llm.LayerNormOp | llm.ArgmaxOp
-                      | llm.SoftmaxOp | llm.MoEOp):
+        if isinstance(
+            op,
+            llm.EmbeddingOp
+            | llm.RMSNormOp
+            | llm.LayerNormOp
+            | llm.ArgmaxOp
+            | llm.SoftmaxOp
+            | llm.MoEOp,
+        ):
             return self._whole_op(op)
         raise _fail(f"no mapping for '{op.name}' onto RDU units")
 
@@ -336,11 +379,18 @@ class _KernelLowering:
         src = self._read(op.input)
         out, shape, dtype = self._result(op)
         part = _shape(op.input)
-        self._unit(Unit("agcu", op.name.removeprefix("llm."), out, [Access(src, _whole(part))],
-                        Access(out, _whole(shape)),
-                        bytes_read=bytes_of(part, self.buffers[src][1]),
-                        bytes_written=bytes_of(shape, dtype),
-                        attrs={"dim": op.dim} if isinstance(op, llm.AllGatherOp) else {}))
+        self._unit(
+            Unit(
+                "agcu",
+                op.name.removeprefix("llm."),
+                out,
+                [Access(src, _whole(part))],
+                Access(out, _whole(shape)),
+                bytes_read=bytes_of(part, self.buffers[src][1]),
+                bytes_written=bytes_of(shape, dtype),
+                attrs={"dim": op.dim} if isinstance(op, llm.AllGatherOp) else {},
+            )
+        )
 
     def _attrs(self, op: Operation, **overrides: Any) -> dict[str, Attribute]:
         """The op's properties as the numerics keywords (plain JSON-able attributes)."""
@@ -354,9 +404,15 @@ class _KernelLowering:
             elif isinstance(attr, UnitAttr):
                 attr = BoolAttr.from_bool(True)
             elif isinstance(attr, llm.RopeScalingAttr):
-                attr = DictionaryAttr({"kind": StringAttr(attr.kind.data), **{
-                    k: FloatAttr(v, f64) if isinstance(v, float) else IntegerAttr(v, i64)
-                    for k, v in attr.values().items()}})
+                attr = DictionaryAttr(
+                    {
+                        "kind": StringAttr(attr.kind.data),
+                        **{
+                            k: FloatAttr(v, f64) if isinstance(v, float) else IntegerAttr(v, i64)
+                            for k, v in attr.values().items()
+                        },
+                    }
+                )
             attrs[name] = attr
         for name, value in overrides.items():
             attrs[name] = IntegerAttr(value, i64)
@@ -378,10 +434,15 @@ class _KernelLowering:
             for w in (op.gate, op.up, op.down):
                 if w in self.param_of:
                     self._set_load_bytes(self.param_of[w], tensor_bytes(w) * routed // every)
-        self._pcu(op, [Access(r, _whole(self.buffers[r][0])) for r in reads],
-                  Access(out, _whole(shape)), 1,
-                  mode="systolic" if isinstance(op, llm.MoEOp) else "simd",
-                  attrs=self._attrs(op), bytes_read=bytes_read)
+        self._pcu(
+            op,
+            [Access(r, _whole(self.buffers[r][0])) for r in reads],
+            Access(out, _whole(shape)),
+            1,
+            mode="systolic" if isinstance(op, llm.MoEOp) else "simd",
+            attrs=self._attrs(op),
+            bytes_read=bytes_read,
+        )
 
     def _linear(self, op: llm.LinearOp) -> None:
         outs, ins = _shape(op.weight)
@@ -396,11 +457,20 @@ class _KernelLowering:
             staged = self._buffer(f"{param}.pmu", [outs, ins], dtype)
             size = bytes_of([outs, ins], dtype)
             tile = min(self.knobs.tile_bytes, bytes_of([rows, ins], dtype))
-            self._unit(Unit("pmu", "copy", f"pmu.{param}", [Access(loaded, block, [rows, 0])],
-                            Access(staged, block, [rows, 0]), count=count, bytes_read=size,
-                            bytes_written=size, sram_bytes=min(self.preset.pmu_bytes,
-                                                               tile * self.knobs.buffer_depth),
-                            buffers=self.knobs.buffer_depth))
+            self._unit(
+                Unit(
+                    "pmu",
+                    "copy",
+                    f"pmu.{param}",
+                    [Access(loaded, block, [rows, 0])],
+                    Access(staged, block, [rows, 0]),
+                    count=count,
+                    bytes_read=size,
+                    bytes_written=size,
+                    sram_bytes=min(self.preset.pmu_bytes, tile * self.knobs.buffer_depth),
+                    buffers=self.knobs.buffer_depth,
+                )
+            )
             w = staged
         else:
             w = self._read(op.weight)
@@ -413,9 +483,14 @@ class _KernelLowering:
         uses = list(op.results[0].uses)
         partial = bool(uses) and all(isinstance(u.operation, llm.AllReduceOp) for u in uses)
         out, _, _ = self._result(op, "f32" if partial else None)
-        self._pcu(op, reads, Access(out, [(0, batch), (0, rows)], [0, rows]), count,
-                  mode="systolic",
-                  attrs={"accumulate_only": BoolAttr.from_bool(True)} if partial else None)
+        self._pcu(
+            op,
+            reads,
+            Access(out, [(0, batch), (0, rows)], [0, rows]),
+            count,
+            mode="systolic",
+            attrs={"accumulate_only": BoolAttr.from_bool(True)} if partial else None,
+        )
 
     def _split_features(self, op: Operation, group: int) -> None:
         """Elementwise / per-head ops on `[B, F]`: units over groups of `group` features."""
@@ -433,8 +508,9 @@ class _KernelLowering:
             else:  # positions of rope: every unit reads all of them
                 reads.append(Access(buffer, _whole(_shape(value))))
         out, _, _ = self._result(op)
-        self._pcu(op, reads, Access(out, block, step if count > 1 else None), count,
-                  attrs=self._attrs(op))
+        self._pcu(
+            op, reads, Access(out, block, step if count > 1 else None), count, attrs=self._attrs(op)
+        )
 
     def _heads(self, kv_heads: int) -> int:
         return _divisor(kv_heads, self.knobs.simd_par)
@@ -453,9 +529,14 @@ class _KernelLowering:
         new = Access(self._read(op.new), [(0, b), (0, kh * d)], [0, kh * d] if multi else None)
         pos = Access(self._read(op.positions), _whole(_shape(op.positions)))
         self.buffer_of[op.results[0]] = cache
-        self._pcu(op, [block, new, pos], block, count,
-                  bytes_read=tensor_bytes(op.new) + tensor_bytes(op.positions),
-                  bytes_written=op_cost(op).kv_write_bytes)
+        self._pcu(
+            op,
+            [block, new, pos],
+            block,
+            count,
+            bytes_read=tensor_bytes(op.new) + tensor_bytes(op.positions),
+            bytes_written=op_cost(op).kv_write_bytes,
+        )
 
     def _attention(self, op: llm.AttentionOp) -> None:
         b, kvh, s, d = _shape(op.k_cache)
@@ -469,13 +550,23 @@ class _KernelLowering:
             if param is not None and param in self.load_unit:
                 self._set_load_bytes(param, kv_read // 2)
         q = Access(self._read(op.query), [(0, b), (0, qh * d)], [0, qh * d] if multi else None)
-        caches = [Access(self._read(c), [(0, b), (0, kh), (0, s), (0, d)],
-                         [0, kh, 0, 0] if multi else None) for c in (op.k_cache, op.v_cache)]
+        caches = [
+            Access(
+                self._read(c), [(0, b), (0, kh), (0, s), (0, d)], [0, kh, 0, 0] if multi else None
+            )
+            for c in (op.k_cache, op.v_cache)
+        ]
         pos = Access(self._read(op.positions), _whole(_shape(op.positions)))
         out, _, _ = self._result(op)
-        self._pcu(op, [q, *caches, pos], Access(out, q.ranges, q.step), count,
-                  mode="systolic", attrs=self._attrs(op, num_heads=qh, num_kv_heads=kh),
-                  bytes_read=tensor_bytes(op.query) + kv_read + tensor_bytes(op.positions))
+        self._pcu(
+            op,
+            [q, *caches, pos],
+            Access(out, q.ranges, q.step),
+            count,
+            mode="systolic",
+            attrs=self._attrs(op, num_heads=qh, num_kv_heads=kh),
+            bytes_read=tensor_bytes(op.query) + kv_read + tensor_bytes(op.positions),
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -497,8 +588,7 @@ def _footprint(units: Sequence[Unit]) -> dict[str, int]:
     return used
 
 
-def _split_sections(kernel: str, units: list[Unit], preset: HardwarePreset
-                    ) -> list[list[Unit]]:
+def _split_sections(kernel: str, units: list[Unit], preset: HardwarePreset) -> list[list[Unit]]:
     """Units cut into sections whose resources fit the preset, in list order and only between
     ops (an op's loads, staging PMUs and PCUs stay together). An op that alone needs more than
     the chip fails with a diagnostic."""
@@ -513,9 +603,11 @@ def _split_sections(kernel: str, units: list[Unit], preset: HardwarePreset
         for key, value in need.items():
             if value > limits[key]:
                 what = next((u for u in group if u.kind == "pcu"), group[-1])
-                raise _fail(f"kernel @{kernel} does not fit: its {what.op} '{what.id}' alone "
-                            f"needs {value} {_RESOURCE[key]} but {preset.name} has "
-                            f"{limits[key]} per socket (lower the parallelization factors)")
+                raise _fail(
+                    f"kernel @{kernel} does not fit: its {what.op} '{what.id}' alone "
+                    f"needs {value} {_RESOURCE[key]} but {preset.name} has "
+                    f"{limits[key]} per socket (lower the parallelization factors)"
+                )
         if sections[-1] and any(used[k] + need[k] > limits[k] for k in limits):
             sections.append([])
             used = dict.fromkeys(limits, 0)
@@ -525,8 +617,9 @@ def _split_sections(kernel: str, units: list[Unit], preset: HardwarePreset
     return sections
 
 
-def _spill(lowering: _KernelLowering, sections: list[list[Unit]]
-           ) -> list[tuple[str, list[int], str]]:
+def _spill(
+    lowering: _KernelLowering, sections: list[list[Unit]]
+) -> list[tuple[str, list[int], str]]:
     """Buffers do not survive a section: one read in a later section than the one that wrote
     it goes through a scratch param (stored once at the end of the writing section, loaded at
     the start of each later section reading it)."""
@@ -544,15 +637,31 @@ def _spill(lowering: _KernelLowering, sections: list[list[Unit]]
                 if param not in lowering.params:
                     lowering.params[param] = (shape, dtype)
                     spills.append((param, shape, dtype))
-                    sections[origin].append(Unit(
-                        "agcu", "store", f"st.{param}", [Access(access.name, _whole(shape))],
-                        Access(param, _whole(shape)), bytes_read=size, bytes_written=size,
-                        tiles=1))
+                    sections[origin].append(
+                        Unit(
+                            "agcu",
+                            "store",
+                            f"st.{param}",
+                            [Access(access.name, _whole(shape))],
+                            Access(param, _whole(shape)),
+                            bytes_read=size,
+                            bytes_written=size,
+                            tiles=1,
+                        )
+                    )
                 if all(u.write.name != access.name for u in loads):
-                    loads.append(Unit(
-                        "agcu", "load", f"ld.{param}.{s}", [Access(param, _whole(shape))],
-                        Access(access.name, _whole(shape)), bytes_read=size,
-                        bytes_written=size, tiles=1))
+                    loads.append(
+                        Unit(
+                            "agcu",
+                            "load",
+                            f"ld.{param}.{s}",
+                            [Access(param, _whole(shape))],
+                            Access(access.name, _whole(shape)),
+                            bytes_read=size,
+                            bytes_written=size,
+                            tiles=1,
+                        )
+                    )
             written_in.setdefault(unit.write.name, s)
         section[:0] = loads
     return spills
@@ -564,8 +673,14 @@ def _materialize_section(lowering: _KernelLowering, units: list[Unit]) -> rdu.Se
     block = Block()
     for name, (shape, dtype) in lowering.buffers.items():
         if name in used:
-            block.add_op(rdu.BufferOp(properties={
-                "buffer": StringAttr(name), "type": TensorType(_element(dtype), shape)}))
+            block.add_op(
+                rdu.BufferOp(
+                    properties={
+                        "buffer": StringAttr(name),
+                        "type": TensorType(_element(dtype), shape),
+                    }
+                )
+            )
     producer: dict[str, SSAValue] = {}
     ops: list[rdu.UnitOp] = []
     for unit in units:
@@ -575,14 +690,16 @@ def _materialize_section(lowering: _KernelLowering, units: list[Unit]) -> rdu.Se
             if stream is not None and stream not in inputs:
                 inputs.append(stream)
         space = lowering.buffers.get(unit.write.name) or lowering.params[unit.write.name]
-        elements = max(1, min(math.prod(unit.write.block()),
-                              knobs.tile_bytes // DTYPES[space[1]].itemsize))
-        stream_type = rdu.StreamType(TensorType(_element(space[1]), [elements]),
-                                     knobs.buffer_depth)
+        elements = max(
+            1, min(math.prod(unit.write.block()), knobs.tile_bytes // DTYPES[space[1]].itemsize)
+        )
+        stream_type = rdu.StreamType(TensorType(_element(space[1]), [elements]), knobs.buffer_depth)
         props: dict[str, Attribute] = {
-            "op": StringAttr(unit.op), "id": StringAttr(unit.id),
+            "op": StringAttr(unit.op),
+            "id": StringAttr(unit.id),
             "count": IntegerAttr(unit.count, i64),
-            "reads": ArrayAttr([a.attr() for a in unit.reads]), "write": unit.write.attr(),
+            "reads": ArrayAttr([a.attr() for a in unit.reads]),
+            "write": unit.write.attr(),
             "work": rdu.WorkAttr(unit.flops, unit.bytes_read, unit.bytes_written, unit.tiles),
         }
         if unit.kind == "pcu":
@@ -602,13 +719,19 @@ def _materialize_section(lowering: _KernelLowering, units: list[Unit]) -> rdu.Se
         if unit.write.name in lowering.buffers:
             producer[unit.write.name] = op.results[0]
     totals = rdu.used_resources(ops)
-    return rdu.SectionOp(properties={k: IntegerAttr(v, i64) for k, v in totals.items()},
-                         regions=[Region(block)])
+    return rdu.SectionOp(
+        properties={k: IntegerAttr(v, i64) for k, v in totals.items()}, regions=[Region(block)]
+    )
 
 
 def _element(dtype: str) -> Attribute:
-    return {"bf16": BFloat16Type(), "f16": Float16Type(), "f32": Float32Type(),
-            "i32": IntegerType(32), "i64": IntegerType(64)}[dtype]
+    return {
+        "bf16": BFloat16Type(),
+        "f16": Float16Type(),
+        "f32": Float32Type(),
+        "i32": IntegerType(32),
+        "i64": IntegerType(64),
+    }[dtype]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -616,8 +739,9 @@ def _element(dtype: str) -> Attribute:
 # ----------------------------------------------------------------------------------------------
 
 
-def _lower_kernel(kernel: dfk.KernelOp, inplace: dict[int, int], knobs: Mapping,
-                  preset: HardwarePreset) -> KernelPlan:
+def _lower_kernel(
+    kernel: dfk.KernelOp, inplace: dict[int, int], knobs: Mapping, preset: HardwarePreset
+) -> KernelPlan:
     name = kernel.sym_name.data
     lowering = _KernelLowering(knobs, preset)
     returned = list(kernel.return_op.arguments)
@@ -634,8 +758,7 @@ def _lower_kernel(kernel: dfk.KernelOp, inplace: dict[int, int], knobs: Mapping,
     else:
         others = [op for op in kernel.body.ops if op not in (loop, kernel.return_op)]
         if others or any(v not in arg_index for v in loop.operands):
-            raise _fail(f"kernel @{name}: a looped kernel must be one dfk.loop over its "
-                        f"arguments")
+            raise _fail(f"kernel @{name}: a looped kernel must be one dfk.loop over its arguments")
         body_ops = [op for op in loop.body.ops if not isinstance(op, dfk.YieldOp)]
         operands = (*loop.carried, *loop.invariant, *loop.stacked)
         block_args = (*loop.carried_args, *loop.invariant_args, *loop.stacked_args)
@@ -649,18 +772,23 @@ def _lower_kernel(kernel: dfk.KernelOp, inplace: dict[int, int], knobs: Mapping,
         trips = loop.trip_count
         for result, init in zip(loop.carried_results, loop.carried):
             if result in returned and inplace.get(returned.index(result)) != arg_index[init]:
-                raise _fail(f"kernel @{name}: the value its loop carries must be updated in "
-                            f"place, but the call's operand for it lives on after the call")
+                raise _fail(
+                    f"kernel @{name}: the value its loop carries must be updated in "
+                    f"place, but the call's operand for it lives on after the call"
+                )
     for value, index in body_arg.items():
         arg = kernel.args[index]
         shape = _shape(value)
-        lowering.param_of[value] = lowering.add_param(arg.name_hint or f"arg{index}", shape,
-                                                      _dtype(value))
+        lowering.param_of[value] = lowering.add_param(
+            arg.name_hint or f"arg{index}", shape, _dtype(value)
+        )
     # names of results of their own first, so that buffers (named after values too) do not
     # take them: params are what launches bind and reports show
-    own = {r: lowering.add_param(v.name_hint or f"result{r}", _shape(v), _dtype(v))
-           for r, v in enumerate(outputs)
-           if r not in inplace and not isinstance(v.owner, llm.KVCacheWriteOp)}
+    own = {
+        r: lowering.add_param(v.name_hint or f"result{r}", _shape(v), _dtype(v))
+        for r, v in enumerate(outputs)
+        if r not in inplace and not isinstance(v.owner, llm.KVCacheWriteOp)
+    }
     for op in body_ops:
         lowering.lower_op(op)
     # results: KV caches into params bound to aliases of their inputs (only the new rows
@@ -683,13 +811,21 @@ def _lower_kernel(kernel: dfk.KernelOp, inplace: dict[int, int], knobs: Mapping,
     sections = _split_sections(name, lowering.units, preset)
     spills = _spill(lowering, sections) if len(sections) > 1 else []
     # params in order of first use, so a looped body and its unlooped kernel agree
-    used_params = {a.name: None for units in sections for u in units
-                   for a in (*u.reads, u.write) if a.name in lowering.params}
+    used_params = {
+        a.name: None
+        for units in sections
+        for u in units
+        for a in (*u.reads, u.write)
+        if a.name in lowering.params
+    }
     block = Block()
     for param in used_params:
         shape, dtype = lowering.params[param]
-        block.add_op(rdu.ParamOp(properties={
-                "param": StringAttr(param), "type": TensorType(_element(dtype), shape)}))
+        block.add_op(
+            rdu.ParamOp(
+                properties={"param": StringAttr(param), "type": TensorType(_element(dtype), shape)}
+            )
+        )
     section_ops = [_materialize_section(lowering, units) for units in sections]
     # a stacked output is written to trip i's slice on trip i, whatever its kind (an updated
     # cache, a per-layer activation read later through dfk.slice): its param is stacked too
@@ -700,18 +836,33 @@ def _lower_kernel(kernel: dfk.KernelOp, inplace: dict[int, int], knobs: Mapping,
         block.add_ops(section_ops)
     else:
         prefetch = _prefetch(section_ops, loop, knobs, preset)
-        block.add_op(rdu.HwLoopOp(
-            properties={"trips": IntegerAttr(trips, i64), "prefetch": IntegerAttr(prefetch, i64),
-                        "stacked": ArrayAttr([StringAttr(p) for p in stacked])},
-            regions=[Region(Block(section_ops))]))
+        block.add_op(
+            rdu.HwLoopOp(
+                properties={
+                    "trips": IntegerAttr(trips, i64),
+                    "prefetch": IntegerAttr(prefetch, i64),
+                    "stacked": ArrayAttr([StringAttr(p) for p in stacked]),
+                },
+                regions=[Region(Block(section_ops))],
+            )
+        )
     op = rdu.KernelOp(properties={"sym_name": StringAttr(name)}, regions=[Region(block)])
     layers = sum(isinstance(o, llm.AttentionOp) for o in body_ops) or 1
-    return KernelPlan(name, {i: p for p, i in arg_of_param.items() if p in used_params},
-                      results, stacked_args, trips, layers, spills, op)
+    return KernelPlan(
+        name,
+        {i: p for p, i in arg_of_param.items() if p in used_params},
+        results,
+        stacked_args,
+        trips,
+        layers,
+        spills,
+        op,
+    )
 
 
-def _prefetch(sections: list[rdu.SectionOp], loop: dfk.LoopOp, knobs: Mapping,
-              preset: HardwarePreset) -> int:
+def _prefetch(
+    sections: list[rdu.SectionOp], loop: dfk.LoopOp, knobs: Mapping, preset: HardwarePreset
+) -> int:
     """Trips whose loads may run ahead (the knob, or the loop's pipeline depth - 1): each
     needs its own copy of the staged weight tiles, so the depth is bounded by the SRAM the
     sections leave free."""
@@ -762,16 +913,25 @@ class _Host:
 
     def _value(self, name: str, role: str, shape: Sequence[int], dtype: str) -> None:
         if name not in self.values:
-            self.values[name] = rdu.ValueOp(properties={
-                "value": StringAttr(name), "role": StringAttr(role),
-                "type": TensorType(_element(dtype), list(shape))})
+            self.values[name] = rdu.ValueOp(
+                properties={
+                    "value": StringAttr(name),
+                    "role": StringAttr(role),
+                    "type": TensorType(_element(dtype), list(shape)),
+                }
+            )
 
     def _tensor(self, tensor: _Tensor) -> str:
         self.tensors.setdefault(tensor.name, tensor)
         return tensor.name
 
-    def _whole_source(self, value: str, shape: list[int], at: list[int] | None = None,
-                      shard: llm.ShardAttr | None = None) -> rdu.SourceAttr:
+    def _whole_source(
+        self,
+        value: str,
+        shape: list[int],
+        at: list[int] | None = None,
+        shard: llm.ShardAttr | None = None,
+    ) -> rdu.SourceAttr:
         """The source of `value` held at `at`: all of it, or on socket s the shard
         `#llm.shard` gives (block s // group along its dim, group = sockets / parts)."""
         at = at or [0] * len(shape)
@@ -779,8 +939,9 @@ class _Host:
             return rdu.SourceAttr(value, [0] * len(shape), shape, at)
         step = [0] * len(shape)
         step[shard.dim.data] = shape[shard.dim.data]
-        return rdu.SourceAttr(value, [0] * len(shape), shape, at, step,
-                              self.sockets // shard.parts.data)
+        return rdu.SourceAttr(
+            value, [0] * len(shape), shape, at, step, self.sockets // shard.parts.data
+        )
 
     @staticmethod
     def _whole_shape(shape: Sequence[int], shard: llm.ShardAttr | None) -> list[int]:
@@ -791,15 +952,24 @@ class _Host:
         for name, arg in zip(_INPUTS, args[:2]):
             shape, dtype = _shape(arg), _dtype(arg)
             self._value(name, "input", shape, dtype)
-            self.views[arg] = [(self._tensor(_Tensor(name, shape, dtype, "input", [
-                self._whole_source(name, shape)])), [])]
+            self.views[arg] = [
+                (
+                    self._tensor(
+                        _Tensor(name, shape, dtype, "input", [self._whole_source(name, shape)])
+                    ),
+                    [],
+                )
+            ]
         for index, (name, arg) in enumerate(zip(_STATES, args[2:4]), start=2):
             shape, dtype = _shape(arg), _dtype(arg)
             attrs = step.arg_attrs.data[index].data if step.arg_attrs else {}
             shard = attrs.get(llm.SHARD_ATTR)
             self._value(name, "state", self._whole_shape(shape, shard), dtype)
-            self._tensor(_Tensor(name, shape, dtype, "kv_cache",
-                                 [self._whole_source(name, shape, shard=shard)]))
+            self._tensor(
+                _Tensor(
+                    name, shape, dtype, "kv_cache", [self._whole_source(name, shape, shard=shard)]
+                )
+            )
             self._tensor(_Tensor(f"{name}.out", shape, dtype, "kv_cache", aliases=name))
             self.views[arg] = [(name, [])]
 
@@ -811,8 +981,7 @@ class _Host:
         piece = list(param.checkpoint_type.get_shape())
         whole = self._whole_shape(piece, param.shard)
         shape = _shape(param.type)
-        slices = ([param.slice_source(i) for i in range(shape[0])] if per_trip
-                  else [param.source])
+        slices = [param.slice_source(i) for i in range(shape[0])] if per_trip else [param.source]
         inner = shape[1:] if per_trip else shape
         stacked_dims = inner[: len(inner) - len(piece)]
         views = []
@@ -833,8 +1002,9 @@ class _Host:
         bound: dict[str, list[tuple[str, list[int]]]] = {}
         for index, operand in enumerate(call.arguments):
             if operand in self.weight_of:
-                self.views[operand] = self._weight_tensors(self.weight_of[operand],
-                                                           index in plan.stacked_args)
+                self.views[operand] = self._weight_tensors(
+                    self.weight_of[operand], index in plan.stacked_args
+                )
             if index in plan.arg_params:
                 bound[plan.arg_params[index]] = self.views[operand]
         for result, where in zip(call.res, plan.results):
@@ -847,25 +1017,39 @@ class _Host:
             self.views[result] = views
             bound[where.param] = views
         for param, shape, dtype in plan.spills:
-            bound[param] = [(self._tensor(_Tensor(f"{plan.name}.{param}", shape, dtype,
-                                                  "activation")), [])]
+            bound[param] = [
+                (self._tensor(_Tensor(f"{plan.name}.{param}", shape, dtype, "activation")), [])
+            ]
         for param, views in bound.items():
             bindings.append(rdu.BindingAttr(param, views))
         layers = self._layers(call, plan)
-        label = (f"layer {layers[0]}" if len(set(layers)) == 1 else
-                 f"layers {layers[0]}-{layers[-1]}" if layers else plan.name)
-        self.launches.append(rdu.LaunchOp(properties={
-            "kernel": _symbol(plan.name), "mode": rdu.LaunchModeAttr(rdu.LaunchMode(self.launch)),
-            "bindings": ArrayAttr(bindings), "label": StringAttr(label),
-            "layers": DenseArrayBase.from_list(i64, layers)}))
+        label = (
+            f"layer {layers[0]}"
+            if len(set(layers)) == 1
+            else f"layers {layers[0]}-{layers[-1]}"
+            if layers
+            else plan.name
+        )
+        self.launches.append(
+            rdu.LaunchOp(
+                properties={
+                    "kernel": _symbol(plan.name),
+                    "mode": rdu.LaunchModeAttr(rdu.LaunchMode(self.launch)),
+                    "bindings": ArrayAttr(bindings),
+                    "label": StringAttr(label),
+                    "layers": DenseArrayBase.from_list(i64, layers),
+                }
+            )
+        )
 
     def _layers(self, call: dfk.CallOp, plan: KernelPlan) -> list[int]:
         layer = call.attributes.get(LAYER_ATTR)
         if isinstance(layer, IntegerAttr):  # one layer, or a loop over ops of one layer
             layers = [layer.value.data] * plan.trips
         elif plan.trips > 1:
-            layers = list(range(self.next_layer,
-                                self.next_layer + plan.trips * plan.layers_per_trip))
+            layers = list(
+                range(self.next_layer, self.next_layer + plan.trips * plan.layers_per_trip)
+            )
         else:
             return []
         self.next_layer = layers[-1] + 1
@@ -877,8 +1061,9 @@ class _Host:
         if returned and returned[0] < len(_OUTPUTS):
             name = _OUTPUTS[returned[0]]
             self._value(name, "output", shape, dtype)
-            return self._tensor(_Tensor(name, shape, dtype, "output",
-                                        [self._whole_source(name, shape)]))
+            return self._tensor(
+                _Tensor(name, shape, dtype, "output", [self._whole_source(name, shape)])
+            )
         hint = result.name_hint or "act"
         name, k = hint, 0
         while name in self.tensors:
@@ -894,15 +1079,17 @@ class _Host:
             elif isinstance(op, dfk.SliceOp):
                 views = self.views[op.source]
                 index = op.index_attr.value.data
-                self.views[op.results[0]] = ([(views[0][0], views[0][1] + [index])]
-                                             if len(views) == 1 else [views[index]])
+                self.views[op.results[0]] = (
+                    [(views[0][0], views[0][1] + [index])] if len(views) == 1 else [views[index]]
+                )
             elif isinstance(op, dfk.StackOp):
                 self.views[op.results[0]] = [v for x in op.inputs for v in self.views[x]]
             elif isinstance(op, dfk.CallOp):
                 self.call(op)
             elif not isinstance(op, func.ReturnOp):
-                raise _fail(f"'{op.name}' in @{ENTRY} outside a kernel: outline it first "
-                            f"(outline-kernels)")
+                raise _fail(
+                    f"'{op.name}' in @{ENTRY} outside a kernel: outline it first (outline-kernels)"
+                )
 
 
 def _common_name(sources: Sequence[str]) -> str:
@@ -946,12 +1133,15 @@ def _place(tensors: list[_Tensor], preset: HardwarePreset, sockets: int, model: 
     hbm = preset.hbm_bytes
     fixed = sum(t.nbytes for t in tensors if t.kind != "weight" and t.aliases is None)
     if fixed > hbm:
-        raise _fail(f"{model} does not fit: KV caches, inputs, outputs and activations need "
-                    f"{fixed} bytes of HBM per socket ({sockets} socket(s)) but {preset.name} "
-                    f"has {hbm}")
+        raise _fail(
+            f"{model} does not fit: KV caches, inputs, outputs and activations need "
+            f"{fixed} bytes of HBM per socket ({sockets} socket(s)) but {preset.name} "
+            f"has {hbm}"
+        )
     free, ddr_used, spilled = hbm - fixed, 0, 0
-    weights = sorted((t for t in tensors if t.kind == "weight"),
-                     key=lambda t: _natural(t.sources[0].value.data))
+    weights = sorted(
+        (t for t in tensors if t.kind == "weight"), key=lambda t: _natural(t.sources[0].value.data)
+    )
     for t in weights:
         if t.nbytes <= free:
             free -= t.nbytes
@@ -960,12 +1150,16 @@ def _place(tensors: list[_Tensor], preset: HardwarePreset, sockets: int, model: 
             ddr_used += t.nbytes
             spilled += 1
     if ddr_used > preset.ddr_bytes:
-        raise _fail(f"{model} does not fit: weights need {sum(t.nbytes for t in weights)} "
-                    f"bytes per socket "
-                    f"({sockets} socket(s)) but {preset.name} has {hbm} of HBM and "
-                    f"{preset.ddr_bytes} of DDR")
-    return (f"{model}: {len(weights) - spilled} weight tensor(s) in HBM, {spilled} in DDR "
-            f"({ddr_used} bytes per socket); KV caches in HBM ({sockets} socket(s))")
+        raise _fail(
+            f"{model} does not fit: weights need {sum(t.nbytes for t in weights)} "
+            f"bytes per socket "
+            f"({sockets} socket(s)) but {preset.name} has {hbm} of HBM and "
+            f"{preset.ddr_bytes} of DDR"
+        )
+    return (
+        f"{model}: {len(weights) - spilled} weight tensor(s) in HBM, {spilled} in DDR "
+        f"({ddr_used} bytes per socket); KV caches in HBM ({sockets} socket(s))"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -978,10 +1172,14 @@ def _inplace_pairs(call: dfk.CallOp, plans: dict[str, KernelPlan]) -> dict[int, 
     is an activation (a result, not a KV cache, of an earlier call) that dies at this call.
     This is the residual stream, which is how a hardware loop carries it from trip to trip;
     decided at the kernel's first call, and the same for its looped and unlooped forms."""
+
     def activation(value: SSAValue) -> bool:
         producer = value.owner
-        return (isinstance(producer, dfk.CallOp) and sum(1 for _ in value.uses) == 1
-                and plans[producer.callee.string_value()].results[value.index].kind != "cache")
+        return (
+            isinstance(producer, dfk.CallOp)
+            and sum(1 for _ in value.uses) == 1
+            and plans[producer.callee.string_value()].results[value.index].kind != "cache"
+        )
 
     pairs: dict[int, int] = {}
     for r, result in enumerate(call.res):
@@ -1018,11 +1216,18 @@ class LowerDfkToRdu(ModulePass):
             raise _fail(str(error)) from None
         if self.launch not in ("software", "hardware"):
             raise _fail(f"launch must be software or hardware, got {self.launch!r}")
-        knobs = Mapping(self.matmul_par, self.simd_par, self.agcus, self.tile_bytes,
-                        self.buffer_depth, self.prefetch)
+        knobs = Mapping(
+            self.matmul_par,
+            self.simd_par,
+            self.agcus,
+            self.tile_bytes,
+            self.buffer_depth,
+            self.prefetch,
+        )
         knobs.check()
-        step = next((o for o in op.ops if isinstance(o, func.FuncOp)
-                     and o.sym_name.data == ENTRY), None)
+        step = next(
+            (o for o in op.ops if isinstance(o, func.FuncOp) and o.sym_name.data == ENTRY), None
+        )
         if step is None:
             raise _fail(f"no func.func @{ENTRY} (a decode step from rdu-import)")
         kernels = {o.sym_name.data: o for o in op.ops if isinstance(o, dfk.KernelOp)}
@@ -1031,8 +1236,9 @@ class LowerDfkToRdu(ModulePass):
         for call in calls:
             name = call.callee.string_value()
             if name not in plans:
-                plans[name] = _lower_kernel(kernels[name], _inplace_pairs(call, plans), knobs,
-                                            preset)
+                plans[name] = _lower_kernel(
+                    kernels[name], _inplace_pairs(call, plans), knobs, preset
+                )
         host = _Host(op, plans, self.launch)
         host.walk(step)
         sockets = sockets_of(op)
@@ -1045,17 +1251,27 @@ class LowerDfkToRdu(ModulePass):
             for plan in plans.values():
                 sections = len(plan.op.sections)
                 if sections > 1:
-                    print(f"remark: lower-dfk-to-rdu: kernel @{plan.name} needs {sections} "
-                          f"sections" + (f", reconfigured on each of its {plan.trips} trips"
-                                         if plan.op.loop is not None else ""), file=sys.stderr)
+                    print(
+                        f"remark: lower-dfk-to-rdu: kernel @{plan.name} needs {sections} "
+                        f"sections"
+                        + (
+                            f", reconfigured on each of its {plan.trips} trips"
+                            if plan.op.loop is not None
+                            else ""
+                        ),
+                        file=sys.stderr,
+                    )
         body = op.body.block
         for old in reversed(list(body.ops)):
             body.erase_op(old, safe_erase=False)
         body.add_ops(host.values.values())
         for t in tensors:
             props: dict[str, Attribute] = {
-                "sym_name": StringAttr(t.name), "type": TensorType(_element(t.dtype), t.shape),
-                "kind": StringAttr(t.kind), "tier": rdu.MemoryTierAttr(rdu.MemoryTier(t.tier))}
+                "sym_name": StringAttr(t.name),
+                "type": TensorType(_element(t.dtype), t.shape),
+                "kind": StringAttr(t.kind),
+                "tier": rdu.MemoryTierAttr(rdu.MemoryTier(t.tier)),
+            }
             if t.sources:
                 props["sources"] = ArrayAttr(t.sources)
             if t.aliases:

@@ -30,9 +30,16 @@ from rdu_compiler.simulator.program import Program, validate_program
 __all__ = ["RduPipeline", "compile_program", "pipeline_passes"]
 
 
-def pipeline_passes(*, sockets: int = 1, kernel_looping: bool = True, fusion: str = "layer",
-                    launch: str = "software", hw: str = "sn40l", hw_overrides: str = "",
-                    mapping: Mapping = Mapping()) -> list[ModulePass]:
+def pipeline_passes(
+    *,
+    sockets: int = 1,
+    kernel_looping: bool = True,
+    fusion: str = "layer",
+    launch: str = "software",
+    hw: str = "sn40l",
+    hw_overrides: str = "",
+    mapping: Mapping = Mapping(),
+) -> list[ModulePass]:
     """The passes of the default pipeline, in order (`mapping`: the lowering's knobs)."""
     return [
         OutlineKernels(policy=fusion),  # type: ignore[arg-type]
@@ -56,16 +63,30 @@ class RduPipeline(ModulePass):
     hw: str = "sn40l"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        for p in pipeline_passes(sockets=self.sockets, kernel_looping=self.kernel_looping,
-                                 fusion=self.fusion, launch=self.launch, hw=self.hw):
+        for p in pipeline_passes(
+            sockets=self.sockets,
+            kernel_looping=self.kernel_looping,
+            fusion=self.fusion,
+            launch=self.launch,
+            hw=self.hw,
+        ):
             p.apply(ctx, op)
 
 
-def compile_program(model: ModuleOp | ModelConfig | str, *, sockets: int = 1,
-                    kernel_looping: bool = True, launch: str = "software", fusion: str = "layer",
-                    batch: int = 1, context: int | None = None, layers: int | None = None,
-                    hw: str = "sn40l", hw_overrides: str = "",
-                    mapping: Mapping = Mapping()) -> Program:
+def compile_program(
+    model: ModuleOp | ModelConfig | str,
+    *,
+    sockets: int = 1,
+    kernel_looping: bool = True,
+    launch: str = "software",
+    fusion: str = "layer",
+    batch: int = 1,
+    context: int | None = None,
+    layers: int | None = None,
+    hw: str = "sn40l",
+    hw_overrides: str = "",
+    mapping: Mapping = Mapping(),
+) -> Program:
     """The validated program of one decode step of `model`: an llm module from rdu-import
     (modified in place), a `ModelConfig`, or a preset name / HF config path (`layers` keeps the
     first layers); `batch` and `context` apply when the step is built here. `hw_overrides`
@@ -77,8 +98,15 @@ def compile_program(model: ModuleOp | ModelConfig | str, *, sockets: int = 1,
     if isinstance(model, ModelConfig):
         model = build_decode_step(model, batch=batch, context=context)
     ctx = Context()
-    for p in pipeline_passes(sockets=sockets, kernel_looping=kernel_looping, fusion=fusion,
-                             launch=launch, hw=hw, hw_overrides=hw_overrides, mapping=mapping):
+    for p in pipeline_passes(
+        sockets=sockets,
+        kernel_looping=kernel_looping,
+        fusion=fusion,
+        launch=launch,
+        hw=hw,
+        hw_overrides=hw_overrides,
+        mapping=mapping,
+    ):
         p.apply(ctx, model)
     program = build_program(model)
     validate_program(program)

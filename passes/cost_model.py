@@ -69,8 +69,16 @@ from rdu_compiler.simulator.numerics import bytes_of
 __all__ = ["OpCost", "tensor_bytes", "op_cost", "total_cost", "step_stats", "STATS_KEYS"]
 
 STATS_KEYS = (
-    "model", "batch", "context", "dtype", "param_bytes", "kv_bytes", "flops_per_token",
-    "bytes_per_token", "bytes_read_per_token", "flops_per_byte",
+    "model",
+    "batch",
+    "context",
+    "dtype",
+    "param_bytes",
+    "kv_bytes",
+    "flops_per_token",
+    "bytes_per_token",
+    "bytes_read_per_token",
+    "flops_per_byte",
 )
 """The keys of `rdu-import --stats --json` other tools rely on (DESIGN.md); MoE adds more."""
 

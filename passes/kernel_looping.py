@@ -209,9 +209,9 @@ def _link(run: _Run, unit: _Unit, gap: Sequence[Operation]) -> str | None:
                 f"before thread {_threads(run.threading, p)} (rule 1)"
             )
         for source in sorted(set(threading.values())):
-            allowed = {
-                (prev.calls[o[0]], o[1]) for o, s in run.wiring.items() if s == source
-            } | {(unit.calls[o[0]], o[1]) for o, s in threading.items() if s == source}
+            allowed = {(prev.calls[o[0]], o[1]) for o, s in run.wiring.items() if s == source} | {
+                (unit.calls[o[0]], o[1]) for o, s in threading.items() if s == source
+            }
             if {(u.operation, u.index) for u in prev.result(source).uses} != allowed:
                 return (
                     f"result {_where(source, p)}, threaded into the next calls, has other uses "
@@ -256,9 +256,7 @@ def _split(units: list[_Unit], gaps: list[Sequence[Operation]]) -> tuple[list[_R
 
 def _has_smaller_period(callees: Sequence[str]) -> bool:
     p = len(callees)
-    return any(
-        p % d == 0 and list(callees) == list(callees[:d]) * (p // d) for d in range(1, p)
-    )
+    return any(p % d == 0 and list(callees) == list(callees[:d]) * (p // d) for d in range(1, p))
 
 
 def _segments(
@@ -397,9 +395,10 @@ def _stack(
         else None
         for v in values
     ]
-    if not all(isinstance(p, ParamOp) for p in params) or len(
-        {(cast(ParamOp, p).stack_depth, cast(ParamOp, p).shard) for p in params}
-    ) != 1:
+    if (
+        not all(isinstance(p, ParamOp) for p in params)
+        or len({(cast(ParamOp, p).stack_depth, cast(ParamOp, p).shard) for p in params}) != 1
+    ):
         stacked = rewriter.insert(StackOp(values), InsertPoint.before(anchor)).result
         stacked.name_hint = hint
         return stacked
@@ -411,8 +410,9 @@ def _stack(
     name, param = symbol_for(
         anchor,
         _stacked_name([p.sym_name.data for p in params]),
-        lambda s: isinstance(s, ParamOp)
-        and (s.type, s.source, s.shard) == (stacked_t, sources, shard),
+        lambda s: (
+            isinstance(s, ParamOp) and (s.type, s.source, s.shard) == (stacked_t, sources, shard)
+        ),
     )
     if param is None:
         param = rewriter.insert(

@@ -107,10 +107,7 @@ def _outline(
     inside = set(group)
     inputs = list(
         dict.fromkeys(
-            v
-            for o in group
-            for v in o.operands
-            if not (isinstance(v, OpResult) and v.op in inside)
+            v for o in group for v in o.operands if not (isinstance(v, OpResult) and v.op in inside)
         )
     )
     outputs = [

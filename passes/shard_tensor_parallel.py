@@ -366,8 +366,7 @@ def _rewrite(module: ModuleOp, splits: _Splits) -> None:
     reduced = [
         op
         for op in ops
-        if isinstance(op, llm.MoEOp)
-        or (isinstance(op, llm.LinearOp) and splits.get(op.input))
+        if isinstance(op, llm.MoEOp) or (isinstance(op, llm.LinearOp) and splits.get(op.input))
     ]
     heads = [
         (op, splits.get(op.query), splits.get(op.k_cache))

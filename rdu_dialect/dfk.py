@@ -816,7 +816,6 @@ class SliceOfStack(RewritePattern):
             rewriter.replace(op, [], [stack.inputs[op.index]])
 
 
-
 DFK = Dialect(
     "dfk",
     [KernelOp, ReturnOp, CallOp, LoopOp, YieldOp, StackOp, SliceOp],

@@ -132,8 +132,7 @@ def _run_math(
     """Any llm op whose math is `numerics.OPS[name]`: operands positionally, properties by
     name (an absent optional one as None, which each numerics function reads as its default)."""
     kwargs = {
-        name: _python_value(getattr(op, name))
-        for name in type(op).get_irdl_definition().properties
+        name: _python_value(getattr(op, name)) for name in type(op).get_irdl_definition().properties
     }
     return (numerics.OPS[op.name.removeprefix("llm.")](*args, **kwargs),)
 
@@ -181,17 +180,13 @@ class LlmFunctions(InterpreterFunctions):
         return _run_math(self, interpreter, op, args)
 
     @impl(llm.AllReduceOp)
-    def run_all_reduce(
-        self, interpreter: Interpreter, op: llm.AllReduceOp, args: tuple[Any, ...]
-    ):
+    def run_all_reduce(self, interpreter: Interpreter, op: llm.AllReduceOp, args: tuple[Any, ...]):
         dtype = _element_dtype(op.result.type)
         total = partial(numerics.all_reduce, reduction=op.reduction.data, out_dtype=dtype)
         return (self.exchange(self.rank, args[0], total),)
 
     @impl(llm.AllGatherOp)
-    def run_all_gather(
-        self, interpreter: Interpreter, op: llm.AllGatherOp, args: tuple[Any, ...]
-    ):
+    def run_all_gather(self, interpreter: Interpreter, op: llm.AllGatherOp, args: tuple[Any, ...]):
         gather = partial(numerics.all_gather, dim=op.dim.value.data)
         return (self.exchange(self.rank, args[0], gather),)
 

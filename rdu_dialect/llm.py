@@ -211,9 +211,7 @@ def _positions(op: Operation, positions: SSAValue, role: str, batch: int) -> Non
     """`positions` is a `tensor<Bxi32>` with one entry per batch entry of `role`."""
     n = _batch(op, "positions", positions)
     if n != batch:
-        raise VerifyException(
-            f"{op.name}: positions has {n} entries but {role} has batch {batch}"
-        )
+        raise VerifyException(f"{op.name}: positions has {n} entries but {role} has batch {batch}")
 
 
 def _dims(
@@ -223,9 +221,7 @@ def _dims(
     shape = _shape(op, role, v, len(expected))
     if any(e is not None and d != e for d, e in zip(shape, expected)):
         want = ", ".join("?" if e is None else str(e) for e in expected)
-        raise VerifyException(
-            f"{op.name}: {role} must be [{want}] ([{legend}]), got {_type_of(v)}"
-        )
+        raise VerifyException(f"{op.name}: {role} must be [{want}] ([{legend}]), got {_type_of(v)}")
     return shape
 
 
@@ -284,8 +280,7 @@ def _rope_scaling_problem(kind: str, values: dict[str, int | float]) -> tuple[st
     for name, value in values.items():
         if name not in fields:
             return name, (
-                f"rope scaling '{kind}' has no field '{name}' "
-                f"(fields: {', '.join(fields)})"
+                f"rope scaling '{kind}' has no field '{name}' (fields: {', '.join(fields)})"
             )
         if fields[name] is int and not isinstance(value, int):
             return name, f"rope scaling field '{name}' must be an integer, got {value}"
@@ -632,8 +627,7 @@ class _WeightSymbolUser(SymbolUserOpInterface):
             raise VerifyException(f"llm.weight: @{name} is a {param.name}, not an llm.param")
         if param.type != op.result.type:
             raise VerifyException(
-                f"llm.weight: @{name} has type {param.type} but the read expects "
-                f"{op.result.type}"
+                f"llm.weight: @{name} has type {param.type} but the read expects {op.result.type}"
             )
 
 
@@ -679,9 +673,7 @@ class EmbeddingOp(IRDLOperation):
     ids = operand_def(TensorType)
     result = result_def(TensorType)
 
-    assembly_format = (
-        "$table `,` $ids attr-dict `:` type($table) `,` type($ids) `->` type($result)"
-    )
+    assembly_format = "$table `,` $ids attr-dict `:` type($table) `,` type($ids) `->` type($result)"
     traits = traits_def(*_PURE)
 
     def verify_(self) -> None:
@@ -744,8 +736,7 @@ class LayerNormOp(_NormOp):
     bias = operand_def(TensorType)
 
     assembly_format = (
-        "$input `,` $weight `,` $bias attr-dict `:` type($input) `,` type($weight) `,` "
-        "type($bias)"
+        "$input `,` $weight `,` $bias attr-dict `:` type($input) `,` type($weight) `,` type($bias)"
     )
 
     def verify_(self) -> None:

@@ -140,8 +140,11 @@ def _shape_problem(tensor: Attribute) -> str | None:
 
 def _parse_ints(parser: AttrParser) -> tuple[int, ...]:
     """`[1, -2, 3]`."""
-    return tuple(parser.parse_comma_separated_list(
-        parser.Delimiter.SQUARE, lambda: parser.parse_integer(allow_boolean=False)))
+    return tuple(
+        parser.parse_comma_separated_list(
+            parser.Delimiter.SQUARE, lambda: parser.parse_integer(allow_boolean=False)
+        )
+    )
 
 
 def _ints(values: Sequence[int]) -> str:
@@ -208,10 +211,15 @@ class AccessAttr(ParametrizedAttribute):
     stops: DenseArrayBase
     step: DenseArrayBase
 
-    def __init__(self, target: str, ranges: Sequence[tuple[int, int]],
-                 step: Sequence[int] | None = None):
-        super().__init__(StringAttr(target), _array([a for a, _ in ranges]),
-                         _array([b for _, b in ranges]), _array(step or ()))
+    def __init__(
+        self, target: str, ranges: Sequence[tuple[int, int]], step: Sequence[int] | None = None
+    ):
+        super().__init__(
+            StringAttr(target),
+            _array([a for a, _ in ranges]),
+            _array([b for _, b in ranges]),
+            _array(step or ()),
+        )
 
     @property
     def ranges(self) -> list[tuple[int, int]]:
@@ -233,8 +241,12 @@ class AccessAttr(ParametrizedAttribute):
 
             ranges = parser.parse_comma_separated_list(parser.Delimiter.SQUARE, one_range)
             step = _parse_ints(parser) if parser.parse_optional_keyword("step") else ()
-        return (StringAttr(target), _array([a for a, _ in ranges]),
-                _array([b for _, b in ranges]), _array(step))
+        return (
+            StringAttr(target),
+            _array([a for a, _ in ranges]),
+            _array([b for _, b in ranges]),
+            _array(step),
+        )
 
     def print_parameters(self, printer: Printer) -> None:
         ranges = ", ".join(f"{a}:{b}" for a, b in self.ranges)
@@ -244,11 +256,13 @@ class AccessAttr(ParametrizedAttribute):
     def verify(self) -> None:
         rank = len(self.starts.get_values())
         if len(self.stops.get_values()) != rank or (self.steps and len(self.steps) != rank):
-            raise VerifyException(f"access to '{self.target.data}': ranks of ranges and step "
-                                  f"differ")
+            raise VerifyException(
+                f"access to '{self.target.data}': ranks of ranges and step differ"
+            )
         if any(a < 0 or a >= b for a, b in self.ranges):
-            raise VerifyException(f"access to '{self.target.data}': empty or negative range in "
-                                  f"{self.ranges}")
+            raise VerifyException(
+                f"access to '{self.target.data}': empty or negative range in {self.ranges}"
+            )
 
 
 _WORK_FIELDS = ("flops", "bytes_read", "bytes_written", "tiles")
@@ -302,11 +316,23 @@ class SourceAttr(ParametrizedAttribute):
     socket_step: DenseArrayBase
     socket_group: IntegerAttr[I64]
 
-    def __init__(self, value: str, start: Sequence[int], shape: Sequence[int],
-                 at: Sequence[int], socket_step: Sequence[int] | None = None,
-                 socket_group: int = 1):
-        super().__init__(StringAttr(value), _array(start), _array(shape), _array(at),
-                         _array(socket_step or ()), IntegerAttr(socket_group, i64))
+    def __init__(
+        self,
+        value: str,
+        start: Sequence[int],
+        shape: Sequence[int],
+        at: Sequence[int],
+        socket_step: Sequence[int] | None = None,
+        socket_group: int = 1,
+    ):
+        super().__init__(
+            StringAttr(value),
+            _array(start),
+            _array(shape),
+            _array(at),
+            _array(socket_step or ()),
+            IntegerAttr(socket_group, i64),
+        )
 
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> tuple[Attribute, ...]:
@@ -319,12 +345,20 @@ class SourceAttr(ParametrizedAttribute):
             at = _parse_ints(parser)
             step = _parse_ints(parser) if parser.parse_optional_keyword("step") else ()
             group = parser.parse_integer() if parser.parse_optional_keyword("group") else 1
-        return (StringAttr(value), _array(start), _array(shape), _array(at), _array(step),
-                IntegerAttr(group, i64))
+        return (
+            StringAttr(value),
+            _array(start),
+            _array(shape),
+            _array(at),
+            _array(step),
+            IntegerAttr(group, i64),
+        )
 
     def print_parameters(self, printer: Printer) -> None:
-        text = (f'<"{self.value.data}" {_ints(self.start.get_values())} x '
-                f"{_ints(self.shape.get_values())} at {_ints(self.at.get_values())}")
+        text = (
+            f'<"{self.value.data}" {_ints(self.start.get_values())} x '
+            f"{_ints(self.shape.get_values())} at {_ints(self.at.get_values())}"
+        )
         if self.socket_step.get_values():
             text += f" step {_ints(self.socket_step.get_values())}"
         if self.socket_group.value.data != 1:
@@ -345,8 +379,11 @@ class BindingAttr(ParametrizedAttribute):
     indices: ArrayAttr[DenseArrayBase]
 
     def __init__(self, param: str, views: Sequence[tuple[str, Sequence[int]]]):
-        super().__init__(StringAttr(param), ArrayAttr([StringAttr(t) for t, _ in views]),
-                         ArrayAttr([_array(i) for _, i in views]))
+        super().__init__(
+            StringAttr(param),
+            ArrayAttr([StringAttr(t) for t, _ in views]),
+            ArrayAttr([_array(i) for _, i in views]),
+        )
 
     @property
     def views(self) -> list[tuple[str, list[int]]]:
@@ -363,8 +400,11 @@ class BindingAttr(ParametrizedAttribute):
                 return name, _array(index)
 
             views = parser.parse_comma_separated_list(parser.Delimiter.SQUARE, view)
-        return (StringAttr(param), ArrayAttr([t for t, _ in views]),
-                ArrayAttr([i for _, i in views]))
+        return (
+            StringAttr(param),
+            ArrayAttr([t for t, _ in views]),
+            ArrayAttr([i for _, i in views]),
+        )
 
     def print_parameters(self, printer: Printer) -> None:
         printer.print_string(f'<"{self.param.data}" [')
@@ -429,8 +469,9 @@ class ValueOp(IRDLOperation):
     def verify_(self) -> None:
         _check_shape(self, f'"{self.value.data}"', self.type)
         if self.role.data not in VALUE_ROLES:
-            raise VerifyException(f"'rdu.value' role must be one of {', '.join(VALUE_ROLES)}, "
-                                  f"got {self.role.data!r}")
+            raise VerifyException(
+                f"'rdu.value' role must be one of {', '.join(VALUE_ROLES)}, got {self.role.data!r}"
+            )
 
 
 @irdl_op_definition
@@ -461,19 +502,25 @@ class TensorOp(IRDLOperation):
         name = self.sym_name.data
         _check_shape(self, f"@{name}", self.type)
         if self.kind.data not in TENSOR_KINDS:
-            raise VerifyException(f"'rdu.tensor' @{name}: kind must be one of "
-                                  f"{', '.join(TENSOR_KINDS)}, got {self.kind.data!r}")
+            raise VerifyException(
+                f"'rdu.tensor' @{name}: kind must be one of "
+                f"{', '.join(TENSOR_KINDS)}, got {self.kind.data!r}"
+            )
         if self.aliases is None:
             return
         other = lookup_symbol(self, self.aliases.root_reference.data)
         if not isinstance(other, TensorOp):
-            raise VerifyException(f"'rdu.tensor' @{name} aliases "
-                                  f"@{self.aliases.root_reference.data}, which is no rdu.tensor")
+            raise VerifyException(
+                f"'rdu.tensor' @{name} aliases "
+                f"@{self.aliases.root_reference.data}, which is no rdu.tensor"
+            )
         if other is self:
             raise VerifyException(f"'rdu.tensor' @{name} aliases itself")
         if (other.type, other.tier) != (self.type, self.tier) or self.sources is not None:
-            raise VerifyException(f"'rdu.tensor' @{name} aliases @{other.sym_name.data}: it "
-                                  f"needs the same type and tier and no sources of its own")
+            raise VerifyException(
+                f"'rdu.tensor' @{name} aliases @{other.sym_name.data}: it "
+                f"needs the same type and tier and no sources of its own"
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -519,18 +566,19 @@ class KernelOp(IRDLOperation):
         if self.loop is not None:
             for stacked in self.loop.stacked:
                 if stacked.data not in params:
-                    raise VerifyException(f"'rdu.kernel' @{name}: stacked '{stacked.data}' is "
-                                          f"not a param")
+                    raise VerifyException(
+                        f"'rdu.kernel' @{name}: stacked '{stacked.data}' is not a param"
+                    )
         for section in self.sections:
-            known = params | {b.buffer.data for b in section.body.ops
-                              if isinstance(b, BufferOp)}
+            known = params | {b.buffer.data for b in section.body.ops if isinstance(b, BufferOp)}
             for unit in section.units:
                 for access in (*unit.reads, unit.write):
                     if access.target.data not in known:
                         raise VerifyException(
                             f"'rdu.kernel' @{name}: unit '{unit.id.data}' accesses "
                             f"'{access.target.data}', neither a param nor a buffer of its "
-                            f"section")
+                            f"section"
+                        )
 
 
 @irdl_op_definition
@@ -606,7 +654,8 @@ class SectionOp(IRDLOperation):
             declared = _at_least(self, resource, 0)
             if declared != used:
                 raise VerifyException(
-                    f"'rdu.section' declares {resource} {declared} but its units use {used}")
+                    f"'rdu.section' declares {resource} {declared} but its units use {used}"
+                )
 
 
 def used_resources(units: Sequence[UnitOp]) -> dict[str, int]:
@@ -664,8 +713,10 @@ class UnitOp(IRDLOperation):
             raise VerifyException(f"'{self.name}' needs a non-empty op and id")
 
 
-_UNIT_FORMAT = ("(` ` `(` $inputs^ `)`)? `reads` $reads `write` $write `work` $work attr-dict `:` "
-                "functional-type($inputs, $output)")
+_UNIT_FORMAT = (
+    "(` ` `(` $inputs^ `)`)? `reads` $reads `write` $write `work` $work attr-dict `:` "
+    "functional-type($inputs, $output)"
+)
 
 
 @irdl_op_definition
@@ -679,7 +730,7 @@ class PcuOp(UnitOp):
     mode = prop_def(PcuModeAttr)
     attrs = opt_prop_def(DictionaryAttr)
 
-    assembly_format = ("$op $id `count` $count $mode (`attrs` $attrs^)? " + _UNIT_FORMAT)
+    assembly_format = "$op $id `count` $count $mode (`attrs` $attrs^)? " + _UNIT_FORMAT
 
 
 @irdl_op_definition
@@ -693,8 +744,9 @@ class PmuOp(UnitOp):
     sram_bytes = prop_def(IntegerAttr[I64])
     buffers = prop_def(IntegerAttr[I64])
 
-    assembly_format = ("$op $id `count` $count `sram_bytes` $sram_bytes `buffers` $buffers "
-                       + _UNIT_FORMAT)
+    assembly_format = (
+        "$op $id `count` $count `sram_bytes` $sram_bytes `buffers` $buffers " + _UNIT_FORMAT
+    )
 
     def verify_(self) -> None:
         super().verify_()
@@ -757,8 +809,9 @@ class LaunchOp(IRDLOperation):
         params = [p.param.data for p in kernel.params]
         bound = [b.param.data for b in self.bindings]
         if sorted(bound) != sorted(params):
-            raise VerifyException(f"'rdu.launch' @{name} must bind each of its params "
-                                  f"{params} once, binds {bound}")
+            raise VerifyException(
+                f"'rdu.launch' @{name} must bind each of its params {params} once, binds {bound}"
+            )
 
 
 @irdl_op_definition
@@ -789,6 +842,14 @@ RDU = Dialect(
         LaunchOp,
         SyncOp,
     ],
-    [MemoryTierAttr, LaunchModeAttr, PcuModeAttr, StreamType, AccessAttr, WorkAttr, SourceAttr,
-     BindingAttr],
+    [
+        MemoryTierAttr,
+        LaunchModeAttr,
+        PcuModeAttr,
+        StreamType,
+        AccessAttr,
+        WorkAttr,
+        SourceAttr,
+        BindingAttr,
+    ],
 )

@@ -48,10 +48,6 @@ def lookup_symbol(from_op: Operation, name: str) -> Operation | None:
     table = _TABLES.get(table_op)
     if table is not None:
         hit = table.get(name)
-        if (
-            hit is not None
-            and hit.parent_op() is table_op
-            and get_name_if_symbol(hit) == name
-        ):
+        if hit is not None and hit.parent_op() is table_op and get_name_if_symbol(hit) == name:
             return hit
     return _build(table_op).get(name)

@@ -51,8 +51,14 @@ def memory_needed(program: Program) -> int:
     """Bytes the functional simulator holds: every non-alias tensor once per socket, plus the
     largest section's on-chip buffers per socket (buffers live while a section runs)."""
     tensors = sum(N.bytes_of(t.shape, t.dtype) for t in program.tensors if t.aliases is None)
-    buffers = max((sum(N.bytes_of(b.shape, b.dtype) for b in section.buffers)
-                   for kernel in program.kernels for section in kernel.sections), default=0)
+    buffers = max(
+        (
+            sum(N.bytes_of(b.shape, b.dtype) for b in section.buffers)
+            for kernel in program.kernels
+            for section in kernel.sections
+        ),
+        default=0,
+    )
     return program.sockets * (tensors + buffers)
 
 
@@ -75,8 +81,9 @@ def _slices(ranges: Any, step: Any, j: int) -> tuple[slice, ...]:
     return tuple(slice(a + j * s, b + j * s) for (a, b), s in zip(ranges, step))
 
 
-def _source_blocks(src: Source, tensor: Tensor, socket: int
-                   ) -> tuple[tuple[slice, ...], tuple[slice, ...], list[int]]:
+def _source_blocks(
+    src: Source, tensor: Tensor, socket: int
+) -> tuple[tuple[slice, ...], tuple[slice, ...], list[int]]:
     """Where socket ``socket``'s copy of ``src`` sits: (block in the value, block in the tensor,
     the block's shape in tensor coordinates)."""
     shard = socket // src.socket_group if src.socket_step is not None else 0
@@ -105,10 +112,13 @@ def _split_dim(access: Any) -> int | None:
 # dimension; a linear splits weight rows (and bias) along the output features; rope splits
 # whole heads of x along the features (positions shared).
 _SEPARABLE: dict[str, Callable[[list[int | None], int | None], bool]] = {
-    **{op: (lambda reads, w: w is not None and w >= 0 and all(r == w for r in reads))
-       for op in ("add", "mul", "silu", "gelu")},
-    "linear": lambda reads, w: reads[0] == -1 and reads[1] == 0 and all(
-        r == 0 for r in reads[2:]) and w == 1,
+    **{
+        op: (lambda reads, w: w is not None and w >= 0 and all(r == w for r in reads))
+        for op in ("add", "mul", "silu", "gelu")
+    },
+    "linear": lambda reads, w: (
+        reads[0] == -1 and reads[1] == 0 and all(r == 0 for r in reads[2:]) and w == 1
+    ),
     "rope": lambda reads, w: reads == [1, -1] and w == 1,
 }
 
@@ -128,15 +138,18 @@ class _Unit:
         self.op = unit.op
         count = unit.count
         rule = _SEPARABLE.get(unit.op)
-        if count > 1 and isinstance(unit, Pcu) and rule is not None and rule(
-                [_split_dim(a) for a in unit.reads], _split_dim(unit.write)):
+        if (
+            count > 1
+            and isinstance(unit, Pcu)
+            and rule is not None
+            and rule([_split_dim(a) for a in unit.reads], _split_dim(unit.write))
+        ):
             count = 1
             accesses = [_union(a, unit.count) for a in (*unit.reads, unit.write)]
             reads, write = accesses[:-1], accesses[-1]
         else:
             reads, write = unit.reads, unit.write
-        self.reads = [(a.name, [_slices(a.ranges, a.step, j) for j in range(count)])
-                      for a in reads]
+        self.reads = [(a.name, [_slices(a.ranges, a.step, j) for j in range(count)]) for a in reads]
         self.write = write.name
         self.writes = [_slices(write.ranges, write.step, j) for j in range(count)]
         self.shapes = [tuple(s.stop - s.start for s in w) for w in self.writes]
@@ -148,8 +161,10 @@ class _Unit:
 def _union(access: Any, count: int) -> Access:
     """The block covering all ``count`` copies of a contiguous counted access."""
     step = access.step or [0] * len(access.ranges)
-    return Access(name=access.name,
-                  ranges=[(a, b + (count - 1) * s) for (a, b), s in zip(access.ranges, step)])
+    return Access(
+        name=access.name,
+        ranges=[(a, b + (count - 1) * s) for (a, b), s in zip(access.ranges, step)],
+    )
 
 
 class FunctionalSimulator:
@@ -159,8 +174,9 @@ class FunctionalSimulator:
     shape; each socket reads only the blocks its sources name. ``available_bytes`` (default:
     this machine's available memory) is what :func:`memory_needed` is checked against."""
 
-    def __init__(self, program: Program, weights: WeightSource, *,
-                 available_bytes: int | None = None):
+    def __init__(
+        self, program: Program, weights: WeightSource, *, available_bytes: int | None = None
+    ):
         need = memory_needed(program)
         have = available_memory() if available_bytes is None else available_bytes
         if have is not None and need > MEMORY_MARGIN * have:
@@ -169,12 +185,14 @@ class FunctionalSimulator:
                 f"about {need / 2**30:.1f} GiB of memory (every socket's tensors and on-chip "
                 f"buffers), but this machine has {have / 2**30:.1f} GiB available (at most "
                 f"{MEMORY_MARGIN:.0%} of it is used); run the timing simulation instead, or a "
-                f"smaller model")
+                f"smaller model"
+            )
         self.program = program
         self.values = {v.name: v for v in program.values}
         self.kernels = {k.name: k for k in program.kernels}
-        self._units = {k.name: [[_Unit(u) for u in s.units] for s in k.sections]
-                       for k in program.kernels}
+        self._units = {
+            k.name: [[_Unit(u) for u in s.units] for s in k.sections] for k in program.kernels
+        }
         self.memory: list[dict[str, np.ndarray]] = []
         for socket in range(program.sockets):
             mem: dict[str, np.ndarray] = {}
@@ -191,13 +209,15 @@ class FunctionalSimulator:
 
     # -- data in and out -------------------------------------------------------------------
 
-    def _fill(self, tensor: Tensor,
-              read: Callable[[Source, tuple[slice, ...], Any], np.ndarray]) -> None:
+    def _fill(
+        self, tensor: Tensor, read: Callable[[Source, tuple[slice, ...], Any], np.ndarray]
+    ) -> None:
         for socket, mem in enumerate(self.memory):
             for src in tensor.sources:
                 in_value, in_tensor, shape = _source_blocks(src, tensor, socket)
-                mem[tensor.name][in_tensor] = read(src, in_value, self.values[src.value]
-                                                   ).reshape(shape)
+                mem[tensor.name][in_tensor] = read(src, in_value, self.values[src.value]).reshape(
+                    shape
+                )
 
     def _gather(self, role: str) -> dict[str, np.ndarray]:
         """Values of ``role`` assembled from the tensors holding them: each shard from the first
@@ -209,12 +229,16 @@ class FunctionalSimulator:
                 if value.role != role:
                     continue
                 whole = out.setdefault(value.name, np.zeros(value.shape, N.DTYPES[value.dtype]))
-                shards = range(0, self.program.sockets, src.socket_group) \
-                    if src.socket_step is not None else (0,)
+                shards = (
+                    range(0, self.program.sockets, src.socket_group)
+                    if src.socket_step is not None
+                    else (0,)
+                )
                 for socket in shards:
                     in_value, in_tensor, _ = _source_blocks(src, t, socket)
                     whole[in_value] = self.memory[socket][t.name][in_tensor].reshape(
-                        whole[in_value].shape)
+                        whole[in_value].shape
+                    )
         return out
 
     def state(self) -> dict[str, np.ndarray]:
@@ -232,8 +256,9 @@ class FunctionalSimulator:
         for name, value in wanted.items():
             a = np.asarray(inputs[name]).astype(N.DTYPES[value.dtype])
             if list(a.shape) != value.shape:
-                raise FunctionalError(f"input {name!r} has shape {list(a.shape)}, the program "
-                                      f"needs {value.shape}")
+                raise FunctionalError(
+                    f"input {name!r} has shape {list(a.shape)}, the program needs {value.shape}"
+                )
             arrays[name] = a
         for t in self.program.tensors:
             if t.kind == "input":
@@ -250,9 +275,11 @@ class FunctionalSimulator:
         inputs = [v.name for v in self.program.values if v.role == "input"]
         outputs = [v.name for v in self.program.values if v.role == "output"]
         if len(inputs) != 2 or len(outputs) != 2:
-            raise FunctionalError(f"a decode-step program has two inputs (token ids, positions) "
-                                  f"and two outputs (logits, next tokens); this one has inputs "
-                                  f"{inputs} and outputs {outputs}")
+            raise FunctionalError(
+                f"a decode-step program has two inputs (token ids, positions) "
+                f"and two outputs (logits, next tokens); this one has inputs "
+                f"{inputs} and outputs {outputs}"
+            )
         out = self.step({inputs[0]: tokens, inputs[1]: positions})
         return out[outputs[0]], out[outputs[1]]
 
@@ -262,8 +289,10 @@ class FunctionalSimulator:
         trips = kernel.loop.trips if kernel.loop is not None else 1
         stacked = set(kernel.loop.stacked) if kernel.loop is not None else set()
         rank = {p.name: len(p.shape) for p in kernel.params}
-        views = [{b.param: [mem[v.tensor][tuple(v.index)] for v in b.tensors]
-                  for b in launch.bindings} for mem in self.memory]
+        views = [
+            {b.param: [mem[v.tensor][tuple(v.index)] for v in b.tensors] for b in launch.bindings}
+            for mem in self.memory
+        ]
         for trip in range(trips):
             bound = []
             for socket_views in views:
@@ -277,8 +306,13 @@ class FunctionalSimulator:
                         params[name] = vs[trip]
                 bound.append(params)
             for section, units in zip(kernel.sections, self._units[kernel.name]):
-                storage = [{**params, **{b.name: np.zeros(b.shape, N.DTYPES[b.dtype])
-                                         for b in section.buffers}} for params in bound]
+                storage = [
+                    {
+                        **params,
+                        **{b.name: np.zeros(b.shape, N.DTYPES[b.dtype]) for b in section.buffers},
+                    }
+                    for params in bound
+                ]
                 for unit in units:
                     self._run(unit, storage)
 
@@ -287,8 +321,9 @@ class FunctionalSimulator:
         outs = [st[unit.write] for st in storage]
         arrays = [[st[name] for name, _ in unit.reads] for st in storage]
         for j, (where, shape) in enumerate(zip(unit.writes, unit.shapes)):
-            blocks = [[a[slices[j]] for a, (_, slices) in zip(socket, unit.reads)]
-                      for socket in arrays]
+            blocks = [
+                [a[slices[j]] for a, (_, slices) in zip(socket, unit.reads)] for socket in arrays
+            ]
             if unit.op in COLLECTIVES:  # every socket gets the combination of all blocks
                 whole = unit.fn([b[0] for b in blocks], **unit.attrs, out_dtype=outs[0].dtype)
                 results = [whole] * len(storage)
@@ -299,7 +334,8 @@ class FunctionalSimulator:
                     N.kv_cache_write_(*b)
                 continue
             else:
-                results = [unit.fn(*b, **unit.attrs, out_dtype=o.dtype)
-                           for b, o in zip(blocks, outs)]
+                results = [
+                    unit.fn(*b, **unit.attrs, out_dtype=o.dtype) for b, o in zip(blocks, outs)
+                ]
             for o, r in zip(outs, results):
                 o[where] = r if r.shape == shape else r.reshape(shape)

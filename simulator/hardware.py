@@ -100,8 +100,10 @@ class HardwarePreset(msgspec.Struct, frozen=True, kw_only=True):
                 f"given for unknown figures {sorted(extra)}"
             )
         if self.sram_bytes < self.pmus:
-            raise PresetError(f"preset {self.name!r}: sram_bytes {self.sram_bytes} < pmus "
-                              f"{self.pmus} leaves a PMU without a byte")
+            raise PresetError(
+                f"preset {self.name!r}: sram_bytes {self.sram_bytes} < pmus "
+                f"{self.pmus} leaves a PMU without a byte"
+            )
 
     @classmethod
     def figures(cls) -> tuple[str, ...]:
@@ -129,7 +131,7 @@ class HardwarePreset(msgspec.Struct, frozen=True, kw_only=True):
             provenance[key] = Provenance(
                 origin="override",
                 note=f"{value!r} instead of the preset's {getattr(self, key)!r} ({was.origin}: "
-                     f"{was.note})",
+                f"{was.note})",
             )
         fields = {f: getattr(self, f) for f in self.__struct_fields__}
         fields.update(changes, provenance=provenance)
@@ -152,8 +154,9 @@ def _check_key(key: str) -> None:
         raise PresetError(f"hardware parameter {key!r} cannot be overridden")
     close = difflib.get_close_matches(key, HardwarePreset.figures(), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise PresetError(f"unknown hardware parameter {key!r}{hint}; known: "
-                      f"{', '.join(HardwarePreset.figures())}")
+    raise PresetError(
+        f"unknown hardware parameter {key!r}{hint}; known: {', '.join(HardwarePreset.figures())}"
+    )
 
 
 def _build(fields: dict[str, Any]) -> HardwarePreset:
@@ -163,8 +166,11 @@ def _build(fields: dict[str, Any]) -> HardwarePreset:
     except msgspec.ValidationError as e:
         message, _, where = str(e).partition(" - at `$.")
         key = where.rstrip("`").split(".")[0] if where else ""
-        raise PresetError(f"hardware parameter {key}: {message}, got {fields.get(key)!r}"
-                          if key in fields else str(e)) from None
+        raise PresetError(
+            f"hardware parameter {key}: {message}, got {fields.get(key)!r}"
+            if key in fields
+            else str(e)
+        ) from None
 
 
 def parse_overrides(overrides: str | Iterable[str]) -> dict[str, int | float]:
@@ -201,8 +207,10 @@ def parse_overrides(overrides: str | Iterable[str]) -> dict[str, int | float]:
 # SN40L
 # ----------------------------------------------------------------------------------------------
 
-_SN40L_PAPER = ("ANCHORS.md, SN40L (Prabhakar et al., \"SambaNova SN40L: Scaling the AI Memory "
-                "Wall...\", arXiv 2405.07518; Hot Chips 2024)")
+_SN40L_PAPER = (
+    'ANCHORS.md, SN40L (Prabhakar et al., "SambaNova SN40L: Scaling the AI Memory '
+    'Wall...", arXiv 2405.07518; Hot Chips 2024)'
+)
 
 
 def _source(note: str) -> Provenance:
@@ -219,76 +227,138 @@ _SN40L: dict[str, tuple[int | float, Provenance]] = {
     "pcus": (1040, _source("1040 PCUs per socket.")),
     "pmus": (1040, _source("1040 PMUs per socket.")),
     "sram_bytes": (520 * _MIB, _source("520 MiB on-chip SRAM per socket (0.5 MiB per PMU).")),
-    "agcus": (32, _parameter(
-        "No source gives the AGCU count. 32 (16 per die) is an assumption; off-chip transfers "
-        "are bounded by the memory tier's bandwidth, so the time model should be insensitive "
-        "to it.")),
-    "pcu_lanes": (32, _parameter(
-        "No source gives the SN40L PCU geometry (searched). 32 SIMD lanes x 6 stages is an "
-        "assumption, chosen with clock_hz so that pcus x lanes x stages x 2 FLOP x clock "
-        "(systolic mode, one multiply-add per lane and stage per cycle) = 639 TFLOP/s matches "
-        "the sourced 638 TFLOP/s peak; that peak is therefore calibration, not a prediction.")),
+    "agcus": (
+        32,
+        _parameter(
+            "No source gives the AGCU count. 32 (16 per die) is an assumption; off-chip transfers "
+            "are bounded by the memory tier's bandwidth, so the time model should be insensitive "
+            "to it."
+        ),
+    ),
+    "pcu_lanes": (
+        32,
+        _parameter(
+            "No source gives the SN40L PCU geometry (searched). 32 SIMD lanes x 6 stages is an "
+            "assumption, chosen with clock_hz so that pcus x lanes x stages x 2 FLOP x clock "
+            "(systolic mode, one multiply-add per lane and stage per cycle) = 639 TFLOP/s matches "
+            "the sourced 638 TFLOP/s peak; that peak is therefore calibration, not a prediction."
+        ),
+    ),
     "pcu_stages": (6, _parameter("See pcu_lanes: 6 pipeline stages per PCU, an assumption.")),
-    "clock_hz": (1.6e9, _parameter(
-        "ANCHORS gives only 'under 2 GHz'. 1.6 GHz is chosen with pcu_lanes / pcu_stages so "
-        "that the systolic peak of 1040 PCUs matches the sourced 638 BF16 TFLOP/s.")),
+    "clock_hz": (
+        1.6e9,
+        _parameter(
+            "ANCHORS gives only 'under 2 GHz'. 1.6 GHz is chosen with pcu_lanes / pcu_stages so "
+            "that the systolic peak of 1040 PCUs matches the sourced 638 BF16 TFLOP/s."
+        ),
+    ),
     "peak_bf16_flops": (638e12, _source("638 BF16 TFLOP/s per socket.")),
     "hbm_bytes": (64 * _GIB, _source("64 GiB HBM per socket.")),
-    "hbm_bandwidth": (1.8e12, _source(
-        "HBM at 1.8 TB/s per socket (the text also says about 2 TB/s).")),
-    "hbm_efficiency": (0.95, _parameter(
-        "Fraction of hbm_bandwidth a long streaming read sustains (refresh, page and bank "
-        "overheads). 0.95 is an assumption, not fitted to any SN40L outcome: the published "
-        "~85% of HBM bandwidth of a fused decoder and the >90% of peak with kernel looping "
-        "stay predictions to compare against.")),
+    "hbm_bandwidth": (
+        1.8e12,
+        _source("HBM at 1.8 TB/s per socket (the text also says about 2 TB/s)."),
+    ),
+    "hbm_efficiency": (
+        0.95,
+        _parameter(
+            "Fraction of hbm_bandwidth a long streaming read sustains (refresh, page and bank "
+            "overheads). 0.95 is an assumption, not fitted to any SN40L outcome: the published "
+            "~85% of HBM bandwidth of a fused decoder and the >90% of peak with kernel looping "
+            "stay predictions to compare against."
+        ),
+    ),
     "ddr_bytes": (int(1.5 * _TIB), _source("up to 1.5 TiB DDR per socket.")),
     "ddr_bandwidth": (200e9, _source("DDR at 200 GB/s per socket.")),
-    "ddr_efficiency": (0.85, _parameter(
-        "Fraction of ddr_bandwidth a streaming read sustains; 0.85 is an assumption (DDR "
-        "loses more than HBM to refresh and bank conflicts), not fitted to any outcome.")),
-    "max_sockets": (16, _source("systems of up to 16 sockets (SN40L-16), joined by a "
-                                "peer-to-peer network.")),
-    "p2p_bandwidth": (100e9, _parameter(
-        "Peer-to-peer bandwidth between sockets is unconfirmed (ANCHORS). 100 GB/s per socket "
-        "and direction is an assumption of a PCIe-5-x16 / NVLink-class link; decode "
-        "all-reduces carry a few kB per layer, so p2p_latency_s matters more.")),
-    "p2p_latency_s": (2e-6, _parameter(
-        "Peer-to-peer latency is unconfirmed (ANCHORS). 2 us per transfer is an assumption of "
-        "the order of a PCIe round trip through a switch.")),
-    "launch_software_s": (10e-6, _parameter(
-        "Host-side cost of issuing one kernel launch in software-orchestrated mode (runtime "
-        "call, driver, doorbell); unconfirmed. 10 us is an assumption of the order of a "
-        "non-graph GPU kernel launch.")),
-    "launch_hardware_s": (1e-6, _parameter(
-        "Cost of one launch sequenced by the AGCUs from a static schedule (hardware-"
-        "orchestrated mode); unconfirmed. 1 us is an assumption, by analogy with a CUDA-graph "
-        "launch (~1.3 us, ANCHORS GPU side). The published 1.4x-8x decode gain of hardware "
-        "orchestration is an outcome to compare against, not used here.")),
-    "program_load_s": (10e-6, _parameter(
-        "Program Load: configuring the units with one kernel (or one section of a split "
-        "kernel); unconfirmed. 10 us is an assumption.")),
-    "argument_load_s": (2e-6, _parameter(
-        "Argument Load: binding a kernel's off-chip tensors at launch; unconfirmed. 2 us is "
-        "an assumption.")),
-    "sync_software_s": (10e-6, _parameter(
-        "Time for the host to learn a launch finished (interrupt or poll round trip) in "
-        "software mode; unconfirmed (ANCHORS: per-call sync cost unconfirmed). 10 us is an "
-        "assumption.")),
-    "sync_hardware_s": (1e-6, _parameter(
-        "Completion seen by the AGCU sequencer in hardware mode; unconfirmed. 1 us is an "
-        "assumption.")),
-    "stage_latency_s": (100e-9, _parameter(
-        "Latency of a tile through one pipeline stage (a unit plus its network hops), which "
-        "sets pipeline fill and drain (stages x this); unconfirmed. 100 ns (160 cycles at "
-        "1.6 GHz) is an assumption.")),
+    "ddr_efficiency": (
+        0.85,
+        _parameter(
+            "Fraction of ddr_bandwidth a streaming read sustains; 0.85 is an assumption (DDR "
+            "loses more than HBM to refresh and bank conflicts), not fitted to any outcome."
+        ),
+    ),
+    "max_sockets": (
+        16,
+        _source("systems of up to 16 sockets (SN40L-16), joined by a peer-to-peer network."),
+    ),
+    "p2p_bandwidth": (
+        100e9,
+        _parameter(
+            "Peer-to-peer bandwidth between sockets is unconfirmed (ANCHORS). 100 GB/s per socket "
+            "and direction is an assumption of a PCIe-5-x16 / NVLink-class link; decode "
+            "all-reduces carry a few kB per layer, so p2p_latency_s matters more."
+        ),
+    ),
+    "p2p_latency_s": (
+        2e-6,
+        _parameter(
+            "Peer-to-peer latency is unconfirmed (ANCHORS). 2 us per transfer is an assumption of "
+            "the order of a PCIe round trip through a switch."
+        ),
+    ),
+    "launch_software_s": (
+        10e-6,
+        _parameter(
+            "Host-side cost of issuing one kernel launch in software-orchestrated mode (runtime "
+            "call, driver, doorbell); unconfirmed. 10 us is an assumption of the order of a "
+            "non-graph GPU kernel launch."
+        ),
+    ),
+    "launch_hardware_s": (
+        1e-6,
+        _parameter(
+            "Cost of one launch sequenced by the AGCUs from a static schedule (hardware-"
+            "orchestrated mode); unconfirmed. 1 us is an assumption, by analogy with a CUDA-graph "
+            "launch (~1.3 us, ANCHORS GPU side). The published 1.4x-8x decode gain of hardware "
+            "orchestration is an outcome to compare against, not used here."
+        ),
+    ),
+    "program_load_s": (
+        10e-6,
+        _parameter(
+            "Program Load: configuring the units with one kernel (or one section of a split "
+            "kernel); unconfirmed. 10 us is an assumption."
+        ),
+    ),
+    "argument_load_s": (
+        2e-6,
+        _parameter(
+            "Argument Load: binding a kernel's off-chip tensors at launch; unconfirmed. 2 us is "
+            "an assumption."
+        ),
+    ),
+    "sync_software_s": (
+        10e-6,
+        _parameter(
+            "Time for the host to learn a launch finished (interrupt or poll round trip) in "
+            "software mode; unconfirmed (ANCHORS: per-call sync cost unconfirmed). 10 us is an "
+            "assumption."
+        ),
+    ),
+    "sync_hardware_s": (
+        1e-6,
+        _parameter(
+            "Completion seen by the AGCU sequencer in hardware mode; unconfirmed. 1 us is an "
+            "assumption."
+        ),
+    ),
+    "stage_latency_s": (
+        100e-9,
+        _parameter(
+            "Latency of a tile through one pipeline stage (a unit plus its network hops), which "
+            "sets pipeline fill and drain (stages x this); unconfirmed. 100 ns (160 cycles at "
+            "1.6 GHz) is an assumption."
+        ),
+    ),
 }
 
 _PRESETS: dict[str, HardwarePreset] = {
-    "sn40l": _build({
-        "name": "sn40l",
-        **{key: value for key, (value, _) in _SN40L.items()},
-        "provenance": {key: prov for key, (_, prov) in _SN40L.items()},
-    }),
+    "sn40l": _build(
+        {
+            "name": "sn40l",
+            **{key: value for key, (value, _) in _SN40L.items()},
+            "provenance": {key: prov for key, (_, prov) in _SN40L.items()},
+        }
+    ),
 }
 
 
@@ -302,5 +372,6 @@ def get_preset(name: str) -> HardwarePreset:
     try:
         return _PRESETS[name]
     except KeyError:
-        raise PresetError(f"unknown hardware preset {name!r}; known: "
-                          f"{', '.join(list_presets())}") from None
+        raise PresetError(
+            f"unknown hardware preset {name!r}; known: {', '.join(list_presets())}"
+        ) from None

@@ -41,8 +41,9 @@ Conventions (the contract)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -279,8 +280,10 @@ def gelu(x: np.ndarray, *, approximate: str = "none", out_dtype: DTypeLike = Non
         y = (0.5 * x64 * _erfc64(-x64 / math.sqrt(2.0))).astype(np.float32)
     elif approximate == "tanh":
         c = np.float32(math.sqrt(2.0 / math.pi))
-        y = np.float32(0.5) * x32 * (
-            np.float32(1.0) + np.tanh(c * (x32 + np.float32(0.044715) * x32 * x32 * x32))
+        y = (
+            np.float32(0.5)
+            * x32
+            * (np.float32(1.0) + np.tanh(c * (x32 + np.float32(0.044715) * x32 * x32 * x32)))
         )
     else:
         raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {approximate!r}")
@@ -358,8 +361,9 @@ def linear(
     return _finish(y, result_dtype(xa, wa, b, out_dtype=out_dtype), accumulate_only)
 
 
-def _parts(parts: Sequence[np.ndarray] | np.ndarray, more: Sequence[np.ndarray],
-           what: str) -> list[np.ndarray]:
+def _parts(
+    parts: Sequence[np.ndarray] | np.ndarray, more: Sequence[np.ndarray], what: str
+) -> list[np.ndarray]:
     """A collective's per-rank parts, given as one list or as one operand per rank."""
     out = [*(parts if isinstance(parts, (list, tuple)) else [parts]), *more]
     if not out:
@@ -428,7 +432,7 @@ class RopeScaling:
             raise ValueError("llama3 rope scaling needs high_freq_factor > low_freq_factor")
 
     @staticmethod
-    def from_hf(cfg: Mapping[str, Any] | None) -> "RopeScaling | None":
+    def from_hf(cfg: Mapping[str, Any] | None) -> RopeScaling | None:
         """Parse a HF config's ``rope_scaling`` dict (``rope_type`` or legacy ``type`` key);
         ``None`` or ``rope_type == "default"`` -> ``None``."""
         if cfg is None:
@@ -481,8 +485,10 @@ def rope_inv_freq(
     high_wavelen = old / s.high_freq_factor
     wavelen = np.float32(2 * math.pi) / inv
     inv_l = np.where(wavelen > low_wavelen, inv / factor, inv).astype(np.float32)
-    smooth = ((np.float32(old) / wavelen - np.float32(s.low_freq_factor))
-              / np.float32(s.high_freq_factor - s.low_freq_factor)).astype(np.float32)
+    smooth = (
+        (np.float32(old) / wavelen - np.float32(s.low_freq_factor))
+        / np.float32(s.high_freq_factor - s.low_freq_factor)
+    ).astype(np.float32)
     smoothed = (np.float32(1) - smooth) * inv_l / factor + smooth * inv_l
     is_medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
     return np.where(is_medium, smoothed, inv_l).astype(np.float32)
@@ -533,8 +539,9 @@ def rope(
 
 def _check_cache(cache: np.ndarray, what: str) -> tuple[int, int, int, int]:
     if cache.ndim != 4:
-        raise ValueError(f"{what} must be 4-D [batch, kv_heads, max_context, head_dim], "
-                         f"got shape {cache.shape}")
+        raise ValueError(
+            f"{what} must be 4-D [batch, kv_heads, max_context, head_dim], got shape {cache.shape}"
+        )
     return cache.shape  # type: ignore[return-value]
 
 
@@ -553,8 +560,10 @@ def kv_cache_write_(cache: np.ndarray, new: np.ndarray, pos: Any) -> np.ndarray:
     b, kvh, s, d = _check_cache(cache, "kv cache")
     new_a = np.asarray(new)
     if new_a.shape != (b, kvh * d):
-        raise ValueError(f"kv_cache_write: new rows have shape {new_a.shape}, expected "
-                         f"{(b, kvh * d)} for cache {cache.shape}")
+        raise ValueError(
+            f"kv_cache_write: new rows have shape {new_a.shape}, expected "
+            f"{(b, kvh * d)} for cache {cache.shape}"
+        )
     p = _positions(pos, b, s, "kv_cache_write")
     cache[np.arange(b), :, p, :] = round_to(new_a, cache.dtype).reshape(b, kvh, d)
     return cache
@@ -591,15 +600,18 @@ def attention(
     q32 = to_f32(q)
     b = q32.shape[0]
     if num_heads % num_kv_heads:
-        raise ValueError(f"attention: num_heads {num_heads} not a multiple of "
-                         f"num_kv_heads {num_kv_heads}")
+        raise ValueError(
+            f"attention: num_heads {num_heads} not a multiple of num_kv_heads {num_kv_heads}"
+        )
     if q32.shape != (b, num_heads * head_dim):
         raise ValueError(f"attention: q shape {q32.shape} != {(b, num_heads * head_dim)}")
     for c, what in ((k_cache, "k_cache"), (v_cache, "v_cache")):
         shp = _check_cache(np.asarray(c), what)
         if shp[0] != b or shp[1] != num_kv_heads or shp[3] != head_dim:
-            raise ValueError(f"attention: {what} shape {shp} does not match batch {b}, "
-                             f"kv heads {num_kv_heads}, head_dim {head_dim}")
+            raise ValueError(
+                f"attention: {what} shape {shp} does not match batch {b}, "
+                f"kv heads {num_kv_heads}, head_dim {head_dim}"
+            )
     if k_cache.shape != v_cache.shape:
         raise ValueError(f"attention: k_cache {k_cache.shape} != v_cache {v_cache.shape}")
     if sliding_window is not None and sliding_window < 1:
@@ -617,8 +629,7 @@ def attention(
         qi = q32[i].reshape(num_kv_heads, g, head_dim)
         scores = np.matmul(qi, k.transpose(0, 2, 1)) * sc  # [KVH, G, L]
         out[i] = np.matmul(_softmax32(scores), v)  # [KVH, G, D]
-    return round_to(out.reshape(b, num_heads * head_dim),
-                    result_dtype(q, out_dtype=out_dtype))
+    return round_to(out.reshape(b, num_heads * head_dim), result_dtype(q, out_dtype=out_dtype))
 
 
 # --------------------------------------------------------------------------------------------
@@ -696,13 +707,17 @@ def moe(
     dt = result_dtype(xa, out_dtype=out_dtype)
     e, inter, hidden = np.asarray(gate).shape
     if np.asarray(up).shape != (e, inter, hidden) or np.asarray(down).shape != (e, hidden, inter):
-        raise ValueError(f"moe: expert weight shapes gate {np.shape(gate)}, up {np.shape(up)}, "
-                         f"down {np.shape(down)} do not agree ([E,I,H],[E,I,H],[E,H,I])")
+        raise ValueError(
+            f"moe: expert weight shapes gate {np.shape(gate)}, up {np.shape(up)}, "
+            f"down {np.shape(down)} do not agree ([E,I,H],[E,I,H],[E,H,I])"
+        )
     if num_experts is not None and num_experts != e:
         raise ValueError(f"moe: num_experts {num_experts} but expert weights hold {e}")
     if np.asarray(router).shape != (e, hidden) or xa.shape[-1] != hidden:
-        raise ValueError(f"moe: router {np.shape(router)} / x {xa.shape} do not match "
-                         f"{e} experts, hidden {hidden}")
+        raise ValueError(
+            f"moe: router {np.shape(router)} / x {xa.shape} do not match "
+            f"{e} experts, hidden {hidden}"
+        )
     experts, w = moe_route(xa, router, top_k=top_k, normalize_top_k=normalize_top_k)
     w = to_f32(round_to(w, dt))
     b = xa.shape[0]

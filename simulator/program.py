@@ -82,8 +82,9 @@ Shape = list[Count]
 DType = Literal["bf16", "f16", "f32", "i32", "i64"]
 
 
-class _Struct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True,
-              omit_defaults=True):
+class _Struct(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
     """Common config: immutable, keyword construction, unknown fields rejected (a typo in a
     hand-written program is an error, not a silently ignored key), defaults not written."""
 
@@ -365,15 +366,20 @@ class ProgramError(Exception):
     def __init__(self, file: str, problems: Sequence[tuple[str, str]]):
         self.file = file
         self.problems = list(problems)
-        lines = [f"{file}: {path}: {msg}" if path else f"{file}: {msg}"
-                 for path, msg in self.problems[:_SHOWN]]
+        lines = [
+            f"{file}: {path}: {msg}" if path else f"{file}: {msg}"
+            for path, msg in self.problems[:_SHOWN]
+        ]
         if len(self.problems) > _SHOWN:
             lines.append(f"{file}: ... and {len(self.problems) - _SHOWN} more problems")
         super().__init__("\n".join(lines))
 
 
 def encode_program(
-    program: Program, *, pretty: bool = False, check: bool = True,
+    program: Program,
+    *,
+    pretty: bool = False,
+    check: bool = True,
     preset: HardwarePreset | None = None,
 ) -> bytes:
     """The program as deterministic JSON bytes (struct fields in schema order, attribute keys
@@ -395,8 +401,10 @@ def _pretty(obj: Any, indent: int, column: int) -> str:
     pad = " " * (indent + 2)
     if isinstance(obj, dict):
         keys = [msgspec.json.encode(k).decode() + ": " for k in obj]
-        items = [pad + key + _pretty(v, indent + 2, indent + 2 + len(key))
-                 for key, v in zip(keys, obj.values())]
+        items = [
+            pad + key + _pretty(v, indent + 2, indent + 2 + len(key))
+            for key, v in zip(keys, obj.values())
+        ]
         return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
     items = [pad + _pretty(v, indent + 2, indent + 2) for v in obj]
     return "[\n" + ",\n".join(items) + "\n" + " " * indent + "]"
@@ -440,12 +448,27 @@ def decode_program(data: bytes, name: str = "<bytes>") -> Program:
         header = msgspec.json.decode(data, type=_Header)
         if header.format != PROGRAM_FORMAT:
             found = "no `format` field" if header.format is None else f"format {header.format!r}"
-            raise ProgramError(name, [("$.format", f"not an {PROGRAM_FORMAT} file: {found} "
-                                                   f"(expected {PROGRAM_FORMAT!r})")])
+            raise ProgramError(
+                name,
+                [
+                    (
+                        "$.format",
+                        f"not an {PROGRAM_FORMAT} file: {found} (expected {PROGRAM_FORMAT!r})",
+                    )
+                ],
+            )
         if header.version != VERSION:
-            raise ProgramError(name, [("$.version", f"program format version {header.version!r}"
-                                                    f" is not supported (this simulator reads "
-                                                    f"version {VERSION})")])
+            raise ProgramError(
+                name,
+                [
+                    (
+                        "$.version",
+                        f"program format version {header.version!r}"
+                        f" is not supported (this simulator reads "
+                        f"version {VERSION})",
+                    )
+                ],
+            )
         return msgspec.json.decode(data, type=Program)
     except msgspec.ValidationError as e:  # a subclass of DecodeError: catch it first
         message, _, where = str(e).partition(" - at `")
@@ -501,8 +524,9 @@ class _Signature(msgspec.Struct, frozen=True):
 def _signature(fn: Callable[..., Any]) -> _Signature:
     params = inspect.signature(fn).parameters.values()
     positional = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
-    keywords = [p for p in params
-                if p.kind is p.KEYWORD_ONLY and p.name not in ("out_dtype", "inplace")]
+    keywords = [
+        p for p in params if p.kind is p.KEYWORD_ONLY and p.name not in ("out_dtype", "inplace")
+    ]
     return _Signature(
         least=sum(p.default is p.empty for p in positional),
         most=len(positional),
@@ -532,16 +556,21 @@ def validate_program(
     if program.format != PROGRAM_FORMAT:
         bad("$.format", f"not an {PROGRAM_FORMAT} program: format {program.format!r}")
     if program.version != VERSION:
-        bad("$.version", f"program format version {program.version} is not supported "
-                         f"(this simulator reads version {VERSION})")
+        bad(
+            "$.version",
+            f"program format version {program.version} is not supported "
+            f"(this simulator reads version {VERSION})",
+        )
     if preset is None:
         try:
             preset = get_preset(program.hardware)
         except PresetError as e:
             bad("$.hardware", str(e))
     if preset is not None and program.sockets > preset.max_sockets:
-        bad("$.sockets", f"{program.sockets} sockets, but {preset.name} has at most "
-                         f"{preset.max_sockets}")
+        bad(
+            "$.sockets",
+            f"{program.sockets} sockets, but {preset.name} has at most {preset.max_sockets}",
+        )
     values = _unique(bad, "$.values", program.values)
     tensors = _unique(bad, "$.tensors", program.tensors)
     kernels = _unique(bad, "$.kernels", program.kernels)
@@ -571,8 +600,9 @@ def _unique(bad: Report, path: str, items: Sequence[Any]) -> dict[str, Any]:
     return seen
 
 
-def _shifted(ranges: Sequence[tuple[int, int]], step: Sequence[int] | None, j: int
-             ) -> list[tuple[int, int]]:
+def _shifted(
+    ranges: Sequence[tuple[int, int]], step: Sequence[int] | None, j: int
+) -> list[tuple[int, int]]:
     """The ranges of unit ``j`` (or shard ``j``): shifted by ``j * step``."""
     if step is None:
         return [(a, b) for a, b in ranges]
@@ -591,8 +621,14 @@ def _disjoint(x: Sequence[tuple[int, int]], y: Sequence[tuple[int, int]]) -> boo
 # -- tensors -----------------------------------------------------------------------------------
 
 
-def _check_tensor(bad: Report, path: str, tensor: Tensor, tensors: dict[str, Tensor],
-                  values: dict[str, Value], sockets: int) -> None:
+def _check_tensor(
+    bad: Report,
+    path: str,
+    tensor: Tensor,
+    tensors: dict[str, Tensor],
+    values: dict[str, Value],
+    sockets: int,
+) -> None:
     if tensor.aliases is not None:
         target = tensors.get(tensor.aliases)
         if target is None:
@@ -600,14 +636,19 @@ def _check_tensor(bad: Report, path: str, tensor: Tensor, tensors: dict[str, Ten
         elif target is tensor:
             bad(f"{path}.aliases", f"tensor {tensor.name!r} aliases itself")
         elif target.aliases is not None:
-            bad(f"{path}.aliases", f"aliases {target.name!r}, which is itself an alias of "
-                                   f"{target.aliases!r}: name the buffer's owner")
-        elif (target.shape, target.dtype, target.tier) != (tensor.shape, tensor.dtype,
-                                                           tensor.tier):
-            bad(f"{path}.aliases", f"{tensor.name!r} {tensor.shape} {tensor.dtype} in "
-                                   f"{tensor.tier} aliases {target.name!r} {target.shape} "
-                                   f"{target.dtype} in {target.tier}: an alias is the same "
-                                   f"buffer, so shape, dtype and tier must match")
+            bad(
+                f"{path}.aliases",
+                f"aliases {target.name!r}, which is itself an alias of "
+                f"{target.aliases!r}: name the buffer's owner",
+            )
+        elif (target.shape, target.dtype, target.tier) != (tensor.shape, tensor.dtype, tensor.tier):
+            bad(
+                f"{path}.aliases",
+                f"{tensor.name!r} {tensor.shape} {tensor.dtype} in "
+                f"{tensor.tier} aliases {target.name!r} {target.shape} "
+                f"{target.dtype} in {target.tier}: an alias is the same "
+                f"buffer, so shape, dtype and tier must match",
+            )
         if tensor.sources:
             bad(f"{path}.sources", "an alias has no sources: it is its target's buffer")
         return
@@ -615,8 +656,10 @@ def _check_tensor(bad: Report, path: str, tensor: Tensor, tensors: dict[str, Ten
     if role is None and tensor.sources:
         bad(f"{path}.sources", f"an {tensor.kind} tensor has no sources")
     if role in ("param", "input", "output") and not tensor.sources:
-        bad(f"{path}.sources", f"a {tensor.kind} tensor needs sources (which {role} values "
-                               f"it holds)")
+        bad(
+            f"{path}.sources",
+            f"a {tensor.kind} tensor needs sources (which {role} values it holds)",
+        )
     blocks: list[list[tuple[int, int]]] = []
     for j, source in enumerate(tensor.sources):
         block = _check_source(bad, f"{path}.sources[{j}]", source, tensor, values, role, sockets)
@@ -626,17 +669,26 @@ def _check_tensor(bad: Report, path: str, tensor: Tensor, tensors: dict[str, Ten
         _check_tiling(bad, f"{path}.sources", tensor, blocks)
 
 
-def _check_source(bad: Report, path: str, source: Source, tensor: Tensor,
-                  values: dict[str, Value], role: str | None, sockets: int
-                  ) -> list[tuple[int, int]] | None:
+def _check_source(
+    bad: Report,
+    path: str,
+    source: Source,
+    tensor: Tensor,
+    values: dict[str, Value],
+    role: str | None,
+    sockets: int,
+) -> list[tuple[int, int]] | None:
     """Check one source; return its block in the tensor's coordinates (None if broken)."""
     value = values.get(source.value)
     if value is None:
         bad(f"{path}.value", f"unknown value {source.value!r}")
         return None
     if value.role != role:
-        bad(f"{path}.value", f"a {tensor.kind} tensor holds {role} values, but "
-                             f"{value.name!r} has role {value.role!r}")
+        bad(
+            f"{path}.value",
+            f"a {tensor.kind} tensor holds {role} values, but "
+            f"{value.name!r} has role {value.role!r}",
+        )
         return None
     rank = len(value.shape)
     for field in ("start", "shape", "socket_step"):
@@ -645,12 +697,16 @@ def _check_source(bad: Report, path: str, source: Source, tensor: Tensor,
             bad(f"{path}.{field}", f"{len(got)} entries for value {value.name!r} of rank {rank}")
             return None
     if len(source.at) != len(tensor.shape):
-        bad(f"{path}.at", f"{len(source.at)} entries for tensor {tensor.name!r} of rank "
-                          f"{len(tensor.shape)}")
+        bad(
+            f"{path}.at",
+            f"{len(source.at)} entries for tensor {tensor.name!r} of rank {len(tensor.shape)}",
+        )
         return None
     if source.socket_step is not None and sockets % source.socket_group:
-        bad(f"{path}.socket_group", f"socket_group {source.socket_group} does not divide "
-                                    f"the {sockets} sockets")
+        bad(
+            f"{path}.socket_group",
+            f"socket_group {source.socket_group} does not divide the {sockets} sockets",
+        )
         return None
     ranges = [(a, a + n) for a, n in zip(source.start, source.shape)]
     shards = sockets // source.socket_group if source.socket_step is not None else 1
@@ -658,28 +714,38 @@ def _check_source(bad: Report, path: str, source: Source, tensor: Tensor,
         dim = _out_of_bounds(_shifted(ranges, source.socket_step, shard), value.shape)
         if dim is not None:
             a, b = _shifted(ranges, source.socket_step, shard)[dim]
-            bad(f"{path}.start", f"shard {shard} (sockets {shard * source.socket_group}.."
-                                 f"{(shard + 1) * source.socket_group - 1}) reads [{a}, {b}) of "
-                                 f"dimension {dim} of {value.name!r} {value.shape}")
+            bad(
+                f"{path}.start",
+                f"shard {shard} (sockets {shard * source.socket_group}.."
+                f"{(shard + 1) * source.socket_group - 1}) reads [{a}, {b}) of "
+                f"dimension {dim} of {value.name!r} {value.shape}",
+            )
             return None
     extra = rank - len(tensor.shape)
     if extra > 0 and any(n != 1 for n in source.shape[:extra]):
-        bad(f"{path}.shape", f"block {source.shape} has more dimensions than tensor "
-                             f"{tensor.name!r} {tensor.shape} and the extra leading ones are "
-                             f"not 1")
+        bad(
+            f"{path}.shape",
+            f"block {source.shape} has more dimensions than tensor "
+            f"{tensor.name!r} {tensor.shape} and the extra leading ones are "
+            f"not 1",
+        )
         return None
     block_shape = source.shape[extra:] if extra > 0 else [1] * -extra + source.shape
     block = [(a, a + n) for a, n in zip(source.at, block_shape)]
     dim = _out_of_bounds(block, tensor.shape)
     if dim is not None:
-        bad(f"{path}.at", f"block [{block[dim][0]}, {block[dim][1]}) of dimension {dim} lies "
-                          f"outside tensor {tensor.name!r} {tensor.shape}")
+        bad(
+            f"{path}.at",
+            f"block [{block[dim][0]}, {block[dim][1]}) of dimension {dim} lies "
+            f"outside tensor {tensor.name!r} {tensor.shape}",
+        )
         return None
     return block
 
 
-def _check_tiling(bad: Report, path: str, tensor: Tensor,
-                  blocks: list[list[tuple[int, int]]]) -> None:
+def _check_tiling(
+    bad: Report, path: str, tensor: Tensor, blocks: list[list[tuple[int, int]]]
+) -> None:
     for j, block in enumerate(blocks):
         for i in range(j):
             if not _disjoint(blocks[i], block):
@@ -687,30 +753,39 @@ def _check_tiling(bad: Report, path: str, tensor: Tensor,
                 return
     covered = sum(math.prod(b - a for a, b in block) for block in blocks)
     if covered != math.prod(tensor.shape):
-        bad(path, f"sources cover {covered} of the {math.prod(tensor.shape)} elements of "
-                  f"{tensor.name!r}: they must tile it exactly")
+        bad(
+            path,
+            f"sources cover {covered} of the {math.prod(tensor.shape)} elements of "
+            f"{tensor.name!r}: they must tile it exactly",
+        )
 
 
 def _check_capacity(bad: Report, tensors: Sequence[Tensor], preset: HardwarePreset) -> None:
     for tier, capacity in (("hbm", preset.hbm_bytes), ("ddr", preset.ddr_bytes)):
-        used = sum(bytes_of(t.shape, t.dtype) for t in tensors
-                   if t.tier == tier and t.aliases is None)
+        used = sum(
+            bytes_of(t.shape, t.dtype) for t in tensors if t.tier == tier and t.aliases is None
+        )
         if used > capacity:
-            bad("$.tensors", f"tensors in {tier} need {used} bytes per socket, but "
-                             f"{preset.name} has {capacity}")
+            bad(
+                "$.tensors",
+                f"tensors in {tier} need {used} bytes per socket, but {preset.name} has {capacity}",
+            )
 
 
 # -- kernels -----------------------------------------------------------------------------------
 
 
-def _check_kernel(bad: Report, path: str, kernel: Kernel, preset: HardwarePreset | None,
-                  sockets: int) -> None:
+def _check_kernel(
+    bad: Report, path: str, kernel: Kernel, preset: HardwarePreset | None, sockets: int
+) -> None:
     params = _unique(bad, f"{path}.params", kernel.params)
     if kernel.loop is not None:
         for i, name in enumerate(kernel.loop.stacked):
             if name not in params:
-                bad(f"{path}.loop.stacked[{i}]", f"stacked {name!r} is not a param of kernel "
-                                                 f"{kernel.name!r}")
+                bad(
+                    f"{path}.loop.stacked[{i}]",
+                    f"stacked {name!r} is not a param of kernel {kernel.name!r}",
+                )
             elif name in kernel.loop.stacked[:i]:
                 bad(f"{path}.loop.stacked[{i}]", f"{name!r} listed twice")
     ids: set[str] = set()
@@ -718,8 +793,15 @@ def _check_kernel(bad: Report, path: str, kernel: Kernel, preset: HardwarePreset
         _check_section(bad, f"{path}.sections[{s}]", section, params, ids, preset, sockets)
 
 
-def _check_section(bad: Report, path: str, section: Section, params: dict[str, Param],
-                   ids: set[str], preset: HardwarePreset | None, sockets: int) -> None:
+def _check_section(
+    bad: Report,
+    path: str,
+    section: Section,
+    params: dict[str, Param],
+    ids: set[str],
+    preset: HardwarePreset | None,
+    sockets: int,
+) -> None:
     buffers = _unique(bad, f"{path}.buffers", section.buffers)
     for b, buffer in enumerate(section.buffers):
         if buffer.name in params:
@@ -745,54 +827,80 @@ def _check_section(bad: Report, path: str, section: Section, params: dict[str, P
         if declared != value:
             bad(f"{path}.resources.{key}", f"declares {declared} but its units use {value}")
         if preset is not None and value > (limit := getattr(preset, key)):
-            bad(f"{path}.resources.{key}", f"needs {value} but {preset.name} has {limit} "
-                                           f"per socket: split the kernel into sections")
+            bad(
+                f"{path}.resources.{key}",
+                f"needs {value} but {preset.name} has {limit} "
+                f"per socket: split the kernel into sections",
+            )
     for i, stream in enumerate(section.streams):
         spath = f"{path}.streams[{i}]"
         for end in ("producer", "consumer"):
             if getattr(stream, end) not in order:
                 bad(f"{spath}.{end}", f"no unit {getattr(stream, end)!r} in this section")
-        if stream.producer in order and stream.consumer in order \
-                and order[stream.producer] >= order[stream.consumer]:
-            bad(spath, f"producer {stream.producer!r} does not precede consumer "
-                       f"{stream.consumer!r} in the unit list (units run in list order)")
+        if (
+            stream.producer in order
+            and stream.consumer in order
+            and order[stream.producer] >= order[stream.consumer]
+        ):
+            bad(
+                spath,
+                f"producer {stream.producer!r} does not precede consumer "
+                f"{stream.consumer!r} in the unit list (units run in list order)",
+            )
 
 
-def _check_unit(bad: Report, path: str, unit: Unit, params: dict[str, Param],
-                buffers: dict[str, Buffer], written: set[str],
-                preset: HardwarePreset | None, sockets: int) -> None:
+def _check_unit(
+    bad: Report,
+    path: str,
+    unit: Unit,
+    params: dict[str, Param],
+    buffers: dict[str, Buffer],
+    written: set[str],
+    preset: HardwarePreset | None,
+    sockets: int,
+) -> None:
     kind = unit.__struct_config__.tag
     if kind == "pcu":
         signature = _COMPUTE.get(unit.op)
         if signature is None:
-            bad(f"{path}.op", f"unknown compute op {unit.op!r} for a pcu; known: "
-                              f"{', '.join(sorted(_COMPUTE))}")
+            bad(
+                f"{path}.op",
+                f"unknown compute op {unit.op!r} for a pcu; known: {', '.join(sorted(_COMPUTE))}",
+            )
             return
         places = ("buffer", "buffer")
     else:
         signature = None
         if (kind, unit.op) not in _MOVES:
             known = sorted(op for k, op in _MOVES if k == kind)
-            bad(f"{path}.op", f"op {unit.op!r} is not one a {kind} runs; known: "
-                              f"{', '.join(known)}")
+            bad(f"{path}.op", f"op {unit.op!r} is not one a {kind} runs; known: {', '.join(known)}")
             return
         places = _MOVES[kind, unit.op]
     if isinstance(unit, Pmu) and preset is not None and unit.sram_bytes > preset.pmu_bytes:
-        bad(f"{path}.sram_bytes", f"{unit.sram_bytes} bytes per PMU, but a {preset.name} PMU "
-                                  f"has {preset.pmu_bytes}")
+        bad(
+            f"{path}.sram_bytes",
+            f"{unit.sram_bytes} bytes per PMU, but a {preset.name} PMU has {preset.pmu_bytes}",
+        )
     storage = {"param": params, "buffer": buffers}
     shapes: list[tuple[Access, Param | Buffer] | None] = []
     for r, access in enumerate(unit.reads):
-        shapes.append(_check_access(bad, f"{path}.reads[{r}]", access, storage[places[0]],
-                                    places[0], unit.count))
+        shapes.append(
+            _check_access(
+                bad, f"{path}.reads[{r}]", access, storage[places[0]], places[0], unit.count
+            )
+        )
         if places[0] == "buffer" and access.name in buffers and access.name not in written:
-            bad(f"{path}.reads[{r}].name", f"buffer {access.name!r} is read before any unit "
-                                           f"writes it (units run in list order)")
-    out = _check_access(bad, f"{path}.write", unit.write, storage[places[1]], places[1],
-                        unit.count)
+            bad(
+                f"{path}.reads[{r}].name",
+                f"buffer {access.name!r} is read before any unit "
+                f"writes it (units run in list order)",
+            )
+    out = _check_access(bad, f"{path}.write", unit.write, storage[places[1]], places[1], unit.count)
     if out is not None and unit.count > 1 and not _units_disjoint(unit.write, unit.count):
-        bad(f"{path}.write.step", f"the {unit.count} units write overlapping blocks of "
-                                  f"{unit.write.name!r}")
+        bad(
+            f"{path}.write.step",
+            f"the {unit.count} units write overlapping blocks of {unit.write.name!r}",
+        )
     _check_attrs(bad, f"{path}.attrs", unit.attrs)
     if signature is None:
         _check_move(bad, path, unit, shapes, out, sockets)
@@ -800,17 +908,18 @@ def _check_unit(bad: Report, path: str, unit: Unit, params: dict[str, Param],
         _check_compute(bad, path, unit, signature)
 
 
-def _check_access(bad: Report, path: str, access: Access, space: dict[str, Any], place: str,
-                  count: int) -> tuple[Access, Param | Buffer] | None:
+def _check_access(
+    bad: Report, path: str, access: Access, space: dict[str, Any], place: str, count: int
+) -> tuple[Access, Param | Buffer] | None:
     """Check an access against the param / buffer it names; return both if it is sound."""
     target = space.get(access.name)
     if target is None:
-        bad(f"{path}.name", f"no {place} {access.name!r} here (this op accesses "
-                            f"{place}s)")
+        bad(f"{path}.name", f"no {place} {access.name!r} here (this op accesses {place}s)")
         return None
     shape = target.shape
-    if len(access.ranges) != len(shape) or (access.step is not None
-                                            and len(access.step) != len(shape)):
+    if len(access.ranges) != len(shape) or (
+        access.step is not None and len(access.step) != len(shape)
+    ):
         bad(path, f"ranges / step do not match the rank of {access.name!r} {shape}")
         return None
     for d, (a, b) in enumerate(access.ranges):
@@ -822,8 +931,11 @@ def _check_access(bad: Report, path: str, access: Access, space: dict[str, Any],
         dim = _out_of_bounds(ranges, shape)
         if dim is not None:
             who = f"unit {j} of {count}" if count > 1 else "the unit"
-            bad(f"{path}.ranges[{dim}]", f"{who} accesses [{ranges[dim][0]}, {ranges[dim][1]}) "
-                                         f"of dimension {dim} of {access.name!r} {shape}")
+            bad(
+                f"{path}.ranges[{dim}]",
+                f"{who} accesses [{ranges[dim][0]}, {ranges[dim][1]}) "
+                f"of dimension {dim} of {access.name!r} {shape}",
+            )
             return None
     return access, target
 
@@ -831,8 +943,9 @@ def _check_access(bad: Report, path: str, access: Access, space: dict[str, Any],
 def _units_disjoint(access: Access, count: int) -> bool:
     """Units 0..count-1 write pairwise disjoint blocks: with affine shifts it suffices that
     neighbours are disjoint in some dimension."""
-    return count == 1 or _disjoint(_shifted(access.ranges, access.step, 0),
-                                   _shifted(access.ranges, access.step, 1))
+    return count == 1 or _disjoint(
+        _shifted(access.ranges, access.step, 0), _shifted(access.ranges, access.step, 1)
+    )
 
 
 def _check_attrs(bad: Report, path: str, attrs: Any) -> None:
@@ -847,9 +960,14 @@ def _check_attrs(bad: Report, path: str, attrs: Any) -> None:
             _check_attrs(bad, f"{path}[{i}]", value)
 
 
-def _check_move(bad: Report, path: str, unit: Unit,
-                shapes: list[tuple[Access, Param | Buffer] | None],
-                out: tuple[Access, Param | Buffer] | None, sockets: int) -> None:
+def _check_move(
+    bad: Report,
+    path: str,
+    unit: Unit,
+    shapes: list[tuple[Access, Param | Buffer] | None],
+    out: tuple[Access, Param | Buffer] | None,
+    sockets: int,
+) -> None:
     if len(unit.reads) != 1:
         bad(f"{path}.reads", f"{unit.op} reads exactly one block, got {len(unit.reads)}")
         return
@@ -865,11 +983,15 @@ def _check_move(bad: Report, path: str, unit: Unit,
     if gather:
         part, whole = src.block_shape(), dst.block_shape()
         dim = unit.attrs["dim"]
-        want = part[:dim] + [part[dim] * sockets] + part[dim + 1:] \
-            if 0 <= dim < len(part) else None
+        want = (
+            part[:dim] + [part[dim] * sockets] + part[dim + 1 :] if 0 <= dim < len(part) else None
+        )
         if whole != want:
-            bad(path, f"all_gather along dim {dim} over {sockets} socket(s) of a {part} block "
-                      f"writes {want or 'nothing (no such dim)'}, not {whole}")
+            bad(
+                path,
+                f"all_gather along dim {dim} over {sockets} socket(s) of a {part} block "
+                f"writes {want or 'nothing (no such dim)'}, not {whole}",
+            )
     elif (sizes := [math.prod(acc.block_shape()) for acc in (src, dst)])[0] != sizes[1]:
         bad(path, f"{unit.op} reads {sizes[0]} elements but writes {sizes[1]}")
     if unit.op != "all_reduce" and source.dtype != target.dtype:
@@ -878,23 +1000,32 @@ def _check_move(bad: Report, path: str, unit: Unit,
 
 def _check_compute(bad: Report, path: str, unit: Unit, signature: _Signature) -> None:
     if not signature.least <= len(unit.reads) <= signature.most:
-        bad(f"{path}.reads", f"{unit.op} takes {signature.least}..{signature.most} operands, "
-                             f"got {len(unit.reads)}")
+        bad(
+            f"{path}.reads",
+            f"{unit.op} takes {signature.least}..{signature.most} operands, got {len(unit.reads)}",
+        )
     for key in sorted(signature.required - unit.attrs.keys()):
         bad(f"{path}.attrs", f"{unit.op} needs attribute {key!r}")
     for key in sorted(unit.attrs.keys() - signature.allowed):
-        bad(f"{path}.attrs.{key}", f"{unit.op} has no attribute {key!r}; it takes "
-                                   f"{', '.join(sorted(signature.allowed)) or 'none'}")
+        bad(
+            f"{path}.attrs.{key}",
+            f"{unit.op} has no attribute {key!r}; it takes "
+            f"{', '.join(sorted(signature.allowed)) or 'none'}",
+        )
     if unit.op == "kv_cache_write" and unit.reads and unit.reads[0] != unit.write:
-        bad(f"{path}.write", "kv_cache_write updates its cache in place: its write must be "
-                             "the same block as its first read")
+        bad(
+            f"{path}.write",
+            "kv_cache_write updates its cache in place: its write must be "
+            "the same block as its first read",
+        )
 
 
 # -- schedule ----------------------------------------------------------------------------------
 
 
-def _check_launch(bad: Report, path: str, launch: Launch, kernels: dict[str, Kernel],
-                  tensors: dict[str, Tensor]) -> None:
+def _check_launch(
+    bad: Report, path: str, launch: Launch, kernels: dict[str, Kernel], tensors: dict[str, Tensor]
+) -> None:
     kernel = kernels.get(launch.kernel)
     if kernel is None:
         bad(f"{path}.kernel", f"launches unknown kernel {launch.kernel!r}")
@@ -913,53 +1044,68 @@ def _check_launch(bad: Report, path: str, launch: Launch, kernels: dict[str, Ker
             bad(f"{bpath}.param", f"param {binding.param!r} bound twice")
             continue
         bound.add(binding.param)
-        views = [_check_view(bad, f"{bpath}.tensors[{v}]", view, tensors)
-                 for v, view in enumerate(binding.tensors)]
+        views = [
+            _check_view(bad, f"{bpath}.tensors[{v}]", view, tensors)
+            for v, view in enumerate(binding.tensors)
+        ]
         if any(v is None for v in views):
             continue
         _check_binding(bad, bpath, param, views, binding.param in stacked, trips)
     for name in params.keys() - bound:
         bad(f"{path}.bindings", f"param {name!r} of kernel {kernel.name!r} is not bound")
     if len(launch.layers) % trips:
-        bad(f"{path}.layers", f"{len(launch.layers)} layers do not split evenly over the "
-                              f"{trips} trips of kernel {kernel.name!r}")
+        bad(
+            f"{path}.layers",
+            f"{len(launch.layers)} layers do not split evenly over the "
+            f"{trips} trips of kernel {kernel.name!r}",
+        )
 
 
-def _check_view(bad: Report, path: str, view: View, tensors: dict[str, Tensor]
-                ) -> tuple[list[int], str] | None:
+def _check_view(
+    bad: Report, path: str, view: View, tensors: dict[str, Tensor]
+) -> tuple[list[int], str] | None:
     """Check a view; return its shape and dtype (None if broken)."""
     tensor = tensors.get(view.tensor)
     if tensor is None:
         bad(f"{path}.tensor", f"unknown tensor {view.tensor!r}")
         return None
-    if len(view.index) > len(tensor.shape) or any(
-            i >= n for i, n in zip(view.index, tensor.shape)):
-        bad(f"{path}.index", f"index {view.index} is outside tensor {tensor.name!r} "
-                             f"{tensor.shape}")
+    if len(view.index) > len(tensor.shape) or any(i >= n for i, n in zip(view.index, tensor.shape)):
+        bad(f"{path}.index", f"index {view.index} is outside tensor {tensor.name!r} {tensor.shape}")
         return None
-    return tensor.shape[len(view.index):], tensor.dtype
+    return tensor.shape[len(view.index) :], tensor.dtype
 
 
-def _check_binding(bad: Report, path: str, param: Param, views: list[Any], stacked: bool,
-                   trips: int) -> None:
+def _check_binding(
+    bad: Report, path: str, param: Param, views: list[Any], stacked: bool, trips: int
+) -> None:
     shape = list(param.shape)
     if stacked and len(views) == 1 and len(views[0][0]) == len(shape) + 1:
         if views[0][0][1:] == shape and views[0][0][0] != trips:
-            bad(f"{path}.tensors[0]", f"stacked view has leading dimension {views[0][0][0]} but "
-                                      f"the loop runs {trips} trips")
+            bad(
+                f"{path}.tensors[0]",
+                f"stacked view has leading dimension {views[0][0][0]} but "
+                f"the loop runs {trips} trips",
+            )
             return
         expected = [[trips, *shape]]
     elif stacked and len(views) != trips:
-        bad(f"{path}.tensors", f"stacked param {param.name!r} needs {trips} views (one per "
-                               f"trip) or one stacked view, got {len(views)}")
+        bad(
+            f"{path}.tensors",
+            f"stacked param {param.name!r} needs {trips} views (one per "
+            f"trip) or one stacked view, got {len(views)}",
+        )
         return
     elif not stacked and len(views) != 1:
-        bad(f"{path}.tensors", f"param {param.name!r} is not stacked: bind one view, got "
-                               f"{len(views)}")
+        bad(
+            f"{path}.tensors",
+            f"param {param.name!r} is not stacked: bind one view, got {len(views)}",
+        )
         return
     else:
         expected = [shape] * len(views)
     for v, ((got, dtype), want) in enumerate(zip(views, expected)):
         if got != want or dtype != param.dtype:
-            bad(f"{path}.tensors[{v}]", f"view is {got} {dtype}, but param {param.name!r} "
-                                        f"needs {want} {param.dtype}")
+            bad(
+                f"{path}.tensors[{v}]",
+                f"view is {got} {dtype}, but param {param.name!r} needs {want} {param.dtype}",
+            )

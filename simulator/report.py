@@ -54,8 +54,11 @@ def _transfers(program: Program) -> Iterator[tuple[str, int, Tensor]]:
             if unit.op in COLLECTIVES:
                 continue
             param = unit.write.name if unit.op == "store" else unit.reads[0].name
-            nbytes = {"load": unit.work.bytes_read, "store": unit.work.bytes_written,
-                      "copy": unit.work.bytes_read + unit.work.bytes_written}[unit.op]
+            nbytes = {
+                "load": unit.work.bytes_read,
+                "store": unit.work.bytes_written,
+                "copy": unit.work.bytes_read + unit.work.bytes_written,
+            }[unit.op]
             views = bound[param]
             for trip in range(trips):
                 yield unit.op, nbytes, views[trip if len(views) == trips else 0]
@@ -85,27 +88,43 @@ def summarize(program: Program, preset: HardwarePreset, timing: StepTiming) -> d
     roofline_s = roofline_bytes / peak
     launch_sync = sum(c.launch_s + c.sync_s for c in timing.calls)
     moe = any(u.op == "moe" for k in program.kernels for s in k.sections for u in s.units)
-    calls = [{"label": c.label, "kernel": c.kernel, "layers": c.layers, "trips": c.trips,
-              "sections": c.sections, "launch_ms": c.launch_s * 1e3,
-              "program_load_ms": c.program_load_s * 1e3, "busy_ms": c.busy_s * 1e3,
-              "sync_ms": c.sync_s * 1e3} for c in timing.calls]
+    calls = [
+        {
+            "label": c.label,
+            "kernel": c.kernel,
+            "layers": c.layers,
+            "trips": c.trips,
+            "sections": c.sections,
+            "launch_ms": c.launch_s * 1e3,
+            "program_load_ms": c.program_load_s * 1e3,
+            "busy_ms": c.busy_s * 1e3,
+            "sync_ms": c.sync_s * 1e3,
+        }
+        for c in timing.calls
+    ]
     return {
-        "model": program.model, "hardware": preset.name, "sockets": n,
-        "launch_mode": program.launch_mode, "batch": program.batch, "context": program.context,
+        "model": program.model,
+        "hardware": preset.name,
+        "sockets": n,
+        "launch_mode": program.launch_mode,
+        "batch": program.batch,
+        "context": program.context,
         "ms_per_token": step * 1e3,
         "tokens_per_s": program.batch / step if step > 0 else math.inf,
         "launches_per_token": len(timing.calls),
         "launch_and_sync_ms_per_token": launch_sync * 1e3,
         "busy_ms_per_token": sum(c.busy_s for c in timing.calls) * 1e3,
         "offchip_bytes": offchip,
-        "hbm_bytes": timing.bytes["hbm"] * n, "ddr_bytes": timing.bytes["ddr"] * n,
+        "hbm_bytes": timing.bytes["hbm"] * n,
+        "ddr_bytes": timing.bytes["ddr"] * n,
         "p2p_bytes": timing.bytes["p2p"] * n,
         "achieved_bandwidth": offchip / step if step > 0 else 0.0,
         "bandwidth_fraction_of_peak": offchip / step / peak if step > 0 else 0.0,
         "hbm_busy_fraction": timing.channel_busy_s["hbm"] / step if step > 0 else 0.0,
-        "param_bytes": param_bytes, "kv_bytes": kv_bytes,
-        "weight_bytes_loaded": n * sum(nbytes for op, nbytes, t in transfers
-                                       if op == "load" and t.kind == "weight"),
+        "param_bytes": param_bytes,
+        "kv_bytes": kv_bytes,
+        "weight_bytes_loaded": n
+        * sum(nbytes for op, nbytes, t in transfers if op == "load" and t.kind == "weight"),
         "paper_bytes_per_token": param_bytes + kv_bytes,
         "roofline_bytes": roofline_bytes,
         "roofline_ms": roofline_s * 1e3,
@@ -113,11 +132,13 @@ def summarize(program: Program, preset: HardwarePreset, timing: StepTiming) -> d
         "pcu_busy_fraction": timing.pcu_busy_s / (preset.pcus * step) if step > 0 else 0.0,
         "pcu_occupied_fraction": timing.pcu_occupied_s / (preset.pcus * step) if step else 0.0,
         "pmu_occupied_fraction": timing.pmu_occupied_s / (preset.pmus * step) if step else 0.0,
-        "moe_routing": ("the bytes the program's work states (the lowering's active experts)"
-                        if moe else None),
+        "moe_routing": (
+            "the bytes the program's work states (the lowering's active experts)" if moe else None
+        ),
         "simulated_events": timing.events,
-        "overrides": {k: getattr(preset, k) for k, p in preset.provenance.items()
-                      if p.origin == "override"},
+        "overrides": {
+            k: getattr(preset, k) for k, p in preset.provenance.items() if p.origin == "override"
+        },
         "calls": calls,
     }
 
@@ -146,8 +167,10 @@ def format_table(summary: dict[str, Any]) -> str:
         f"PMUs occupied {s['pmu_occupied_fraction']:.1%}",
     ]
     if s["moe_routing"]:
-        lines.append(f"  weights loaded {_si(s['weight_bytes_loaded'], 'B')} of "
-                     f"{_si(s['param_bytes'], 'B')}; MoE routing: {s['moe_routing']}")
+        lines.append(
+            f"  weights loaded {_si(s['weight_bytes_loaded'], 'B')} of "
+            f"{_si(s['param_bytes'], 'B')}; MoE routing: {s['moe_routing']}"
+        )
     keys = ("launch_ms", "sync_ms", "busy_ms", "program_load_ms")
     by_kernel: dict[str, list[float]] = defaultdict(lambda: [0] * (1 + len(keys)))
     for c in s["calls"]:
@@ -156,11 +179,15 @@ def format_table(summary: dict[str, Any]) -> str:
         for i, key in enumerate(keys, 1):
             row[i] += c[key]
     width = max(len("kernel"), *(len(k) for k in by_kernel))
-    lines.append(f"  {'kernel':<{width}} {'calls':>6} {'launch ms':>10} {'sync ms':>10} "
-                 f"{'busy ms':>10}  (program loads ms, in launch / busy)")
+    lines.append(
+        f"  {'kernel':<{width}} {'calls':>6} {'launch ms':>10} {'sync ms':>10} "
+        f"{'busy ms':>10}  (program loads ms, in launch / busy)"
+    )
     for kernel, (calls, launch, sync, busy, loads) in by_kernel.items():
-        lines.append(f"  {kernel:<{width}} {calls:>6} {launch:>10.4f} {sync:>10.4f} "
-                     f"{busy:>10.4f}  ({loads:.4f})")
+        lines.append(
+            f"  {kernel:<{width}} {calls:>6} {launch:>10.4f} {sync:>10.4f} "
+            f"{busy:>10.4f}  ({loads:.4f})"
+        )
     return "\n".join(lines)
 
 
@@ -174,7 +201,7 @@ def chrome_trace(program: Program, timing: StepTiming) -> dict[str, Any]:
         layers = launches[call].layers
         trips = timing.calls[call].trips
         per = len(layers) // trips if layers else 0
-        return layers[trip * per:(trip + 1) * per]
+        return layers[trip * per : (trip + 1) * per]
 
     tracks: dict[str, int] = {}
     events: list[dict[str, Any]] = []
@@ -188,21 +215,51 @@ def chrome_trace(program: Program, timing: StepTiming) -> dict[str, Any]:
             args.update(trip=span.trip, layers=layer(span.call, span.trip))
             bounds = trips.setdefault((span.call, span.trip), [span.start, span.end])
             bounds[0], bounds[1] = min(bounds[0], span.start), max(bounds[1], span.end)
-        events.append({"name": span.name if span.track in ("host", "kernel", "hbm", "ddr", "p2p")
-                       else span.track, "cat": span.name, "ph": "X", "pid": 1, "tid": tid,
-                       "ts": span.start * 1e6, "dur": (span.end - span.start) * 1e6,
-                       "args": args})
+        events.append(
+            {
+                "name": span.name
+                if span.track in ("host", "kernel", "hbm", "ddr", "p2p")
+                else span.track,
+                "cat": span.name,
+                "ph": "X",
+                "pid": 1,
+                "tid": tid,
+                "ts": span.start * 1e6,
+                "dur": (span.end - span.start) * 1e6,
+                "args": args,
+            }
+        )
     tid = tracks.setdefault("layers", len(tracks) + 1)
     for (call, trip), (start, end) in sorted(trips.items()):
         label = timing.calls[call].label
         names = layer(call, trip)
-        name = label if timing.calls[call].trips == 1 else \
-            f"{label}: layer {', '.join(map(str, names))} (trip {trip})"
-        events.append({"name": name, "cat": "trip", "ph": "X", "pid": 1, "tid": tid,
-                       "ts": start * 1e6, "dur": (end - start) * 1e6,
-                       "args": {"call": label, "trip": trip, "layers": names}})
-    meta = [{"name": "process_name", "ph": "M", "pid": 1,
-             "args": {"name": f"{program.model}: socket 0 of {program.sockets} (symmetric)"}}]
-    meta += [{"name": "thread_name", "ph": "M", "pid": 1, "tid": t, "args": {"name": name}}
-             for name, t in tracks.items()]
+        name = (
+            label
+            if timing.calls[call].trips == 1
+            else f"{label}: layer {', '.join(map(str, names))} (trip {trip})"
+        )
+        events.append(
+            {
+                "name": name,
+                "cat": "trip",
+                "ph": "X",
+                "pid": 1,
+                "tid": tid,
+                "ts": start * 1e6,
+                "dur": (end - start) * 1e6,
+                "args": {"call": label, "trip": trip, "layers": names},
+            }
+        )
+    meta = [
+        {
+            "name": "process_name",
+            "ph": "M",
+            "pid": 1,
+            "args": {"name": f"{program.model}: socket 0 of {program.sockets} (symmetric)"},
+        }
+    ]
+    meta += [
+        {"name": "thread_name", "ph": "M", "pid": 1, "tid": t, "args": {"name": name}}
+        for name, t in tracks.items()
+    ]
     return {"traceEvents": meta + events, "displayTimeUnit": "ns"}

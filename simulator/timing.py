@@ -51,7 +51,16 @@ from typing import Any
 import msgspec
 
 from rdu_compiler.simulator.hardware import HardwarePreset
-from rdu_compiler.simulator.program import COLLECTIVES, Agcu, Kernel, Launch, Pcu, Pmu, Program, Section
+from rdu_compiler.simulator.program import (
+    COLLECTIVES,
+    Agcu,
+    Kernel,
+    Launch,
+    Pcu,
+    Pmu,
+    Program,
+    Section,
+)
 
 __all__ = ["CallTiming", "Span", "StepTiming", "simulate"]
 
@@ -186,8 +195,23 @@ class _Channel:
 class _UnitModel:
     """What the time model needs of one unit group, derived once per kernel."""
 
-    __slots__ = ("id", "kind", "op", "count", "latency", "service", "nbytes", "param",
-                 "producers", "consumers", "gates", "gated_by", "cap", "barrier", "stores")
+    __slots__ = (
+        "id",
+        "kind",
+        "op",
+        "count",
+        "latency",
+        "service",
+        "nbytes",
+        "param",
+        "producers",
+        "consumers",
+        "gates",
+        "gated_by",
+        "cap",
+        "barrier",
+        "stores",
+    )
 
     def __init__(self, unit: Any, preset: HardwarePreset):
         self.id, self.op, self.count = unit.id, unit.op, unit.count
@@ -198,18 +222,30 @@ class _UnitModel:
         work = unit.work
         self.service = 0.0
         if isinstance(unit, Pcu):
-            flops = unit.count * preset.pcu_lanes * 2 * preset.clock_hz * (
-                preset.pcu_stages if unit.mode == "systolic" else 1)
-            self.service = max(work.flops / flops,
-                               max(work.bytes_read, work.bytes_written) / vector)
+            flops = (
+                unit.count
+                * preset.pcu_lanes
+                * 2
+                * preset.clock_hz
+                * (preset.pcu_stages if unit.mode == "systolic" else 1)
+            )
+            self.service = max(
+                work.flops / flops, max(work.bytes_read, work.bytes_written) / vector
+            )
         elif isinstance(unit, Pmu):
             self.service = max(work.bytes_read, work.bytes_written) / vector
         # off-chip bytes: a load reads, a store writes, a copy does both; a collective: its
         # socket's block (the P2P bytes follow from the algorithm, `_KernelRun._collective`)
-        self.nbytes = {"load": work.bytes_read, "store": work.bytes_written,
-                       "copy": work.bytes_read + work.bytes_written,
-                       **dict.fromkeys(COLLECTIVES, work.bytes_read)}.get(unit.op, 0) \
-            if isinstance(unit, Agcu) else 0
+        self.nbytes = (
+            {
+                "load": work.bytes_read,
+                "store": work.bytes_written,
+                "copy": work.bytes_read + work.bytes_written,
+                **dict.fromkeys(COLLECTIVES, work.bytes_read),
+            }.get(unit.op, 0)
+            if isinstance(unit, Agcu)
+            else 0
+        )
         # the param whose tier an AGCU transfer uses (loads and copies: the one read; stores:
         # the one written), and the param it writes (later trips' loads of it wait for it)
         self.param = self.stores = None
@@ -263,8 +299,20 @@ class _SectionModel:
 class _Inst:
     """One execution of a unit group: (trip, section, unit)."""
 
-    __slots__ = ("trip", "sec", "index", "u", "need_start", "t_start", "need_finish", "t_finish",
-                 "start", "gates_left", "parked", "channel")
+    __slots__ = (
+        "trip",
+        "sec",
+        "index",
+        "u",
+        "need_start",
+        "t_start",
+        "need_finish",
+        "t_finish",
+        "start",
+        "gates_left",
+        "parked",
+        "channel",
+    )
 
     def __init__(self, trip: int, sec: int, index: int, u: _UnitModel):
         self.trip, self.sec, self.index, self.u = trip, sec, index, u
@@ -281,8 +329,16 @@ class _Inst:
 class _KernelRun:
     """One launch of a kernel: every trip of every section, driven by events."""
 
-    def __init__(self, sim: _Step, kernel: Kernel, model: list[_SectionModel], launch: Launch,
-                 call: int, t0: float, done: Callable[[float], None]):
+    def __init__(
+        self,
+        sim: _Step,
+        kernel: Kernel,
+        model: list[_SectionModel],
+        launch: Launch,
+        call: int,
+        t0: float,
+        done: Callable[[float], None],
+    ):
         self.sim, self.model, self.call, self.done = sim, model, call, done
         loop = kernel.loop
         self.trips = loop.trips if loop is not None else 1
@@ -290,14 +346,15 @@ class _KernelRun:
         trips, nsec = self.trips, len(model)
         tiers = sim.tiers(launch, kernel, trips)
         written = {u.stores for s in model for u in s.units if u.stores is not None}
-        self.insts = [[[_Inst(t, s, i, u) for i, u in enumerate(sec.units)]
-                       for s, sec in enumerate(model)] for t in range(trips)]
+        self.insts = [
+            [[_Inst(t, s, i, u) for i, u in enumerate(sec.units)] for s, sec in enumerate(model)]
+            for t in range(trips)
+        ]
         self.left = [[len(sec.units) for sec in model] for _ in range(trips)]
         self.remaining = trips * nsec
         self.prefetch_wait: list[list[_Inst]] = [[] for _ in range(trips)]
         self.store_wait: dict[tuple[int, str], list[_Inst]] = {}
-        self.writers = {p: sum(1 for s in model for u in s.units if u.stores == p)
-                        for p in written}
+        self.writers = {p: sum(1 for s in model for u in s.units if u.stores == p) for p in written}
         start_now: list[_Inst] = []
         for t in range(trips):
             for s, sec in enumerate(model):
@@ -389,8 +446,10 @@ class _KernelRun:
         if inst.u.op == "all_reduce":
             plans.append((2 * (n - 1) * p.p2p_latency_s, 2 * (n - 1) * b / n))
         latency, moved = min(plans, key=lambda plan: plan[0] + plan[1] / p.p2p_bandwidth)
-        self.sim.engine.at(self.sim.engine.now + latency,
-                           lambda: self._move(inst, moved, lambda: self._worked(inst)))
+        self.sim.engine.at(
+            self.sim.engine.now + latency,
+            lambda: self._move(inst, moved, lambda: self._worked(inst)),
+        )
 
     def _worked(self, inst: _Inst) -> None:
         self._cond_finish(inst, self.sim.engine.now)
@@ -436,23 +495,27 @@ class _Step:
         self.engine = _Engine()
         self.spans: list[Span] | None = [] if trace else None
         self.channels = {
-            "hbm": _Channel(self.engine, "hbm", preset.hbm_bandwidth * preset.hbm_efficiency,
-                            self.spans),
-            "ddr": _Channel(self.engine, "ddr", preset.ddr_bandwidth * preset.ddr_efficiency,
-                            self.spans),
+            "hbm": _Channel(
+                self.engine, "hbm", preset.hbm_bandwidth * preset.hbm_efficiency, self.spans
+            ),
+            "ddr": _Channel(
+                self.engine, "ddr", preset.ddr_bandwidth * preset.ddr_efficiency, self.spans
+            ),
             "p2p": _Channel(self.engine, "p2p", preset.p2p_bandwidth, self.spans),
         }
         self.tensors = {t.name: t for t in program.tensors}
         self.kernels = {k.name: k for k in program.kernels}
-        self.models = {k.name: [_SectionModel(s, preset) for s in k.sections]
-                       for k in program.kernels}
+        self.models = {
+            k.name: [_SectionModel(s, preset) for s in k.sections] for k in program.kernels
+        }
         self.launches = [s for s in program.schedule if isinstance(s, Launch)]
         self.calls: list[CallTiming] = []
         self.program_loads = [0.0] * len(self.launches)
         self.pcu_busy = self.pcu_occupied = self.pmu_occupied = 0.0
         mode = program.launch_mode
-        self.launch_cost = preset.launch_software_s if mode == "software" \
-            else preset.launch_hardware_s
+        self.launch_cost = (
+            preset.launch_software_s if mode == "software" else preset.launch_hardware_s
+        )
         self.sync_cost = preset.sync_software_s if mode == "software" else preset.sync_hardware_s
         self.loaded = self.launches[-1].kernel if self.launches else None
         self.end = 0.0
@@ -478,24 +541,46 @@ class _Step:
     def issue(self, i: int, ready: float) -> None:
         launch = self.launches[i]
         kernel = self.kernels[launch.kernel]
-        load = self.preset.program_load_s \
-            if launch.kernel != self.loaded or len(kernel.sections) > 1 else 0.0
+        load = (
+            self.preset.program_load_s
+            if launch.kernel != self.loaded or len(kernel.sections) > 1
+            else 0.0
+        )
         self.loaded = launch.kernel
         self.program_loads[i] = load
         overhead = self.launch_cost + self.preset.argument_load_s + load
         t0 = ready + overhead
-        self.engine.at(t0, lambda: _KernelRun(self, kernel, self.models[kernel.name], launch, i,
-                                              t0, lambda end: self.finished(i, ready, t0, end)))
+        self.engine.at(
+            t0,
+            lambda: _KernelRun(
+                self,
+                kernel,
+                self.models[kernel.name],
+                launch,
+                i,
+                t0,
+                lambda end: self.finished(i, ready, t0, end),
+            ),
+        )
 
     def finished(self, i: int, issued: float, t0: float, end: float) -> None:
         launch = self.launches[i]
         kernel = self.kernels[launch.kernel]
         seen = end + self.sync_cost
-        self.calls.append(CallTiming(
-            label=launch.label or launch.kernel, kernel=launch.kernel, layers=list(launch.layers),
-            trips=kernel.loop.trips if kernel.loop is not None else 1,
-            sections=len(kernel.sections), issued_s=issued, launch_s=t0 - issued,
-            program_load_s=self.program_loads[i], busy_s=end - t0, sync_s=self.sync_cost))
+        self.calls.append(
+            CallTiming(
+                label=launch.label or launch.kernel,
+                kernel=launch.kernel,
+                layers=list(launch.layers),
+                trips=kernel.loop.trips if kernel.loop is not None else 1,
+                sections=len(kernel.sections),
+                issued_s=issued,
+                launch_s=t0 - issued,
+                program_load_s=self.program_loads[i],
+                busy_s=end - t0,
+                sync_s=self.sync_cost,
+            )
+        )
         if self.spans is not None:
             self.spans.append(Span("host", "launch", issued, t0, i, -1))
             self.spans.append(Span("host", "sync", end, seen, i, -1))
@@ -510,12 +595,16 @@ class _Step:
             self.issue(0, 0.0)
         self.engine.run()
         return StepTiming(
-            step_s=self.end, calls=self.calls,
+            step_s=self.end,
+            calls=self.calls,
             bytes={name: c.moved for name, c in self.channels.items()},
             channel_busy_s={name: c.busy for name, c in self.channels.items()},
-            pcu_busy_s=self.pcu_busy, pcu_occupied_s=self.pcu_occupied,
-            pmu_occupied_s=self.pmu_occupied, events=self.engine.events,
-            spans=self.spans or [])
+            pcu_busy_s=self.pcu_busy,
+            pcu_occupied_s=self.pcu_occupied,
+            pmu_occupied_s=self.pmu_occupied,
+            events=self.engine.events,
+            spans=self.spans or [],
+        )
 
 
 def simulate(program: Program, preset: HardwarePreset, *, trace: bool = False) -> StepTiming:

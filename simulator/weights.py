@@ -43,9 +43,9 @@ import os
 import re
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -152,20 +152,25 @@ class _FileHeader:
             with open(path, "rb") as f:
                 head = f.read(8)
                 if len(head) < 8:
-                    raise WeightError(f"corrupt safetensors file {path}: {size} bytes, too short "
-                                      "for the 8-byte header length")
+                    raise WeightError(
+                        f"corrupt safetensors file {path}: {size} bytes, too short "
+                        "for the 8-byte header length"
+                    )
                 (n,) = struct.unpack("<Q", head)
                 if n > _MAX_HEADER or 8 + n > size:
-                    raise WeightError(f"corrupt safetensors file {path}: header length {n} "
-                                      f"exceeds the file size {size} (truncated file?)")
+                    raise WeightError(
+                        f"corrupt safetensors file {path}: header length {n} "
+                        f"exceeds the file size {size} (truncated file?)"
+                    )
                 raw = f.read(n)
         except OSError as e:
             raise WeightError(f"cannot read weights file {path}: {e}") from e
         try:
             header = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise WeightError(f"corrupt safetensors file {path}: header is not valid JSON "
-                              f"({e})") from e
+            raise WeightError(
+                f"corrupt safetensors file {path}: header is not valid JSON ({e})"
+            ) from e
         if not isinstance(header, dict):
             raise WeightError(f"corrupt safetensors file {path}: header is not a JSON object")
         self.data_start = 8 + n
@@ -178,8 +183,10 @@ class _FileHeader:
                 shape = tuple(int(s) for s in info["shape"])
                 start, end = (int(o) for o in info["data_offsets"])
             except (TypeError, KeyError, ValueError) as e:
-                raise WeightError(f"corrupt safetensors file {path}: bad header entry for "
-                                  f"tensor {name!r}: {info!r}") from e
+                raise WeightError(
+                    f"corrupt safetensors file {path}: bad header entry for "
+                    f"tensor {name!r}: {info!r}"
+                ) from e
             if st_dt not in _ST_DTYPES:
                 raise WeightError(f"tensor {name!r} in {path} has unsupported dtype {st_dt}")
             dt = _ST_DTYPES[st_dt]
@@ -188,7 +195,8 @@ class _FileHeader:
                 raise WeightError(
                     f"corrupt safetensors file {path}: tensor {name!r} ({st_dt} {list(shape)}) "
                     f"has data offsets [{start}, {end}] but the data section holds {data_len} "
-                    f"bytes and the tensor needs {nbytes} (truncated file?)")
+                    f"bytes and the tensor needs {nbytes} (truncated file?)"
+                )
             self.tensors[name] = (dt, shape, start, end)
 
 
@@ -235,8 +243,12 @@ def _read(h: _FileHeader, name: str, index: Any = None) -> np.ndarray:
 class SafetensorsCheckpoint(Mapping):
     """Lazy read-only mapping ``name -> np.ndarray`` over one or several safetensors files."""
 
-    def __init__(self, files: Sequence[Path], weight_map: Mapping[str, str] | None = None,
-                 root: Path | None = None):
+    def __init__(
+        self,
+        files: Sequence[Path],
+        weight_map: Mapping[str, str] | None = None,
+        root: Path | None = None,
+    ):
         self.root = root
         self._headers: dict[Path, _FileHeader] = {}
         self._where: dict[str, _FileHeader] = {}
@@ -247,14 +259,17 @@ class SafetensorsCheckpoint(Mapping):
                 if weight_map is not None and weight_map.get(name) != h.path.name:
                     continue  # the index says this tensor lives elsewhere
                 if name in self._where:
-                    raise WeightError(f"tensor {name!r} appears in both "
-                                      f"{self._where[name].path} and {h.path}")
+                    raise WeightError(
+                        f"tensor {name!r} appears in both {self._where[name].path} and {h.path}"
+                    )
                 self._where[name] = h
         if weight_map is not None:
             for name, fname in weight_map.items():
                 if name not in self._where:
-                    raise WeightError(f"tensor {name!r} is listed in the index for shard "
-                                      f"{fname} but that file does not contain it")
+                    raise WeightError(
+                        f"tensor {name!r} is listed in the index for shard "
+                        f"{fname} but that file does not contain it"
+                    )
 
     def _describe(self) -> str:
         if self.root is not None:
@@ -265,8 +280,10 @@ class SafetensorsCheckpoint(Mapping):
         try:
             return self._where[name]
         except KeyError:
-            raise WeightError(f"tensor {name!r} not found in checkpoint {self._describe()} "
-                              f"({len(self._where)} tensors)") from None
+            raise WeightError(
+                f"tensor {name!r} not found in checkpoint {self._describe()} "
+                f"({len(self._where)} tensors)"
+            ) from None
 
     def __getitem__(self, name: str) -> np.ndarray:
         return _read(self._header(name), name)
@@ -323,8 +340,10 @@ def load_safetensors(path: str | os.PathLike) -> SafetensorsCheckpoint:
     files = sorted(p.glob("*.safetensors"))
     if files:
         return SafetensorsCheckpoint(files, root=p)
-    raise WeightError(f"no safetensors checkpoint in folder {p} (expected model.safetensors or "
-                      "model.safetensors.index.json)")
+    raise WeightError(
+        f"no safetensors checkpoint in folder {p} (expected model.safetensors or "
+        "model.safetensors.index.json)"
+    )
 
 
 def _load_index(index: Path) -> SafetensorsCheckpoint:
@@ -340,8 +359,9 @@ def _load_index(index: Path) -> SafetensorsCheckpoint:
         f = index.parent / fname
         if not f.is_file():
             some = next(n for n, v in weight_map.items() if v == fname)
-            raise WeightError(f"shard file {f} (listed in {index.name} for tensor {some!r} "
-                              "and others) not found")
+            raise WeightError(
+                f"shard file {f} (listed in {index.name} for tensor {some!r} and others) not found"
+            )
         files.append(f)
     return SafetensorsCheckpoint(files, weight_map=weight_map, root=index.parent)
 
@@ -351,8 +371,9 @@ def _load_index(index: Path) -> SafetensorsCheckpoint:
 # --------------------------------------------------------------------------------------------
 
 
-def _write_file(path: Path, tensors: Mapping[str, np.ndarray],
-                metadata: Mapping[str, str] | None) -> None:
+def _write_file(
+    path: Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None
+) -> None:
     """Write one safetensors file (format spec: 8-byte LE header length, JSON header padded with
     spaces to a multiple of 8, then the little-endian C-order tensor bytes)."""
     header: dict[str, Any] = {}
@@ -369,8 +390,11 @@ def _write_file(path: Path, tensors: Mapping[str, np.ndarray],
             else:
                 raise WeightError(f"cannot save tensor {name!r}: unsupported dtype {a.dtype}")
         b = np.ascontiguousarray(a).tobytes()
-        header[name] = {"dtype": _ST_NAMES[a.dtype], "shape": list(a.shape),
-                        "data_offsets": [off, off + len(b)]}
+        header[name] = {
+            "dtype": _ST_NAMES[a.dtype],
+            "shape": list(a.shape),
+            "data_offsets": [off, off + len(b)],
+        }
         blobs.append(b)
         off += len(b)
     hj = json.dumps(header, separators=(",", ":")).encode()
@@ -437,8 +461,9 @@ def save_safetensors(
 
 def _check_shape(name: str, got: tuple[int, ...], want: Sequence[int] | None, where: str) -> None:
     if want is not None and tuple(got) != tuple(int(s) for s in want):
-        raise WeightError(f"tensor {name!r} in {where} has shape {list(got)}, expected "
-                          f"{[int(s) for s in want]}")
+        raise WeightError(
+            f"tensor {name!r} in {where} has shape {list(got)}, expected {[int(s) for s in want]}"
+        )
 
 
 class WeightSource(ABC):
@@ -450,8 +475,9 @@ class WeightSource(ABC):
     part (a shard or a tile), read lazily where the backing store allows."""
 
     @abstractmethod
-    def get(self, name: str, shape: Sequence[int] | None = None, dtype: Any = "bf16",
-            index: Any = None) -> np.ndarray: ...
+    def get(
+        self, name: str, shape: Sequence[int] | None = None, dtype: Any = "bf16", index: Any = None
+    ) -> np.ndarray: ...
 
     @abstractmethod
     def describe(self) -> str: ...

@@ -17,15 +17,17 @@ class UserError(Exception):
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Exception types that mean bad input, not a bug (imported lazily: keeps start-up cheap)."""
+    from xdsl.utils.exceptions import DiagnosticException, ParseError
+
     from rdu_compiler.frontend.config import ConfigError
     from rdu_compiler.simulator.weights import WeightError
-    from xdsl.utils.exceptions import DiagnosticException, ParseError
 
     return (UserError, ConfigError, WeightError, ParseError, DiagnosticException, OSError)
 
 
-def run_tool(prog: str, main: Callable[[], int | None],
-             errors: tuple[type[BaseException], ...] | None = None) -> int:
+def run_tool(
+    prog: str, main: Callable[[], int | None], errors: tuple[type[BaseException], ...] | None = None
+) -> int:
     """Run a tool's `main`, turning user errors (`errors`, default :func:`user_error_types`)
     into `prog: error: message` and exit 1. Tools that must not import xDSL (rdu-sim) pass
     their own `errors`."""
@@ -34,7 +36,7 @@ def run_tool(prog: str, main: Callable[[], int | None],
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except (user_error_types() if errors is None else errors) as error:
+    except user_error_types() if errors is None else errors as error:
         print(f"{prog}: error: {error}".rstrip("\n"), file=sys.stderr)
         return 1
 
@@ -76,8 +78,10 @@ def parse_prompt(text: str, vocab: int, model: str) -> list[int]:
         raise UserError("--prompt needs at least one token id")
     for t in ids:
         if not 0 <= t < vocab:
-            raise UserError(f"--prompt token {t} is out of range for the vocabulary of {model} "
-                            f"({vocab} tokens: 0..{vocab - 1})")
+            raise UserError(
+                f"--prompt token {t} is out of range for the vocabulary of {model} "
+                f"({vocab} tokens: 0..{vocab - 1})"
+            )
     return ids
 
 
@@ -87,8 +91,9 @@ def decode_steps(prompt: list[int], steps: int) -> int:
     return len(prompt) + max(steps, 1) - 1
 
 
-def decode_loop(step: Callable[[Any, Any], tuple[Any, Any]], prompt: list[int], steps: int,
-                batch: int) -> tuple[list[list[int]], Any]:
+def decode_loop(
+    step: Callable[[Any, Any], tuple[Any, Any]], prompt: list[int], steps: int, batch: int
+) -> tuple[list[list[int]], Any]:
     """Run :func:`decode_steps` steps at positions 0, 1, ...: `step(tokens [B], positions [B])
     -> (logits, next_tokens)`; every batch entry is fed the same token. Returns the generated
     tokens per batch entry and the last step's logits. Shared by every engine of rdu-run and by
@@ -99,8 +104,9 @@ def decode_loop(step: Callable[[Any, Any], tuple[Any, Any]], prompt: list[int], 
     logits = None
     for position in range(decode_steps(prompt, steps)):
         fed = prompt[position] if position < len(prompt) else int(generated[-1][0])
-        logits, next_tokens = step(np.full(batch, fed, np.int32),
-                                   np.full(batch, position, np.int32))
+        logits, next_tokens = step(
+            np.full(batch, fed, np.int32), np.full(batch, position, np.int32)
+        )
         if position >= len(prompt) - 1 and len(generated) < steps:
             generated.append(np.asarray(next_tokens).reshape(batch))
     tokens = np.stack(generated, axis=1).tolist() if generated else [[] for _ in range(batch)]

@@ -68,25 +68,51 @@ def _arguments() -> argparse.ArgumentParser:
         help="a preset name (llama-3.1-8b, mixtral-8x7b, tiny-llama, ...), a Hugging Face "
         "config.json, or a model folder containing one",
     )
-    p.add_argument("--batch", type=_positive, default=1,
-                   help="batch entries per step, each at its own position (default: 1)")
-    p.add_argument("--context", type=_positive, default=None,
-                   help="KV-cache length in tokens, at most the model's max_position_embeddings "
-                   f"(default: min(max_position_embeddings, {DEFAULT_CONTEXT}))")
-    p.add_argument("--layers", type=_positive, default=None,
-                   help="keep the model's first N decoder layers (default: all)")
-    p.add_argument("--dtype", choices=list(DTYPES), default="bf16",
-                   help="element type of weights, activations and caches (default: bf16)")
-    p.add_argument("-o", "--output", metavar="FILE",
-                   help="write the output to FILE (only if everything succeeded) instead of "
-                   "stdout")
-    p.add_argument("--stats", action="store_true",
-                   help="print the cost accounting (parameters, KV cache, FLOPs and bytes per "
-                   "token) as a table instead of the IR")
-    p.add_argument("--json", action="store_true",
-                   help="with --stats: print the figures as one JSON object")
-    p.add_argument("--print-debuginfo", action="store_true",
-                   help="print each op's source location (loc(\"model.layers.3.self_attn\"))")
+    p.add_argument(
+        "--batch",
+        type=_positive,
+        default=1,
+        help="batch entries per step, each at its own position (default: 1)",
+    )
+    p.add_argument(
+        "--context",
+        type=_positive,
+        default=None,
+        help="KV-cache length in tokens, at most the model's max_position_embeddings "
+        f"(default: min(max_position_embeddings, {DEFAULT_CONTEXT}))",
+    )
+    p.add_argument(
+        "--layers",
+        type=_positive,
+        default=None,
+        help="keep the model's first N decoder layers (default: all)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        default="bf16",
+        help="element type of weights, activations and caches (default: bf16)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the output to FILE (only if everything succeeded) instead of stdout",
+    )
+    p.add_argument(
+        "--stats",
+        action="store_true",
+        help="print the cost accounting (parameters, KV cache, FLOPs and bytes per "
+        "token) as a table instead of the IR",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="with --stats: print the figures as one JSON object"
+    )
+    p.add_argument(
+        "--print-debuginfo",
+        action="store_true",
+        help='print each op\'s source location (loc("model.layers.3.self_attn"))',
+    )
     return p
 
 
@@ -98,17 +124,34 @@ def _stats_table(stats: dict[str, Any]) -> str:
         return f"{n / 2**30:9.3f} GiB {n / 1e9:9.3f} GB"
 
     rows: list[tuple[str, str, str]] = [
-        ("parameters", size(stats["param_bytes"]),
-         size(stats["active_param_bytes"]) if moe else ""),
-        ("KV cache (full context)", size(stats["kv_bytes"]), size(stats["kv_bytes"]) if moe else ""),
-        ("bytes/token (params+KV)", size(stats["bytes_per_token"]),
-         size(stats["active_bytes_per_token"]) if moe else ""),
-        ("bytes read/token", "", size(stats["bytes_read_per_token"])) if moe
+        (
+            "parameters",
+            size(stats["param_bytes"]),
+            size(stats["active_param_bytes"]) if moe else "",
+        ),
+        (
+            "KV cache (full context)",
+            size(stats["kv_bytes"]),
+            size(stats["kv_bytes"]) if moe else "",
+        ),
+        (
+            "bytes/token (params+KV)",
+            size(stats["bytes_per_token"]),
+            size(stats["active_bytes_per_token"]) if moe else "",
+        ),
+        ("bytes read/token", "", size(stats["bytes_read_per_token"]))
+        if moe
         else ("bytes read/token", size(stats["bytes_read_per_token"]), ""),
-        ("FLOPs/token", f"{stats['flops_per_token'] / 1e9:9.3f} GFLOPs",
-         f"{stats['active_flops_per_token'] / 1e9:9.3f} GFLOPs" if moe else ""),
-        ("FLOPs/byte", f"{stats['flops_per_byte']:9.3f}",
-         f"{stats['active_flops_per_byte']:9.3f}" if moe else ""),
+        (
+            "FLOPs/token",
+            f"{stats['flops_per_token'] / 1e9:9.3f} GFLOPs",
+            f"{stats['active_flops_per_token'] / 1e9:9.3f} GFLOPs" if moe else "",
+        ),
+        (
+            "FLOPs/byte",
+            f"{stats['flops_per_byte']:9.3f}",
+            f"{stats['active_flops_per_byte']:9.3f}" if moe else "",
+        ),
     ]
     head = (
         f"{stats['model']}: batch {stats['batch']}, context {stats['context']}, "

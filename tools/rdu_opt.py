@@ -73,7 +73,9 @@ def _one_line(op: Operation, limit: int = 160) -> str:
 class RduOptMain(xDSLOptMain):
     """xDSL's opt driver, with every upstream dialect and pass plus ours."""
 
-    version_format = f"rdu-opt (rdu-compiler {__version__}) built from xdsl version {{xdsl_version}}"
+    version_format = (
+        f"rdu-opt (rdu-compiler {__version__}) built from xdsl version {{xdsl_version}}"
+    )
 
     def __init__(self, description: str = __doc__.split("\n")[0], args=None):
         self._op_spans: WeakKeyDictionary[Operation, Span] = WeakKeyDictionary()
@@ -177,9 +179,7 @@ class RduOptMain(xDSLOptMain):
 
     def describe_verify_failure(self, error: Exception) -> str:
         found = _first_failing_op(self._module) if self._module is not None else None
-        after = (
-            f" (after pass '{self._finished_pass.name}')" if self._finished_pass else ""
-        )
+        after = f" (after pass '{self._finished_pass.name}')" if self._finished_pass else ""
         if found is None:
             return f"error: {error}{after}"
         op, op_error = found
@@ -188,10 +188,7 @@ class RduOptMain(xDSLOptMain):
             .removeprefix("Operation does not verify: ")
             .removeprefix(f"{op.name}: ")  # our verifiers name the op themselves
         )
-        return (
-            f"{self.locate(op)}: error: '{op.name}' op {message}{after}\n"
-            f"  {_one_line(op)}"
-        )
+        return f"{self.locate(op)}: error: '{op.name}' op {message}{after}\n  {_one_line(op)}"
 
     def describe_pass_failure(self, error: Exception) -> str:
         if self._running_pass is None:

@@ -50,50 +50,91 @@ LAUNCHES = ("software", "hardware")
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("model", metavar="MODEL",
-                   help="preset name, HF config.json, or HF model folder")
-    p.add_argument("--engine", choices=("sim", "reference"), default="sim",
-                   help="sim: compile and simulate (default); reference: llm-level numpy "
-                        "semantics")
+    p.add_argument("model", metavar="MODEL", help="preset name, HF config.json, or HF model folder")
+    p.add_argument(
+        "--engine",
+        choices=("sim", "reference"),
+        default="sim",
+        help="sim: compile and simulate (default); reference: llm-level numpy semantics",
+    )
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--weights", metavar="PATH",
-                        help="safetensors file or HF model folder (HF tensor names)")
+    source.add_argument(
+        "--weights", metavar="PATH", help="safetensors file or HF model folder (HF tensor names)"
+    )
     source.add_argument("--seed", type=int, help="seeded random init (default: seed 0)")
-    p.add_argument("--prompt", default="1", metavar="IDS",
-                   help="comma-separated token ids fed one per step (default: 1)")
-    p.add_argument("--steps", type=int, default=8, metavar="N",
-                   help="tokens to generate greedily after the prompt (default: 8)")
-    p.add_argument("--batch", type=int, default=1, metavar="B",
-                   help="batch entries (all get the same prompt for now)")
-    p.add_argument("--context", type=int, metavar="S",
-                   help="KV cache length (default: min(max positions, 4096))")
+    p.add_argument(
+        "--prompt",
+        default="1",
+        metavar="IDS",
+        help="comma-separated token ids fed one per step (default: 1)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=8,
+        metavar="N",
+        help="tokens to generate greedily after the prompt (default: 8)",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        metavar="B",
+        help="batch entries (all get the same prompt for now)",
+    )
+    p.add_argument(
+        "--context",
+        type=int,
+        metavar="S",
+        help="KV cache length (default: min(max positions, 4096))",
+    )
     p.add_argument("--layers", type=int, metavar="N", help="use only the first N layers")
-    p.add_argument("--dtype", choices=("bf16", "f32"), default="bf16",
-                   help="data type of weights, activations and caches")
+    p.add_argument(
+        "--dtype",
+        choices=("bf16", "f32"),
+        default="bf16",
+        help="data type of weights, activations and caches",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--logits-out", metavar="FILE.npy", help="save the last step's logits")
-    p.add_argument("--sockets", type=int, default=1, metavar="N",
-                   help="sockets (tensor parallel: 1, 2, 4, 8 or 16; default 1); the "
-                        "reference engine runs every rank")
+    p.add_argument(
+        "--sockets",
+        type=int,
+        default=1,
+        metavar="N",
+        help="sockets (tensor parallel: 1, 2, 4, 8 or 16; default 1); the "
+        "reference engine runs every rank",
+    )
     sim = p.add_argument_group("simulator engine options")
-    sim.add_argument("--no-kernel-looping", action="store_true",
-                     help="compile without kernel looping")
-    sim.add_argument("--functional", action="store_true",
-                     help="compute real numbers through the simulator instead of timing")
-    sim.add_argument("--launch", choices=(*LAUNCHES, "both"),
-                     help="launch orchestration (default: software); both: time software- "
-                          "and hardware-orchestrated launch side by side (JSON: "
-                          "\"timing_by_launch\": {\"software\": ..., \"hardware\": ...} "
-                          "besides \"timing\", which holds the software figures)")
+    sim.add_argument(
+        "--no-kernel-looping", action="store_true", help="compile without kernel looping"
+    )
+    sim.add_argument(
+        "--functional",
+        action="store_true",
+        help="compute real numbers through the simulator instead of timing",
+    )
+    sim.add_argument(
+        "--launch",
+        choices=(*LAUNCHES, "both"),
+        help="launch orchestration (default: software); both: time software- "
+        "and hardware-orchestrated launch side by side (JSON: "
+        '"timing_by_launch": {"software": ..., "hardware": ...} '
+        'besides "timing", which holds the software figures)',
+    )
     return p
 
 
 def _refuse_sim_options(args: argparse.Namespace) -> None:
-    used = [flag for flag, on in (
-        ("--no-kernel-looping", args.no_kernel_looping),
-        ("--functional", args.functional),
-        (f"--launch {args.launch}", args.launch is not None),
-    ) if on]
+    used = [
+        flag
+        for flag, on in (
+            ("--no-kernel-looping", args.no_kernel_looping),
+            ("--functional", args.functional),
+            (f"--launch {args.launch}", args.launch is not None),
+        )
+        if on
+    ]
     if used:
         raise UserError(f"{', '.join(used)}: {SIM_ONLY}")
 
@@ -107,8 +148,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.engine == "reference":
         _refuse_sim_options(args)
-    for name, value in (("--batch", args.batch), ("--context", args.context),
-                        ("--layers", args.layers), ("--sockets", args.sockets)):
+    for name, value in (
+        ("--batch", args.batch),
+        ("--context", args.context),
+        ("--layers", args.layers),
+        ("--sockets", args.sockets),
+    ):
         _positive(name, value)
     _positive("--steps", args.steps, 0)
 
@@ -120,16 +165,26 @@ def run(argv: Sequence[str] | None = None) -> int:
     context = default_context(config) if args.context is None else args.context
     n_steps = decode_steps(prompt, args.steps)
     if context < n_steps:
-        raise UserError(f"--context {context} is too small for a {len(prompt)}-token prompt and "
-                        f"{args.steps} generated tokens: {n_steps} decode steps need at least "
-                        f"{n_steps} cache rows")
-    report = {"model": config.name, "engine": args.engine, "sockets": args.sockets,
-              "batch": args.batch, "context": context, "tokens": None, "prompt": prompt,
-              "dtype": args.dtype}
+        raise UserError(
+            f"--context {context} is too small for a {len(prompt)}-token prompt and "
+            f"{args.steps} generated tokens: {n_steps} decode steps need at least "
+            f"{n_steps} cache rows"
+        )
+    report = {
+        "model": config.name,
+        "engine": args.engine,
+        "sockets": args.sockets,
+        "batch": args.batch,
+        "context": context,
+        "tokens": None,
+        "prompt": prompt,
+        "dtype": args.dtype,
+    }
     if args.engine == "sim" and not args.functional:
         if args.logits_out:
-            raise UserError("--logits-out needs real numbers: add --functional (a timing run "
-                            "computes none)")
+            raise UserError(
+                "--logits-out needs real numbers: add --functional (a timing run computes none)"
+            )
         report.update(_timings(args, config, context))
         if args.json:
             print(json.dumps(report))
@@ -137,10 +192,13 @@ def run(argv: Sequence[str] | None = None) -> int:
             _print_timing(report)
         return 0
     if args.launch == "both":
-        raise UserError("--launch both compares timings: drop --functional (real numbers do "
-                        "not depend on the launch mode)")
+        raise UserError(
+            "--launch both compares timings: drop --functional (real numbers do "
+            "not depend on the launch mode)"
+        )
     step, weights = (_sim_engine if args.engine == "sim" else _reference_engine)(
-        args, config, context)
+        args, config, context
+    )
     with _Progress(n_steps) as progress:
         tokens, logits = decode_loop(progress.wrap(step), prompt, args.steps, args.batch)
     report.update(tokens=tokens, weights=weights.describe())
@@ -153,8 +211,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        print(f"{config.name}: {args.engine} engine, {weights.describe()}, batch {args.batch}, "
-              f"context {context}, {args.dtype}, {args.sockets} socket(s)")
+        print(
+            f"{config.name}: {args.engine} engine, {weights.describe()}, batch {args.batch}, "
+            f"context {context}, {args.dtype}, {args.sockets} socket(s)"
+        )
         print(f"prompt: {', '.join(map(str, prompt))}")
         print_generated(tokens)
     return 0
@@ -197,8 +257,7 @@ def _compile(args: argparse.Namespace, config, context: int, looping: bool, laun
 
     module = build_decode_step(config, batch=args.batch, context=context, dtype=args.dtype)
     try:
-        return compile_program(module, sockets=args.sockets, kernel_looping=looping,
-                               launch=launch)
+        return compile_program(module, sockets=args.sockets, kernel_looping=looping, launch=launch)
     except ProgramError as error:
         raise UserError(str(error)) from None
 
@@ -209,16 +268,21 @@ def _sim_engine(args: argparse.Namespace, config, context: int):
     from rdu_compiler.simulator.weights import open_weights
 
     weights = open_weights(args.weights, args.seed)
-    program = _compile(args, config, context, not args.no_kernel_looping,
-                       args.launch or "software")
+    program = _compile(args, config, context, not args.no_kernel_looping, args.launch or "software")
     try:
         return FunctionalSimulator(program, weights).decode, weights
     except FunctionalError as error:
         raise UserError(str(error)) from None
 
 
-TIMING_KEYS = ("ms_per_token", "tokens_per_s", "bandwidth_fraction_of_peak", "roofline_fraction",
-               "launches_per_token", "launch_and_sync_ms_per_token")
+TIMING_KEYS = (
+    "ms_per_token",
+    "tokens_per_s",
+    "bandwidth_fraction_of_peak",
+    "roofline_fraction",
+    "launches_per_token",
+    "launch_and_sync_ms_per_token",
+)
 
 
 def _timings(args: argparse.Namespace, config, context: int) -> dict:
@@ -230,8 +294,7 @@ def _timings(args: argparse.Namespace, config, context: int) -> dict:
     by_launch = {}
     with _Progress(2 * len(variants) * len(launches)) as progress:
         for launch in launches:
-            by_launch[launch], roofline = _timing(args, config, context, launch, variants,
-                                                  progress)
+            by_launch[launch], roofline = _timing(args, config, context, launch, variants, progress)
     report = {"launch": args.launch or "software", "roofline_ms_per_token": roofline}
     report["timing"] = by_launch[launches[0]]
     if args.launch == "both":
@@ -239,8 +302,14 @@ def _timings(args: argparse.Namespace, config, context: int) -> dict:
     return report
 
 
-def _timing(args: argparse.Namespace, config, context: int, launch: str,
-            variants: Sequence[str], progress: _Progress) -> tuple[dict, float]:
+def _timing(
+    args: argparse.Namespace,
+    config,
+    context: int,
+    launch: str,
+    variants: Sequence[str],
+    progress: _Progress,
+) -> tuple[dict, float]:
     """``{"looped", "unlooped", "speedup"}`` of one launch mode (a variant not in `variants`
     and the speedup then null), and the roofline ms/token (the same for every variant)."""
     from rdu_compiler.simulator.hardware import get_preset
@@ -257,36 +326,49 @@ def _timing(args: argparse.Namespace, config, context: int, launch: str,
         summary = summarize(program, preset, simulate(program, preset))
         timing[variant] = {key: summary[key] for key in TIMING_KEYS}
     if timing["looped"] is not None:
-        timing["speedup"] = (timing["unlooped"]["ms_per_token"]
-                             / timing["looped"]["ms_per_token"])
+        timing["speedup"] = timing["unlooped"]["ms_per_token"] / timing["looped"]["ms_per_token"]
     return timing, summary["roofline_ms"]
 
 
 def _print_timing(report: dict) -> None:
     by_launch = report.get("timing_by_launch") or {report["launch"]: report["timing"]}
-    columns = [(launch, variant, t[variant]) for launch, t in by_launch.items()
-               for variant in ("looped", "unlooped") if t[variant] is not None]
+    columns = [
+        (launch, variant, t[variant])
+        for launch, t in by_launch.items()
+        for variant in ("looped", "unlooped")
+        if t[variant] is not None
+    ]
     modes = " and ".join(by_launch)
-    print(f"{report['model']}: sim engine (timing), {report['sockets']} socket(s), "
-          f"{modes} launch, batch {report['batch']}, context {report['context']}, "
-          f"roofline {report['roofline_ms_per_token']:.3f} ms/token")
-    rows = (("ms/token", "ms_per_token", "{:.3f}"), ("tokens/s", "tokens_per_s", "{:.1f}"),
-            ("% of HBM peak", "bandwidth_fraction_of_peak", "{:.1%}"),
-            ("% of roofline", "roofline_fraction", "{:.1%}"),
-            ("launches/token", "launches_per_token", "{}"),
-            ("launch+sync ms/token", "launch_and_sync_ms_per_token", "{:.3f}"))
+    print(
+        f"{report['model']}: sim engine (timing), {report['sockets']} socket(s), "
+        f"{modes} launch, batch {report['batch']}, context {report['context']}, "
+        f"roofline {report['roofline_ms_per_token']:.3f} ms/token"
+    )
+    rows = (
+        ("ms/token", "ms_per_token", "{:.3f}"),
+        ("tokens/s", "tokens_per_s", "{:.1f}"),
+        ("% of HBM peak", "bandwidth_fraction_of_peak", "{:.1%}"),
+        ("% of roofline", "roofline_fraction", "{:.1%}"),
+        ("launches/token", "launches_per_token", "{}"),
+        ("launch+sync ms/token", "launch_and_sync_ms_per_token", "{:.3f}"),
+    )
     if len(by_launch) > 1:
         width = 14 * len(columns) // len(by_launch)
         print(f"  {'':<22}" + "".join(f"{launch:>{width}}" for launch in by_launch))
     print(f"  {'':<22}" + "".join(f"{variant:>14}" for _, variant, _ in columns))
     for name, key, fmt in rows:
         print(f"  {name:<22}" + "".join(f"{fmt.format(t[key]):>14}" for *_, t in columns))
-    speedups = [(launch, t["speedup"]) for launch, t in by_launch.items()
-                if t["speedup"] is not None]
+    speedups = [
+        (launch, t["speedup"]) for launch, t in by_launch.items() if t["speedup"] is not None
+    ]
     if speedups:
-        print("  kernel looping speedup: " + ", ".join(
-            f"{x:.2f}x" + (f" ({launch} launch)" if len(by_launch) > 1 else "")
-            for launch, x in speedups))
+        print(
+            "  kernel looping speedup: "
+            + ", ".join(
+                f"{x:.2f}x" + (f" ({launch} launch)" if len(by_launch) > 1 else "")
+                for launch, x in speedups
+            )
+        )
 
 
 class _Progress:

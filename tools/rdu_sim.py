@@ -32,19 +32,34 @@ PROG = "rdu-sim"
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("program", metavar="PROGRAM", help="an rdu-program JSON file")
-    p.add_argument("--functional", action="store_true",
-                   help="compute real numbers instead of timing")
+    p.add_argument(
+        "--functional", action="store_true", help="compute real numbers instead of timing"
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--weights", metavar="PATH", help="safetensors file or HF model folder")
     source.add_argument("--seed", type=int, help="seeded random init (default: seed 0)")
-    p.add_argument("--prompt", default="1", metavar="IDS",
-                   help="comma-separated token ids fed one per step (default: 1)")
-    p.add_argument("--steps", type=int, default=8, metavar="N",
-                   help="greedy tokens after the prompt (default: 8)")
+    p.add_argument(
+        "--prompt",
+        default="1",
+        metavar="IDS",
+        help="comma-separated token ids fed one per step (default: 1)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=8,
+        metavar="N",
+        help="greedy tokens after the prompt (default: 8)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome / Perfetto trace (timing)")
-    p.add_argument("--hw-override", action="append", default=[], metavar="KEY=VALUE,...",
-                   help="change hardware figures (names in simulator/hardware.py)")
+    p.add_argument(
+        "--hw-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE,...",
+        help="change hardware figures (names in simulator/hardware.py)",
+    )
     return p
 
 
@@ -69,18 +84,31 @@ def _functional(args: argparse.Namespace, program) -> int:
     if args.steps < 0:
         raise UserError(f"--steps must be >= 0, got {args.steps}")
     if decode_steps(prompt, args.steps) > program.context:
-        raise UserError(f"a {len(prompt)}-token prompt and {args.steps} generated tokens need "
-                        f"{decode_steps(prompt, args.steps)} cache rows, but the program's "
-                        f"context is {program.context}")
+        raise UserError(
+            f"a {len(prompt)}-token prompt and {args.steps} generated tokens need "
+            f"{decode_steps(prompt, args.steps)} cache rows, but the program's "
+            f"context is {program.context}"
+        )
     sim = FunctionalSimulator(program, open_weights(args.weights, args.seed))
     tokens, _ = decode_loop(sim.decode, prompt, args.steps, program.batch)
     if args.json:
-        print(json.dumps({"model": program.model, "sockets": program.sockets,
-                          "batch": program.batch, "context": program.context,
-                          "prompt": prompt, "tokens": tokens}))
+        print(
+            json.dumps(
+                {
+                    "model": program.model,
+                    "sockets": program.sockets,
+                    "batch": program.batch,
+                    "context": program.context,
+                    "prompt": prompt,
+                    "tokens": tokens,
+                }
+            )
+        )
     else:
-        print(f"{program.model} on {program.sockets} socket(s), functional, prompt "
-              f"{', '.join(map(str, prompt))}")
+        print(
+            f"{program.model} on {program.sockets} socket(s), functional, prompt "
+            f"{', '.join(map(str, prompt))}"
+        )
         print_generated(tokens)
     return 0
 

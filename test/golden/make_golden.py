@@ -112,8 +112,10 @@ def hf_parameter_values(preset: str, model, ckpt: dict[str, np.ndarray]) -> dict
 
     def take(name: str) -> np.ndarray:
         if name not in f32:
-            raise RuntimeError(f"{preset}: HF needs checkpoint tensor {name!r}, which "
-                               f"checkpoint_tensors() does not list")
+            raise RuntimeError(
+                f"{preset}: HF needs checkpoint tensor {name!r}, which "
+                f"checkpoint_tensors() does not list"
+            )
         used.add(name)
         return f32[name]
 
@@ -126,9 +128,14 @@ def hf_parameter_values(preset: str, model, ckpt: dict[str, np.ndarray]) -> dict
             E = mc.num_experts
             pre = f"model.layers.{i}.block_sparse_moe.experts"
             if parts[-1] == "gate_up_proj":  # [E, 2F, H] = cat(w1 (gate), w3 (up)) on dim 1
-                v = np.stack([np.concatenate([take(f"{pre}.{j}.w1.weight"),
-                                              take(f"{pre}.{j}.w3.weight")], axis=0)
-                              for j in range(E)])
+                v = np.stack(
+                    [
+                        np.concatenate(
+                            [take(f"{pre}.{j}.w1.weight"), take(f"{pre}.{j}.w3.weight")], axis=0
+                        )
+                        for j in range(E)
+                    ]
+                )
             elif parts[-1] == "down_proj":  # [E, H, F] = w2
                 v = np.stack([take(f"{pre}.{j}.w2.weight") for j in range(E)])
             else:
@@ -138,8 +145,10 @@ def hf_parameter_values(preset: str, model, ckpt: dict[str, np.ndarray]) -> dict
         else:
             v = take(hf_name)
         if v.shape != shape:
-            raise RuntimeError(f"{preset}: HF parameter {hf_name} has shape {shape}, the "
-                               f"checkpoint gives {v.shape}")
+            raise RuntimeError(
+                f"{preset}: HF parameter {hf_name} has shape {shape}, the "
+                f"checkpoint gives {v.shape}"
+            )
         values[hf_name] = v
 
     unused = sorted(set(f32) - used)
@@ -148,16 +157,20 @@ def hf_parameter_values(preset: str, model, ckpt: dict[str, np.ndarray]) -> dict
     # tied embeddings: HF must share the tensor, and our list must not have a separate lm_head
     tied = model.lm_head.weight is model.model.embed_tokens.weight
     if tied != mc.tie_word_embeddings:
-        raise RuntimeError(f"{preset}: HF tied={tied} but ModelConfig.tie_word_embeddings="
-                           f"{mc.tie_word_embeddings}")
+        raise RuntimeError(
+            f"{preset}: HF tied={tied} but ModelConfig.tie_word_embeddings={mc.tie_word_embeddings}"
+        )
     return values
 
 
 def build_model(preset: str, seed: int):
     cfg, hf_cfg = build_hf_config(preset)
     model = AutoModelForCausalLM.from_config(
-        hf_cfg, dtype=torch.float32, attn_implementation=ATTN,
-        **({"experts_implementation": "eager"} if load_model_config(preset).is_moe else {}))
+        hf_cfg,
+        dtype=torch.float32,
+        attn_implementation=ATTN,
+        **({"experts_implementation": "eager"} if load_model_config(preset).is_moe else {}),
+    )
     model.eval()
     ckpt = seeded_checkpoint(preset, seed)
     values = hf_parameter_values(preset, model, ckpt)
@@ -173,8 +186,12 @@ def build_model(preset: str, seed: int):
         hf_cfg.save_pretrained(tmp)
         save_safetensors(Path(tmp) / "model.safetensors", ckpt, metadata={"format": "pt"})
         loaded, info = AutoModelForCausalLM.from_pretrained(
-            tmp, dtype=torch.float32, attn_implementation=ATTN, output_loading_info=True,
-            **({"experts_implementation": "eager"} if load_model_config(preset).is_moe else {}))
+            tmp,
+            dtype=torch.float32,
+            attn_implementation=ATTN,
+            output_loading_info=True,
+            **({"experts_implementation": "eager"} if load_model_config(preset).is_moe else {}),
+        )
     bad = {k: v for k, v in info.items() if v}
     if bad:
         raise RuntimeError(f"{preset}: HF from_pretrained of the project checkpoint reports {bad}")
@@ -216,8 +233,13 @@ def decode(model, tokens: np.ndarray, positions: np.ndarray, valid: np.ndarray) 
         ids = torch.from_numpy(tokens[s].astype(np.int64)).view(b, 1)
         pos = torch.from_numpy(np.maximum(positions[s], 0).astype(np.int64)).view(b, 1)
         mask = torch.from_numpy(valid[: s + 1].T.astype(np.int64))  # [B, past + 1]
-        r = model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                  past_key_values=past, use_cache=True)
+        r = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            past_key_values=past,
+            use_cache=True,
+        )
         past = r.past_key_values
         lg = r.logits[:, -1, :].float().numpy().copy()
         lg[~valid[s]] = 0.0
@@ -251,11 +273,19 @@ def make_golden(preset: str, out_dir: Path) -> Path:
     diffs = []
     for e in range(BATCH):
         rows = valid[:, e]
-        t1, p1, v1 = tokens[rows, e:e + 1], positions[rows, e:e + 1], valid[rows, e:e + 1]
+        t1, p1, v1 = tokens[rows, e : e + 1], positions[rows, e : e + 1], valid[rows, e : e + 1]
         single = decode(model, t1, p1, v1)[:, 0]
-        diffs.append(check(preset, f"entry {e}: batched vs batch-1 decode", logits[rows, e], single))
-        diffs.append(check(preset, f"entry {e}: cached decode vs full forward", single,
-                           full_forward(model, t1[:, 0])))
+        diffs.append(
+            check(preset, f"entry {e}: batched vs batch-1 decode", logits[rows, e], single)
+        )
+        diffs.append(
+            check(
+                preset,
+                f"entry {e}: cached decode vs full forward",
+                single,
+                full_forward(model, t1[:, 0]),
+            )
+        )
 
     path = out_dir / f"{preset}.npz"
     np.savez_compressed(
@@ -273,8 +303,10 @@ def make_golden(preset: str, out_dir: Path) -> Path:
         transformers_version=np.array(transformers.__version__),
         torch_version=np.array(torch.__version__),
     )
-    print(f"{preset}: wrote {path.relative_to(REPO)} ({path.stat().st_size} bytes); "
-          f"logits std {logits[valid].std():.3f}; self-consistency max |diff| {max(diffs):.2e}")
+    print(
+        f"{preset}: wrote {path.relative_to(REPO)} ({path.stat().st_size} bytes); "
+        f"logits std {logits[valid].std():.3f}; self-consistency max |diff| {max(diffs):.2e}"
+    )
     return path
 
 

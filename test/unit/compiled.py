@@ -3,22 +3,37 @@ its tools compile the same few models many times)."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from rdu_compiler.simulator.program import Program
 
 
-@lru_cache(maxsize=None)
-def compiled(model: str, *, sockets: int = 1, looped: bool = True, batch: int = 1,
-             context: int | None = None, launch: str = "software", fusion: str = "layer",
-             hw_overrides: str = "") -> Program:
+@cache
+def compiled(
+    model: str,
+    *,
+    sockets: int = 1,
+    looped: bool = True,
+    batch: int = 1,
+    context: int | None = None,
+    launch: str = "software",
+    fusion: str = "layer",
+    hw_overrides: str = "",
+) -> Program:
     """``compile_program``; with ``hw_overrides`` (e.g. fewer PCUs, to force kernels split
     into sections) the same passes with the lowering's ``hw-overrides`` option."""
     from rdu_compiler.lowering.pipeline import compile_program
 
     if not hw_overrides:
-        return compile_program(model, sockets=sockets, kernel_looping=looped, batch=batch,
-                               context=context, launch=launch, fusion=fusion)
+        return compile_program(
+            model,
+            sockets=sockets,
+            kernel_looping=looped,
+            batch=batch,
+            context=context,
+            launch=launch,
+            fusion=fusion,
+        )
     from xdsl.context import Context
 
     from rdu_compiler.frontend.builder import build_decode_step
@@ -29,8 +44,7 @@ def compiled(model: str, *, sockets: int = 1, looped: bool = True, batch: int = 
 
     module = build_decode_step(load_model_config(model), batch=batch, context=context)
     ctx = Context()
-    passes = pipeline_passes(sockets=sockets, kernel_looping=looped, launch=launch,
-                             fusion=fusion)
+    passes = pipeline_passes(sockets=sockets, kernel_looping=looped, launch=launch, fusion=fusion)
     for p in (*passes[:-1], LowerDfkToRdu(launch=launch, hw_overrides=hw_overrides)):
         p.apply(ctx, module)
     return build_program(module)

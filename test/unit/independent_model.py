@@ -61,8 +61,9 @@ class HFConfig:
                 "sliding_attention" if i >= c["max_window_layers"] else "full_attention"
                 for i in range(self.layers)
             ]
-            self.windows = [c["sliding_window"] if k == "sliding_attention" else None
-                            for k in kinds]
+            self.windows = [
+                c["sliding_window"] if k == "sliding_attention" else None for k in kinds
+            ]
         else:
             self.windows = [None] * self.layers
 
@@ -94,8 +95,9 @@ class IndependentModel:
     def __init__(self, config_path: str, get: GetWeight, batch: int, context: int):
         self.cfg = c = HFConfig(config_path)
         self.get = get
-        self.k = [np.zeros((batch, context, c.kv_heads, c.head_dim), np.float32)
-                  for _ in range(c.layers)]
+        self.k = [
+            np.zeros((batch, context, c.kv_heads, c.head_dim), np.float32) for _ in range(c.layers)
+        ]
         self.v = [np.zeros_like(k) for k in self.k]
         self.inv_freq = inv_freq(c)
 
@@ -168,8 +170,9 @@ class IndependentModel:
                 s = keys @ q[e, h] / np.float32(math.sqrt(d))
                 s = np.exp(s - s.max())
                 out[e, h] = (s / s.sum()) @ vals
-        return self.linear(bf16(out).reshape(b, -1), f"{pre}.o_proj", c.hidden, c.heads * d,
-                           c.o_bias)
+        return self.linear(
+            bf16(out).reshape(b, -1), f"{pre}.o_proj", c.hidden, c.heads * d, c.o_bias
+        )
 
     def step(self, tokens, positions) -> np.ndarray:
         """Logits [B, vocab] (bf16 values as float32) after feeding tokens at positions."""

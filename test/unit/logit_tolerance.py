@@ -42,14 +42,18 @@ def check_logits(got, got_tokens, want, ulps: float, what: str) -> float:
     tol = logit_tolerance(want, ulps)
     diff = np.max(np.abs(got - want), axis=-1)
     bad = np.flatnonzero(~(diff <= tol))
-    assert not bad.size, (f"{what}: row(s) {bad.tolist()} differ by {diff[bad].tolist()} > "
-                          f"tolerance {tol[bad].tolist()} ({ulps} bf16 ulps of the row max)")
+    assert not bad.size, (
+        f"{what}: row(s) {bad.tolist()} differ by {diff[bad].tolist()} > "
+        f"tolerance {tol[bad].tolist()} ({ulps} bf16 ulps of the row max)"
+    )
     top2 = np.sort(want, axis=-1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > tol
     want_tokens = np.argmax(want, axis=-1)
     wrong = np.flatnonzero(clear & (np.asarray(got_tokens) != want_tokens))
-    assert not wrong.size, (f"{what}: greedy tokens of row(s) {wrong.tolist()} differ "
-                            f"({np.asarray(got_tokens)[wrong].tolist()} vs "
-                            f"{want_tokens[wrong].tolist()}) although the top-2 margin "
-                            "exceeds the tolerance")
+    assert not wrong.size, (
+        f"{what}: greedy tokens of row(s) {wrong.tolist()} differ "
+        f"({np.asarray(got_tokens)[wrong].tolist()} vs "
+        f"{want_tokens[wrong].tolist()}) although the top-2 margin "
+        "exceeds the tolerance"
+    )
     return float(diff.max())

@@ -53,12 +53,16 @@ def test_signature_batch_context_dtype():
     module.verify()
     ft = step_of(module).function_type
     assert [str(t) for t in ft.inputs] == [
-        "tensor<3xi32>", "tensor<3xi32>",
-        "tensor<4x3x2x20x32xf32>", "tensor<4x3x2x20x32xf32>",
+        "tensor<3xi32>",
+        "tensor<3xi32>",
+        "tensor<4x3x2x20x32xf32>",
+        "tensor<4x3x2x20x32xf32>",
     ]
     assert [str(t) for t in ft.outputs] == [
-        "tensor<3x256xf32>", "tensor<3xi32>",
-        "tensor<4x3x2x20x32xf32>", "tensor<4x3x2x20x32xf32>",
+        "tensor<3x256xf32>",
+        "tensor<3xi32>",
+        "tensor<4x3x2x20x32xf32>",
+        "tensor<4x3x2x20x32xf32>",
     ]
 
 
@@ -74,7 +78,8 @@ def test_windows_follow_effective_windows():
         module = build_decode_step(config, context=context)
         return [
             op.sliding_window.value.data if op.sliding_window else None
-            for op in step_of(module).walk() if isinstance(op, AttentionOp)
+            for op in step_of(module).walk()
+            if isinstance(op, AttentionOp)
         ]
 
     assert windows(4096) == [None, None]  # the 4096 window covers the whole cache

@@ -22,10 +22,23 @@ from rdu_compiler.frontend.config import (
     read_config_dict,
 )
 
-PUBLIC = ["llama-3.2-1b", "llama-3.1-8b", "llama-3.1-70b", "llama-3.1-405b", "mistral-7b",
-          "mixtral-8x7b", "qwen2.5-7b"]
-TINY = ["tiny-llama", "tiny-mistral", "tiny-qwen2", "tiny-mixtral", "tiny-qwen3",
-        "tiny-alternating"]
+PUBLIC = [
+    "llama-3.2-1b",
+    "llama-3.1-8b",
+    "llama-3.1-70b",
+    "llama-3.1-405b",
+    "mistral-7b",
+    "mixtral-8x7b",
+    "qwen2.5-7b",
+]
+TINY = [
+    "tiny-llama",
+    "tiny-mistral",
+    "tiny-qwen2",
+    "tiny-mixtral",
+    "tiny-qwen3",
+    "tiny-alternating",
+]
 
 
 def write(tmp_path: Path, d, name: str = "config.json") -> Path:
@@ -94,9 +107,16 @@ ANCHORS = [
 def test_public_presets_match_anchors(row):
     name, layers, hidden, inter, heads, kv, hd, vocab, theta = row
     c = load_model_config(name)
-    assert (c.num_layers, c.hidden_size, c.intermediate_size, c.num_heads, c.num_kv_heads,
-            c.head_dim, c.vocab_size, c.rope_theta) == (layers, hidden, inter, heads, kv, hd,
-                                                         vocab, theta)
+    assert (
+        c.num_layers,
+        c.hidden_size,
+        c.intermediate_size,
+        c.num_heads,
+        c.num_kv_heads,
+        c.head_dim,
+        c.vocab_size,
+        c.rope_theta,
+    ) == (layers, hidden, inter, heads, kv, hd, vocab, theta)
 
 
 def test_llama_details():
@@ -150,7 +170,12 @@ def test_mistral_qwen_mixtral_details():
 def test_tiny_presets():
     t = load_model_config("tiny-llama")
     assert (t.hidden_size, t.num_heads, t.num_kv_heads, t.head_dim, t.vocab_size) == (
-        64, 4, 2, 16, 256)
+        64,
+        4,
+        2,
+        16,
+        256,
+    )
     assert t.rope_scaling.kind == "llama3" and t.tie_word_embeddings
     assert load_model_config("tiny-mistral").layer_windows == (8, 8, 8, 8)
     q2 = load_model_config("tiny-qwen2")
@@ -241,25 +266,39 @@ def test_windows_llama_ignores_sliding_fields():
 def test_windows_qwen2():
     q = dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], layer_types=DELETE)
     # use_sliding_window false (Qwen2.5-7B): no layer slides, whatever sliding_window says
-    assert _windows(**q, use_sliding_window=False, sliding_window=8,
-                    max_window_layers=0) == (None,) * 4
+    assert (
+        _windows(**q, use_sliding_window=False, sliding_window=8, max_window_layers=0)
+        == (None,) * 4
+    )
     # missing use_sliding_window -> False
     assert _windows(**q, use_sliding_window=DELETE, sliding_window=8) == (None,) * 4
     # layers i >= max_window_layers slide
-    assert _windows(**q, use_sliding_window=True, sliding_window=8,
-                    max_window_layers=2) == (None, None, 8, 8)
-    assert _windows(**q, use_sliding_window=True, sliding_window=8,
-                    max_window_layers=0) == (8,) * 4
-    assert _windows(**q, use_sliding_window=True, sliding_window=8,
-                    max_window_layers=28) == (None,) * 4
+    assert _windows(**q, use_sliding_window=True, sliding_window=8, max_window_layers=2) == (
+        None,
+        None,
+        8,
+        8,
+    )
+    assert _windows(**q, use_sliding_window=True, sliding_window=8, max_window_layers=0) == (8,) * 4
+    assert (
+        _windows(**q, use_sliding_window=True, sliding_window=8, max_window_layers=28)
+        == (None,) * 4
+    )
     # sliding_window null with use_sliding_window: nothing to slide with
-    assert _windows(**q, use_sliding_window=True, sliding_window=None,
-                    max_window_layers=0) == (None,) * 4
+    assert (
+        _windows(**q, use_sliding_window=True, sliding_window=None, max_window_layers=0)
+        == (None,) * 4
+    )
 
 
 def test_windows_layer_types():
-    q = dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], use_sliding_window=True,
-             sliding_window=8, max_window_layers=0)
+    q = dict(
+        model_type="qwen2",
+        architectures=["Qwen2ForCausalLM"],
+        use_sliding_window=True,
+        sliding_window=8,
+        max_window_layers=0,
+    )
     lt = ["full_attention", "sliding_attention", "sliding_attention", "full_attention"]
     assert _windows(**q, layer_types=lt) == (None, 8, 8, None)  # overrides max_window_layers
     # layer_types is ignored when use_sliding_window is false (config.sliding_window = None)
@@ -269,14 +308,24 @@ def test_windows_layer_types():
 
 
 def test_layer_types_errors(tmp_path):
-    q = dict(model_type="qwen2", architectures=["Qwen2ForCausalLM"], use_sliding_window=True,
-             sliding_window=8)
+    q = dict(
+        model_type="qwen2",
+        architectures=["Qwen2ForCausalLM"],
+        use_sliding_window=True,
+        sliding_window=8,
+    )
     msg = load_err(tmp_path, tiny_dict(**q, layer_types=["full_attention"] * 3))
     assert "layer_types" in msg and "3 entries" in msg and "num_hidden_layers is 4" in msg
     msg = load_err(tmp_path, tiny_dict(**q, layer_types=["chunked_attention"] * 4))
     assert "layer_types" in msg and "'chunked_attention'" in msg
-    msg = load_err(tmp_path, tiny_dict(model_type="mistral", architectures=["MistralForCausalLM"],
-                                       layer_types=["full_attention"] * 4))
+    msg = load_err(
+        tmp_path,
+        tiny_dict(
+            model_type="mistral",
+            architectures=["MistralForCausalLM"],
+            layer_types=["full_attention"] * 4,
+        ),
+    )
     assert "layer_types" in msg and "ignores" in msg
 
 
@@ -327,7 +376,9 @@ def test_qwen_checkpoint_names():
     }
     q3 = load_model_config("tiny-qwen3")
     t = {s.role: s for s in q3.layer_tensors(0)}
-    assert t["q_norm"].name == "model.layers.0.self_attn.q_norm.weight" and t["q_norm"].shape == (32,)
+    assert t["q_norm"].name == "model.layers.0.self_attn.q_norm.weight" and t["q_norm"].shape == (
+        32,
+    )
     assert t["k_norm"].name == "model.layers.0.self_attn.k_norm.weight"
     assert t["q_proj"].shape == (128, 64) and t["o_proj"].shape == (64, 128)
     assert not any(r.endswith("_bias") for r in t)
@@ -356,7 +407,8 @@ def test_llama_biases_follow_fields():
 def test_checkpoint_name_function_is_the_table():
     assert checkpoint_name("qwen2", "q_bias", 5) == "model.layers.5.self_attn.q_proj.bias"
     assert checkpoint_name("mixtral", "down_proj", 1, 7) == (
-        "model.layers.1.block_sparse_moe.experts.7.w2.weight")
+        "model.layers.1.block_sparse_moe.experts.7.w2.weight"
+    )
     assert checkpoint_name("llama", "embed") == "model.embed_tokens.weight"
     assert set(CHECKPOINT_NAMES) == {"dense", "mixtral_moe"}
     with pytest.raises(KeyError):
@@ -379,8 +431,10 @@ def test_layer_kinds_group_identical_layers():
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["vocab_size", "hidden_size", "intermediate_size",
-                                 "num_hidden_layers", "num_attention_heads"])
+@pytest.mark.parametrize(
+    "key",
+    ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"],
+)
 def test_missing_required_field(tmp_path, key):
     msg = load_err(tmp_path, tiny_dict(**{key: DELETE}))
     assert f"{key}: missing required field" in msg
@@ -395,21 +449,33 @@ def test_missing_kv_heads(tmp_path):
     assert "num_key_value_heads: missing required field" in msg
 
 
-@pytest.mark.parametrize("key,value,want", [
-    ("hidden_size", "64", "expected an integer, got str '64'"),
-    ("num_hidden_layers", 4.0, "expected an integer, got float 4.0"),
-    ("vocab_size", True, "expected an integer, got bool True"),
-    ("rms_norm_eps", "1e-5", "expected a number, got str '1e-5'"),
-    ("tie_word_embeddings", "false", "expected true or false, got str 'false'"),
-    ("hidden_act", 3, "expected a string, got int 3"),
-])
+@pytest.mark.parametrize(
+    "key,value,want",
+    [
+        ("hidden_size", "64", "expected an integer, got str '64'"),
+        ("num_hidden_layers", 4.0, "expected an integer, got float 4.0"),
+        ("vocab_size", True, "expected an integer, got bool True"),
+        ("rms_norm_eps", "1e-5", "expected a number, got str '1e-5'"),
+        ("tie_word_embeddings", "false", "expected true or false, got str 'false'"),
+        ("hidden_act", 3, "expected a string, got int 3"),
+    ],
+)
 def test_wrong_type(tmp_path, key, value, want):
     msg = load_err(tmp_path, tiny_dict(**{key: value}))
     assert f"{key}: {want}" in msg
 
 
-@pytest.mark.parametrize("key", ["hidden_size", "num_hidden_layers", "intermediate_size",
-                                 "vocab_size", "num_attention_heads", "max_position_embeddings"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "hidden_size",
+        "num_hidden_layers",
+        "intermediate_size",
+        "vocab_size",
+        "num_attention_heads",
+        "max_position_embeddings",
+    ],
+)
 def test_non_positive_sizes(tmp_path, key):
     for v in (0, -4):
         msg = load_err(tmp_path, tiny_dict(**{key: v}))
@@ -445,8 +511,9 @@ def test_architecture_from_architectures_only():
 def test_inconsistent_heads(tmp_path):
     msg = load_err(tmp_path, tiny_dict(num_key_value_heads=3))
     assert "num_key_value_heads" in msg and "(4) is not a multiple of" in msg and "(3)" in msg
-    msg = load_err(tmp_path, tiny_dict(head_dim=DELETE, num_attention_heads=6,
-                                       num_key_value_heads=2))
+    msg = load_err(
+        tmp_path, tiny_dict(head_dim=DELETE, num_attention_heads=6, num_key_value_heads=2)
+    )
     assert "num_attention_heads" in msg and "hidden_size (64) is not divisible" in msg
     # with an explicit head_dim, hidden need not divide
     assert parse_hf_config(tiny_dict(num_attention_heads=6, num_key_value_heads=2)).q_dim == 96
@@ -473,23 +540,44 @@ def test_rope_scaling(tmp_path):
     assert "'dynamic'" in msg
     msg = load_err(tmp_path, tiny_dict(rope_scaling={"rope_type": "llama3", "factor": 8.0}))
     assert "rope_scaling" in msg and "low_freq_factor: missing required field" in msg
-    msg = load_err(tmp_path, tiny_dict(rope_scaling={
-        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0,
-        "original_max_position_embeddings": 32}))
+    msg = load_err(
+        tmp_path,
+        tiny_dict(
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 4.0,
+                "high_freq_factor": 1.0,
+                "original_max_position_embeddings": 32,
+            }
+        ),
+    )
     assert "high_freq_factor: must exceed low_freq_factor" in msg
     msg = load_err(tmp_path, tiny_dict(rope_scaling="llama3"))
     assert "rope_scaling: expected an object or null" in msg
 
 
 def test_rope_parameters_v5_form():
-    d = tiny_dict(rope_scaling=DELETE, rope_theta=DELETE, rope_parameters={
-        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
+    d = tiny_dict(
+        rope_scaling=DELETE,
+        rope_theta=DELETE,
+        rope_parameters={
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+    )
     c = parse_hf_config(d)
     assert c.rope_theta == 500000.0
     assert c.rope_scaling == RopeScaling("llama3", 8.0, 1.0, 4.0, 8192)
-    d = tiny_dict(rope_scaling=DELETE, rope_theta=DELETE,
-                  rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+    d = tiny_dict(
+        rope_scaling=DELETE,
+        rope_theta=DELETE,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+    )
     c = parse_hf_config(d)
     assert c.rope_theta == 1e6 and c.rope_scaling is None
 
@@ -504,7 +592,8 @@ def test_dtype(tmp_path):
     assert parse_hf_config(tiny_dict(torch_dtype=DELETE, dtype="float16")).dtype == "float16"
     assert parse_hf_config(tiny_dict(torch_dtype=DELETE)).dtype == "bfloat16"
     assert "torch_dtype: unsupported dtype 'int8'" in load_err(
-        tmp_path, tiny_dict(torch_dtype="int8"))
+        tmp_path, tiny_dict(torch_dtype="int8")
+    )
 
 
 def test_moe_errors(tmp_path):
@@ -550,7 +639,9 @@ def test_unknown_preset():
         load_model_config("llama-3.1-7b")
     msg = str(ei.value)
     assert "preset 'llama-3.1-7b'" in msg and "unknown preset" in msg
-    assert "Did you mean: " in msg and "llama-3.1-8b" in msg.split("Did you mean: ")[1].split("?")[0]
+    assert (
+        "Did you mean: " in msg and "llama-3.1-8b" in msg.split("Did you mean: ")[1].split("?")[0]
+    )
     assert "Known presets: " + ", ".join(list_presets()) in msg
     with pytest.raises(ConfigError) as ei:
         load_model_config("zzzz")

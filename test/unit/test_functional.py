@@ -5,22 +5,28 @@ large for this machine is refused with the memory it needs."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import msgspec
 import numpy as np
 import pytest
-
 from compiled import compiled
 from logit_tolerance import BF16_ULPS, SAME_ROUNDING_ULPS, check_logits, logit_tolerance
+from toy_program import B, build_toy, reference, toy_data
+
 from rdu_compiler.simulator import numerics as N
 from rdu_compiler.simulator.functional import FunctionalError, FunctionalSimulator, memory_needed
 from rdu_compiler.simulator.program import load_program
 from rdu_compiler.simulator.weights import RandomWeights
-from toy_program import B, build_toy, reference, toy_data
 
-TINY = ["tiny-llama", "tiny-mistral", "tiny-mixtral", "tiny-qwen2", "tiny-qwen3",
-        "tiny-alternating"]
+TINY = [
+    "tiny-llama",
+    "tiny-mistral",
+    "tiny-mixtral",
+    "tiny-qwen2",
+    "tiny-qwen3",
+    "tiny-alternating",
+]
 BATCH, CONTEXT, PROMPT, STEPS = 2, 16, [5, 17], 5
 SEED = 1
 
@@ -62,7 +68,7 @@ def test_toy_corrupted_tile_offset():
 # -- lowered programs vs the llm-level reference -------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def reference_run(preset: str) -> tuple[list[int], list[np.ndarray]]:
     """The reference's tokens (prompt, then its greedy tokens) and logits at every step."""
     from rdu_compiler.frontend.builder import build_decode_step
@@ -75,8 +81,11 @@ def reference_run(preset: str) -> tuple[list[int], list[np.ndarray]]:
     fed, logits = list(PROMPT), []
     for position in range(len(PROMPT) + STEPS - 1):
         out, next_tokens, k_cache, v_cache = engine.step(
-            np.full(BATCH, fed[position], np.int32), np.full(BATCH, position, np.int32),
-            k_cache, v_cache)
+            np.full(BATCH, fed[position], np.int32),
+            np.full(BATCH, position, np.int32),
+            k_cache,
+            v_cache,
+        )
         logits.append(out)
         if position + 1 >= len(fed):
             fed.append(int(next_tokens[0]))
@@ -91,14 +100,16 @@ def test_matches_reference_with_teacher_forcing(preset, sockets, looped, fusion)
     """`fusion=op` loops runs of one-op kernels inside a layer (the k and v projections),
     whose per-trip results come out stacked and are read back through `dfk.slice`."""
     fed, want = reference_run(preset)
-    program = compiled(preset, sockets=sockets, looped=looped, batch=BATCH, context=CONTEXT,
-                       fusion=fusion)
+    program = compiled(
+        preset, sockets=sockets, looped=looped, batch=BATCH, context=CONTEXT, fusion=fusion
+    )
     sim = FunctionalSimulator(program, RandomWeights(SEED))
     # one socket rounds exactly where the reference does; sharding reorders reductions
     ulps = SAME_ROUNDING_ULPS if sockets == 1 else BF16_ULPS
     for position, logits in enumerate(want):
-        got, tokens = sim.decode(np.full(BATCH, fed[position], np.int32),
-                                 np.full(BATCH, position, np.int32))
+        got, tokens = sim.decode(
+            np.full(BATCH, fed[position], np.int32), np.full(BATCH, position, np.int32)
+        )
         check_logits(got, tokens, logits, ulps, f"{preset} x{sockets} step {position}")
 
 
@@ -110,18 +121,26 @@ def corrupt(program, unit_id: str, mutate) -> object:
     return load_program(msgspec.json.encode(builtins))
 
 
-@pytest.mark.parametrize("unit_id, mutate", [
-    # every AGCU loading the gate projection reads the first tile of rows
-    ("ld.gate_proj", lambda u: u["reads"][0].update(step=[0, 0])),
-    # the PCUs of the gate projection read weight tiles offset by half a tile
-    ("g", lambda u: u["reads"][1].update(step=[u["reads"][1]["step"][0] // 2, 0])),
-], ids=["agcu-load-step", "pcu-tile-offset"])
+@pytest.mark.parametrize(
+    "unit_id, mutate",
+    [
+        # every AGCU loading the gate projection reads the first tile of rows
+        ("ld.gate_proj", lambda u: u["reads"][0].update(step=[0, 0])),
+        # the PCUs of the gate projection read weight tiles offset by half a tile
+        ("g", lambda u: u["reads"][1].update(step=[u["reads"][1]["step"][0] // 2, 0])),
+    ],
+    ids=["agcu-load-step", "pcu-tile-offset"],
+)
 def test_corrupted_tile_offset_gives_a_mismatch(unit_id, mutate):
     program = compiled("tiny-llama", batch=BATCH, context=CONTEXT)
     bad = corrupt(program, unit_id, mutate)
     fed, want = reference_run("tiny-llama")
-    got = [FunctionalSimulator(p, RandomWeights(SEED)).decode(
-        np.full(BATCH, fed[0], np.int32), np.zeros(BATCH, np.int32))[0] for p in (program, bad)]
+    got = [
+        FunctionalSimulator(p, RandomWeights(SEED)).decode(
+            np.full(BATCH, fed[0], np.int32), np.zeros(BATCH, np.int32)
+        )[0]
+        for p in (program, bad)
+    ]
     assert np.array_equal(f32(got[0]), f32(want[0]))
     tol = logit_tolerance(f32(want[0]), BF16_ULPS)
     assert (np.abs(f32(got[1]) - f32(want[0])).max(axis=-1) > 10 * tol).all()
@@ -131,15 +150,18 @@ def test_corrupted_tile_offset_gives_a_mismatch(unit_id, mutate):
 def test_kernels_split_into_sections_compute_the_same(looped):
     """A chip with 150 PCUs / PMUs: the layer kernel is split into sections that pass data
     through HBM scratch tensors; the numbers do not change."""
-    split = compiled("tiny-llama", looped=looped, batch=BATCH, context=CONTEXT,
-                     hw_overrides="pcus=150,pmus=150")
+    split = compiled(
+        "tiny-llama", looped=looped, batch=BATCH, context=CONTEXT, hw_overrides="pcus=150,pmus=150"
+    )
     assert max(len(k.sections) for k in split.kernels) > 1
     whole = compiled("tiny-llama", looped=looped, batch=BATCH, context=CONTEXT)
     sims = [FunctionalSimulator(p, RandomWeights(SEED)) for p in (whole, split)]
     fed, _ = reference_run("tiny-llama")
     for position in range(3):
-        a, b = (s.decode(np.full(BATCH, fed[position], np.int32),
-                         np.full(BATCH, position, np.int32))[0] for s in sims)
+        a, b = (
+            s.decode(np.full(BATCH, fed[position], np.int32), np.full(BATCH, position, np.int32))[0]
+            for s in sims
+        )
         assert np.array_equal(f32(a), f32(b))
 
 
@@ -158,17 +180,23 @@ def test_refuses_a_model_too_large_for_this_machine():
 
 
 def test_memory_estimate_counts_every_socket():
-    one, four = (memory_needed(compiled("tiny-llama", sockets=s, batch=BATCH, context=CONTEXT))
-                 for s in (1, 4))
+    one, four = (
+        memory_needed(compiled("tiny-llama", sockets=s, batch=BATCH, context=CONTEXT))
+        for s in (1, 4)
+    )
     assert one < four
     with pytest.raises(FunctionalError, match="needs about"):
-        FunctionalSimulator(compiled("tiny-llama", batch=BATCH, context=CONTEXT),
-                            RandomWeights(0), available_bytes=one)
+        FunctionalSimulator(
+            compiled("tiny-llama", batch=BATCH, context=CONTEXT),
+            RandomWeights(0),
+            available_bytes=one,
+        )
 
 
 def test_missing_or_misshapen_inputs():
-    sim = FunctionalSimulator(compiled("tiny-llama", batch=BATCH, context=CONTEXT),
-                              RandomWeights(0))
+    sim = FunctionalSimulator(
+        compiled("tiny-llama", batch=BATCH, context=CONTEXT), RandomWeights(0)
+    )
     with pytest.raises(FunctionalError, match="missing step inputs: positions"):
         sim.step({"tokens": np.zeros(BATCH, np.int32)})
     with pytest.raises(FunctionalError, match=r"input 'tokens' has shape \[3\]"):
@@ -176,7 +204,8 @@ def test_missing_or_misshapen_inputs():
 
 
 def test_dtype_of_outputs():
-    sim = FunctionalSimulator(compiled("tiny-llama", batch=BATCH, context=CONTEXT),
-                              RandomWeights(0))
+    sim = FunctionalSimulator(
+        compiled("tiny-llama", batch=BATCH, context=CONTEXT), RandomWeights(0)
+    )
     logits, tokens = sim.decode(np.zeros(BATCH, np.int32), np.zeros(BATCH, np.int32))
     assert logits.dtype == N.BF16 and tokens.dtype == np.int32

@@ -32,9 +32,20 @@ SOURCED = {
     "max_sockets": 16,
 }
 PARAMETERS = {
-    "agcus", "pcu_lanes", "pcu_stages", "clock_hz", "hbm_efficiency", "ddr_efficiency",
-    "p2p_bandwidth", "p2p_latency_s", "launch_software_s", "launch_hardware_s",
-    "program_load_s", "argument_load_s", "sync_software_s", "sync_hardware_s",
+    "agcus",
+    "pcu_lanes",
+    "pcu_stages",
+    "clock_hz",
+    "hbm_efficiency",
+    "ddr_efficiency",
+    "p2p_bandwidth",
+    "p2p_latency_s",
+    "launch_software_s",
+    "launch_hardware_s",
+    "program_load_s",
+    "argument_load_s",
+    "sync_software_s",
+    "sync_hardware_s",
     "stage_latency_s",
 }
 
@@ -91,20 +102,33 @@ def test_replace_marks_override(sn40l):
     assert faster.replace(sram_bytes=1040 * 1024).pmu_bytes == 1024  # derived, stays consistent
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"hbm_bandwith": 1e12}, "unknown hardware parameter 'hbm_bandwith' (did you mean "
-                             "'hbm_bandwidth'?); known: pcus, pmus"),
-    ({"name": "x"}, "hardware parameter 'name' cannot be overridden"),
-    ({"provenance": {}}, "hardware parameter 'provenance' cannot be overridden"),
-    ({"pcus": 1.5}, "hardware parameter pcus: Expected `int`, got `float`"),
-    ({"pcus": 0}, "hardware parameter pcus: Expected `int` >= 1, got 0"),
-    ({"hbm_efficiency": 1.2}, "hardware parameter hbm_efficiency: Expected `float` <= 1.0, got "
-                              "1.2"),
-    ({"launch_software_s": -1e-6}, "hardware parameter launch_software_s: Expected `float` >= "
-                                   "0.0"),
-    ({"hbm_bandwidth": "fast"}, "hardware parameter hbm_bandwidth: Expected `float`, got `str`"),
-    ({"sram_bytes": 10}, "sram_bytes 10 < pmus 1040 leaves a PMU without a byte"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (
+            {"hbm_bandwith": 1e12},
+            "unknown hardware parameter 'hbm_bandwith' (did you mean "
+            "'hbm_bandwidth'?); known: pcus, pmus",
+        ),
+        ({"name": "x"}, "hardware parameter 'name' cannot be overridden"),
+        ({"provenance": {}}, "hardware parameter 'provenance' cannot be overridden"),
+        ({"pcus": 1.5}, "hardware parameter pcus: Expected `int`, got `float`"),
+        ({"pcus": 0}, "hardware parameter pcus: Expected `int` >= 1, got 0"),
+        (
+            {"hbm_efficiency": 1.2},
+            "hardware parameter hbm_efficiency: Expected `float` <= 1.0, got 1.2",
+        ),
+        (
+            {"launch_software_s": -1e-6},
+            "hardware parameter launch_software_s: Expected `float` >= 0.0",
+        ),
+        (
+            {"hbm_bandwidth": "fast"},
+            "hardware parameter hbm_bandwidth: Expected `float`, got `str`",
+        ),
+        ({"sram_bytes": 10}, "sram_bytes 10 < pmus 1040 leaves a PMU without a byte"),
+    ],
+)
 def test_replace_errors(sn40l, changes, message):
     with pytest.raises(PresetError) as info:
         sn40l.replace(**changes)
@@ -113,22 +137,30 @@ def test_replace_errors(sn40l, changes, message):
 
 def test_parse_overrides():
     assert parse_overrides("hbm_bandwidth=2.4e12, pcus=520 ,,launch_software_s=0") == {
-        "hbm_bandwidth": 2.4e12, "pcus": 520, "launch_software_s": 0.0}
+        "hbm_bandwidth": 2.4e12,
+        "pcus": 520,
+        "launch_software_s": 0.0,
+    }
     assert parse_overrides(["hbm_bytes=64e9", "clock_hz=1800000000"]) == {
-        "hbm_bytes": 64_000_000_000, "clock_hz": 1.8e9}
+        "hbm_bytes": 64_000_000_000,
+        "clock_hz": 1.8e9,
+    }
     assert type(parse_overrides("pcus=1.04e3")["pcus"]) is int
 
 
-@pytest.mark.parametrize("text, message", [
-    ("hbm_bandwidth", "hardware override 'hbm_bandwidth' is not key=value"),
-    ("=3", "hardware override '=3' is not key=value"),
-    ("clock=1e9", "unknown hardware parameter 'clock'"),
-    ("pcus=1,pcus=2", "hardware parameter 'pcus' given twice"),
-    ("pcus=many", "hardware parameter pcus: 'many' is not a number"),
-    ("pcus=520.5", "hardware parameter pcus needs an integer, got '520.5'"),
-    ("hbm_bandwidth=inf", "hardware parameter hbm_bandwidth: 'inf' is not a finite number"),
-    ("hbm_bandwidth=nan", "hardware parameter hbm_bandwidth: 'nan' is not a finite number"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("hbm_bandwidth", "hardware override 'hbm_bandwidth' is not key=value"),
+        ("=3", "hardware override '=3' is not key=value"),
+        ("clock=1e9", "unknown hardware parameter 'clock'"),
+        ("pcus=1,pcus=2", "hardware parameter 'pcus' given twice"),
+        ("pcus=many", "hardware parameter pcus: 'many' is not a number"),
+        ("pcus=520.5", "hardware parameter pcus needs an integer, got '520.5'"),
+        ("hbm_bandwidth=inf", "hardware parameter hbm_bandwidth: 'inf' is not a finite number"),
+        ("hbm_bandwidth=nan", "hardware parameter hbm_bandwidth: 'nan' is not a finite number"),
+    ],
+)
 def test_parse_overrides_errors(text, message):
     with pytest.raises(PresetError) as info:
         parse_overrides(text)
@@ -147,8 +179,11 @@ def test_preset_is_immutable(sn40l):
     with pytest.raises(AttributeError):
         sn40l.pcus = 1  # type: ignore[misc]
     with pytest.raises(PresetError, match="provenance missing for"):
-        HardwarePreset(**{f: getattr(sn40l, f) for f in HardwarePreset.figures()}, name="x",
-                       provenance={"pcus": Provenance(origin="source", note="x")})
+        HardwarePreset(
+            **{f: getattr(sn40l, f) for f in HardwarePreset.figures()},
+            name="x",
+            provenance={"pcus": Provenance(origin="source", note="x")},
+        )
 
 
 def test_documented():

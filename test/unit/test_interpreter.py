@@ -149,8 +149,9 @@ def test_nested_stacked_param_binds_each_slice_by_name():
     source = RandomWeights(3)
     for i, row in enumerate((("a", "b", "c"), ("d", "e", "f"))):
         for j, name in enumerate(row):
-            np.testing.assert_array_equal(w[i, j].view(np.uint16),
-                                          source.get(name, (4, 5)).view(np.uint16))
+            np.testing.assert_array_equal(
+                w[i, j].view(np.uint16), source.get(name, (4, 5)).view(np.uint16)
+            )
 
 
 ALL_REDUCE = """

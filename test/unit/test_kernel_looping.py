@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from test_outline_kernels import TINY, assert_same, build, entry_calls, run_steps
 from xdsl.context import Context
 from xdsl.dialects import builtin, func
 from xdsl.dialects.builtin import ModuleOp
@@ -21,7 +22,6 @@ from rdu_compiler.rdu_dialect.dfk import DFK, CallOp, KernelOp, LoopOp
 from rdu_compiler.rdu_dialect.interpreter import make_interpreter
 from rdu_compiler.rdu_dialect.llm import LLM, ParamOp
 from rdu_compiler.simulator.weights import RandomWeights
-from test_outline_kernels import TINY, assert_same, build, entry_calls, run_steps
 
 PIPELINES = {
     "outline-kernels,kernel-looping": [OutlineKernels(), KernelLooping()],

@@ -18,7 +18,14 @@ from rdu_compiler.lowering.pipeline import compile_program
 from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine
 from rdu_compiler.simulator.functional import FunctionalSimulator
 from rdu_compiler.simulator.hardware import get_preset
-from rdu_compiler.simulator.program import Agcu, Kernel, Launch, Program, encode_program, validate_program
+from rdu_compiler.simulator.program import (
+    Agcu,
+    Kernel,
+    Launch,
+    Program,
+    encode_program,
+    validate_program,
+)
 from rdu_compiler.simulator.weights import RandomWeights
 
 TINY = [p for p in list_presets() if p.startswith("tiny-")]
@@ -28,8 +35,7 @@ TINY = [p for p in list_presets() if p.startswith("tiny-")]
 @pytest.mark.parametrize("preset", TINY)
 def test_every_tiny_preset_compiles(preset, sockets):
     for looped in (True, False):
-        validate_program(compile_program(preset, sockets=sockets, kernel_looping=looped,
-                                         batch=2))
+        validate_program(compile_program(preset, sockets=sockets, kernel_looping=looped, batch=2))
 
 
 def test_compile_api_takes_a_name_a_config_or_a_module():
@@ -61,8 +67,13 @@ def test_stacked_results_of_a_loop_are_written_trip_by_trip():
     tensor = next(t for t in program.tensors if t.name == view.tensor)
     param = next(p for p in kernel.params if p.name == result)
     assert view.index == [] and tensor.shape == [kernel.loop.trips, *param.shape]
-    read = [v.index for s in _launches(program) for b in s.bindings for v in b.tensors
-            if v.tensor == tensor.name and s is not launch]
+    read = [
+        v.index
+        for s in _launches(program)
+        for b in s.bindings
+        for v in b.tensors
+        if v.tensor == tensor.name and s is not launch
+    ]
     assert sorted(read) == [[i] for i in range(kernel.loop.trips)]
     assert (launch.label, launch.layers) == ("layer 0", [0] * kernel.loop.trips)
 
@@ -92,8 +103,9 @@ def test_looping_changes_only_the_schedule(preset, sockets):
     body, layer = _layer_kernel(looped), _layer_kernel(flat)
     assert body.loop is not None and layer.loop is None
     assert (body.params, body.sections) == (layer.params, layer.sections)
-    assert sorted(looped.tensors, key=lambda t: t.name) == sorted(flat.tensors,
-                                                                  key=lambda t: t.name)
+    assert sorted(looped.tensors, key=lambda t: t.name) == sorted(
+        flat.tensors, key=lambda t: t.name
+    )
     per_layer = [s for s in _launches(flat) if s.kernel == layer.name]
     (loop_launch,) = [s for s in _launches(looped) if s.kernel == body.name]
     assert loop_launch.layers == [layer for s in per_layer for layer in s.layers]
@@ -117,24 +129,32 @@ def test_strided_cache_slices_of_a_period_2_loop_are_views():
     looped, flat = (compile_program("tiny-alternating", kernel_looping=k) for k in (True, False))
     (launch,) = [s for s in _launches(looped) if s.kernel.endswith(".looped")]
     kernel = next(k for k in looped.kernels if k.name == launch.kernel)
-    views = {b.param: b.tensors for b in launch.bindings
-             if b.tensors[0].tensor.removesuffix(".out") in caches}
+    views = {
+        b.param: b.tensors
+        for b in launch.bindings
+        if b.tensors[0].tensor.removesuffix(".out") in caches
+    }
     assert len(views) == 8 and set(views) <= set(kernel.loop.stacked)  # k, v x in, out x kind
     for param, (first, second) in views.items():
         cache = "k_cache" if param.startswith("k") else "v_cache"
-        assert first.tensor == second.tensor == (f"{cache}.out" if param.endswith("_out")
-                                                 else cache)
+        assert (
+            first.tensor == second.tensor == (f"{cache}.out" if param.endswith("_out") else cache)
+        )
         assert second.index == [first.index[0] + 2]
 
     def cache_bytes(program: Program) -> int:
         kernels, total = {k.name: k for k in program.kernels}, 0
         for s in _launches(program):
             k = kernels[s.kernel]
-            params = {b.param for b in s.bindings
-                      if b.tensors[0].tensor.removesuffix(".out") in caches}
+            params = {
+                b.param for b in s.bindings if b.tensors[0].tensor.removesuffix(".out") in caches
+            }
             total += (k.loop.trips if k.loop else 1) * sum(
-                u.work.bytes_read + u.work.bytes_written for sec in k.sections for u in sec.units
-                if isinstance(u, Agcu) and {u.write.name, *(a.name for a in u.reads)} & params)
+                u.work.bytes_read + u.work.bytes_written
+                for sec in k.sections
+                for u in sec.units
+                if isinstance(u, Agcu) and {u.write.name, *(a.name for a in u.reads)} & params
+            )
         return total
 
     assert cache_bytes(looped) == cache_bytes(flat)
@@ -144,16 +164,26 @@ def test_strided_cache_slices_of_a_period_2_loop_are_views():
 def test_405b_on_one_socket_spills_weights_to_ddr(looped):
     program = compile_program("llama-3.1-405b", kernel_looping=looped)
     sn40l = get_preset("sn40l")
-    used = {tier: sum(np.prod(t.shape) * 2 for t in program.tensors
-                      if t.tier == tier and t.aliases is None) for tier in ("hbm", "ddr")}
+    used = {
+        tier: sum(
+            np.prod(t.shape) * 2 for t in program.tensors if t.tier == tier and t.aliases is None
+        )
+        for tier in ("hbm", "ddr")
+    }
     assert used["ddr"] > 700e9 and 0.9 * sn40l.hbm_bytes < used["hbm"] <= sn40l.hbm_bytes
     assert all(t.tier == "hbm" for t in program.tensors if t.kind != "weight")
 
 
 def test_placement_does_not_depend_on_looping():
-    tiers = [{t.name: t.tier for t in compile_program(
-        "tiny-llama", kernel_looping=looped, hw_overrides="hbm_bytes=150000").tensors}
-        for looped in (True, False)]
+    tiers = [
+        {
+            t.name: t.tier
+            for t in compile_program(
+                "tiny-llama", kernel_looping=looped, hw_overrides="hbm_bytes=150000"
+            ).tensors
+        }
+        for looped in (True, False)
+    ]
     assert tiers[0] == tiers[1] and set(tiers[0].values()) == {"hbm", "ddr"}
 
 
@@ -167,11 +197,11 @@ def test_a_model_that_fits_neither_memory_fails():
 def test_sections_compute_what_the_reference_does(preset, looped):
     """A chip of 200 PCUs / PMUs splits the layer into sections (data crossing them through
     scratch tensors); the program still matches the reference exactly."""
-    program = compile_program(preset, kernel_looping=looped, batch=2,
-                              hw_overrides="pcus=200,pmus=200")
+    program = compile_program(
+        preset, kernel_looping=looped, batch=2, hw_overrides="pcus=200,pmus=200"
+    )
     assert len(_layer_kernel(program).sections) > 1
-    ref = ReferenceEngine(build_decode_step(load_model_config(preset), batch=2),
-                          RandomWeights(0))
+    ref = ReferenceEngine(build_decode_step(load_model_config(preset), batch=2), RandomWeights(0))
     sim = FunctionalSimulator(program, RandomWeights(0))
     k_cache, v_cache = ref.new_caches()
     for step, tokens in enumerate([[1, 5], [7, 3], [2, 9]]):
@@ -186,4 +216,5 @@ def test_mapping_knobs_change_the_splits():
     counts = [{u.id: u.count for u in k.sections[0].units} for k in (wide, narrow)]
     assert counts[0]["q"] == 64 and counts[1]["q"] == 2
     assert msgspec.structs.replace(wide, sections=[]) == msgspec.structs.replace(
-        narrow, sections=[])
+        narrow, sections=[]
+    )

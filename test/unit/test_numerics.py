@@ -17,7 +17,11 @@ BF16_RTOL = 2.0**-7  # one bf16 ulp, relative
 
 
 def rnd(shape, seed=0, scale=1.0, dtype=np.float32):
-    return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32).astype(dtype)
+    return (
+        (np.random.default_rng(seed).standard_normal(shape) * scale)
+        .astype(np.float32)
+        .astype(dtype)
+    )
 
 
 def f64(a):
@@ -139,8 +143,9 @@ def test_layer_norm():
     want = np.array([[(v - r.mean()) / math.sqrt(r.var() + 1e-5) for v in r] for r in x64])
     want = want * f64(w) + f64(b)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(N.layer_norm(x, eps=1e-5), (want - f64(b)) / f64(w), rtol=1e-4,
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        N.layer_norm(x, eps=1e-5), (want - f64(b)) / f64(w), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_silu_gelu_softmax():
@@ -156,7 +161,8 @@ def test_silu_gelu_softmax():
     assert g[0][x[0] < -3].max() < 0  # no cancellation to -0.0 in the negative tail
     gt = N.gelu(x, approximate="tanh")
     tanh_ref = np.vectorize(
-        lambda v: 0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3))))
+        lambda v: 0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3)))
+    )
     np.testing.assert_allclose(gt, tanh_ref(f64(x)), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError):
         N.gelu(x, approximate="fast")
@@ -181,8 +187,10 @@ def test_all_reduce_forms():
     want = f64(parts[0]) + f64(parts[1]) + f64(parts[2]) + f64(parts[3])
     np.testing.assert_allclose(N.all_reduce(parts), want, rtol=1e-6)
     assert N.all_reduce(parts, out_dtype="bf16").dtype == BF16
-    assert np.array_equal(N.all_reduce(*parts, out_dtype="bf16").view(np.uint16),
-                          N.all_reduce(parts, out_dtype="bf16").view(np.uint16))
+    assert np.array_equal(
+        N.all_reduce(*parts, out_dtype="bf16").view(np.uint16),
+        N.all_reduce(parts, out_dtype="bf16").view(np.uint16),
+    )
     assert np.array_equal(N.all_reduce(parts[0]), parts[0])
     with pytest.raises(ValueError):
         N.all_reduce([])
@@ -201,8 +209,16 @@ def test_all_gather_concatenates_in_rank_order_exactly():
     with pytest.raises(ValueError, match="at least one part"):
         N.all_gather([], dim=0)
     with pytest.raises(ValueError, match="num_experts"):
-        N.moe(parts[0], np.zeros((2, 3)), np.zeros((2, 4, 3)), np.zeros((2, 4, 3)),
-              np.zeros((2, 3, 4)), top_k=1, normalize_top_k=False, num_experts=4)
+        N.moe(
+            parts[0],
+            np.zeros((2, 3)),
+            np.zeros((2, 4, 3)),
+            np.zeros((2, 4, 3)),
+            np.zeros((2, 3, 4)),
+            top_k=1,
+            normalize_top_k=False,
+            num_experts=4,
+        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -213,8 +229,12 @@ def test_all_gather_concatenates_in_rank_order_exactly():
 def test_linear_against_loops_and_bias():
     x, w, b = rnd((2, 5), 9), rnd((3, 5), 10), rnd((3,), 11)
     got = N.linear(x, w, b)
-    want = np.array([[sum(f64(x)[i, k] * f64(w)[o, k] for k in range(5)) + f64(b)[o]
-                      for o in range(3)] for i in range(2)])
+    want = np.array(
+        [
+            [sum(f64(x)[i, k] * f64(w)[o, k] for k in range(5)) + f64(b)[o] for o in range(3)]
+            for i in range(2)
+        ]
+    )
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     xb, wb = x.astype(BF16), w.astype(BF16)
     got_b = N.linear(xb, wb)
@@ -245,26 +265,37 @@ def test_linear_partial_sums_equal_full():
     b = rng.integers(-4, 5, (5,)).astype(BF16)
     full = N.linear(x, w, b)
     splits = [(0, 5), (5, 6), (6, 12)]
-    parts = [N.linear(x[:, a:c], w[:, a:c], b if i == 0 else None, accumulate_only=True)
-             for i, (a, c) in enumerate(splits)]
-    assert np.array_equal(N.all_reduce(parts, out_dtype="bf16").view(np.uint16),
-                          full.view(np.uint16))
+    parts = [
+        N.linear(x[:, a:c], w[:, a:c], b if i == 0 else None, accumulate_only=True)
+        for i, (a, c) in enumerate(splits)
+    ]
+    assert np.array_equal(
+        N.all_reduce(parts, out_dtype="bf16").view(np.uint16), full.view(np.uint16)
+    )
     # random values: equal within bf16 tolerance (f32 re-association only)
     xr, wr = rnd((3, 64), 15, dtype=BF16), rnd((7, 64), 16, dtype=BF16)
-    parts = [N.linear(xr[:, i : i + 16], wr[:, i : i + 16], accumulate_only=True)
-             for i in range(0, 64, 16)]
+    parts = [
+        N.linear(xr[:, i : i + 16], wr[:, i : i + 16], accumulate_only=True)
+        for i in range(0, 64, 16)
+    ]
     assert_bf16_close(N.all_reduce(parts, out_dtype="bf16"), f64(xr) @ f64(wr).T, ulps=1)
 
 
 @settings(max_examples=25, deadline=None)
-@given(b=st.integers(1, 4), n_in=st.integers(1, 40), n_out=st.integers(1, 9),
-       cuts=st.lists(st.integers(1, 39), max_size=3), seed=st.integers(0, 2**16))
+@given(
+    b=st.integers(1, 4),
+    n_in=st.integers(1, 40),
+    n_out=st.integers(1, 9),
+    cuts=st.lists(st.integers(1, 39), max_size=3),
+    seed=st.integers(0, 2**16),
+)
 def test_linear_split_hypothesis(b, n_in, n_out, cuts, seed):
     x, w = rnd((b, n_in), seed, dtype=BF16), rnd((n_out, n_in), seed + 1, dtype=BF16)
     edges = sorted({0, n_in, *[c for c in cuts if c < n_in]})
     parts = [N.linear(x[:, a:c], w[:, a:c], accumulate_only=True) for a, c in zip(edges, edges[1:])]
-    np.testing.assert_allclose(N.all_reduce(parts), N.linear(x, w, out_dtype="f32"),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        N.all_reduce(parts), N.linear(x, w, out_dtype="f32"), rtol=1e-5, atol=1e-5
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -297,8 +328,13 @@ def llama3_ref(freqs, factor, low, high, old):
 
 
 def test_rope_llama3_hand_picked():
-    sc = N.RopeScaling("llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                       original_max_position_embeddings=8192)
+    sc = N.RopeScaling(
+        "llama3",
+        factor=8.0,
+        low_freq_factor=1.0,
+        high_freq_factor=4.0,
+        original_max_position_embeddings=8192,
+    )
     # head_dim 4: inv_freq = [1, theta**-0.5]; theta picks the band of the second frequency
     hi = N.rope_inv_freq(4, 1e4, sc)  # 0.01: wavelength 628 < 2048 -> unchanged
     np.testing.assert_allclose(hi, [1.0, 0.01], rtol=1e-6)
@@ -310,9 +346,15 @@ def test_rope_llama3_hand_picked():
 
 
 def test_rope_llama3_llama31_8b_table():
-    sc = N.RopeScaling.from_hf({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                "high_freq_factor": 4.0,
-                                "original_max_position_embeddings": 8192})
+    sc = N.RopeScaling.from_hf(
+        {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        }
+    )
     got = N.rope_inv_freq(128, 500000.0, sc)
     base = [500000.0 ** (-i / 128) for i in range(0, 128, 2)]
     np.testing.assert_allclose(got, llama3_ref(base, 8.0, 1.0, 4.0, 8192), rtol=2e-6)
@@ -322,11 +364,17 @@ def test_rope_llama3_llama31_8b_table():
 def test_rope_linear_scaling_is_positions_over_factor():
     sc = N.RopeScaling("linear", factor=4.0)
     x = rnd((1, 16), 17)
-    np.testing.assert_allclose(N.rope(x, [8], head_dim=8, theta=100.0, scaling=sc),
-                               N.rope(x, [2], head_dim=8, theta=100.0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        N.rope(x, [8], head_dim=8, theta=100.0, scaling=sc),
+        N.rope(x, [2], head_dim=8, theta=100.0),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     as_ir_attr = {"kind": "linear", "factor": 4.0}  # RopeScaling(attr.kind, **attr.values())
-    assert np.array_equal(N.rope(x, [8], head_dim=8, theta=100.0, scaling=as_ir_attr),
-                          N.rope(x, [8], head_dim=8, theta=100.0, scaling=sc))
+    assert np.array_equal(
+        N.rope(x, [8], head_dim=8, theta=100.0, scaling=as_ir_attr),
+        N.rope(x, [8], head_dim=8, theta=100.0, scaling=sc),
+    )
     assert N.RopeScaling.from_hf({"type": "linear", "factor": 2.0}) == N.RopeScaling("linear", 2.0)
     assert N.RopeScaling.from_hf(None) is None
     assert N.RopeScaling.from_hf({"rope_type": "default"}) is None
@@ -347,7 +395,8 @@ def rope_ref_complex(x, pos, head_dim, theta, inv=None):
             o = h * head_dim
             for i in range(half):
                 z = complex(x[e, o + i], x[e, o + i + half]) * complex(
-                    math.cos(pos[e] * inv[i]), math.sin(pos[e] * inv[i]))
+                    math.cos(pos[e] * inv[i]), math.sin(pos[e] * inv[i])
+                )
                 y[e, o + i], y[e, o + i + half] = z.real, z.imag
     return y
 
@@ -361,18 +410,25 @@ def test_rope_matches_complex_rotation_per_entry_positions():
     xb = x.astype(BF16)
     gb = N.rope(xb, pos, head_dim=8, theta=10000.0)
     assert gb.dtype == BF16
-    np.testing.assert_allclose(f64(gb), rope_ref_complex(xb, pos, 8, 10000.0),
-                               rtol=BF16_RTOL, atol=1e-2)
+    np.testing.assert_allclose(
+        f64(gb), rope_ref_complex(xb, pos, 8, 10000.0), rtol=BF16_RTOL, atol=1e-2
+    )
 
 
 def test_rope_with_llama3_scaling_uses_scaled_freqs():
-    sc = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-          "original_max_position_embeddings": 64}
+    sc = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    }
     x = rnd((2, 16), 19)
     inv = N.rope_inv_freq(16, 10000.0, sc)
     got = N.rope(x, [3, 200], head_dim=16, theta=10000.0, scaling=sc)
-    np.testing.assert_allclose(got, rope_ref_complex(x, [3, 200], 16, None, inv=f64(inv)),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        got, rope_ref_complex(x, [3, 200], 16, None, inv=f64(inv)), rtol=1e-4, atol=1e-4
+    )
     assert not np.allclose(got, N.rope(x, [3, 200], head_dim=16, theta=10000.0))
 
 
@@ -393,7 +449,9 @@ def test_kv_cache_write_inplace_and_copy():
     for b in range(2):
         for h in range(3):
             for s in range(6):
-                want = new[b, h * 4 : (h + 1) * 4].astype(BF16) if s == pos[b] else np.zeros(4, BF16)
+                want = (
+                    new[b, h * 4 : (h + 1) * 4].astype(BF16) if s == pos[b] else np.zeros(4, BF16)
+                )
                 assert np.array_equal(cache[b, h, s].view(np.uint16), want.view(np.uint16))
     # works on a slice of a stacked [layers, ...] cache, writing through to the stack
     stacked = np.zeros((4, 2, 3, 6, 4), np.float32)
@@ -429,8 +487,12 @@ def attention_ref(q, kc, vc, pos, nh, kvh, d, scale=None, window=None):
 
 def make_attn(b, kvh, g, d, s, seed, dtype=np.float32):
     nh = kvh * g
-    return (rnd((b, nh * d), seed, dtype=dtype), rnd((b, kvh, s, d), seed + 1, dtype=dtype),
-            rnd((b, kvh, s, d), seed + 2, dtype=dtype), nh)
+    return (
+        rnd((b, nh * d), seed, dtype=dtype),
+        rnd((b, kvh, s, d), seed + 1, dtype=dtype),
+        rnd((b, kvh, s, d), seed + 2, dtype=dtype),
+        nh,
+    )
 
 
 def test_attention_gqa_per_entry_positions():
@@ -459,8 +521,9 @@ def test_attention_gqa_grouping_is_contiguous():
 def test_attention_sliding_window_edges(pos):
     window = 4
     q, kc, vc, nh = make_attn(1, 1, 2, 4, 10, 22)
-    got = N.attention(q, kc, vc, [pos], num_heads=nh, num_kv_heads=1, head_dim=4,
-                      sliding_window=window)
+    got = N.attention(
+        q, kc, vc, [pos], num_heads=nh, num_kv_heads=1, head_dim=4, sliding_window=window
+    )
     want = attention_ref(q, kc, vc, [pos], nh, 1, 4, window=window)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     # rows outside [pos - window + 1, pos] do not matter
@@ -468,22 +531,27 @@ def test_attention_sliding_window_edges(pos):
     outside = [t for t in range(10) if not (pos - window < t <= pos)]
     kc2[:, :, outside] = 1e3
     vc2[:, :, outside] = -1e3
-    got2 = N.attention(q, kc2, vc2, [pos], num_heads=nh, num_kv_heads=1, head_dim=4,
-                       sliding_window=window)
+    got2 = N.attention(
+        q, kc2, vc2, [pos], num_heads=nh, num_kv_heads=1, head_dim=4, sliding_window=window
+    )
     assert np.array_equal(got, got2)
     if pos >= window:  # the first row inside the window matters
         kc3 = kc.copy()
         kc3[:, :, pos - window + 1] += 1.0
-        assert not np.array_equal(got, N.attention(q, kc3, vc, [pos], num_heads=nh,
-                                                   num_kv_heads=1, head_dim=4,
-                                                   sliding_window=window))
+        assert not np.array_equal(
+            got,
+            N.attention(
+                q, kc3, vc, [pos], num_heads=nh, num_kv_heads=1, head_dim=4, sliding_window=window
+            ),
+        )
 
 
 def test_attention_window_mixed_batch_scale_and_bf16():
     q, kc, vc, nh = make_attn(2, 2, 2, 8, 12, 23, dtype=BF16)
     pos = [3, 11]
-    got = N.attention(q, kc, vc, pos, num_heads=nh, num_kv_heads=2, head_dim=8,
-                      scale=0.3, sliding_window=4)
+    got = N.attention(
+        q, kc, vc, pos, num_heads=nh, num_kv_heads=2, head_dim=8, scale=0.3, sliding_window=4
+    )
     assert got.dtype == BF16
     want = attention_ref(q, kc, vc, pos, nh, 2, 8, scale=0.3, window=4)
     np.testing.assert_allclose(f64(got), want, rtol=BF16_RTOL, atol=2e-3)
@@ -494,16 +562,24 @@ def test_attention_window_mixed_batch_scale_and_bf16():
 
 
 @settings(max_examples=30, deadline=None)
-@given(b=st.integers(1, 3), kvh=st.integers(1, 3), g=st.integers(1, 3),
-       d=st.sampled_from([2, 4, 8]), s=st.integers(1, 9), window=st.none() | st.integers(1, 10),
-       data=st.data())
+@given(
+    b=st.integers(1, 3),
+    kvh=st.integers(1, 3),
+    g=st.integers(1, 3),
+    d=st.sampled_from([2, 4, 8]),
+    s=st.integers(1, 9),
+    window=st.none() | st.integers(1, 10),
+    data=st.data(),
+)
 def test_attention_hypothesis(b, kvh, g, d, s, window, data):
     pos = data.draw(st.lists(st.integers(0, s - 1), min_size=b, max_size=b))
     q, kc, vc, nh = make_attn(b, kvh, g, d, s, data.draw(st.integers(0, 1000)))
-    got = N.attention(q, kc, vc, pos, num_heads=nh, num_kv_heads=kvh, head_dim=d,
-                      sliding_window=window)
-    np.testing.assert_allclose(got, attention_ref(q, kc, vc, pos, nh, kvh, d, window=window),
-                               rtol=1e-4, atol=1e-5)
+    got = N.attention(
+        q, kc, vc, pos, num_heads=nh, num_kv_heads=kvh, head_dim=d, sliding_window=window
+    )
+    np.testing.assert_allclose(
+        got, attention_ref(q, kc, vc, pos, nh, kvh, d, window=window), rtol=1e-4, atol=1e-5
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -534,8 +610,11 @@ def moe_ref(x, router, gate, up, down, top_k, normalize):
 
 
 def moe_weights(e, h, i, seed, dtype=np.float32):
-    return (rnd((e, i, h), seed, 0.5, dtype), rnd((e, i, h), seed + 1, 0.5, dtype),
-            rnd((e, h, i), seed + 2, 0.5, dtype))
+    return (
+        rnd((e, i, h), seed, 0.5, dtype),
+        rnd((e, i, h), seed + 1, 0.5, dtype),
+        rnd((e, h, i), seed + 2, 0.5, dtype),
+    )
 
 
 def test_moe_forced_routing():
@@ -566,7 +645,9 @@ def test_moe_ties_pick_lower_index():
     router[[1, 3, 4], 0] = 2.0  # experts 1, 3, 4 tie for the top
     x = np.array([[1.0, 0, 0, 0]], np.float32)
     assert N.moe_selected_experts(x, router, top_k=2).tolist() == [[1, 3]]
-    assert N.moe_selected_experts(np.zeros((1, h), np.float32), router, top_k=3).tolist() == [[0, 1, 2]]
+    assert N.moe_selected_experts(np.zeros((1, h), np.float32), router, top_k=3).tolist() == [
+        [0, 1, 2]
+    ]
 
 
 def test_moe_single_expert_equals_dense_mlp_bf16():
@@ -600,9 +681,24 @@ def test_moe_hypothesis(b, e, k, seed):
 
 
 def test_ops_table():
-    names = {"embedding", "rms_norm", "layer_norm", "linear", "rope", "kv_cache_write",
-             "attention", "silu", "gelu", "add", "mul", "softmax", "argmax", "moe", "all_reduce",
-             "all_gather"}
+    names = {
+        "embedding",
+        "rms_norm",
+        "layer_norm",
+        "linear",
+        "rope",
+        "kv_cache_write",
+        "attention",
+        "silu",
+        "gelu",
+        "add",
+        "mul",
+        "softmax",
+        "argmax",
+        "moe",
+        "all_reduce",
+        "all_gather",
+    }
     assert set(N.OPS) == names and all(callable(f) for f in N.OPS.values())
     x = rnd((2, 4), 27)
     assert np.array_equal(N.OPS["add"](x, x), N.add(x, x))
@@ -621,12 +717,32 @@ def test_no_compiler_imports():
         tree = ast.parse((root / fname).read_text())
         mods = set()
         for node in ast.walk(tree):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             for name in names:  # our own modules by layer (rdu_compiler.<layer>), others by root
                 parts = name.split(".")
                 mods.add(".".join(parts[:2]) if parts[0] == "rdu_compiler" else parts[0])
-        allowed = {"numpy", "ml_dtypes", "safetensors", "rdu_compiler.simulator", "__future__", "math",
-                   "dataclasses", "typing", "hashlib", "json", "os", "re", "struct", "abc",
-                   "collections", "pathlib"}
+        allowed = {
+            "numpy",
+            "ml_dtypes",
+            "safetensors",
+            "rdu_compiler.simulator",
+            "__future__",
+            "math",
+            "dataclasses",
+            "typing",
+            "hashlib",
+            "json",
+            "os",
+            "re",
+            "struct",
+            "abc",
+            "collections",
+            "pathlib",
+        }
         assert mods <= allowed, (fname, mods - allowed)

@@ -26,8 +26,19 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """A fresh venv with the wheel installed, and an environment whose PYTHONPATH holds a
     user's own `tools` and `passes` packages."""
     tmp = tmp_path_factory.mktemp("wheel")
-    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp / "dist"),
-          str(ROOT)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(tmp / "dist"),
+            str(ROOT),
+        ]
+    )
     wheel = next((tmp / "dist").glob("rdu_compiler-*.whl"))
     venv = tmp / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
@@ -60,16 +71,21 @@ def test_wheel_holds_one_import_package(installed):
 def test_plain_xdsl_opt_on_upstream_ir(installed):
     venv, env = installed
     ir = "func.func @f(%a: i32) -> i32 {\n  %b = arith.addi %a, %a : i32\n  func.return %b : i32\n}\n"
-    out = _run([str(venv / "bin" / "xdsl-opt"), "-p", "canonicalize"], input=ir, env=env,
-               cwd="/").stdout
+    out = _run(
+        [str(venv / "bin" / "xdsl-opt"), "-p", "canonicalize"], input=ir, env=env, cwd="/"
+    ).stdout
     assert "arith.addi" in out
 
 
 def test_plain_xdsl_opt_runs_kernel_looping_on_our_ir(installed):
     venv, env = installed
     ir = (ROOT / "examples" / "tiny_llama_step.mlir").read_text()
-    out = _run([str(venv / "bin" / "xdsl-opt"), "-p", "outline-kernels,kernel-looping"],
-               input=ir, env=env, cwd="/").stdout
+    out = _run(
+        [str(venv / "bin" / "xdsl-opt"), "-p", "outline-kernels,kernel-looping"],
+        input=ir,
+        env=env,
+        cwd="/",
+    ).stdout
     assert "dfk.loop" in out and "@decoder_layer.looped" in out
 
 
@@ -77,4 +93,3 @@ def test_version_names_our_package_and_xdsl(installed):
     venv, env = installed
     out = _run([str(venv / "bin" / "rdu-opt"), "--version"], env=env, cwd="/").stdout
     assert out.startswith("rdu-opt (rdu-compiler 0.1.0)") and "xdsl version 0.74" in out
-

@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
+from toy_program import B, H, build_toy, reference, toy_data
 
 from rdu_compiler.simulator import numerics as N
 from rdu_compiler.simulator.hardware import get_preset
@@ -30,8 +31,6 @@ from rdu_compiler.simulator.program import (
     load_program,
 )
 
-from toy_program import B, H, build_toy, reference, toy_data
-
 ROOT = Path(__file__).resolve().parents[2]
 
 # ------------------------------------------------------------------------------------------
@@ -41,8 +40,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _slices(ranges: Any, step: Any, j: int) -> tuple[slice, ...]:
-    return tuple(slice(a + j * (step[d] if step else 0), b + j * (step[d] if step else 0))
-                 for d, (a, b) in enumerate(ranges))
+    return tuple(
+        slice(a + j * (step[d] if step else 0), b + j * (step[d] if step else 0))
+        for d, (a, b) in enumerate(ranges)
+    )
 
 
 def _source_blocks(src: Source, tensor: Tensor, socket: int) -> tuple[tuple, tuple, list[int]]:
@@ -104,12 +105,16 @@ def _launch(kernel: Kernel, launch: Launch, mem: list[dict[str, np.ndarray]]) ->
                     bound[b.param] = views[i]
             params.append(bound)
         for section in kernel.sections:
-            store_ = [{**p, **{b.name: np.zeros(b.shape, N.DTYPES[b.dtype])
-                               for b in section.buffers}} for p in params]
+            store_ = [
+                {**p, **{b.name: np.zeros(b.shape, N.DTYPES[b.dtype]) for b in section.buffers}}
+                for p in params
+            ]
             for unit in section.units:
                 for j in range(unit.count):
-                    ins = [[st[a.name][_slices(a.ranges, a.step, j)] for a in unit.reads]
-                           for st in store_]
+                    ins = [
+                        [st[a.name][_slices(a.ranges, a.step, j)] for a in unit.reads]
+                        for st in store_
+                    ]
                     outs = [st[unit.write.name] for st in store_]
                     where = _slices(unit.write.ranges, unit.write.step, j)
                     if unit.op == "all_reduce":
@@ -120,8 +125,10 @@ def _launch(kernel: Kernel, launch: Launch, mem: list[dict[str, np.ndarray]]) ->
                     elif unit.op == "kv_cache_write":
                         results = [N.kv_cache_write_(*x) for x in ins]
                     else:
-                        results = [N.OPS[unit.op](*x, **unit.attrs, out_dtype=o.dtype)
-                                   for x, o in zip(ins, outs)]
+                        results = [
+                            N.OPS[unit.op](*x, **unit.attrs, out_dtype=o.dtype)
+                            for x, o in zip(ins, outs)
+                        ]
                     for o, r in zip(outs, results):
                         o[where] = np.asarray(r).reshape(o[where].shape)
 
@@ -261,7 +268,7 @@ def test_empty_malformed_truncated(tmp_path):
     path = tmp_path / "p.json"
     path.write_bytes(b"  \n")
     rejected(path, f"{path}: empty file")
-    path.write_bytes(good[:len(good) // 2])
+    path.write_bytes(good[: len(good) // 2])
     rejected(path, f"{path}: truncated file")
     broken = good.replace(b'"model": "toy-mlp"', b'"model": toy-mlp"')
     msg = rejected(broken, "<bytes>: malformed JSON at line 4, column")
@@ -271,12 +278,15 @@ def test_empty_malformed_truncated(tmp_path):
 
 def test_wrong_format_and_version():
     d = as_dict()
-    rejected(encoded({**d, "format": "onnx"}),
-             "$.format: not an rdu-program file: format 'onnx' (expected 'rdu-program')")
+    rejected(
+        encoded({**d, "format": "onnx"}),
+        "$.format: not an rdu-program file: format 'onnx' (expected 'rdu-program')",
+    )
     rejected(b'{"kernels": []}', "$.format: not an rdu-program file: no `format` field")
-    rejected(encoded({**d, "version": 2}),
-             "$.version: program format version 2 is not supported (this simulator reads "
-             "version 1)")
+    rejected(
+        encoded({**d, "version": 2}),
+        "$.version: program format version 2 is not supported (this simulator reads version 1)",
+    )
     rejected(encoded({**d, "version": "1"}), "$.version: program format version '1'")
 
 
@@ -289,8 +299,10 @@ def test_schema_errors_name_the_json_path():
     rejected(encoded(d), "$.kernels[1].sections[0].units[3].count: Expected `int`, got `str`")
     d = as_dict()
     d["kernels"][1]["sections"][0]["units"][0]["reads"][0]["ranges"][0] = [0, 1, 2]
-    rejected(encoded(d), "$.kernels[1].sections[0].units[0].reads[0].ranges[0]: Expected "
-                         "`array` of length 2")
+    rejected(
+        encoded(d),
+        "$.kernels[1].sections[0].units[0].reads[0].ranges[0]: Expected `array` of length 2",
+    )
     d = as_dict()
     d["tensors"][0]["tier"] = "sram"
     rejected(encoded(d), "$.tensors[0].tier: Invalid enum value 'sram'")
@@ -345,146 +357,248 @@ U = "$.kernels[1].sections[0].units"
 
 # name -> (mutation of the toy program's JSON, the message it must get[, looped program])
 SEMANTIC: dict[str, tuple[Any, ...]] = {
-    "unknown preset": (lambda d: d.update(hardware="tpu"),
-                       "$.hardware: unknown hardware preset 'tpu'; known: sn40l"),
-    "too many sockets": (lambda d: d.update(sockets=32),
-                         "$.sockets: 32 sockets, but sn40l has at most 16"),
-    "duplicate tensor": (lambda d: d["tensors"].append(tensor(d, "hidden")),
-                         "$.tensors[16].name: duplicate name 'hidden'"),
-    "alias unknown": (lambda d: tensor(d, "k_cache.out").update(aliases="kv"),
-                      "$.tensors[12].aliases: aliases unknown tensor 'kv'"),
-    "alias shape": (lambda d: tensor(d, "k_cache.out").update(shape=[2, 2, 1, 8, 16]),
-                    "$.tensors[12].aliases: 'k_cache.out' [2, 2, 1, 8, 16] bf16 in hbm aliases "
-                    "'k_cache' [2, 2, 1, 4, 16] bf16 in hbm: an alias is the same buffer"),
-    "alias tier": (lambda d: tensor(d, "k_cache.out").update(tier="ddr"),
-                   "$.tensors[12].aliases: 'k_cache.out' [2, 2, 1, 4, 16] bf16 in ddr aliases "
-                   "'k_cache' [2, 2, 1, 4, 16] bf16 in hbm: an alias is the same buffer, so "
-                   "shape, dtype and tier must match"),
-    "alias of itself": (lambda d: tensor(d, "k_cache.out").update(aliases="k_cache.out"),
-                        "$.tensors[12].aliases: tensor 'k_cache.out' aliases itself"),
-    "alias chain": (lambda d: tensor(d, "hidden").update(aliases="k_cache.out"),
-                    "$.tensors[13].aliases: aliases 'k_cache.out', which is itself an alias"),
-    "alias sources": (lambda d: tensor(d, "k_cache.out").update(
-        sources=tensor(d, "k_cache")["sources"]),
-        "$.tensors[12].sources: an alias has no sources"),
-    "unknown value": (lambda d: tensor(d, "embed")["sources"][0].update(value="wte"),
-                      "$.tensors[0].sources[0].value: unknown value 'wte'"),
-    "role mismatch": (lambda d: tensor(d, "embed")["sources"][0].update(value="tokens"),
-                      "$.tensors[0].sources[0].value: a weight tensor holds param values, but "
-                      "'tokens' has role 'input'"),
-    "weight without source": (lambda d: tensor(d, "embed").update(sources=[]),
-                              "$.tensors[0].sources: a weight tensor needs sources"),
-    "activation with source": (lambda d: tensor(d, "hidden").update(
-        sources=tensor(d, "tokens")["sources"]),
-        "$.tensors[13].sources: an activation tensor has no sources"),
-    "source rank": (lambda d: tensor(d, "embed")["sources"][0].update(start=[0]),
-                    "$.tensors[0].sources[0].start: 1 entries for value "
-                    "'model.embed_tokens.weight' of rank 2"),
-    "source outside value": (lambda d: tensor(d, "embed")["sources"][0].update(start=[1, 0]),
-                             "$.tensors[0].sources[0].start: shard 0 (sockets 0..0) reads "
-                             "[1, 33) of dimension 0 of 'model.embed_tokens.weight' [32, 16]"),
-    "source outside tensor": (lambda d: tensor(d, "embed")["sources"][0].update(at=[0, 1]),
-                              "$.tensors[0].sources[0].at: block [1, 17) of dimension 1 lies "
-                              "outside tensor 'embed' [32, 16]"),
-    "sources do not tile": (lambda d: tensor(d, "embed")["sources"][0].update(shape=[16, 16]),
-                            "$.tensors[0].sources: sources cover 256 of the 512 elements of "
-                            "'embed': they must tile it exactly"),
-    "overlapping sources": (_overlapping_sources,
-                            "$.tensors[0].sources[1]: overlaps sources[0] in tensor 'embed'"),
-    "hbm capacity": (lambda d: tensor(d, "hidden").update(shape=[1 << 20, 1 << 16]),
-                     "$.tensors: tensors in hbm need 137438958296 bytes per socket, but sn40l "
-                     "has 68719476736"),
-    "unknown compute op": (lambda d: unit(d, "act").update(op="gelu_tanh"),
-                           f"{U}[10].op: unknown compute op 'gelu_tanh' for a pcu"),
-    "pcu all_reduce": (lambda d: unit(d, "act").update(op="all_reduce"),
-                       f"{U}[10].op: unknown compute op 'all_reduce' for a pcu"),
-    "agcu op": (lambda d: unit(d, "ld_h").update(op="linear"),
-                f"{U}[0].op: op 'linear' is not one a agcu runs; known: all_gather, all_reduce, "
-                "copy, load, store"),
-    "pmu op": (lambda d: unit(d, "stage_up").update(op="load"),
-               f"{U}[8].op: op 'load' is not one a pmu runs; known: copy"),
-    "pcu reads a param": (lambda d: unit(d, "act")["reads"][0].update(name="h"),
-                          f"{U}[10].reads[0].name: no buffer 'h' here (this op accesses "
-                          "buffers)"),
-    "load writes a param": (lambda d: unit(d, "ld_h")["write"].update(name="h"),
-                            f"{U}[0].write.name: no buffer 'h' here"),
-    "load reads a buffer": (lambda d: unit(d, "ld_h")["reads"][0].update(name="x"),
-                            f"{U}[0].reads[0].name: no param 'x' here (this op accesses "
-                            "params)"),
-    "out of bounds": (lambda d: unit(d, "up")["reads"][1].update(step=[20, 0]),
-                      f"{U}[9].reads[1].ranges[0]: unit 1 of 2 accesses [20, 36) of dimension 0"
-                      " of 'w_up' [32, 16]"),
-    "empty range": (lambda d: unit(d, "act")["reads"][0]["ranges"].__setitem__(0, [1, 1]),
-                    f"{U}[10].reads[0].ranges[0]: empty range [1, 1)"),
-    "rank": (lambda d: unit(d, "act")["reads"][0]["ranges"].pop(),
-             f"{U}[10].reads[0]: ranges / step do not match the rank of 'a' [2, 32]"),
-    "overlapping writes": (lambda d: unit(d, "up")["write"].pop("step"),
-                           f"{U}[9].write.step: the 2 units write overlapping blocks of 'a'"),
-    "read before write": (lambda d: units_of(d).insert(0, units_of(d).pop(10)),
-                          f"{U}[0].reads[0].name: buffer 'a' is read before any unit writes it"),
-    "arity": (lambda d: unit(d, "act")["reads"].append(unit(d, "act")["reads"][0]),
-              f"{U}[10].reads: silu takes 1..1 operands, got 2"),
-    "unknown attr": (lambda d: unit(d, "norm").update(attrs={"epsilon": 1e-5}),
-                     f"{U}[2].attrs.epsilon: rms_norm has no attribute 'epsilon'; it takes eps"),
-    "required attr": (lambda d: unit(d, "act").update(
-        op="attention", reads=[unit(d, "act")["reads"][0]] * 4),
-        f"{U}[10].attrs: attention needs attribute 'head_dim'"),
-    "kv write not in place": (lambda d: unit(d, "kv_write")["write"].update(
-        ranges=[[0, 1], [0, 1], [0, 4], [0, 16]]),
-        f"{U}[5].write: kv_cache_write updates its cache in place"),
-    "move reads one": (lambda d: unit(d, "ld_h")["reads"].append(unit(d, "ld_h")["reads"][0]),
-                       f"{U}[0].reads: load reads exactly one block, got 2"),
-    "move attrs": (lambda d: unit(d, "ld_h").update(attrs={"x": 1}),
-                   f"{U}[0].attrs: load takes no attributes"),
-    "move volume": (lambda d: unit(d, "ld_h")["write"].update(ranges=[[0, 1], [0, 16]]),
-                    f"{U}[0]: load reads 32 elements but writes 16"),
-    "move dtype": (lambda d: unit(d, "ld_pos")["write"].update(name="x", ranges=[[0, 1],
-                                                                                  [0, 2]]),
-                   f"{U}[3]: load cannot convert i32 to bf16"),
-    "resources": (lambda d: d["kernels"][1]["sections"][0]["resources"].update(pcus=6),
-                  "$.kernels[1].sections[0].resources.pcus: declares 6 but its units use 7"),
-    "does not fit": (lambda d: unit(d, "act").update(count=1040),
-                     "$.kernels[1].sections[0].resources.pcus: needs 1046 but sn40l has 1040 "
-                     "per socket: split the kernel into sections"),
-    "pmu bytes": (lambda d: unit(d, "stage_up").update(sram_bytes=1 << 20),
-                  f"{U}[8].sram_bytes: 1048576 bytes per PMU, but a sn40l PMU has 524288"),
-    "duplicate unit": (lambda d: unit(d, "act").update(id="up"),
-                       f"{U}[10].id: duplicate unit id 'up'"),
+    "unknown preset": (
+        lambda d: d.update(hardware="tpu"),
+        "$.hardware: unknown hardware preset 'tpu'; known: sn40l",
+    ),
+    "too many sockets": (
+        lambda d: d.update(sockets=32),
+        "$.sockets: 32 sockets, but sn40l has at most 16",
+    ),
+    "duplicate tensor": (
+        lambda d: d["tensors"].append(tensor(d, "hidden")),
+        "$.tensors[16].name: duplicate name 'hidden'",
+    ),
+    "alias unknown": (
+        lambda d: tensor(d, "k_cache.out").update(aliases="kv"),
+        "$.tensors[12].aliases: aliases unknown tensor 'kv'",
+    ),
+    "alias shape": (
+        lambda d: tensor(d, "k_cache.out").update(shape=[2, 2, 1, 8, 16]),
+        "$.tensors[12].aliases: 'k_cache.out' [2, 2, 1, 8, 16] bf16 in hbm aliases "
+        "'k_cache' [2, 2, 1, 4, 16] bf16 in hbm: an alias is the same buffer",
+    ),
+    "alias tier": (
+        lambda d: tensor(d, "k_cache.out").update(tier="ddr"),
+        "$.tensors[12].aliases: 'k_cache.out' [2, 2, 1, 4, 16] bf16 in ddr aliases "
+        "'k_cache' [2, 2, 1, 4, 16] bf16 in hbm: an alias is the same buffer, so "
+        "shape, dtype and tier must match",
+    ),
+    "alias of itself": (
+        lambda d: tensor(d, "k_cache.out").update(aliases="k_cache.out"),
+        "$.tensors[12].aliases: tensor 'k_cache.out' aliases itself",
+    ),
+    "alias chain": (
+        lambda d: tensor(d, "hidden").update(aliases="k_cache.out"),
+        "$.tensors[13].aliases: aliases 'k_cache.out', which is itself an alias",
+    ),
+    "alias sources": (
+        lambda d: tensor(d, "k_cache.out").update(sources=tensor(d, "k_cache")["sources"]),
+        "$.tensors[12].sources: an alias has no sources",
+    ),
+    "unknown value": (
+        lambda d: tensor(d, "embed")["sources"][0].update(value="wte"),
+        "$.tensors[0].sources[0].value: unknown value 'wte'",
+    ),
+    "role mismatch": (
+        lambda d: tensor(d, "embed")["sources"][0].update(value="tokens"),
+        "$.tensors[0].sources[0].value: a weight tensor holds param values, but "
+        "'tokens' has role 'input'",
+    ),
+    "weight without source": (
+        lambda d: tensor(d, "embed").update(sources=[]),
+        "$.tensors[0].sources: a weight tensor needs sources",
+    ),
+    "activation with source": (
+        lambda d: tensor(d, "hidden").update(sources=tensor(d, "tokens")["sources"]),
+        "$.tensors[13].sources: an activation tensor has no sources",
+    ),
+    "source rank": (
+        lambda d: tensor(d, "embed")["sources"][0].update(start=[0]),
+        "$.tensors[0].sources[0].start: 1 entries for value 'model.embed_tokens.weight' of rank 2",
+    ),
+    "source outside value": (
+        lambda d: tensor(d, "embed")["sources"][0].update(start=[1, 0]),
+        "$.tensors[0].sources[0].start: shard 0 (sockets 0..0) reads "
+        "[1, 33) of dimension 0 of 'model.embed_tokens.weight' [32, 16]",
+    ),
+    "source outside tensor": (
+        lambda d: tensor(d, "embed")["sources"][0].update(at=[0, 1]),
+        "$.tensors[0].sources[0].at: block [1, 17) of dimension 1 lies "
+        "outside tensor 'embed' [32, 16]",
+    ),
+    "sources do not tile": (
+        lambda d: tensor(d, "embed")["sources"][0].update(shape=[16, 16]),
+        "$.tensors[0].sources: sources cover 256 of the 512 elements of "
+        "'embed': they must tile it exactly",
+    ),
+    "overlapping sources": (
+        _overlapping_sources,
+        "$.tensors[0].sources[1]: overlaps sources[0] in tensor 'embed'",
+    ),
+    "hbm capacity": (
+        lambda d: tensor(d, "hidden").update(shape=[1 << 20, 1 << 16]),
+        "$.tensors: tensors in hbm need 137438958296 bytes per socket, but sn40l has 68719476736",
+    ),
+    "unknown compute op": (
+        lambda d: unit(d, "act").update(op="gelu_tanh"),
+        f"{U}[10].op: unknown compute op 'gelu_tanh' for a pcu",
+    ),
+    "pcu all_reduce": (
+        lambda d: unit(d, "act").update(op="all_reduce"),
+        f"{U}[10].op: unknown compute op 'all_reduce' for a pcu",
+    ),
+    "agcu op": (
+        lambda d: unit(d, "ld_h").update(op="linear"),
+        f"{U}[0].op: op 'linear' is not one a agcu runs; known: all_gather, all_reduce, "
+        "copy, load, store",
+    ),
+    "pmu op": (
+        lambda d: unit(d, "stage_up").update(op="load"),
+        f"{U}[8].op: op 'load' is not one a pmu runs; known: copy",
+    ),
+    "pcu reads a param": (
+        lambda d: unit(d, "act")["reads"][0].update(name="h"),
+        f"{U}[10].reads[0].name: no buffer 'h' here (this op accesses buffers)",
+    ),
+    "load writes a param": (
+        lambda d: unit(d, "ld_h")["write"].update(name="h"),
+        f"{U}[0].write.name: no buffer 'h' here",
+    ),
+    "load reads a buffer": (
+        lambda d: unit(d, "ld_h")["reads"][0].update(name="x"),
+        f"{U}[0].reads[0].name: no param 'x' here (this op accesses params)",
+    ),
+    "out of bounds": (
+        lambda d: unit(d, "up")["reads"][1].update(step=[20, 0]),
+        f"{U}[9].reads[1].ranges[0]: unit 1 of 2 accesses [20, 36) of dimension 0"
+        " of 'w_up' [32, 16]",
+    ),
+    "empty range": (
+        lambda d: unit(d, "act")["reads"][0]["ranges"].__setitem__(0, [1, 1]),
+        f"{U}[10].reads[0].ranges[0]: empty range [1, 1)",
+    ),
+    "rank": (
+        lambda d: unit(d, "act")["reads"][0]["ranges"].pop(),
+        f"{U}[10].reads[0]: ranges / step do not match the rank of 'a' [2, 32]",
+    ),
+    "overlapping writes": (
+        lambda d: unit(d, "up")["write"].pop("step"),
+        f"{U}[9].write.step: the 2 units write overlapping blocks of 'a'",
+    ),
+    "read before write": (
+        lambda d: units_of(d).insert(0, units_of(d).pop(10)),
+        f"{U}[0].reads[0].name: buffer 'a' is read before any unit writes it",
+    ),
+    "arity": (
+        lambda d: unit(d, "act")["reads"].append(unit(d, "act")["reads"][0]),
+        f"{U}[10].reads: silu takes 1..1 operands, got 2",
+    ),
+    "unknown attr": (
+        lambda d: unit(d, "norm").update(attrs={"epsilon": 1e-5}),
+        f"{U}[2].attrs.epsilon: rms_norm has no attribute 'epsilon'; it takes eps",
+    ),
+    "required attr": (
+        lambda d: unit(d, "act").update(op="attention", reads=[unit(d, "act")["reads"][0]] * 4),
+        f"{U}[10].attrs: attention needs attribute 'head_dim'",
+    ),
+    "kv write not in place": (
+        lambda d: unit(d, "kv_write")["write"].update(ranges=[[0, 1], [0, 1], [0, 4], [0, 16]]),
+        f"{U}[5].write: kv_cache_write updates its cache in place",
+    ),
+    "move reads one": (
+        lambda d: unit(d, "ld_h")["reads"].append(unit(d, "ld_h")["reads"][0]),
+        f"{U}[0].reads: load reads exactly one block, got 2",
+    ),
+    "move attrs": (
+        lambda d: unit(d, "ld_h").update(attrs={"x": 1}),
+        f"{U}[0].attrs: load takes no attributes",
+    ),
+    "move volume": (
+        lambda d: unit(d, "ld_h")["write"].update(ranges=[[0, 1], [0, 16]]),
+        f"{U}[0]: load reads 32 elements but writes 16",
+    ),
+    "move dtype": (
+        lambda d: unit(d, "ld_pos")["write"].update(name="x", ranges=[[0, 1], [0, 2]]),
+        f"{U}[3]: load cannot convert i32 to bf16",
+    ),
+    "resources": (
+        lambda d: d["kernels"][1]["sections"][0]["resources"].update(pcus=6),
+        "$.kernels[1].sections[0].resources.pcus: declares 6 but its units use 7",
+    ),
+    "does not fit": (
+        lambda d: unit(d, "act").update(count=1040),
+        "$.kernels[1].sections[0].resources.pcus: needs 1046 but sn40l has 1040 "
+        "per socket: split the kernel into sections",
+    ),
+    "pmu bytes": (
+        lambda d: unit(d, "stage_up").update(sram_bytes=1 << 20),
+        f"{U}[8].sram_bytes: 1048576 bytes per PMU, but a sn40l PMU has 524288",
+    ),
+    "duplicate unit": (
+        lambda d: unit(d, "act").update(id="up"),
+        f"{U}[10].id: duplicate unit id 'up'",
+    ),
     "buffer named like a param": (
         lambda d: d["kernels"][1]["sections"][0]["buffers"][0].update(name="h"),
-        "$.kernels[1].sections[0].buffers[0].name: buffer 'h' has the name of a param"),
-    "stream endpoint": (lambda d: d["kernels"][1]["sections"][0]["streams"][0].update(
-        consumer="nobody"), "$.kernels[1].sections[0].streams[0].consumer: no unit 'nobody'"),
-    "stream order": (_swap_streams,
-                     "$.kernels[1].sections[0].streams[0]: producer 'norm' does not precede "
-                     "consumer 'ld_h'"),
-    "unknown kernel": (lambda d: launch(d, 1).update(kernel="layer2"),
-                       "$.schedule[1].kernel: launches unknown kernel 'layer2'"),
-    "unknown param": (lambda d: binding(d, 1, "h").update(param="hh"),
-                      "$.schedule[1].bindings[0].param: kernel 'layer' has no param 'hh'"),
-    "unbound param": (lambda d: launch(d, 1)["bindings"].pop(0),
-                      "$.schedule[1].bindings: param 'h' of kernel 'layer' is not bound"),
-    "bound twice": (lambda d: launch(d, 1)["bindings"].append(binding(d, 1, "h")),
-                    "$.schedule[1].bindings[7].param: param 'h' bound twice"),
-    "unknown tensor": (lambda d: binding(d, 1, "h")["tensors"][0].update(tensor="x"),
-                       "$.schedule[1].bindings[0].tensors[0].tensor: unknown tensor 'x'"),
-    "view index": (lambda d: binding(d, 1, "kc")["tensors"][0].update(index=[2]),
-                   "$.schedule[1].bindings[5].tensors[0].index: index [2] is outside tensor "
-                   "'k_cache' [2, 2, 1, 4, 16]"),
-    "view shape": (lambda d: binding(d, 1, "up")["tensors"][0].update(tensor="l0.down"),
-                   "$.schedule[1].bindings[3].tensors[0]: view is [16, 32] bf16, but param "
-                   "'up' needs [32, 16] bf16"),
-    "view dtype": (lambda d: binding(d, 1, "pos")["tensors"][0].update(tensor="hidden"),
-                   "$.schedule[1].bindings[1].tensors[0]: view is [2, 16] bf16, but param "
-                   "'pos' needs [2] i32"),
-    "not stacked": (lambda d: binding(d, 1, "up")["tensors"].append({"tensor": "l1.up"}),
-                    "$.schedule[1].bindings[3].tensors: param 'up' is not stacked: bind one "
-                    "view, got 2"),
-    "layers": (lambda d: launch(d, 1).update(layers=[0, 1, 2]),
-               "$.schedule[1].layers: 3 layers do not split evenly over the 2 trips of kernel "
-               "'layer.looped'", True),
-    "no final sync": (lambda d: d["schedule"].pop(),
-                      "$.schedule: the schedule must end with a sync"),
+        "$.kernels[1].sections[0].buffers[0].name: buffer 'h' has the name of a param",
+    ),
+    "stream endpoint": (
+        lambda d: d["kernels"][1]["sections"][0]["streams"][0].update(consumer="nobody"),
+        "$.kernels[1].sections[0].streams[0].consumer: no unit 'nobody'",
+    ),
+    "stream order": (
+        _swap_streams,
+        "$.kernels[1].sections[0].streams[0]: producer 'norm' does not precede consumer 'ld_h'",
+    ),
+    "unknown kernel": (
+        lambda d: launch(d, 1).update(kernel="layer2"),
+        "$.schedule[1].kernel: launches unknown kernel 'layer2'",
+    ),
+    "unknown param": (
+        lambda d: binding(d, 1, "h").update(param="hh"),
+        "$.schedule[1].bindings[0].param: kernel 'layer' has no param 'hh'",
+    ),
+    "unbound param": (
+        lambda d: launch(d, 1)["bindings"].pop(0),
+        "$.schedule[1].bindings: param 'h' of kernel 'layer' is not bound",
+    ),
+    "bound twice": (
+        lambda d: launch(d, 1)["bindings"].append(binding(d, 1, "h")),
+        "$.schedule[1].bindings[7].param: param 'h' bound twice",
+    ),
+    "unknown tensor": (
+        lambda d: binding(d, 1, "h")["tensors"][0].update(tensor="x"),
+        "$.schedule[1].bindings[0].tensors[0].tensor: unknown tensor 'x'",
+    ),
+    "view index": (
+        lambda d: binding(d, 1, "kc")["tensors"][0].update(index=[2]),
+        "$.schedule[1].bindings[5].tensors[0].index: index [2] is outside tensor "
+        "'k_cache' [2, 2, 1, 4, 16]",
+    ),
+    "view shape": (
+        lambda d: binding(d, 1, "up")["tensors"][0].update(tensor="l0.down"),
+        "$.schedule[1].bindings[3].tensors[0]: view is [16, 32] bf16, but param "
+        "'up' needs [32, 16] bf16",
+    ),
+    "view dtype": (
+        lambda d: binding(d, 1, "pos")["tensors"][0].update(tensor="hidden"),
+        "$.schedule[1].bindings[1].tensors[0]: view is [2, 16] bf16, but param 'pos' needs [2] i32",
+    ),
+    "not stacked": (
+        lambda d: binding(d, 1, "up")["tensors"].append({"tensor": "l1.up"}),
+        "$.schedule[1].bindings[3].tensors: param 'up' is not stacked: bind one view, got 2",
+    ),
+    "layers": (
+        lambda d: launch(d, 1).update(layers=[0, 1, 2]),
+        "$.schedule[1].layers: 3 layers do not split evenly over the 2 trips of kernel "
+        "'layer.looped'",
+        True,
+    ),
+    "no final sync": (
+        lambda d: d["schedule"].pop(),
+        "$.schedule: the schedule must end with a sync",
+    ),
 }
 
 
@@ -513,13 +627,16 @@ def _gathering_toy(**changes: Any) -> dict[str, Any]:
 def test_all_gather_validation():
     load_program(encoded(_gathering_toy()))
     where = "$.kernels[1].sections[0].units[13]"
-    rejected(encoded(_gathering_toy(attrs={})),
-             f"{where}.attrs: all_gather takes one attribute: an integer 'dim'")
-    rejected(encoded(_gathering_toy(attrs={"dim": 0})),
-             f"{where}: all_gather along dim 0 over 2 socket(s) of a [2, 8] block writes "
-             "[4, 8], not [2, 16]")
-    rejected(encoded(_gathering_toy(attrs={"dim": 2})),
-             "writes nothing (no such dim), not [2, 16]")
+    rejected(
+        encoded(_gathering_toy(attrs={})),
+        f"{where}.attrs: all_gather takes one attribute: an integer 'dim'",
+    )
+    rejected(
+        encoded(_gathering_toy(attrs={"dim": 0})),
+        f"{where}: all_gather along dim 0 over 2 socket(s) of a [2, 8] block writes "
+        "[4, 8], not [2, 16]",
+    )
+    rejected(encoded(_gathering_toy(attrs={"dim": 2})), "writes nothing (no such dim), not [2, 16]")
 
 
 def replace_unit(program: Program, kernel: int, index: int, **changes: Any) -> Program:
@@ -542,8 +659,12 @@ def test_non_finite_attribute_rejected_before_writing():
 
 
 def test_attribute_keys_sorted():
-    program = replace_unit(build_toy(looped=False), 1, 2,
-                           attrs={"zeta": 1, "eps": 1e-5, "alpha": [0.1, {"b": 1, "a": 2}]})
+    program = replace_unit(
+        build_toy(looped=False),
+        1,
+        2,
+        attrs={"zeta": 1, "eps": 1e-5, "alpha": [0.1, {"b": 1, "a": 2}]},
+    )
     data = encode_program(program, check=False)
     assert b'"attrs":{"alpha":[0.1,{"a":2,"b":1}],"eps":0.00001,"zeta":1}' in data
 
@@ -552,10 +673,14 @@ def test_stacked_bindings_vs_trips():
     d = as_dict(build_toy(looped=True))
     d["kernels"][1]["loop"]["trips"] = 3
     msg = rejected(encoded(d))
-    assert ("$.schedule[1].bindings[2].tensors: stacked param 'norm' needs 3 views (one per "
-            "trip) or one stacked view, got 2") in msg
-    assert ("$.schedule[1].bindings[5].tensors[0]: stacked view has leading dimension 2 but "
-            "the loop runs 3 trips") in msg
+    assert (
+        "$.schedule[1].bindings[2].tensors: stacked param 'norm' needs 3 views (one per "
+        "trip) or one stacked view, got 2"
+    ) in msg
+    assert (
+        "$.schedule[1].bindings[5].tensors[0]: stacked view has leading dimension 2 but "
+        "the loop runs 3 trips"
+    ) in msg
     d = as_dict(build_toy(looped=True))
     d["kernels"][1]["loop"]["stacked"] += ["zz", "norm"]
     msg = rejected(encoded(d))
@@ -566,12 +691,17 @@ def test_stacked_bindings_vs_trips():
 def test_socket_dependent_sources():
     d = as_dict(build_toy(looped=True, sockets=2))
     tensor(d, "l0.up")["sources"][0]["socket_step"] = [24, 0]
-    rejected(encoded(d), "$.tensors[2].sources[0].start: shard 1 (sockets 1..1) reads [24, 40) "
-                         "of dimension 0 of 'model.layers.0.mlp.up_proj.weight' [32, 16]")
+    rejected(
+        encoded(d),
+        "$.tensors[2].sources[0].start: shard 1 (sockets 1..1) reads [24, 40) "
+        "of dimension 0 of 'model.layers.0.mlp.up_proj.weight' [32, 16]",
+    )
     d = as_dict(build_toy(looped=True, sockets=4))
     tensor(d, "l0.up")["sources"][0]["socket_group"] = 3
-    rejected(encoded(d), "$.tensors[2].sources[0].socket_group: socket_group 3 does not divide "
-                         "the 4 sockets")
+    rejected(
+        encoded(d),
+        "$.tensors[2].sources[0].socket_group: socket_group 3 does not divide the 4 sockets",
+    )
 
 
 def test_many_problems_are_listed_and_capped():
@@ -585,8 +715,9 @@ def test_many_problems_are_listed_and_capped():
 def test_validate_against_a_given_preset():
     program = encode_program(build_toy(looped=False))
     small = get_preset("sn40l").replace(pcus=4)
-    rejected(program, "$.kernels[1].sections[0].resources.pcus: needs 7 but sn40l has 4",
-             preset=small)
+    rejected(
+        program, "$.kernels[1].sections[0].resources.pcus: needs 7 but sn40l has 4", preset=small
+    )
 
 
 def test_dtypes_match_numerics():
@@ -596,8 +727,10 @@ def test_dtypes_match_numerics():
 
 
 def test_no_xdsl_or_compiler_import():
-    code = ("import rdu_compiler.simulator.program, rdu_compiler.simulator.hardware, sys; "
-            "bad = [m for m in sys.modules if m.split('.')[0] == 'xdsl' or m.split('.')[:2] in "
-            "(['rdu_compiler', p] for p in ('rdu_dialect', 'passes', 'lowering', 'frontend', 'tools'))]; "
-            "assert not bad, bad")
+    code = (
+        "import rdu_compiler.simulator.program, rdu_compiler.simulator.hardware, sys; "
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'xdsl' or m.split('.')[:2] in "
+        "(['rdu_compiler', p] for p in ('rdu_dialect', 'passes', 'lowering', 'frontend', 'tools'))]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

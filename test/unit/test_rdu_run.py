@@ -7,9 +7,9 @@ import sys
 
 import numpy as np
 import pytest
+from logit_tolerance import BF16_ULPS, check_logits, logit_tolerance
 
 from rdu_compiler.frontend.config import load_model_config
-from logit_tolerance import BF16_ULPS, check_logits, logit_tolerance
 from rdu_compiler.simulator.weights import RandomWeights, save_safetensors
 from rdu_compiler.tools.rdu_run import main
 
@@ -22,8 +22,23 @@ def run(capsys, *argv):
 
 def test_json_output_and_logits_file(capsys, tmp_path):
     out_file = tmp_path / "logits.npy"
-    code, out, err = run(capsys, "tiny-qwen2", "--engine", "reference", "--prompt", "5,6,7", "--steps", "4", "--batch",
-                         "2", "--context", "8", "--json", "--logits-out", str(out_file))
+    code, out, err = run(
+        capsys,
+        "tiny-qwen2",
+        "--engine",
+        "reference",
+        "--prompt",
+        "5,6,7",
+        "--steps",
+        "4",
+        "--batch",
+        "2",
+        "--context",
+        "8",
+        "--json",
+        "--logits-out",
+        str(out_file),
+    )
     assert code == 0, err
     report = json.loads(out)
     assert {"model", "engine", "sockets", "batch", "context", "tokens"} <= report.keys()
@@ -39,32 +54,59 @@ def test_json_output_and_logits_file(capsys, tmp_path):
 def test_checkpoint_weights_match_the_seed(capsys, tmp_path):
     seeded = RandomWeights(3)
     specs = load_model_config("tiny-llama").checkpoint_tensors()
-    folder = save_safetensors(tmp_path / "ckpt",
-                              {t.name: seeded.get(t.name, t.shape) for t in specs})
-    outs = [run(capsys, "tiny-llama", "--engine", "reference", "--prompt", "9,40", "--steps", "3",
-                "--json", *source)[1]
-            for source in (("--seed", "3"), ("--weights", str(folder)))]
+    folder = save_safetensors(
+        tmp_path / "ckpt", {t.name: seeded.get(t.name, t.shape) for t in specs}
+    )
+    outs = [
+        run(
+            capsys,
+            "tiny-llama",
+            "--engine",
+            "reference",
+            "--prompt",
+            "9,40",
+            "--steps",
+            "3",
+            "--json",
+            *source,
+        )[1]
+        for source in (("--seed", "3"), ("--weights", str(folder)))
+    ]
     assert json.loads(outs[0])["tokens"] == json.loads(outs[1])["tokens"]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--prompt", "1,256"], "--prompt token 256 is out of range for the vocabulary of "
-                            "tiny-llama (256 tokens: 0..255)"),
-    (["--prompt", "1,x"], "--prompt must be comma-separated token ids"),
-    (["--prompt", "1,2,3", "--steps", "4", "--context", "5"], "--context 5 is too small for a "
-                                                              "3-token prompt and 4 generated"),
-    (["--engine", "reference", "--weights", "/no/such/ckpt"],
-     "weights path not found: /no/such/ckpt"),
-    (["--engine", "reference", "--sockets", "2", "--launch", "hardware"],
-     "--launch hardware: only the simulator engine"),
-    (["--engine", "reference", "--no-kernel-looping", "--functional"],
-     "--no-kernel-looping, --functional: only the simulator engine"),
-    (["--engine", "reference", "--sockets", "3"], "sockets=3 is not supported"),
-    (["--functional", "--launch", "both"], "--launch both compares timings: drop --functional"),
-    (["--sockets", "0"], "--sockets must be >= 1, got 0"),
-    (["--logits-out", "x.npy"], "--logits-out needs real numbers: add --functional"),
-    (["--batch", "0"], "--batch must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--prompt", "1,256"],
+            "--prompt token 256 is out of range for the vocabulary of "
+            "tiny-llama (256 tokens: 0..255)",
+        ),
+        (["--prompt", "1,x"], "--prompt must be comma-separated token ids"),
+        (
+            ["--prompt", "1,2,3", "--steps", "4", "--context", "5"],
+            "--context 5 is too small for a 3-token prompt and 4 generated",
+        ),
+        (
+            ["--engine", "reference", "--weights", "/no/such/ckpt"],
+            "weights path not found: /no/such/ckpt",
+        ),
+        (
+            ["--engine", "reference", "--sockets", "2", "--launch", "hardware"],
+            "--launch hardware: only the simulator engine",
+        ),
+        (
+            ["--engine", "reference", "--no-kernel-looping", "--functional"],
+            "--no-kernel-looping, --functional: only the simulator engine",
+        ),
+        (["--engine", "reference", "--sockets", "3"], "sockets=3 is not supported"),
+        (["--functional", "--launch", "both"], "--launch both compares timings: drop --functional"),
+        (["--sockets", "0"], "--sockets must be >= 1, got 0"),
+        (["--logits-out", "x.npy"], "--logits-out needs real numbers: add --functional"),
+        (["--batch", "0"], "--batch must be >= 1, got 0"),
+    ],
+)
 def test_user_errors(capsys, argv, message):
     code, out, err = run(capsys, "tiny-llama", *argv)
     assert code == 1 and not out
@@ -81,8 +123,14 @@ def test_console_script_reports_errors_without_traceback():
 
 # -- the simulator engine (the default) ----------------------------------------------------
 
-TIMING_KEYS = {"ms_per_token", "tokens_per_s", "bandwidth_fraction_of_peak", "roofline_fraction",
-               "launches_per_token", "launch_and_sync_ms_per_token"}
+TIMING_KEYS = {
+    "ms_per_token",
+    "tokens_per_s",
+    "bandwidth_fraction_of_peak",
+    "roofline_fraction",
+    "launches_per_token",
+    "launch_and_sync_ms_per_token",
+}
 
 
 def test_sim_timing_side_by_side(capsys):
@@ -93,8 +141,9 @@ def test_sim_timing_side_by_side(capsys):
     timing = report["timing"]
     assert timing.keys() == {"looped", "unlooped", "speedup"}
     assert timing["looped"].keys() == timing["unlooped"].keys() == TIMING_KEYS
-    assert timing["speedup"] == pytest.approx(timing["unlooped"]["ms_per_token"]
-                                              / timing["looped"]["ms_per_token"])
+    assert timing["speedup"] == pytest.approx(
+        timing["unlooped"]["ms_per_token"] / timing["looped"]["ms_per_token"]
+    )
     assert timing["speedup"] > 1
     assert timing["looped"]["launches_per_token"] < timing["unlooped"]["launches_per_token"]
     code, out, _ = run(capsys, "tiny-llama", "--context", "256")
@@ -110,8 +159,10 @@ def test_sim_options_change_the_timing(capsys):
     unlooped = timing("--no-kernel-looping")
     assert (unlooped["looped"], unlooped["speedup"]) == (None, None)
     hardware = timing("--no-kernel-looping", "--launch", "hardware")
-    assert hardware["unlooped"]["launch_and_sync_ms_per_token"] < \
-        unlooped["unlooped"]["launch_and_sync_ms_per_token"]
+    assert (
+        hardware["unlooped"]["launch_and_sync_ms_per_token"]
+        < unlooped["unlooped"]["launch_and_sync_ms_per_token"]
+    )
     eight = timing("--no-kernel-looping", "--sockets", "8")
     assert eight["unlooped"]["ms_per_token"] < unlooped["unlooped"]["ms_per_token"] / 3
 
@@ -136,8 +187,10 @@ def test_sim_timing_for_both_launch_modes(capsys):
         assert timing == single["timing"]
     sw, hw = both["software"], both["hardware"]
     assert sw["speedup"] > hw["speedup"] > 1  # hardware launch leaves less for looping to win
-    assert hw["unlooped"]["launch_and_sync_ms_per_token"] < \
-        sw["unlooped"]["launch_and_sync_ms_per_token"]
+    assert (
+        hw["unlooped"]["launch_and_sync_ms_per_token"]
+        < sw["unlooped"]["launch_and_sync_ms_per_token"]
+    )
     code, out, _ = run(capsys, "tiny-llama", "--context", "256", "--launch", "both")
     assert "software and hardware launch" in out
     assert out.count("unlooped") == 2
@@ -158,30 +211,59 @@ def test_reference_engine_runs_sharded(capsys, tmp_path):
     reports, logits = [], []
     for sockets in ("1", "2"):
         out_file = tmp_path / f"logits{sockets}.npy"
-        code, out, err = run(capsys, preset, "--engine", "reference", "--sockets", sockets,
-                             "--prompt", ",".join(map(str, PROMPT)), "--steps", str(STEPS),
-                             "--batch", str(BATCH), "--context", str(CONTEXT), "--seed",
-                             str(SEED), "--json", "--logits-out", str(out_file))
+        code, out, err = run(
+            capsys,
+            preset,
+            "--engine",
+            "reference",
+            "--sockets",
+            sockets,
+            "--prompt",
+            ",".join(map(str, PROMPT)),
+            "--steps",
+            str(STEPS),
+            "--batch",
+            str(BATCH),
+            "--context",
+            str(CONTEXT),
+            "--seed",
+            str(SEED),
+            "--json",
+            "--logits-out",
+            str(out_file),
+        )
         assert code == 0, err
         reports.append(json.loads(out))
         logits.append(np.load(out_file))
     assert [r["sockets"] for r in reports] == [1, 2]
-    assert reports[0]["tokens"] == reports[1]["tokens"] == [fed[len(PROMPT):]] * BATCH
-    check_logits(logits[1], np.argmax(logits[1], axis=-1), logits[0], BF16_ULPS,
-                 f"{preset} x2 last step")
+    assert reports[0]["tokens"] == reports[1]["tokens"] == [fed[len(PROMPT) :]] * BATCH
+    check_logits(
+        logits[1], np.argmax(logits[1], axis=-1), logits[0], BF16_ULPS, f"{preset} x2 last step"
+    )
 
 
 @pytest.mark.parametrize("sockets", ["1", "2"])
 @pytest.mark.parametrize("looping", [[], ["--no-kernel-looping"]])
 def test_sim_functional_tokens_equal_the_reference(capsys, tmp_path, sockets, looping):
-    argv = ["tiny-mistral", "--prompt", "5,6,7", "--steps", "4", "--batch", "2", "--context",
-            "8", "--json"]
+    argv = [
+        "tiny-mistral",
+        "--prompt",
+        "5,6,7",
+        "--steps",
+        "4",
+        "--batch",
+        "2",
+        "--context",
+        "8",
+        "--json",
+    ]
     code, out, err = run(capsys, *argv, "--engine", "reference")
     assert code == 0, err
     want = json.loads(out)["tokens"]
     logits = tmp_path / "logits.npy"
-    code, out, err = run(capsys, *argv, "--functional", "--sockets", sockets, *looping,
-                         "--logits-out", str(logits))
+    code, out, err = run(
+        capsys, *argv, "--functional", "--sockets", sockets, *looping, "--logits-out", str(logits)
+    )
     assert code == 0, err
     report = json.loads(out)
     assert (report["engine"], report["sockets"], report["tokens"]) == ("sim", int(sockets), want)

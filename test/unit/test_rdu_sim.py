@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from compiled import compiled
-from rdu_compiler.simulator.program import encode_program
 from toy_program import build_toy
+
+from rdu_compiler.simulator.program import encode_program
 from rdu_compiler.tools.rdu_sim import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,8 +41,15 @@ def test_timing_table_json_and_trace(capsys, tiny, tmp_path):
     trace = tmp_path / "trace.json"
     code, out, _ = run(capsys, tiny, "--json", "--trace", trace)
     report = json.loads(out)
-    assert {"ms_per_token", "tokens_per_s", "bandwidth_fraction_of_peak", "roofline_fraction",
-            "launches_per_token", "launch_and_sync_ms_per_token", "calls"} <= report.keys()
+    assert {
+        "ms_per_token",
+        "tokens_per_s",
+        "bandwidth_fraction_of_peak",
+        "roofline_fraction",
+        "launches_per_token",
+        "launch_and_sync_ms_per_token",
+        "calls",
+    } <= report.keys()
     assert report["launches_per_token"] == 3
     events = json.loads(trace.read_text())["traceEvents"]
     assert any(e.get("name") == "layers 0-3: layer 3 (trip 3)" for e in events)
@@ -50,8 +57,9 @@ def test_timing_table_json_and_trace(capsys, tiny, tmp_path):
 
 def test_hardware_overrides(capsys, tiny):
     base = json.loads(run(capsys, tiny, "--json")[1])
-    code, out, err = run(capsys, tiny, "--json", "--hw-override",
-                         "launch_software_s=0,sync_software_s=0")
+    code, out, err = run(
+        capsys, tiny, "--json", "--hw-override", "launch_software_s=0,sync_software_s=0"
+    )
     assert code == 0, err
     fast = json.loads(out)
     assert fast["launch_and_sync_ms_per_token"] < base["launch_and_sync_ms_per_token"]
@@ -64,12 +72,26 @@ def test_hardware_overrides(capsys, tiny):
 def test_functional_matches_the_reference_engine(capsys, tiny):
     from rdu_compiler.tools.rdu_run import main as rdu_run
 
-    code, out, err = run(capsys, tiny, "--functional", "--prompt", "3,9", "--steps", "4",
-                         "--json")
+    code, out, err = run(capsys, tiny, "--functional", "--prompt", "3,9", "--steps", "4", "--json")
     assert code == 0, err
     got = json.loads(out)["tokens"]
-    assert rdu_run(["tiny-llama", "--engine", "reference", "--prompt", "3,9", "--steps", "4",
-                    "--context", "64", "--json"]) == 0
+    assert (
+        rdu_run(
+            [
+                "tiny-llama",
+                "--engine",
+                "reference",
+                "--prompt",
+                "3,9",
+                "--steps",
+                "4",
+                "--context",
+                "64",
+                "--json",
+            ]
+        )
+        == 0
+    )
     assert got == json.loads(capsys.readouterr()[0])["tokens"]
     code, out, err = run(capsys, tiny, "--functional", "--prompt", "3,900")
     assert code == 1 and "--prompt token 900 is out of range" in err
@@ -88,15 +110,20 @@ def good_bytes() -> bytes:
     return encode_program(build_toy(looped=False))
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty file"),
-    (b'{"format": "rdu-program", "version": 1, "model": ', "truncated file"),
-    (b"{not json", "malformed JSON at line 1, column 2"),
-    (b'{"format": "rdu-program", "version": 2}', "program format version 2 is not supported"),
-    (b'{"format": "onnx"}', "not an rdu-program file"),
-    (lambda: good_bytes().replace(b'"sockets":1', b'"sockets":17'),
-     "17 sockets, but sn40l has at most 16"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty file"),
+        (b'{"format": "rdu-program", "version": 1, "model": ', "truncated file"),
+        (b"{not json", "malformed JSON at line 1, column 2"),
+        (b'{"format": "rdu-program", "version": 2}', "program format version 2 is not supported"),
+        (b'{"format": "onnx"}', "not an rdu-program file"),
+        (
+            lambda: good_bytes().replace(b'"sockets":1', b'"sockets":17'),
+            "17 sockets, but sn40l has at most 16",
+        ),
+    ],
+)
 def test_bad_programs_are_rejected(capsys, tmp_path, data, message):
     path = tmp_path / "bad.json"
     path.write_bytes(data() if callable(data) else data)
@@ -131,7 +158,8 @@ def test_no_xdsl_or_compiler_import(tmp_path):
         "bad = [m for m in sys.modules if m.split('.')[0] == 'xdsl' or m.startswith(ours)"
         " or (m.startswith('rdu_compiler.tools.') and m not in ('rdu_compiler.tools.cli',"
         " 'rdu_compiler.tools.rdu_sim'))]\n"
-        "assert not bad, bad\n")
+        "assert not bad, bad\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, capture_output=True)
 
 
@@ -143,12 +171,26 @@ def test_functional_weights_from_a_checkpoint(capsys, tiny, tmp_path):
 
     seeded = RandomWeights(3)
     params = [v for v in load_program(tiny).values if v.role == "param"]
-    folder = save_safetensors(tmp_path / "ckpt", {v.name: seeded.get(v.name, v.shape)
-                                                   for v in params})
+    folder = save_safetensors(
+        tmp_path / "ckpt", {v.name: seeded.get(v.name, v.shape) for v in params}
+    )
     sharded = tmp_path / "sharded.json"
     sharded.write_bytes(encode_program(compiled("tiny-llama", sockets=2, context=64)))
-    outs = [json.loads(run(capsys, program, "--functional", "--prompt", "4,8", "--steps", "3",
-                           "--json", *source)[1])["tokens"]
-            for program in (tiny, sharded)
-            for source in (("--seed", "3"), ("--weights", folder))]
+    outs = [
+        json.loads(
+            run(
+                capsys,
+                program,
+                "--functional",
+                "--prompt",
+                "4,8",
+                "--steps",
+                "3",
+                "--json",
+                *source,
+            )[1]
+        )["tokens"]
+        for program in (tiny, sharded)
+        for source in (("--seed", "3"), ("--weights", folder))
+    ]
     assert outs[0] == outs[1] == outs[2] == outs[3]

@@ -5,11 +5,11 @@ import re
 
 import numpy as np
 import pytest
+from independent_model import IndependentModel
+from logit_tolerance import SAME_ROUNDING_ULPS, check_logits
 
 from rdu_compiler.frontend.builder import build_decode_step
 from rdu_compiler.frontend.config import list_presets, load_model_config, preset_path
-from independent_model import IndependentModel
-from logit_tolerance import SAME_ROUNDING_ULPS, check_logits
 from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine
 from rdu_compiler.simulator.weights import (
     CheckpointWeights,
@@ -30,8 +30,9 @@ def positions(step: int) -> list[int]:
 
 
 def engine(preset: str, weights, batch: int = 2) -> ReferenceEngine:
-    return ReferenceEngine(build_decode_step(load_model_config(preset), batch=batch,
-                                             context=CONTEXT), weights)
+    return ReferenceEngine(
+        build_decode_step(load_model_config(preset), batch=batch, context=CONTEXT), weights
+    )
 
 
 @pytest.mark.parametrize("preset", TINY)
@@ -63,13 +64,16 @@ def test_checkpoint_weights_give_the_seeded_logits(tmp_path):
     into stacked params) gives bit-identical logits."""
     preset = "tiny-mixtral"
     seeded = RandomWeights(0)
-    tensors = {t.name: seeded.get(t.name, t.shape)
-               for t in load_model_config(preset).checkpoint_tensors()}
+    tensors = {
+        t.name: seeded.get(t.name, t.shape) for t in load_model_config(preset).checkpoint_tensors()
+    }
     folder = save_safetensors(tmp_path / "ckpt", tensors)
     from_seed, from_file = engine(preset, seeded), engine(preset, CheckpointWeights(folder))
     caches = [from_seed.new_caches(), from_file.new_caches()]
     for step in range(3):
-        outs = [e.step([9, 17], positions(step), *c) for e, c in zip((from_seed, from_file), caches)]
+        outs = [
+            e.step([9, 17], positions(step), *c) for e, c in zip((from_seed, from_file), caches)
+        ]
         caches = [o[2:] for o in outs]
         np.testing.assert_array_equal(outs[0][0].view(np.uint16), outs[1][0].view(np.uint16))
 
@@ -78,8 +82,11 @@ def test_missing_checkpoint_tensor_is_named(tmp_path):
     preset = "tiny-mixtral"
     missing = "model.layers.1.block_sparse_moe.experts.2.w3.weight"
     seeded = RandomWeights(0)
-    tensors = {t.name: seeded.get(t.name, t.shape)
-               for t in load_model_config(preset).checkpoint_tensors() if t.name != missing}
+    tensors = {
+        t.name: seeded.get(t.name, t.shape)
+        for t in load_model_config(preset).checkpoint_tensors()
+        if t.name != missing
+    }
     ref = engine(preset, CheckpointWeights(save_safetensors(tmp_path / "m.safetensors", tensors)))
     with pytest.raises(WeightError, match=re.escape(f"tensor '{missing}' not found")):
         ref.step([1, 2], [0, 0], *ref.new_caches())

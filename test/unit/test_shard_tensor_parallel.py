@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from logit_tolerance import BF16_ULPS, check_logits, logit_tolerance
+from test_generic_form_mlir_opt import find_mlir_opt
+from test_generic_form_mlir_opt import run as run_tool
 from xdsl.context import Context
 from xdsl.dialects import builtin, func
 from xdsl.parser import Parser
@@ -17,16 +20,20 @@ from xdsl.utils.exceptions import PassFailedException, VerifyException
 
 from rdu_compiler.frontend.builder import build_decode_step
 from rdu_compiler.frontend.config import list_presets, load_model_config
-from logit_tolerance import BF16_ULPS, check_logits, logit_tolerance
 from rdu_compiler.passes.kernel_looping import KernelLooping
 from rdu_compiler.passes.outline_kernels import OutlineKernels
 from rdu_compiler.passes.shard_tensor_parallel import SOCKET_COUNTS, ShardTensorParallel
 from rdu_compiler.rdu_dialect.dfk import DFK, KernelOp
 from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine
-from rdu_compiler.rdu_dialect.llm import LLM, SOCKETS_ATTR, AllGatherOp, AllReduceOp, ParamOp, ShardAttr
+from rdu_compiler.rdu_dialect.llm import (
+    LLM,
+    SOCKETS_ATTR,
+    AllGatherOp,
+    AllReduceOp,
+    ParamOp,
+    ShardAttr,
+)
 from rdu_compiler.simulator.weights import RandomWeights
-from test_generic_form_mlir_opt import find_mlir_opt
-from test_generic_form_mlir_opt import run as run_tool
 
 TINY = [p for p in list_presets() if p.startswith("tiny-")]
 DOC = Path(__file__).parents[2] / "docs" / "tensor_parallelism.md"
@@ -169,8 +176,12 @@ def test_one_socket_only_stamps_and_resharding_is_idempotent():
 @pytest.mark.parametrize(
     "preset, sockets, message",
     [
-        ("qwen2.5-7b", 8, r"qwen2.5-7b \(28 attention heads, 4 kv heads\) cannot be split over 8 "
-         r"sockets: the 28 query heads are not a multiple of 8 \(supported: 1, 2, 4 sockets\)"),
+        (
+            "qwen2.5-7b",
+            8,
+            r"qwen2.5-7b \(28 attention heads, 4 kv heads\) cannot be split over 8 "
+            r"sockets: the 28 query heads are not a multiple of 8 \(supported: 1, 2, 4 sockets\)",
+        ),
         ("qwen2.5-7b", 16, "the 28 query heads are not a multiple of 16"),
         ("tiny-llama", 8, "the 4 query heads are not a multiple of 8"),
     ],
@@ -185,7 +196,9 @@ def test_qwen_splits_on_two_and_four_sockets():
         module = apply(build("qwen2.5-7b", layers=1), shard(sockets))
         attention = next(op for op in module.walk() if op.name == "llm.attention")
         assert (attention.num_heads.value.data, attention.num_kv_heads.value.data) == (
-            28 // sockets, 4 // sockets)
+            28 // sockets,
+            4 // sockets,
+        )
 
 
 def test_refused_options_and_resharding():
@@ -220,14 +233,25 @@ builtin.module {{
 @pytest.mark.parametrize(
     "w, op, r, message",
     [
-        ("tensor<8x8xbf16>", "%r = llm.linear %a, %w, %b : tensor<1x8xbf16>, tensor<8x8xbf16>, "
-         "tensor<8xbf16> -> tensor<1x8xbf16>", "tensor<1x8xbf16>",
-         "row-split llm.linear .* with a bias is not supported"),
-        ("tensor<8xbf16>", "%r = llm.rms_norm %a, %w {eps = 1.0e-05 : f32} : tensor<1x8xbf16>, "
-         "tensor<8xbf16>", "tensor<1x8xbf16>",
-         "llm.rms_norm normalizes over features split across sockets"),
-        ("tensor<8xbf16>", "%r = llm.softmax %a : tensor<1x8xbf16>", "tensor<1x8xbf16>",
-         "llm.softmax has no sharding rule"),
+        (
+            "tensor<8x8xbf16>",
+            "%r = llm.linear %a, %w, %b : tensor<1x8xbf16>, tensor<8x8xbf16>, "
+            "tensor<8xbf16> -> tensor<1x8xbf16>",
+            "tensor<1x8xbf16>",
+            "row-split llm.linear .* with a bias is not supported",
+        ),
+        (
+            "tensor<8xbf16>",
+            "%r = llm.rms_norm %a, %w {eps = 1.0e-05 : f32} : tensor<1x8xbf16>, tensor<8xbf16>",
+            "tensor<1x8xbf16>",
+            "llm.rms_norm normalizes over features split across sockets",
+        ),
+        (
+            "tensor<8xbf16>",
+            "%r = llm.softmax %a : tensor<1x8xbf16>",
+            "tensor<1x8xbf16>",
+            "llm.softmax has no sharding rule",
+        ),
     ],
 )
 def test_refused_ops_over_split_features(w, op, r, message):
@@ -247,9 +271,11 @@ def test_shard_attr_maps_ranks_to_blocks():
 
 @pytest.mark.parametrize(
     "sockets, message",
-    [("", "shard parts 2 must divide the module's 1 socket"),
-     ("attributes {llm.sockets = 4 : i64}", None),
-     ("attributes {llm.sockets = 8 : i64}", None)],
+    [
+        ("", "shard parts 2 must divide the module's 1 socket"),
+        ("attributes {llm.sockets = 4 : i64}", None),
+        ("attributes {llm.sockets = 8 : i64}", None),
+    ],
 )
 def test_param_shard_is_verified_against_the_socket_count(sockets, message):
     module = parse(f"""
@@ -275,8 +301,9 @@ def test_generic_form_of_a_sharded_module_parses_with_mlir_opt():
     module = apply(build("tiny-llama", layers=1), OutlineKernels(), KernelLooping(), shard(4))
     text = io.StringIO()
     Printer(stream=text, print_generic_format=True).print_op(module)
-    upstream = run_tool([mlir_opt, "--allow-unregistered-dialect", "--mlir-print-op-generic"],
-                        text.getvalue())
+    upstream = run_tool(
+        [mlir_opt, "--allow-unregistered-dialect", "--mlir-print-op-generic"], text.getvalue()
+    )
     reparsed = apply(parse(upstream))
 
     def annotations(m):
@@ -307,15 +334,20 @@ def support_table() -> str:
                 cells.append("refused")
                 refusals.append(f"- {preset}, {n} sockets: {e}")
                 continue
-            parts = {op.shard.parts.data for op in module.ops
-                     if isinstance(op, ParamOp) and op.shard is not None}
-            cell = f"replicated KV (x{n // min(parts)})" if parts and min(parts) < n \
-                else "supported"
+            parts = {
+                op.shard.parts.data
+                for op in module.ops
+                if isinstance(op, ParamOp) and op.shard is not None
+            }
+            cell = (
+                f"replicated KV (x{n // min(parts)})" if parts and min(parts) < n else "supported"
+            )
             if n > 1 and not any(isinstance(op, AllGatherOp) for op in module.walk()):
                 cell += ", LM head replicated"
             cells.append(cell)
-        rows.append(f"| {preset} | {config.num_heads} / {config.num_kv_heads} | "
-                    + " | ".join(cells) + " |")
+        rows.append(
+            f"| {preset} | {config.num_heads} / {config.num_kv_heads} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(rows + ["", "Refusals (the pass's messages):", "", *refusals])
 
 

@@ -49,8 +49,13 @@ def test_json_keys_and_types(capsys):
     assert list(out) == list(STATS_KEYS)
     assert out["model"] == "llama-3.1-8b" and out["dtype"] == "bf16"
     assert (out["batch"], out["context"]) == (1, 4096)
-    for key in ("param_bytes", "kv_bytes", "flops_per_token", "bytes_per_token",
-                "bytes_read_per_token"):
+    for key in (
+        "param_bytes",
+        "kv_bytes",
+        "flops_per_token",
+        "bytes_per_token",
+        "bytes_read_per_token",
+    ):
         assert type(out[key]) is int, key
 
 
@@ -121,18 +126,21 @@ def test_tiny_llama_hand_count():
 
 
 def test_tiny_moe_and_window_op_costs():
-    moe = ops_of(build_decode_step(load_model_config("tiny-mixtral"), batch=3, context=16),
-                 MoEOp)[0]
+    moe = ops_of(build_decode_step(load_model_config("tiny-mixtral"), batch=3, context=16), MoEOp)[
+        0
+    ]
     c = op_cost(moe)  # 4 experts, top-2, hidden 64, intermediate 128; 3 x 2 >= 4 experts read
     expert = 3 * 64 * 128
     assert c.flops == 2 * 3 * 4 * 64 + 3 * 2 * 2 * expert
     assert c.dense_flops == 2 * 3 * 4 * 64 + 3 * 4 * 2 * expert
     assert c.weight_bytes == c.dense_weight_bytes == 2 * (4 * 64 + 4 * expert)
-    one = op_cost(ops_of(build_decode_step(load_model_config("tiny-mixtral"), context=16),
-                         MoEOp)[0])
+    one = op_cost(
+        ops_of(build_decode_step(load_model_config("tiny-mixtral"), context=16), MoEOp)[0]
+    )
     assert one.weight_bytes == 2 * (4 * 64 + 2 * expert)  # batch 1: the top-2 experts only
-    attention = ops_of(build_decode_step(load_model_config("tiny-mistral"), context=16),
-                       AttentionOp)[0]
+    attention = ops_of(
+        build_decode_step(load_model_config("tiny-mistral"), context=16), AttentionOp
+    )[0]
     c = op_cost(attention)  # window 8 of a 16-row cache
     assert c.flops == 2 * 2 * 4 * 16 * 8
     assert c.kv_read_bytes == 2 * 2 * 8 * 16 * 2

@@ -1,8 +1,8 @@
 """The cached symbol lookup stays correct while symbols are added, renamed and erased."""
 
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.dialects import test as test_dialect
+from xdsl.dialects.builtin import ModuleOp, StringAttr
 
 from rdu_compiler.rdu_dialect.symbols import lookup_symbol
 

@@ -10,15 +10,21 @@ import time
 
 import msgspec
 import pytest
-
 from compiled import compiled
+
 from rdu_compiler.simulator.hardware import get_preset
 from rdu_compiler.simulator.report import chrome_trace, format_table, summarize
 from rdu_compiler.simulator.timing import simulate
 
 SN40L = get_preset("sn40l")
-PER_CALL = dict(launch_software_s=0, launch_hardware_s=0, argument_load_s=0, program_load_s=0,
-                sync_software_s=0, sync_hardware_s=0)
+PER_CALL = dict(
+    launch_software_s=0,
+    launch_hardware_s=0,
+    argument_load_s=0,
+    program_load_s=0,
+    sync_software_s=0,
+    sync_hardware_s=0,
+)
 KV_ROW = 8 * 128 * 2  # llama-3.1-8b: bytes of one position of one layer's K (or V) cache
 
 
@@ -27,9 +33,15 @@ def step_ms(program, preset=SN40L) -> float:
 
 
 def without_prefetch(program):
-    return msgspec.structs.replace(program, kernels=[
-        msgspec.structs.replace(k, loop=msgspec.structs.replace(k.loop, prefetch=0))
-        if k.loop is not None else k for k in program.kernels])
+    return msgspec.structs.replace(
+        program,
+        kernels=[
+            msgspec.structs.replace(k, loop=msgspec.structs.replace(k.loop, prefetch=0))
+            if k.loop is not None
+            else k
+            for k in program.kernels
+        ],
+    )
 
 
 def test_doubling_hbm_bandwidth_speeds_a_memory_bound_step():
@@ -39,16 +51,18 @@ def test_doubling_hbm_bandwidth_speeds_a_memory_bound_step():
     fast = step_ms(program, SN40L.replace(hbm_bandwidth=2 * SN40L.hbm_bandwidth))
     assert fast < 0.6 * base["ms_per_token"]
     # ... and doubling the FLOP rate (a faster clock) barely moves it
-    assert step_ms(program, SN40L.replace(clock_hz=2 * SN40L.clock_hz)) > \
-        0.95 * base["ms_per_token"]
+    assert (
+        step_ms(program, SN40L.replace(clock_hz=2 * SN40L.clock_hz)) > 0.95 * base["ms_per_token"]
+    )
 
 
 @pytest.mark.parametrize("looped", [True, False])
 def test_more_sockets_shorten_each_layer(looped):
     per_layer = []
     for sockets in (1, 2, 4, 8):
-        timing = simulate(compiled("llama-3.1-8b", sockets=sockets, looped=looped,
-                                   context=4096), SN40L)
+        timing = simulate(
+            compiled("llama-3.1-8b", sockets=sockets, looped=looped, context=4096), SN40L
+        )
         layers = [c for c in timing.calls if c.layers]
         per_layer.append(sum(c.busy_s for c in layers) / sum(len(c.layers) for c in layers))
     assert all(b < 0.75 * a for a, b in zip(per_layer, per_layer[1:])), per_layer
@@ -63,13 +77,16 @@ def test_a_larger_context_adds_kv_traffic():
     assert b["ms_per_token"] - a["ms_per_token"] == pytest.approx(added / rate * 1e3, rel=0.25)
 
 
-@pytest.mark.parametrize("model, sockets, sources", [
-    ("llama-3.1-8b", 1, ("per-call costs", "fill / drain", "prefetch")),
-    # Here prefetch only fills the 4 MiB the lowering stages per weight stream during a
-    # layer's tail, so the drain it could hide is mostly not hidden: without fill / drain both
-    # programs shrink by about the same time per layer and the speedup grows instead.
-    ("llama-3.1-70b", 16, ("per-call costs", "prefetch")),
-])
+@pytest.mark.parametrize(
+    "model, sockets, sources",
+    [
+        ("llama-3.1-8b", 1, ("per-call costs", "fill / drain", "prefetch")),
+        # Here prefetch only fills the 4 MiB the lowering stages per weight stream during a
+        # layer's tail, so the drain it could hide is mostly not hidden: without fill / drain both
+        # programs shrink by about the same time per layer and the speedup grows instead.
+        ("llama-3.1-70b", 16, ("per-call costs", "prefetch")),
+    ],
+)
 def test_looping_gain_comes_from_calls_fill_drain_and_prefetch(model, sockets, sources):
     """The speedup of kernel looping (unlooped / looped time): each of its sources switched
     off alone shrinks it and leaves part of it; per-call costs, fill / drain and prefetch all
@@ -82,9 +99,11 @@ def test_looping_gain_comes_from_calls_fill_drain_and_prefetch(model, sockets, s
         return step_ms(unlooped, preset) / step_ms(program, preset)
 
     full = speedup(SN40L)
-    partial = {"per-call costs": speedup(SN40L.replace(**PER_CALL)),
-               "fill / drain": speedup(SN40L.replace(stage_latency_s=0)),
-               "prefetch": speedup(SN40L, prefetch=False)}
+    partial = {
+        "per-call costs": speedup(SN40L.replace(**PER_CALL)),
+        "fill / drain": speedup(SN40L.replace(stage_latency_s=0)),
+        "prefetch": speedup(SN40L, prefetch=False),
+    }
     for what in sources:
         assert 1.005 < partial[what] < full - 0.005, (what, partial[what], full)
     bare = SN40L.replace(stage_latency_s=0, **PER_CALL)
@@ -92,9 +111,13 @@ def test_looping_gain_comes_from_calls_fill_drain_and_prefetch(model, sockets, s
 
 
 def test_hardware_launch_cuts_launch_and_sync():
-    soft, hard = (summarize(p, SN40L, simulate(p, SN40L)) for p in (
-        compiled("llama-3.1-8b", looped=False, context=4096),
-        compiled("llama-3.1-8b", looped=False, context=4096, launch="hardware")))
+    soft, hard = (
+        summarize(p, SN40L, simulate(p, SN40L))
+        for p in (
+            compiled("llama-3.1-8b", looped=False, context=4096),
+            compiled("llama-3.1-8b", looped=False, context=4096, launch="hardware"),
+        )
+    )
     assert hard["launch_and_sync_ms_per_token"] < 0.5 * soft["launch_and_sync_ms_per_token"]
     assert hard["ms_per_token"] < soft["ms_per_token"]
 
@@ -110,7 +133,8 @@ def test_split_kernels_reload_every_trip():
     assert call.busy_s > (trips * sections - 1) * SN40L.program_load_s
     cheap = simulate(program, SN40L.replace(program_load_s=0)).calls[1]
     assert call.busy_s - cheap.busy_s == pytest.approx(
-        (trips * sections - 1) * SN40L.program_load_s, rel=1e-6)
+        (trips * sections - 1) * SN40L.program_load_s, rel=1e-6
+    )
     s = summarize(program, SN40L, timing)
     assert s["calls"][1]["program_load_ms"] == pytest.approx(call.program_load_s * 1e3)
 
@@ -128,8 +152,9 @@ def test_report_figures_are_consistent():
     timing = simulate(program, SN40L)
     s = summarize(program, SN40L, timing)
     assert s["launches_per_token"] == 34 and len(s["calls"]) == 34
-    assert s["ms_per_token"] == pytest.approx(sum(
-        c["launch_ms"] + c["busy_ms"] + c["sync_ms"] for c in s["calls"]))
+    assert s["ms_per_token"] == pytest.approx(
+        sum(c["launch_ms"] + c["busy_ms"] + c["sync_ms"] for c in s["calls"])
+    )
     assert s["tokens_per_s"] == pytest.approx(1e3 / s["ms_per_token"])
     assert s["achieved_bandwidth"] == pytest.approx(s["offchip_bytes"] / s["ms_per_token"] * 1e3)
     # replicated bytes (norms, the residual stream, the LM head if replicated) are moved but
@@ -154,16 +179,18 @@ def test_trace_names_kernels_and_layers_and_shows_the_gaps():
     names = {e["name"] for e in spans}
     assert {"layer 0", "layer 31", "launch", "sync"} <= names
     assert any(e["args"].get("layers") == [5] and e["name"] == "x" for e in spans)
-    tracks = {e["args"]["name"]: e["tid"] for e in trace["traceEvents"] if e["ph"] == "M"
-              and e["name"] == "thread_name"}
+    tracks = {
+        e["args"]["name"]: e["tid"]
+        for e in trace["traceEvents"]
+        if e["ph"] == "M" and e["name"] == "thread_name"
+    }
     hbm = sorted((e["ts"], e["ts"] + e["dur"]) for e in spans if e["tid"] == tracks["hbm"])
     gaps = [b[0] - a[1] for a, b in zip(hbm, hbm[1:])]
     per_call = (SN40L.launch_software_s + SN40L.argument_load_s + SN40L.sync_software_s) * 1e6
     assert sum(g >= per_call for g in gaps) >= 31  # memory idle at every layer boundary
     looped = compiled("llama-3.1-8b", sockets=8, context=4096)
     trace = chrome_trace(looped, simulate(looped, SN40L, trace=True))
-    assert "layers 0-31: layer 7 (trip 7)" in {e.get("name") for e in
-                                                         trace["traceEvents"]}
+    assert "layers 0-31: layer 7 (trip 7)" in {e.get("name") for e in trace["traceEvents"]}
 
 
 def test_the_vocab_parallel_lm_head_shortens_with_sockets():

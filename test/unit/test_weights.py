@@ -76,9 +76,13 @@ def test_init_distributions():
     assert abs(w.std() - 1 / 20) < 0.002 and abs(w.mean()) < 0.002
     e = W.init_weight("model.embed_tokens.weight", (300, 64), "f32", 0)
     assert abs(e.std() - 1.0) < 0.03
-    for name in ("model.norm.weight", "model.layers.2.post_attention_layernorm.weight",
-                 "model.layers.0.self_attn.k_norm.weight", "transformer.h.0.ln_1.weight",
-                 "transformer.ln_f.weight"):
+    for name in (
+        "model.norm.weight",
+        "model.layers.2.post_attention_layernorm.weight",
+        "model.layers.0.self_attn.k_norm.weight",
+        "transformer.h.0.ln_1.weight",
+        "transformer.ln_f.weight",
+    ):
         nw = W.init_weight(name, (2000,), "f32", 0)
         assert abs(nw.mean() - 1.0) < 0.02 and 0.05 < nw.std() < 0.15, name
     bias = W.init_weight("model.layers.0.self_attn.v_proj.bias", (2000,), "f32", 0)
@@ -90,8 +94,10 @@ def test_init_tiny_model_activations_stay_order_one():
     from rdu_compiler.simulator import numerics as N
 
     h = 32
-    x = N.rms_norm(W.init_weight("model.embed_tokens.weight", (10, h), "f32", 0)[:4],
-                   W.init_weight("model.layers.0.input_layernorm.weight", (h,), "f32", 0))
+    x = N.rms_norm(
+        W.init_weight("model.embed_tokens.weight", (10, h), "f32", 0)[:4],
+        W.init_weight("model.layers.0.input_layernorm.weight", (h,), "f32", 0),
+    )
     for name in ("q_proj", "o_proj"):
         x = N.linear(x, W.init_weight(f"model.layers.0.self_attn.{name}.weight", (h, h), "f32", 0))
     assert 0.3 < x.std() < 3.0
@@ -133,8 +139,10 @@ def test_single_file_roundtrip_and_safe_open_compat(tmp_path):
     with safe_open(str(p), framework="numpy") as f:  # our files are real safetensors files
         assert same(f.get_tensor("model.embed_tokens.weight"), t["model.embed_tokens.weight"])
     save_file({k: v for k, v in t.items() if k != "scalar"}, str(tmp_path / "lib.safetensors"))
-    check_all(W.load_safetensors(tmp_path / "lib.safetensors"),
-              {k: v for k, v in t.items() if k != "scalar"})
+    check_all(
+        W.load_safetensors(tmp_path / "lib.safetensors"),
+        {k: v for k, v in t.items() if k != "scalar"},
+    )
 
 
 def test_raw_reader_matches_safe_open(tmp_path, monkeypatch):
@@ -142,7 +150,9 @@ def test_raw_reader_matches_safe_open(tmp_path, monkeypatch):
     p = W.save_safetensors(tmp_path / "w.safetensors", t)
     raw_calls = []
     real_raw = W._read_raw
-    monkeypatch.setattr(W, "_read_raw", lambda h, n, i=None: raw_calls.append(n) or real_raw(h, n, i))
+    monkeypatch.setattr(
+        W, "_read_raw", lambda h, n, i=None: raw_calls.append(n) or real_raw(h, n, i)
+    )
     via_st = {n: W.load_safetensors(p)[n] for n in t}
     assert "model.embed_tokens.weight" not in raw_calls  # this safetensors reads bf16 itself
     monkeypatch.setattr(W, "_read_raw", real_raw)
@@ -150,17 +160,22 @@ def test_raw_reader_matches_safe_open(tmp_path, monkeypatch):
     ck = W.load_safetensors(p)
     for n in t:
         assert same(ck[n], via_st[n]), n
-    assert same(ck.read("model.embed_tokens.weight", (slice(2, 5), slice(None, None, 2))),
-                t["model.embed_tokens.weight"][2:5, ::2])
+    assert same(
+        ck.read("model.embed_tokens.weight", (slice(2, 5), slice(None, None, 2))),
+        t["model.embed_tokens.weight"][2:5, ::2],
+    )
 
 
 def test_slices_read_lazily(tmp_path):
     t = sample_tensors()
     ck = W.load_safetensors(W.save_safetensors(tmp_path / "w.safetensors", t))
-    assert same(ck.read("model.embed_tokens.weight", (slice(3, 7),)),
-                t["model.embed_tokens.weight"][3:7])
-    assert same(ck.read("model.layers.0.mlp.up_proj.weight", (slice(None), slice(4, 8))),
-                t["model.layers.0.mlp.up_proj.weight"][:, 4:8])
+    assert same(
+        ck.read("model.embed_tokens.weight", (slice(3, 7),)), t["model.embed_tokens.weight"][3:7]
+    )
+    assert same(
+        ck.read("model.layers.0.mlp.up_proj.weight", (slice(None), slice(4, 8))),
+        t["model.layers.0.mlp.up_proj.weight"][:, 4:8],
+    )
 
 
 def test_model_folder_single_and_sharded(tmp_path):
@@ -180,12 +195,18 @@ def test_model_folder_single_and_sharded(tmp_path):
 
 
 @settings(max_examples=10, deadline=None)
-@given(shapes=st.lists(st.lists(st.integers(0, 5), max_size=3), min_size=1, max_size=4),
-       dt=st.sampled_from(["bf16", "f32", "f16"]))
+@given(
+    shapes=st.lists(st.lists(st.integers(0, 5), max_size=3), min_size=1, max_size=4),
+    dt=st.sampled_from(["bf16", "f32", "f16"]),
+)
 def test_roundtrip_hypothesis(tmp_path_factory, shapes, dt):
     d = tmp_path_factory.mktemp("h")
-    t = {f"t{i}": W.init_weight(f"t{i}.weight", s, dt, 0) if len(s) >= 1 and np.prod(s) > 0
-         else np.zeros(s, dtype=round_to(np.zeros(1), dt).dtype) for i, s in enumerate(shapes)}
+    t = {
+        f"t{i}": W.init_weight(f"t{i}.weight", s, dt, 0)
+        if len(s) >= 1 and np.prod(s) > 0
+        else np.zeros(s, dtype=round_to(np.zeros(1), dt).dtype)
+        for i, s in enumerate(shapes)
+    }
     check_all(W.load_safetensors(W.save_safetensors(d / "m", t, max_shard_bytes=64)), t)
 
 
@@ -215,8 +236,7 @@ def test_error_corrupt_files(tmp_path):
     p.write_bytes(struct.pack("<Q", 8) + b"{not js}")
     with pytest.raises(W.WeightError, match="not valid JSON"):
         W.load_safetensors(p)
-    good = W.save_safetensors(tmp_path / "good.safetensors",
-                              {"a": np.ones((4, 4), np.float32)})
+    good = W.save_safetensors(tmp_path / "good.safetensors", {"a": np.ones((4, 4), np.float32)})
     p = tmp_path / "trunc_data.safetensors"
     p.write_bytes(good.read_bytes()[:-10])
     with pytest.raises(W.WeightError, match="tensor 'a'.*truncated"):
@@ -230,7 +250,9 @@ def test_error_corrupt_files(tmp_path):
 
 def test_error_missing_tensor_names_file(tmp_path):
     p = W.save_safetensors(tmp_path / "w.safetensors", {"a": np.ones(2, np.float32)})
-    with pytest.raises(W.WeightError, match=r"'model.norm.weight' not found in checkpoint .*w\.safetensors"):
+    with pytest.raises(
+        W.WeightError, match=r"'model.norm.weight' not found in checkpoint .*w\.safetensors"
+    ):
         W.load_safetensors(p)["model.norm.weight"]
     src = W.CheckpointWeights(p)
     with pytest.raises(W.WeightError, match="'b' not found"):
@@ -240,7 +262,9 @@ def test_error_missing_tensor_names_file(tmp_path):
 
 def test_error_shape_mismatch(tmp_path):
     p = W.save_safetensors(tmp_path / "w.safetensors", {"a": np.ones((2, 3), np.float32)})
-    with pytest.raises(W.WeightError, match=r"'a' in .*w\.safetensors has shape \[2, 3\], expected \[3, 2\]"):
+    with pytest.raises(
+        W.WeightError, match=r"'a' in .*w\.safetensors has shape \[2, 3\], expected \[3, 2\]"
+    ):
         W.CheckpointWeights(p).get("a", (3, 2), "f32")
 
 
@@ -284,7 +308,9 @@ def test_random_source_and_open_weights(tmp_path):
     assert isinstance(src, W.RandomWeights)
     n = "model.layers.0.self_attn.o_proj.weight"
     assert same(src.get(n, (8, 8), "bf16"), W.init_weight(n, (8, 8), "bf16", 7))
-    assert same(src.get(n, (8, 8), "bf16", index=(slice(0, 4),)), W.init_weight(n, (8, 8), "bf16", 7)[:4])
+    assert same(
+        src.get(n, (8, 8), "bf16", index=(slice(0, 4),)), W.init_weight(n, (8, 8), "bf16", 7)[:4]
+    )
     with pytest.raises(W.WeightError, match="needs its shape"):
         src.get(n)
     assert W.open_weights().seed == 0
