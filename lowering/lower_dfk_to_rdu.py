@@ -1126,6 +1126,14 @@ def _natural(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
+def _size(nbytes: int) -> str:
+    """Bytes for a person: in the largest binary unit they reach (GiB, MiB, KiB)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.2f} {unit}"
+    return f"{nbytes} bytes"
+
+
 def _place(tensors: list[_Tensor], preset: HardwarePreset, sockets: int, model: str) -> str:
     """Memory tiers: everything but weights in HBM; weights in HBM while they fit, then DDR,
     in checkpoint order (layers in numeric order), so that a looped and an unlooped program
@@ -1135,8 +1143,9 @@ def _place(tensors: list[_Tensor], preset: HardwarePreset, sockets: int, model: 
     if fixed > hbm:
         raise _fail(
             f"{model} does not fit: KV caches, inputs, outputs and activations need "
-            f"{fixed} bytes of HBM per socket ({sockets} socket(s)) but {preset.name} "
-            f"has {hbm}"
+            f"{_size(fixed)} of HBM per socket ({sockets} socket(s)) but {preset.name} has "
+            f"{_size(hbm)}; use more sockets (they split the KV heads) or a smaller batch or "
+            f"context"
         )
     free, ddr_used, spilled = hbm - fixed, 0, 0
     weights = sorted(
@@ -1151,10 +1160,10 @@ def _place(tensors: list[_Tensor], preset: HardwarePreset, sockets: int, model: 
             spilled += 1
     if ddr_used > preset.ddr_bytes:
         raise _fail(
-            f"{model} does not fit: weights need {sum(t.nbytes for t in weights)} "
-            f"bytes per socket "
-            f"({sockets} socket(s)) but {preset.name} has {hbm} of HBM and "
-            f"{preset.ddr_bytes} of DDR"
+            f"{model} does not fit: weights need {_size(sum(t.nbytes for t in weights))} per "
+            f"socket ({sockets} socket(s)) but {preset.name} has {_size(hbm - fixed)} of HBM left "
+            f"after the caches and {_size(preset.ddr_bytes)} of DDR; use more sockets (they "
+            f"split the weights)"
         )
     return (
         f"{model}: {len(weights) - spilled} weight tensor(s) in HBM, {spilled} in DDR "

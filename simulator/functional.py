@@ -183,9 +183,10 @@ class FunctionalSimulator:
             raise FunctionalError(
                 f"functional simulation of {program.model} on {program.sockets} socket(s) needs "
                 f"about {need / 2**30:.1f} GiB of memory (every socket's tensors and on-chip "
-                f"buffers), but this machine has {have / 2**30:.1f} GiB available (at most "
-                f"{MEMORY_MARGIN:.0%} of it is used); run the timing simulation instead, or a "
-                f"smaller model"
+                f"buffers), more than the {MEMORY_MARGIN * have / 2**30:.1f} GiB it may use "
+                f"({MEMORY_MARGIN:.0%} of the {have / 2**30:.1f} GiB available, leaving room "
+                f"for temporaries); time it instead (drop --functional), or use a smaller "
+                f"model, batch or context, or fewer --layers"
             )
         self.program = program
         self.values = {v.name: v for v in program.values}

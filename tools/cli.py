@@ -32,13 +32,49 @@ def run_tool(
     into `prog: error: message` and exit 1. Tools that must not import xDSL (rdu-sim) pass
     their own `errors`."""
     try:
-        return main() or 0
+        code = main() or 0
+        sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at exit
+        return code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return reader_went_away()
     except user_error_types() if errors is None else errors as error:
-        print(f"{prog}: error: {error}".rstrip("\n"), file=sys.stderr)
+        print(describe_error(prog, error), file=sys.stderr)
         return 1
+
+
+# The exit status of a process killed by SIGPIPE, what `yes | head -1` reports for `yes`.
+EXIT_BROKEN_PIPE = 128 + 13
+
+
+def reader_went_away() -> int:
+    """The reader of stdout closed it (`rdu-sim step.json | head -1`): stop quietly, as
+    command-line tools do, instead of printing `[Errno 32] Broken pipe`. Stdout is pointed at
+    /dev/null so that the interpreter's final flush does not complain again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_BROKEN_PIPE
+
+
+def describe_error(prog: str, error: BaseException) -> str:
+    """One line for a user error: `file:line:col: error: message` for a parse error (xDSL's
+    own rendering spans several lines, with a caret), else `prog: error: message`."""
+    span = getattr(error, "span", None)
+    if span is not None and hasattr(span, "get_location"):
+        return f"{span.get_location()}: error: {getattr(error, 'msg', error)}"
+    return f"{prog}: error: {error}".rstrip("\n")
+
+
+def check_context(context: int, max_positions: int) -> None:
+    """Refuse a KV-cache length the model has no positions for (rope tables, trained range):
+    the one rule of rdu-import and rdu-run."""
+    if context > max_positions:
+        raise UserError(
+            f"--context {context} exceeds the model's max_position_embeddings ({max_positions})"
+        )
 
 
 def write_atomically(path: str, data: str | bytes) -> None:

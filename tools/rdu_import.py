@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from rdu_compiler.tools.cli import UserError, run_tool, write_atomically
+from rdu_compiler.tools.cli import UserError, check_context, run_tool, write_atomically
 
 PROG = "rdu-import"
 
@@ -179,11 +179,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     config = load_model_config(args.model, layers=args.layers)
     context = default_context(config) if args.context is None else args.context
-    if context > config.max_position_embeddings:
-        raise UserError(
-            f"--context {context} exceeds the model's max_position_embeddings "
-            f"({config.max_position_embeddings})"
-        )
+    check_context(context, config.max_position_embeddings)
     module = build_decode_step(config, batch=args.batch, context=context, dtype=args.dtype)
     module.verify()  # cheap (0.2 s at 126 layers); a config the builder mishandles fails here
 

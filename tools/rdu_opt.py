@@ -9,8 +9,10 @@ Same flags and behaviour as `xdsl-opt`, with two differences users rely on:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
+import textwrap
 from collections.abc import Sequence
 from io import StringIO
 from typing import IO
@@ -30,8 +32,13 @@ from xdsl.utils.lexer import Span
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from rdu_compiler import __version__
-from rdu_compiler.tools.cli import UserError, write_atomically
-from rdu_compiler.tools.universe import DIALECTS, PASSES, TARGETS
+from rdu_compiler.tools.cli import (
+    UserError,
+    describe_error,
+    reader_went_away,
+    write_atomically,
+)
+from rdu_compiler.tools.universe import DIALECTS, PASS_HELP, PASSES, TARGETS
 
 
 class _SpanRecordingParser(Parser):
@@ -46,6 +53,18 @@ class _SpanRecordingParser(Parser):
         op = super().parse_operation()
         self._spans[op] = start
         return op
+
+    def _get_op_by_name(self, name: str) -> type[Operation]:
+        # xDSL reports an unknown op at the token after its name (for a bare `llm.foo` at the
+        # end of the input, the next line); point at the name itself.
+        try:
+            return super()._get_op_by_name(name)
+        except ParseError as error:
+            after = self._current_token.span
+            at = after.input.content.rfind(name, 0, after.start)
+            if at < 0:
+                raise
+            raise ParseError(Span(at, at + len(name), after.input), error.msg) from None
 
 
 class _OutputBuffer(StringIO):
@@ -110,6 +129,44 @@ class RduOptMain(xDSLOptMain):
         super().register_all_passes()
         for name, factory in PASSES.items():
             self.available_passes.setdefault(name, factory)
+
+    def register_all_arguments(self, arg_parser: argparse.ArgumentParser):
+        super().register_all_arguments(arg_parser)
+        arg_parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        for action in arg_parser._actions:
+            if action.dest == "passes":
+                action.help = (
+                    "comma-separated pass pipeline, each pass with options in braces "
+                    "(-p 'outline-kernels,kernel-looping{remarks=true}'); rdu-compiler's "
+                    "passes are described below, --list-passes describes all"
+                )
+        arg_parser.add_argument(
+            "--list-passes",
+            action="store_true",
+            help="list every available pass (ours and xDSL's) with what it does, and exit",
+        )
+        arg_parser.epilog = "rdu-compiler passes:\n" + "\n".join(
+            textwrap.fill(
+                PASS_HELP[name],
+                width=100,
+                initial_indent=f"  {name:<24}",
+                subsequent_indent=" " * 26,
+                break_on_hyphens=False,
+            )
+            for name in PASSES
+        )
+
+    def list_passes(self) -> str:
+        """Every registered pass with the first sentence of what it does (ours from the
+        registry, upstream ones from their docstrings: importing them all takes seconds)."""
+        lines = []
+        for name in sorted(self.available_passes):
+            summary = PASS_HELP.get(name)
+            if summary is None:
+                doc = (self.available_passes[name]().__doc__ or "").strip()
+                summary = " ".join(doc.split("\n\n")[0].split()) or "(no description)"
+            lines.append(f"{name:<40} {summary}")
+        return "\n".join(lines) + "\n"
 
     def register_all_targets(self):
         super().register_all_targets()
@@ -207,11 +264,17 @@ def main(args: Sequence[str] | None = None) -> int:
     except UserError as error:
         return _report(f"rdu-opt: error: {error}")
     try:
-        driver.run()
+        if driver.args.list_passes:
+            sys.stdout.write(driver.list_passes())
+        else:
+            driver.run()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return reader_went_away()
     except UserError as error:
         return _report(f"rdu-opt: error: {error}")
     except ParseError as error:
-        return _report(str(error))
+        return _report(describe_error("rdu-opt", error))
     except VerifyException as error:
         return _report(driver.describe_verify_failure(error))
     except DiagnosticException as error:

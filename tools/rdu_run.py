@@ -35,6 +35,7 @@ from collections.abc import Sequence
 
 from rdu_compiler.tools.cli import (
     UserError,
+    check_context,
     decode_loop,
     decode_steps,
     parse_prompt,
@@ -163,6 +164,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     config = load_model_config(args.model, layers=args.layers)
     prompt = parse_prompt(args.prompt, config.vocab_size, config.name)
     context = default_context(config) if args.context is None else args.context
+    check_context(context, config.max_position_embeddings)
     n_steps = decode_steps(prompt, args.steps)
     if context < n_steps:
         raise UserError(

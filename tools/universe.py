@@ -83,6 +83,19 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "lower-dfk-to-rdu": _lower_dfk_to_rdu,
     "rdu-pipeline": _rdu_pipeline,
 }
+# What each pass does, for `rdu-opt --help` and `--list-passes` (one line, with its options).
+PASS_HELP: dict[str, str] = {
+    "outline-kernels": "fuse each decoder layer (policy=layer) or op (policy=op) into a "
+    "dfk.kernel and call it; identical kernels merged",
+    "kernel-looping": "N consecutive calls of one kernel -> one call of a pipelined loop "
+    "{min-trip-count=2 pipeline-depth=2 remarks=false}",
+    "disable-kernel-looping": "mark the module so that canonicalize does not loop calls",
+    "shard-tensor-parallel": "Megatron-style SPMD sharding over sockets {sockets=1|2|4|8|16}",
+    "lower-dfk-to-rdu": "map kernels onto PCUs/PMUs/AGCUs, place tensors in HBM/DDR, check "
+    "fits {hw=sn40l launch=software|hardware}",
+    "rdu-pipeline": "the default pipeline, llm -> rdu {sockets kernel-looping fusion launch "
+    "hw}; then -t rdu-program writes the program file",
+}
 TARGETS: dict[str, Callable[[], type[Target]]] = {"rdu-program": _rdu_program}
 
 RDU_UNIVERSE = Universe(all_dialects=DIALECTS, all_passes=PASSES, all_targets=TARGETS)

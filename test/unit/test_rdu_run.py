@@ -134,7 +134,7 @@ TIMING_KEYS = {
 
 
 def test_sim_timing_side_by_side(capsys):
-    code, out, err = run(capsys, "tiny-llama", "--json", "--context", "256")
+    code, out, err = run(capsys, "tiny-llama", "--json", "--context", "128")
     assert code == 0 and not err  # no progress display when stderr is not a terminal
     report = json.loads(out)
     assert (report["engine"], report["tokens"]) == ("sim", None)
@@ -146,7 +146,7 @@ def test_sim_timing_side_by_side(capsys):
     )
     assert timing["speedup"] > 1
     assert timing["looped"]["launches_per_token"] < timing["unlooped"]["launches_per_token"]
-    code, out, _ = run(capsys, "tiny-llama", "--context", "256")
+    code, out, _ = run(capsys, "tiny-llama", "--context", "128")
     assert "kernel looping speedup" in out and "looped" in out and "unlooped" in out
 
 
@@ -171,7 +171,7 @@ def test_sim_timing_for_both_launch_modes(capsys):
     """`--launch both`: each launch mode timed looped and unlooped, as a single-mode run times
     it, under `timing_by_launch`, with `timing` keeping the software figures; the table shows
     the four columns."""
-    argv = ("tiny-llama", "--json", "--context", "256")
+    argv = ("tiny-llama", "--json", "--context", "128")
     code, out, err = run(capsys, *argv, "--launch", "both")
     assert code == 0, err
     report = json.loads(out)
@@ -191,7 +191,7 @@ def test_sim_timing_for_both_launch_modes(capsys):
         hw["unlooped"]["launch_and_sync_ms_per_token"]
         < sw["unlooped"]["launch_and_sync_ms_per_token"]
     )
-    code, out, _ = run(capsys, "tiny-llama", "--context", "256", "--launch", "both")
+    code, out, _ = run(capsys, "tiny-llama", "--context", "128", "--launch", "both")
     assert "software and hardware launch" in out
     assert out.count("unlooped") == 2
     assert f"{sw['speedup']:.2f}x (software launch), {hw['speedup']:.2f}x (hardware launch)" in out
@@ -274,3 +274,14 @@ def test_sim_functional_refuses_a_model_too_large(capsys):
     code, out, err = run(capsys, "llama-3.1-70b", "--functional", "--sockets", "8")
     assert code == 1 and not out and "Traceback" not in err
     assert "needs about" in err and "GiB of memory" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["llama-3.1-8b", "--context", "200000"], ["tiny-llama", "--context", "200", "--functional"]],
+)
+def test_context_above_max_positions_is_refused(capsys, argv):
+    """The rule rdu-import applies: no KV-cache rows beyond the model's positions."""
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and not out
+    assert f"--context {argv[2]} exceeds the model's max_position_embeddings" in err

@@ -194,3 +194,16 @@ def test_functional_weights_from_a_checkpoint(capsys, tiny, tmp_path):
         for source in (("--seed", "3"), ("--weights", folder))
     ]
     assert outs[0] == outs[1] == outs[2] == outs[3]
+
+
+def test_a_closed_pipe_ends_quietly(tiny):
+    """`rdu-sim step.json | head -1`: the reader has gone; no `[Errno 32] Broken pipe`, and the
+    exit status of a process ended by SIGPIPE (what `yes | head -1` gives `yes`)."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written: every write fails
+    exe = os.path.join(os.path.dirname(sys.executable), "rdu-sim")
+    try:
+        r = subprocess.run([exe, str(tiny)], stdout=write, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write)
+    assert r.stderr == "" and r.returncode == 141

@@ -16,9 +16,16 @@
 // MISSING: rdu-opt: error: cannot read input file '{{.*}}.does-not-exist': No such file or directory
 
 // RUN: not rdu-opt %S/inputs/parse-error.mlir 2>&1 | filecheck %s --check-prefixes=PARSE,ALL
-// PARSE: parse-error.mlir:3:19
-// PARSE-NEXT: %1 = arith.addi %0, %0 : i64
-// PARSE: operand is used with type i64, but has been previously used or defined with type i32
+// PARSE: parse-error.mlir:3:19: error: operand is used with type i64, but has been previously used or defined with type i32
+// PARSE-NOT: ^
+
+// An unknown op is located at its name, on its own line (also for stdin, and for the bare
+// form at the end of the input, where xDSL points at the next line).
+// RUN: echo 'llm.foo' | not rdu-opt 2>&1 | filecheck %s --check-prefixes=UNKNOWN-OP,ALL
+// UNKNOWN-OP: stdin:1:1: error: Operation llm.foo is not registered
+// UNKNOWN-OP-NOT: ^
+// RUN: printf '\n\n  "llm.foo"() : () -> ()\n' | not rdu-opt 2>&1 | filecheck %s --check-prefixes=UNKNOWN-GENERIC,ALL
+// UNKNOWN-GENERIC: stdin:3:4: error: Operation llm.foo is not registered
 
 // RUN: rm -f %t.out
 // RUN: not rdu-opt %S/inputs/verify-error.mlir -o %t.out 2>&1 | filecheck %s --check-prefixes=VERIFY,ALL
@@ -29,6 +36,15 @@
 // A verifier of our own dialects, located the same way (the op is named once).
 // RUN: not rdu-opt %S/inputs/llm-verify-error.mlir 2>&1 | filecheck %s --check-prefixes=LLM-VERIFY,ALL
 // LLM-VERIFY: llm-verify-error.mlir:2:3: error: 'llm.linear' op input has 64 features but weight [128, 32] expects 32
+
+// --help says what our passes do; --list-passes says it for every pass.
+// RUN: rdu-opt --help | filecheck %s --check-prefix=HELP
+// HELP: rdu-compiler passes:
+// HELP: kernel-looping {{.*}}pipelined loop
+// HELP: rdu-pipeline {{.*}}default pipeline
+// RUN: rdu-opt --list-passes | filecheck %s --check-prefix=LIST
+// LIST: canonicalize {{.*}}
+// LIST: outline-kernels {{.*}}fuse each decoder layer
 
 // RUN: not rdu-opt %s -t no-such-target 2>&1 | filecheck %s --check-prefixes=TARGET,ALL
 // TARGET: error: argument -t/--target: invalid choice: 'no-such-target'
