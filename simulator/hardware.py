@@ -92,6 +92,10 @@ class HardwarePreset(msgspec.Struct, frozen=True, kw_only=True):
     provenance: dict[str, Provenance]
 
     def __post_init__(self) -> None:
+        for key in self.figures():
+            value = getattr(self, key)
+            if not math.isfinite(value):
+                raise PresetError(f"hardware parameter {key}: {value} is not a finite number")
         missing = set(self.figures()) - set(self.provenance)
         extra = set(self.provenance) - set(self.figures())
         if missing or extra:

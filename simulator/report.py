@@ -29,17 +29,20 @@ Definitions (per decode step, i.e. per token of every batch entry):
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
+
 from rdu_compiler.simulator.hardware import HardwarePreset
 from rdu_compiler.simulator.numerics import bytes_of
-from rdu_compiler.simulator.program import COLLECTIVES, Agcu, Launch, Program, Tensor
-from rdu_compiler.simulator.timing import StepTiming
+from rdu_compiler.simulator.program import COLLECTIVES, Agcu, Launch, Pcu, Program, Tensor
+from rdu_compiler.simulator.timing import StepTiming, pcu_flops_per_s
 
-__all__ = ["summarize", "format_table", "chrome_trace"]
+__all__ = ["Bounds", "bounds", "chrome_trace", "format_table", "summarize"]
+
+TIERS = ("hbm", "ddr")
 
 
 def _transfers(program: Program) -> Iterator[tuple[str, int, Tensor]]:
@@ -72,6 +75,60 @@ def _held_by(tensor: Tensor, tensors: dict[str, Tensor], sockets: int) -> int:
         tensor = tensors[tensor.aliases]
     sharded = [s for s in tensor.sources if s.socket_step is not None and any(s.socket_step)]
     return max(s.socket_group for s in sharded) if sharded else sockets
+
+
+class Bounds(msgspec.Struct, frozen=True, kw_only=True):
+    """Lower bounds of one socket's step time, from the program alone (no simulation).
+
+    ``tier_bytes``: the bytes this socket's transfers move, per tier; ``unique_bytes``: its
+    share of them with replicated copies counted once (a tensor every socket holds counts
+    ``1 / sockets`` here); ``flops``: the FLOPs of its PCUs; ``peak_flops``: the PCU array's
+    systolic peak (``pcus x lanes x stages x 2 x clock``, the fastest the time model computes).
+    Seconds: ``memory_s`` (the memory roofline: unique bytes over each tier's nominal
+    bandwidth, the slowest tier), ``memory_at_efficiency_s`` (the same at each tier's
+    achievable efficiency), ``transfer_s`` (all bytes this socket moves, replicas included,
+    at nominal bandwidth: what no simulation can beat), ``compute_s`` (FLOPs at peak)."""
+
+    tier_bytes: dict[str, float]
+    unique_bytes: dict[str, float]
+    flops: float
+    peak_flops: float
+    memory_s: float
+    memory_at_efficiency_s: float
+    transfer_s: float
+    compute_s: float
+
+
+def bounds(program: Program, preset: HardwarePreset) -> Bounds:
+    """The :class:`Bounds` of ``program`` on ``preset``."""
+    n = program.sockets
+    tensors = {t.name: t for t in program.tensors}
+    moved = dict.fromkeys(TIERS, 0.0)
+    unique = dict.fromkeys(TIERS, 0.0)
+    for _, nbytes, tensor in _transfers(program):
+        moved[tensor.tier] += nbytes
+        unique[tensor.tier] += nbytes / _held_by(tensor, tensors, n)
+    kernels = {k.name: k for k in program.kernels}
+    flops = 0.0
+    for launch in (s for s in program.schedule if isinstance(s, Launch)):
+        kernel = kernels[launch.kernel]
+        trips = kernel.loop.trips if kernel.loop is not None else 1
+        flops += trips * sum(
+            u.work.flops for sec in kernel.sections for u in sec.units if isinstance(u, Pcu)
+        )
+    rate = {"hbm": preset.hbm_bandwidth, "ddr": preset.ddr_bandwidth}
+    efficiency = {"hbm": preset.hbm_efficiency, "ddr": preset.ddr_efficiency}
+    peak = pcu_flops_per_s(preset, preset.pcus)
+    return Bounds(
+        tier_bytes=moved,
+        unique_bytes=unique,
+        flops=flops,
+        peak_flops=peak,
+        memory_s=max(unique[t] / rate[t] for t in TIERS),
+        memory_at_efficiency_s=max(unique[t] / (rate[t] * efficiency[t]) for t in TIERS),
+        transfer_s=max(moved[t] / rate[t] for t in TIERS),
+        compute_s=flops / peak,
+    )
 
 
 def summarize(program: Program, preset: HardwarePreset, timing: StepTiming) -> dict[str, Any]:
@@ -110,7 +167,7 @@ def summarize(program: Program, preset: HardwarePreset, timing: StepTiming) -> d
         "batch": program.batch,
         "context": program.context,
         "ms_per_token": step * 1e3,
-        "tokens_per_s": program.batch / step if step > 0 else math.inf,
+        "tokens_per_s": program.batch / step if step > 0 else None,
         "launches_per_token": len(timing.calls),
         "launch_and_sync_ms_per_token": launch_sync * 1e3,
         "busy_ms_per_token": sum(c.busy_s for c in timing.calls) * 1e3,
@@ -156,7 +213,9 @@ def format_table(summary: dict[str, Any]) -> str:
     lines = [
         f"{s['model']} on {s['sockets']} x {s['hardware']} ({s['launch_mode']} launch), "
         f"batch {s['batch']}, context {s['context']}",
-        f"  {s['ms_per_token']:.3f} ms/token, {s['tokens_per_s']:.1f} tokens/s",
+        f"  {s['ms_per_token']:.3f} ms/token, "
+        + ("n/a" if s["tokens_per_s"] is None else f"{s['tokens_per_s']:.1f}")
+        + " tokens/s",
         f"  off-chip {_si(s['offchip_bytes'], 'B')}/token at {_si(s['achieved_bandwidth'], 'B/s')}"
         f": {s['bandwidth_fraction_of_peak']:.1%} of HBM peak",
         f"  roofline {s['roofline_ms']:.3f} ms ({_si(s['roofline_bytes'], 'B')}/token "

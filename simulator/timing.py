@@ -62,10 +62,29 @@ from rdu_compiler.simulator.program import (
     Section,
 )
 
-__all__ = ["CallTiming", "Span", "StepTiming", "simulate"]
+__all__ = [
+    "CallTiming",
+    "SimulationError",
+    "Span",
+    "StepTiming",
+    "pcu_flops_per_s",
+    "simulate",
+]
 
 _LANE_BYTES = 4  # one f32 lane per cycle: the vector rate of PCU and PMU data paths
-_EPS = 1e-3  # bytes: a transfer this close to done is done (float rounding)
+_REL_EPS = 1e-9  # a transfer within this fraction of its size of done is done (float rounding)
+
+
+_HORIZON_S = 1e6  # no decode step takes 11 days: beyond, a parameter is nonsense
+_OVERFLOW = (
+    "simulated time passes {horizon:g} s (at {time:g} s): a hardware rate too small or a cost "
+    "too large for the work of this program"
+)
+
+
+class SimulationError(Exception):
+    """A simulation that cannot finish: a unit that never completes (named with its kernel,
+    launch, trip and what it waits on) or a time that overflows. Never a partial result."""
 
 
 class Span(msgspec.Struct, frozen=True, array_like=True):
@@ -121,6 +140,8 @@ class _Engine:
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
 
     def at(self, time: float, fn: Callable[[], None]) -> None:
+        if not time <= _HORIZON_S:  # also NaN
+            raise SimulationError(_OVERFLOW.format(horizon=_HORIZON_S, time=time))
         self.events += 1
         heapq.heappush(self._heap, (max(time, self.now), self.events, fn))
 
@@ -134,16 +155,20 @@ class _Engine:
 class _Channel:
     """A bandwidth shared by the transfers in flight (fluid): the transfers of the earliest
     trip share it equally, later trips' (prefetching) transfers get what is left - none while
-    an earlier trip still moves data, as requests are served in the order they were issued."""
+    an earlier trip still moves data, as requests are served in the order they were issued.
+
+    Progress is guaranteed whatever the rate: each completion event ends the transfer(s) it
+    was scheduled for, even when the time step is below what the clock's float resolves."""
 
     def __init__(self, engine: _Engine, name: str, rate: float, spans: list[Span] | None):
         self.engine, self.name, self.rate, self.spans = engine, name, rate, spans
-        self.active: list[list[Any]] = []  # [remaining bytes, done callback, trip]
+        self.active: list[list[Any]] = []  # [remaining bytes, done callback, trip, size]
         self.moved = 0.0
         self.busy = 0.0
         self._since = 0.0
         self._busy_from = 0.0
         self._version = 0
+        self._next: list[list[Any]] = []  # the transfers the pending completion event ends
 
     def transfer(self, nbytes: float, trip: int, done: Callable[[], None]) -> None:
         if nbytes <= 0:
@@ -153,7 +178,7 @@ class _Channel:
         if not self.active:
             self._busy_from = self.engine.now
         self.moved += nbytes
-        self.active.append([nbytes, done, trip])
+        self.active.append([nbytes, done, trip, nbytes])
         self._reschedule()
 
     def _served(self) -> list[list[Any]]:
@@ -174,15 +199,18 @@ class _Channel:
         if self.active:
             version = self._version
             served = self._served()
-            left = min(t[0] for t in served) * len(served) / self.rate
+            least = min(t[0] for t in served)
+            self._next = [t for t in served if t[0] <= least]
+            left = least * len(served) / self.rate
             self.engine.at(self.engine.now + left, lambda: self._complete(version))
 
     def _complete(self, version: int) -> None:
         if version != self._version:
             return
         self._advance()
-        done = [t for t in self.active if t[0] <= _EPS]
-        self.active = [t for t in self.active if t[0] > _EPS]
+        ending = {id(t) for t in self._next}
+        done = [t for t in self.active if id(t) in ending or t[0] <= _REL_EPS * t[3]]
+        self.active = [t for t in self.active if not (id(t) in ending or t[0] <= _REL_EPS * t[3])]
         if not self.active:
             self.busy += self.engine.now - self._busy_from
             if self.spans is not None:
@@ -190,6 +218,12 @@ class _Channel:
         self._reschedule()
         for t in done:
             t[1]()
+
+
+def pcu_flops_per_s(preset: HardwarePreset, count: int, *, systolic: bool = True) -> float:
+    """The FLOP rate of ``count`` PCUs: one multiply-add per lane per cycle, per stage in
+    systolic mode (all PCUs, systolic: the peak the time model can reach)."""
+    return count * preset.pcu_lanes * 2 * preset.clock_hz * (preset.pcu_stages if systolic else 1)
 
 
 class _UnitModel:
@@ -222,13 +256,7 @@ class _UnitModel:
         work = unit.work
         self.service = 0.0
         if isinstance(unit, Pcu):
-            flops = (
-                unit.count
-                * preset.pcu_lanes
-                * 2
-                * preset.clock_hz
-                * (preset.pcu_stages if unit.mode == "systolic" else 1)
-            )
+            flops = pcu_flops_per_s(preset, unit.count, systolic=unit.mode == "systolic")
             self.service = max(
                 work.flops / flops, max(work.bytes_read, work.bytes_written) / vector
             )
@@ -273,10 +301,11 @@ class _SectionModel:
                 self.units[c].producers.append(p)
             credits[p, c] = credits.get((p, c), 0) + s.depth * s.tile_bytes
         pmus = {i: u for i, u in enumerate(section.units) if isinstance(u, Pmu)}
+        below = self._descendants()
         for i, u in enumerate(self.units):
             if not (u.kind == "agcu" and u.op == "load"):
                 continue
-            frontier, seen = list(u.consumers), set()
+            frontier, seen, gates = list(u.consumers), set(), []
             for c in u.consumers:
                 if c not in pmus:
                     u.cap += credits[i, c]
@@ -290,10 +319,26 @@ class _SectionModel:
                     u.cap += pmu.sram_bytes * pmu.count * (pmu.buffers - 1) / pmu.buffers
                     frontier.extend(self.units[c].consumers)
                 else:
+                    gates.append(c)
+            # A consumer downstream of another consumer reads the data later, from where the
+            # first one left it: only the first consumers pace the load. (Waiting for a later
+            # one could wait on this load itself, through a collective barrier: a deadlock.)
+            for c in sorted(gates):
+                if not any(c in below[g] for g in gates):
                     u.gates.append(c)
                     self.units[c].gated_by.append(i)
             if not u.gates:
                 u.cap = float(u.nbytes)
+
+    def _descendants(self) -> list[set[int]]:
+        """Per unit, the units its streams reach (directly or not); streams go forward in
+        the unit list, so one backward sweep computes them."""
+        below: list[set[int]] = [set() for _ in self.units]
+        for i in reversed(range(len(self.units))):
+            for c in self.units[i].consumers:
+                below[i].add(c)
+                below[i] |= below[c]
+        return below
 
 
 class _Inst:
@@ -312,6 +357,7 @@ class _Inst:
         "gates_left",
         "parked",
         "channel",
+        "ended",
     )
 
     def __init__(self, trip: int, sec: int, index: int, u: _UnitModel):
@@ -324,6 +370,7 @@ class _Inst:
         self.gates_left = len(u.gates)
         self.parked: float | None = None  # bytes a load waits to move until its gates start
         self.channel: _Channel | None = None
+        self.ended = False
 
 
 class _KernelRun:
@@ -340,6 +387,7 @@ class _KernelRun:
         done: Callable[[float], None],
     ):
         self.sim, self.model, self.call, self.done = sim, model, call, done
+        self.kernel = kernel.name
         loop = kernel.loop
         self.trips = loop.trips if loop is not None else 1
         self.prefetch = loop.prefetch if loop is not None else 0
@@ -357,7 +405,7 @@ class _KernelRun:
         self.writers = {p: sum(1 for s in model for u in s.units if u.stores == p) for p in written}
         start_now: list[_Inst] = []
         for t in range(trips):
-            for s, sec in enumerate(model):
+            for s in range(nsec):
                 for inst in self.insts[t][s]:
                     u = inst.u
                     if u.param is not None:
@@ -456,6 +504,7 @@ class _KernelRun:
 
     def _finish(self, inst: _Inst) -> None:
         now, u, t, s = self.sim.engine.now, inst.u, inst.trip, inst.sec
+        inst.ended = True
         self.sim.record(self.call, inst, now)
         row = self.insts[t][s]
         for c in u.consumers:
@@ -486,6 +535,65 @@ class _KernelRun:
         if self.remaining == 0:
             self.done(now)
 
+    # -- diagnosis of a run that cannot finish ---------------------------------------------
+
+    def stall(self) -> str:
+        """Why this launch cannot finish, in one line: from its first unfinished unit
+        execution, the chain of what each waits on (ending in a cycle for a deadlock)."""
+        pending = [i for row in self.insts for sec in row for i in sec if not i.ended]
+        chain, seen = [], set()
+        inst: _Inst | None = pending[0]
+        while inst is not None and id(inst) not in seen and len(chain) < 8:
+            seen.add(id(inst))
+            what, inst = self._waits(inst)[0]
+            chain.append(what)
+        if inst is not None and id(inst) in seen:
+            chain.append("(a cycle: a deadlock)")
+        return (
+            f"kernel '{self.kernel}' (launch {self.call}"
+            + (f", {label}" if (label := self.sim.launches[self.call].label) else "")
+            + f") cannot finish, {len(pending)} unit execution(s) left: "
+            + " -> ".join(chain)
+        )
+
+    def _name(self, inst: _Inst) -> str:
+        return f"unit '{inst.u.id}' ({inst.u.op}) of trip {inst.trip}"
+
+    def _waits(self, inst: _Inst) -> list[tuple[str, _Inst | None]]:
+        """What ``inst`` still waits on: (description, the execution it waits for, if any)."""
+        u, t, s = inst.u, inst.trip, inst.sec
+        row = self.insts[t][s]
+        me = self._name(inst)
+        waits: list[tuple[str, _Inst | None]] = []
+        if inst.start < 0:
+            for p in u.producers:
+                other = row[p]
+                if u.barrier and not other.ended:
+                    waits.append((f"{me} waits for {self._name(other)} to end", other))
+                elif other.start < 0:
+                    waits.append((f"{me} waits for {self._name(other)} to start", other))
+            if t > 0 and not self.insts[t - 1][s][inst.index].ended:
+                other = self.insts[t - 1][s][inst.index]
+                waits.append((f"{me} waits for its trip {t - 1} to end", other))
+            earlier = [i for r in self.insts[: t + 1] for sec in r for i in sec if not i.ended]
+            if u.op == "load" and t > self.prefetch:
+                window = [i for sec in self.insts[t - 1 - self.prefetch] for i in sec]
+                left = [i for i in window if not i.ended]
+                if left:
+                    waits.append((f"{me} waits for trip {t - 1 - self.prefetch} to end", left[0]))
+            if earlier and earlier[0] is not inst:
+                waits.append((f"{me} waits for earlier work", earlier[0]))
+        else:
+            for g in u.gates:
+                if inst.parked is not None and row[g].start < 0:
+                    waits.append(
+                        (f"{me} waits for buffer space: {self._name(row[g])} to start", row[g])
+                    )
+            for p in u.producers:
+                if not row[p].ended:
+                    waits.append((f"{me} waits for {self._name(row[p])} to end", row[p]))
+        return waits or [(f"{me} waits for its own work", None)]
+
 
 class _Step:
     """The host schedule of one step, run on the engine."""
@@ -510,6 +618,7 @@ class _Step:
         }
         self.launches = [s for s in program.schedule if isinstance(s, Launch)]
         self.calls: list[CallTiming] = []
+        self.running: _KernelRun | None = None
         self.program_loads = [0.0] * len(self.launches)
         self.pcu_busy = self.pcu_occupied = self.pmu_occupied = 0.0
         mode = program.launch_mode
@@ -550,9 +659,9 @@ class _Step:
         self.program_loads[i] = load
         overhead = self.launch_cost + self.preset.argument_load_s + load
         t0 = ready + overhead
-        self.engine.at(
-            t0,
-            lambda: _KernelRun(
+
+        def start() -> None:
+            self.running = _KernelRun(
                 self,
                 kernel,
                 self.models[kernel.name],
@@ -560,8 +669,9 @@ class _Step:
                 i,
                 t0,
                 lambda end: self.finished(i, ready, t0, end),
-            ),
-        )
+            )
+
+        self.engine.at(t0, start)
 
     def finished(self, i: int, issued: float, t0: float, end: float) -> None:
         launch = self.launches[i]
@@ -594,6 +704,11 @@ class _Step:
         if self.launches:
             self.issue(0, 0.0)
         self.engine.run()
+        if len(self.calls) < len(self.launches):
+            assert self.running is not None
+            raise SimulationError(self.running.stall())
+        if not self.end <= _HORIZON_S:
+            raise SimulationError(_OVERFLOW.format(horizon=_HORIZON_S, time=self.end))
         return StepTiming(
             step_s=self.end,
             calls=self.calls,

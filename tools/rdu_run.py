@@ -189,7 +189,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             )
         report.update(_timings(args, config, context))
         if args.json:
-            print(json.dumps(report))
+            print(json.dumps(report, allow_nan=False))
         else:
             _print_timing(report)
         return 0
@@ -316,7 +316,7 @@ def _timing(
     and the speedup then null), and the roofline ms/token (the same for every variant)."""
     from rdu_compiler.simulator.hardware import get_preset
     from rdu_compiler.simulator.report import summarize
-    from rdu_compiler.simulator.timing import simulate
+    from rdu_compiler.simulator.timing import SimulationError, simulate
 
     timing: dict = {"looped": None, "unlooped": None, "speedup": None}
     for variant in variants:
@@ -325,9 +325,12 @@ def _timing(
         program = _compile(args, config, context, variant == "looped", launch)
         progress.show(f"simulating {what}")
         preset = get_preset(program.hardware)
-        summary = summarize(program, preset, simulate(program, preset))
+        try:
+            summary = summarize(program, preset, simulate(program, preset))
+        except SimulationError as error:
+            raise UserError(f"{what}: {error}") from None
         timing[variant] = {key: summary[key] for key in TIMING_KEYS}
-    if timing["looped"] is not None:
+    if timing["looped"] is not None and timing["looped"]["ms_per_token"] > 0:
         timing["speedup"] = timing["unlooped"]["ms_per_token"] / timing["looped"]["ms_per_token"]
     return timing, summary["roofline_ms"]
 
@@ -359,7 +362,10 @@ def _print_timing(report: dict) -> None:
         print(f"  {'':<22}" + "".join(f"{launch:>{width}}" for launch in by_launch))
     print(f"  {'':<22}" + "".join(f"{variant:>14}" for _, variant, _ in columns))
     for name, key, fmt in rows:
-        print(f"  {name:<22}" + "".join(f"{fmt.format(t[key]):>14}" for *_, t in columns))
+        print(
+            f"  {name:<22}"
+            + "".join(f"{'n/a' if t[key] is None else fmt.format(t[key]):>14}" for *_, t in columns)
+        )
     speedups = [
         (launch, t["speedup"]) for launch, t in by_launch.items() if t["speedup"] is not None
     ]

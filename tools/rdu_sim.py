@@ -66,12 +66,13 @@ def _parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from rdu_compiler.simulator.hardware import get_preset
-    from rdu_compiler.simulator.program import load_program
+    from rdu_compiler.simulator.program import load_program, validate_program
 
     program = load_program(args.program)
     preset = get_preset(program.hardware)
     if args.hw_override:
         preset = preset.with_overrides(",".join(args.hw_override))
+        validate_program(program, preset, name=args.program)  # resources against the overrides
     return _functional(args, program) if args.functional else _timing(args, program, preset)
 
 
@@ -120,8 +121,8 @@ def _timing(args: argparse.Namespace, program, preset) -> int:
     timing = simulate(program, preset, trace=args.trace is not None)
     summary = summarize(program, preset, timing)
     if args.trace:
-        write_atomically(args.trace, json.dumps(chrome_trace(program, timing)))
-    print(json.dumps(summary) if args.json else format_table(summary))
+        write_atomically(args.trace, json.dumps(chrome_trace(program, timing), allow_nan=False))
+    print(json.dumps(summary, allow_nan=False) if args.json else format_table(summary))
     return 0
 
 
@@ -130,9 +131,18 @@ def _errors() -> tuple[type[BaseException], ...]:
     from rdu_compiler.simulator.functional import FunctionalError
     from rdu_compiler.simulator.hardware import PresetError
     from rdu_compiler.simulator.program import ProgramError
+    from rdu_compiler.simulator.timing import SimulationError
     from rdu_compiler.simulator.weights import WeightError
 
-    return (UserError, ProgramError, PresetError, WeightError, FunctionalError, OSError)
+    return (
+        UserError,
+        ProgramError,
+        PresetError,
+        SimulationError,
+        WeightError,
+        FunctionalError,
+        OSError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,138 @@
+"""Invariants of the timing engine: every simulation finishes every unit of every launch or
+fails with a message naming what waits on what; the engine makes progress for every parameter
+value validation accepts, and validation refuses nonsense naming the parameter; a step is never
+shorter than its memory and compute bounds. Property-based over the hand-written toy programs
+(looped or not, 1-4 sockets, 1-4 layers, prefetch depths) and the preset's unsourced
+parameters over twelve orders of magnitude."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import msgspec
+import pytest
+from compiled import compiled
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from toy_program import build_toy
+
+from rdu_compiler.simulator import timing
+from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
+from rdu_compiler.simulator.program import Launch, encode_program
+from rdu_compiler.simulator.report import bounds, summarize
+from rdu_compiler.simulator.timing import SimulationError, simulate
+
+SN40L = get_preset("sn40l")
+FIELDS = {f.name: f.type for f in msgspec.structs.fields(HardwarePreset)}
+
+
+def with_prefetch(program, prefetch):
+    return msgspec.structs.replace(
+        program,
+        kernels=[
+            msgspec.structs.replace(k, loop=msgspec.structs.replace(k.loop, prefetch=prefetch))
+            if k.loop is not None
+            else k
+            for k in program.kernels
+        ],
+    )
+
+
+@st.composite
+def parameter_values(draw):
+    """A few unsourced parameters, each scaled by 10^-6 .. 10^6 (efficiencies drawn in
+    (0, 1], integers rounded, at least 1)."""
+    names = draw(st.lists(st.sampled_from(SN40L.parameters()), unique=True, max_size=4))
+    changes = {}
+    for name in names:
+        if name.endswith("_efficiency"):
+            changes[name] = draw(st.floats(1e-6, 1.0))
+            continue
+        scale = 10 ** draw(st.floats(-6, 6))
+        value = getattr(SN40L, name) * scale
+        changes[name] = max(1, round(value)) if isinstance(getattr(SN40L, name), int) else value
+    return changes
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    looped=st.booleans(),
+    sockets=st.sampled_from([1, 2, 4]),
+    layers=st.integers(1, 4),
+    prefetch=st.integers(0, 3),
+    changes=parameter_values(),
+)
+def test_every_simulation_finishes_above_its_bounds(looped, sockets, layers, prefetch, changes):
+    program = build_toy(looped=looped, sockets=sockets, layers=layers)
+    if looped:
+        program = with_prefetch(program, prefetch)
+    preset = SN40L.replace(**changes)
+    result = simulate(program, preset)
+    launches = [s for s in program.schedule if isinstance(s, Launch)]
+    assert [c.kernel for c in result.calls] == [launch.kernel for launch in launches]
+    assert all(c.busy_s >= 0 and c.launch_s >= 0 for c in result.calls)
+    bound = bounds(program, preset)
+    slack = 1 + 1e-9
+    assert result.step_s * slack >= bound.transfer_s >= bound.memory_s
+    assert result.step_s * slack >= bound.compute_s
+    json.dumps(summarize(program, preset, result), allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        (name, value)
+        for name in ("p2p_bandwidth", "clock_hz", "hbm_bandwidth", "hbm_efficiency")
+        for value in (0.0, -1.0, math.inf, -math.inf, math.nan)
+    ]
+    + [("stage_latency_s", v) for v in (-1e-9, math.inf, math.nan)],
+)
+def test_nonsense_parameters_are_refused_by_name(name, value):
+    with pytest.raises(PresetError, match=f"hardware parameter {name}"):
+        SN40L.replace(**{name: value})
+
+
+def test_huge_p2p_bandwidth_does_not_livelock():
+    """A transfer's remaining bytes can fall below what the clock's float resolves; each
+    completion still ends its transfer (1e18 B/s livelocked before)."""
+    program = compiled("llama-3.1-8b", sockets=8, context=4096)
+    fast = simulate(program, SN40L.replace(p2p_bandwidth=1e18))
+    base = simulate(program, SN40L)
+    assert fast.step_s < base.step_s and fast.events < 2 * base.events
+
+
+def test_a_rate_too_small_to_finish_is_refused():
+    with pytest.raises(SimulationError, match="a hardware rate too small"):
+        simulate(build_toy(looped=True), SN40L.replace(clock_hz=1e-300))
+
+
+def test_large_batches_on_several_sockets_finish_every_launch():
+    """Batch 33 on 2 sockets: the residual stream is larger than its loads' stream credits,
+    and its second reader (the residual add) waits behind an all-reduce that waits on the
+    first reader; it used to stall silently after the first launch."""
+    program = compiled("llama-3.1-8b", sockets=2, looped=False, batch=33, context=4096)
+    result = simulate(program, SN40L)
+    assert len(result.calls) == 34
+    assert result.step_s >= bounds(program, SN40L).transfer_s
+
+
+def test_a_stall_names_kernel_unit_trip_and_what_it_waits_on(monkeypatch, capsys, tmp_path):
+    """A collective that never completes (forced) leaves the launch unfinished: the run fails
+    with the waiting chain instead of a report."""
+    monkeypatch.setattr(timing._KernelRun, "_collective", lambda self, inst: None)
+    program = build_toy(looped=True, sockets=2, layers=2)
+    with pytest.raises(SimulationError) as info:
+        simulate(program, SN40L)
+    message = str(info.value)
+    assert "kernel 'layer.looped'" in message and "cannot finish" in message
+    assert "unit 'all_reduce' (all_reduce) of trip 0 waits for its own work" in message
+    assert "\n" not in message
+
+    from rdu_compiler.tools.rdu_sim import main
+
+    path = tmp_path / "toy.json"
+    path.write_bytes(encode_program(program))
+    assert main([str(path), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert not out and err.startswith("rdu-sim: error: kernel 'layer.looped'")
