@@ -11,9 +11,17 @@ Definitions (per decode step, i.e. per token of every batch entry):
   of the program's transfers (its work: one embedding row, the weights, the attended KV rows, the
   new rows), each counted once however many sockets hold a copy (a replicated tensor's bytes
   once, a shard replicated over ``socket_group`` sockets once per group), so replication shows
-  up as lost efficiency; ``roofline_ms`` = that / (sockets x HBM peak); ``roofline_fraction``
-  = roofline time / step time. ``paper_bytes_per_token`` is the Kernel Looping paper's
-  convention (every parameter byte plus the whole KV cache), for comparison.
+  up as lost efficiency. Rooflines (:class:`Bounds`): ``memory_roofline_ms`` = each socket's
+  share of those bytes over its tier's nominal bandwidth (the slowest tier: HBM, or DDR for
+  weights placed there), ``memory_roofline_at_efficiency_ms`` the same at the tiers'
+  achievable efficiency, ``compute_roofline_ms`` = FLOPs over the PCUs' peak; ``roofline_ms``
+  = the larger of the nominal memory and the compute rooflines, ``roofline_fraction`` =
+  roofline_ms / step time. ``paper_roofline_ms``: the Kernel Looping paper's convention (every
+  parameter byte plus the whole KV cache, ``paper_bytes_per_token``, over all sockets' HBM
+  peak), for comparison.
+* ``time_breakdown``: the step time above the memory roofline split into causes, ms per step
+  (:class:`Breakdown`; they add up to ``ms_per_token - memory_roofline_ms``), and
+  ``memory_idle_compute_by_op`` the compute-bound ops behind ``memory_idle_compute``.
 * ``weight_bytes_loaded`` (active) vs ``param_bytes`` (total): for mixture-of-experts models
   the difference is the experts not read. Routing assumption: the simulator moves exactly the
   bytes the program's work states, i.e. the lowering's choice of active experts.
@@ -30,7 +38,7 @@ Definitions (per decode step, i.e. per token of every batch entry):
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -40,7 +48,16 @@ from rdu_compiler.simulator.numerics import bytes_of
 from rdu_compiler.simulator.program import COLLECTIVES, Agcu, Launch, Pcu, Program, Tensor
 from rdu_compiler.simulator.timing import StepTiming, pcu_flops_per_s
 
-__all__ = ["Bounds", "bounds", "chrome_trace", "format_table", "summarize"]
+__all__ = [
+    "CAUSES",
+    "Bounds",
+    "Breakdown",
+    "bounds",
+    "breakdown",
+    "chrome_trace",
+    "format_table",
+    "summarize",
+]
 
 TIERS = ("hbm", "ddr")
 
@@ -131,6 +148,143 @@ def bounds(program: Program, preset: HardwarePreset) -> Bounds:
     )
 
 
+# -- where the time goes ----------------------------------------------------------------------
+
+CAUSES = (
+    "launch",
+    "argument_load",
+    "program_load",
+    "sync",
+    "memory_idle_compute",
+    "memory_idle_collectives",
+    "fill_drain",
+    "bandwidth_below_nominal",
+    "replicated_traffic",
+    "other",
+)
+"""The causes of :func:`breakdown`, in the order the report lists them."""
+
+
+class Breakdown(msgspec.Struct, frozen=True, kw_only=True):
+    """One socket's step time above the memory roofline, split into :data:`CAUSES` (seconds,
+    adding up to ``step - memory roofline``), on the timeline of ``tier``, the memory tier
+    that sets the roofline (HBM unless DDR's share is slower):
+
+    * ``launch`` / ``argument_load`` / ``program_load`` / ``sync``: the memory idle while the
+      host launches, loads a configuration (at launch or between sections) or arguments, or
+      waits to see a kernel finish;
+    * ``memory_idle_compute``: idle while compute-bound units work (``compute_by_op`` names
+      them: attention, ...); ``memory_idle_collectives``: idle while an all-reduce or
+      all-gather runs; ``fill_drain``: idle while tiles cross the pipeline's stages;
+    * ``bandwidth_below_nominal``: the tier's bytes at its achievable efficiency rather than
+      nominal, and idle while only the other tier's (slower) transfers run;
+    * ``replicated_traffic``: bytes this socket moves beyond its share of the unsharded
+      model's (copies every socket reads), at nominal bandwidth;
+    * ``other``: idle that none of the above explains.
+
+    Idle time is attributed in that order of precedence (host first) when causes overlap.
+    ``idle`` lists the idle intervals with their cause (for the trace)."""
+
+    tier: str
+    roofline_s: float
+    step_s: float
+    causes: dict[str, float]
+    compute_by_op: dict[str, float]
+    idle: list[tuple[float, float, str]]
+
+
+def _union(intervals: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[list[float]] = []
+    for a, b in sorted(intervals):
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        elif b > a:
+            merged.append([a, b])
+    return [(a, b) for a, b in merged]
+
+
+def _split(
+    pieces: list[tuple[float, float]], cover: list[tuple[float, float]]
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """``pieces`` (sorted, disjoint) split into the parts inside ``cover`` (a union) and the
+    parts outside it."""
+    inside: list[tuple[float, float]] = []
+    outside: list[tuple[float, float]] = []
+    j = 0
+    for a, b in pieces:
+        while j < len(cover) and cover[j][1] <= a:
+            j += 1
+        k, at = j, a
+        while k < len(cover) and cover[k][0] < b:
+            lo, hi = max(cover[k][0], at), min(cover[k][1], b)
+            if lo > at:
+                outside.append((at, lo))
+            if hi > lo:
+                inside.append((lo, hi))
+            at = max(at, hi)
+            k += 1
+        if at < b:
+            outside.append((at, b))
+    return inside, outside
+
+
+def breakdown(program: Program, preset: HardwarePreset, timing: StepTiming) -> Breakdown:
+    """Where one socket's step time above the memory roofline goes (:class:`Breakdown`)."""
+    bound = bounds(program, preset)
+    rate = {"hbm": preset.hbm_bandwidth, "ddr": preset.ddr_bandwidth}
+    efficiency = {"hbm": preset.hbm_efficiency, "ddr": preset.ddr_efficiency}
+    tier = max(TIERS, key=lambda t: bound.unique_bytes[t] / rate[t])
+    other_tier = next(t for t in TIERS if t != tier)
+    step = timing.step_s
+    busy = _union(timing.busy[tier])
+    idle, at = [], 0.0
+    for a, b in busy:
+        if a > at:
+            idle.append((at, a))
+        at = max(at, b)
+    if step > at:
+        idle.append((at, step))
+    activity = timing.activity
+    ops = sorted(
+        (k.removeprefix("compute:") for k in activity if k.startswith("compute:")),
+        key=lambda op: (-sum(b - a for a, b in activity[f"compute:{op}"]), op),
+    )
+    order: list[tuple[str, list[tuple[float, float]]]] = [
+        (kind, activity.get(kind, [])) for kind in ("launch", "argument_load", "program_load")
+    ]
+    order += [
+        ("sync", activity.get("sync", [])),
+        ("bandwidth_below_nominal", timing.busy[other_tier]),
+        ("memory_idle_collectives", activity.get("collective", [])),
+        *((f"compute:{op}", activity[f"compute:{op}"]) for op in ops),
+        ("fill_drain", activity.get("hop", [])),
+    ]
+    causes = dict.fromkeys(CAUSES, 0.0)
+    by_op: dict[str, float] = {}
+    marked: list[tuple[float, float, str]] = []
+    for kind, intervals in order:
+        inside, idle = _split(idle, _union(intervals))
+        took = sum(b - a for a, b in inside)
+        if kind.startswith("compute:"):
+            by_op[kind.removeprefix("compute:")] = took
+            kind = "memory_idle_compute"
+        causes[kind] += took
+        marked += [(a, b, kind) for a, b in inside]
+    causes["other"] = sum(b - a for a, b in idle)
+    marked += [(a, b, "other") for a, b in idle]
+    moved, unique = bound.tier_bytes[tier], bound.unique_bytes[tier]
+    causes["bandwidth_below_nominal"] += moved / rate[tier] * (1 / efficiency[tier] - 1)
+    causes["replicated_traffic"] = (moved - unique) / rate[tier]
+    return Breakdown(
+        tier=tier,
+        roofline_s=bound.memory_s,
+        step_s=step,
+        causes=causes,
+        compute_by_op={op: t for op, t in by_op.items() if t > 0},
+        idle=sorted(marked),
+    )
+
+
 def summarize(program: Program, preset: HardwarePreset, timing: StepTiming) -> dict[str, Any]:
     """The figures of one simulated step, as plain JSON-ready values."""
     step = timing.step_s
@@ -139,10 +293,10 @@ def summarize(program: Program, preset: HardwarePreset, timing: StepTiming) -> d
     peak = n * preset.hbm_bandwidth
     param_bytes = sum(bytes_of(v.shape, v.dtype) for v in program.values if v.role == "param")
     kv_bytes = sum(bytes_of(v.shape, v.dtype) for v in program.values if v.role == "state")
-    tensors = {t.name: t for t in program.tensors}
     transfers = list(_transfers(program))
-    roofline_bytes = sum(nbytes * n / _held_by(t, tensors, n) for _, nbytes, t in transfers)
-    roofline_s = roofline_bytes / peak
+    bound = bounds(program, preset)
+    split = breakdown(program, preset, timing)
+    roofline_s = max(bound.memory_s, bound.compute_s)
     launch_sync = sum(c.launch_s + c.sync_s for c in timing.calls)
     moe = any(u.op == "moe" for k in program.kernels for s in k.sections for u in s.units)
     calls = [
@@ -183,9 +337,16 @@ def summarize(program: Program, preset: HardwarePreset, timing: StepTiming) -> d
         "weight_bytes_loaded": n
         * sum(nbytes for op, nbytes, t in transfers if op == "load" and t.kind == "weight"),
         "paper_bytes_per_token": param_bytes + kv_bytes,
-        "roofline_bytes": roofline_bytes,
+        "roofline_bytes": sum(bound.unique_bytes.values()) * n,
+        "memory_roofline_ms": bound.memory_s * 1e3,
+        "memory_roofline_at_efficiency_ms": bound.memory_at_efficiency_s * 1e3,
+        "compute_roofline_ms": bound.compute_s * 1e3,
         "roofline_ms": roofline_s * 1e3,
         "roofline_fraction": roofline_s / step if step > 0 else 0.0,
+        "paper_roofline_ms": (param_bytes + kv_bytes) / peak * 1e3,
+        "roofline_tier": split.tier,
+        "time_breakdown": {cause: t * 1e3 for cause, t in split.causes.items()},
+        "memory_idle_compute_by_op": {op: t * 1e3 for op, t in split.compute_by_op.items()},
         "pcu_busy_fraction": timing.pcu_busy_s / (preset.pcus * step) if step > 0 else 0.0,
         "pcu_occupied_fraction": timing.pcu_occupied_s / (preset.pcus * step) if step else 0.0,
         "pmu_occupied_fraction": timing.pmu_occupied_s / (preset.pmus * step) if step else 0.0,
@@ -207,6 +368,20 @@ def _si(x: float, unit: str) -> str:
     return f"{x:.0f} {unit}"
 
 
+_CAUSE_LABELS = {
+    "launch": "launch",
+    "argument_load": "argument load",
+    "program_load": "program load",
+    "sync": "sync",
+    "memory_idle_compute": "idle while compute-bound units run",
+    "memory_idle_collectives": "idle while collectives run",
+    "fill_drain": "pipeline fill and drain",
+    "bandwidth_below_nominal": "bandwidth below nominal",
+    "replicated_traffic": "replicated traffic",
+    "other": "other",
+}
+
+
 def format_table(summary: dict[str, Any]) -> str:
     """A human-readable report: headline figures, then launch / sync / busy per kernel."""
     s = summary
@@ -218,8 +393,13 @@ def format_table(summary: dict[str, Any]) -> str:
         + " tokens/s",
         f"  off-chip {_si(s['offchip_bytes'], 'B')}/token at {_si(s['achieved_bandwidth'], 'B/s')}"
         f": {s['bandwidth_fraction_of_peak']:.1%} of HBM peak",
-        f"  roofline {s['roofline_ms']:.3f} ms ({_si(s['roofline_bytes'], 'B')}/token "
-        f"unsharded): {s['roofline_fraction']:.1%} of roofline",
+        f"  roofline {s['roofline_ms']:.3f} ms: {s['roofline_fraction']:.1%} of roofline",
+        f"    memory {s['memory_roofline_ms']:.3f} ms ({_si(s['roofline_bytes'], 'B')}/token "
+        f"unsharded at {s['roofline_tier'].upper()} peak), "
+        f"{s['memory_roofline_at_efficiency_ms']:.3f} ms at achievable efficiency; "
+        f"compute {s['compute_roofline_ms']:.3f} ms",
+        f"    paper's convention (all parameters + KV cache at HBM peak) "
+        f"{s['paper_roofline_ms']:.3f} ms",
         f"  launches {s['launches_per_token']}, launch + sync "
         f"{s['launch_and_sync_ms_per_token']:.3f} ms/token",
         f"  PCUs busy {s['pcu_busy_fraction']:.1%}, occupied {s['pcu_occupied_fraction']:.1%}; "
@@ -230,6 +410,17 @@ def format_table(summary: dict[str, Any]) -> str:
             f"  weights loaded {_si(s['weight_bytes_loaded'], 'B')} of "
             f"{_si(s['param_bytes'], 'B')}; MoE routing: {s['moe_routing']}"
         )
+    gap = s["ms_per_token"] - s["memory_roofline_ms"]
+    lines.append(
+        f"  time above the memory roofline: {gap:.3f} ms/token "
+        f"({s['roofline_tier'].upper()} idle or slowed by)"
+    )
+    ops = s["memory_idle_compute_by_op"]
+    for cause, ms in s["time_breakdown"].items():
+        detail = ""
+        if cause == "memory_idle_compute" and ops:
+            detail = "  (" + ", ".join(f"{op} {t:.3f}" for op, t in ops.items() if t >= 5e-4) + ")"
+        lines.append(f"    {_CAUSE_LABELS[cause]:<34} {ms:>9.3f} ms{detail}")
     keys = ("launch_ms", "sync_ms", "busy_ms", "program_load_ms")
     by_kernel: dict[str, list[float]] = defaultdict(lambda: [0] * (1 + len(keys)))
     for c in s["calls"]:
@@ -250,10 +441,14 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def chrome_trace(program: Program, timing: StepTiming) -> dict[str, Any]:
-    """Trace events (Chrome JSON trace format, opened by Perfetto and chrome://tracing): one
-    track per host, kernel, memory channel and unit group of one socket (all sockets are
-    symmetric); unit spans name the unit, the kernel call and the layer / trip."""
+def chrome_trace(program: Program, preset: HardwarePreset, timing: StepTiming) -> dict[str, Any]:
+    """Trace events (Chrome JSON trace format, opened by Perfetto and chrome://tracing) of one
+    socket (all sockets are symmetric): a track per host, kernel, memory channel, unit group
+    and the memory's idle time (each idle interval named by its cause, as in
+    :func:`breakdown`); loop trips as async spans (trips overlap); counters of HBM, DDR and
+    P2P bandwidth and of the bytes staged in buffers. Complete events on one track nest: a
+    unit group whose executions overlap (a load of the next trip starting early) gets its
+    executions as async spans instead."""
     launches = [s for s in program.schedule if isinstance(s, Launch)]
 
     def layer(call: int, trip: int) -> list[int]:
@@ -262,33 +457,56 @@ def chrome_trace(program: Program, timing: StepTiming) -> dict[str, Any]:
         per = len(layers) // trips if layers else 0
         return layers[trip * per : (trip + 1) * per]
 
-    tracks: dict[str, int] = {}
-    events: list[dict[str, Any]] = []
+    by_track: dict[str, list[dict[str, Any]]] = defaultdict(list)
     trips: dict[tuple[int, int], list[float]] = {}
-    for span in timing.spans:
-        tid = tracks.setdefault(span.track, len(tracks) + 1)
+
+    def span(track: str, name: str, start: float, end: float, cat: str, **args: Any) -> None:
+        by_track[track].append({"name": name, "cat": cat, "ts": start, "end": end, "args": args})
+
+    for sp in timing.spans:
         args: dict[str, Any] = {}
-        if span.call >= 0:
-            args["call"] = timing.calls[span.call].label
-        if span.trip >= 0:
-            args.update(trip=span.trip, layers=layer(span.call, span.trip))
-            bounds = trips.setdefault((span.call, span.trip), [span.start, span.end])
-            bounds[0], bounds[1] = min(bounds[0], span.start), max(bounds[1], span.end)
-        events.append(
-            {
-                "name": span.name
-                if span.track in ("host", "kernel", "hbm", "ddr", "p2p")
-                else span.track,
-                "cat": span.name,
-                "ph": "X",
-                "pid": 1,
-                "tid": tid,
-                "ts": span.start * 1e6,
-                "dur": (span.end - span.start) * 1e6,
-                "args": args,
-            }
+        if sp.call >= 0:
+            args["call"] = timing.calls[sp.call].label
+        if sp.trip >= 0:
+            args.update(trip=sp.trip, layers=layer(sp.call, sp.trip))
+            bounds_ = trips.setdefault((sp.call, sp.trip), [sp.start, sp.end])
+            bounds_[0], bounds_[1] = min(bounds_[0], sp.start), max(bounds_[1], sp.end)
+        name = sp.name if sp.track in ("host", "kernel") else sp.track
+        span(sp.track, name, sp.start, sp.end, sp.name, **args)
+    for channel, intervals in timing.busy.items():
+        for a, b in intervals:
+            span(channel, "busy", a, b, "transfer")
+    split = breakdown(program, preset, timing)
+    for a, b, cause in split.idle:
+        span(f"{split.tier} idle", _CAUSE_LABELS[cause], a, b, "idle", cause=cause)
+    events: list[dict[str, Any]] = []
+    meta: list[dict[str, Any]] = [
+        {
+            "name": "process_name",
+            "ph": "M",
+            "pid": 1,
+            "args": {"name": f"{program.model}: socket 0 of {program.sockets} (symmetric)"},
+        }
+    ]
+    async_id = 0
+    for tid, (track, spans) in enumerate(by_track.items(), start=1):
+        meta.append(
+            {"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": track}}
         )
-    tid = tracks.setdefault("layers", len(tracks) + 1)
+        spans.sort(key=lambda e: (e["ts"], -e["end"]))
+        if _nests(spans):
+            for e in spans:
+                events.append(
+                    {**_event(e), "ph": "X", "tid": tid, "dur": (e["end"] - e["ts"]) * 1e6}
+                )
+            continue
+        for e in spans:  # overlapping executions: async spans, one id each
+            async_id += 1
+            common = {"cat": track, "id": async_id, "pid": 1, "tid": tid}
+            events.append({**_event(e), **common, "ph": "b"})
+            events.append(
+                {"name": e["name"], **common, "ph": "e", "ts": e["end"] * 1e6, "args": {}}
+            )
     for (call, trip), (start, end) in sorted(trips.items()):
         label = timing.calls[call].label
         names = layer(call, trip)
@@ -297,28 +515,43 @@ def chrome_trace(program: Program, timing: StepTiming) -> dict[str, Any]:
             if timing.calls[call].trips == 1
             else f"{label}: layer {', '.join(map(str, names))} (trip {trip})"
         )
-        events.append(
-            {
-                "name": name,
-                "cat": "trip",
-                "ph": "X",
-                "pid": 1,
-                "tid": tid,
-                "ts": start * 1e6,
-                "dur": (end - start) * 1e6,
-                "args": {"call": label, "trip": trip, "layers": names},
-            }
-        )
-    meta = [
-        {
-            "name": "process_name",
-            "ph": "M",
-            "pid": 1,
-            "args": {"name": f"{program.model}: socket 0 of {program.sockets} (symmetric)"},
-        }
-    ]
-    meta += [
-        {"name": "thread_name", "ph": "M", "pid": 1, "tid": t, "args": {"name": name}}
-        for name, t in tracks.items()
-    ]
+        async_id += 1
+        common = {"cat": "trip", "id": async_id, "pid": 1}
+        args = {"call": label, "trip": trip, "layers": names}
+        events.append({"name": name, **common, "ph": "b", "ts": start * 1e6, "args": args})
+        events.append({"name": name, **common, "ph": "e", "ts": end * 1e6, "args": {}})
+    rates = {
+        "hbm": preset.hbm_bandwidth * preset.hbm_efficiency,
+        "ddr": preset.ddr_bandwidth * preset.ddr_efficiency,
+        "p2p": preset.p2p_bandwidth,
+    }
+    for channel, intervals in timing.busy.items():
+        name = f"{channel.upper()} bandwidth (B/s)"
+        events.append(_counter(name, 0.0, 0.0))
+        for a, b in _union(intervals):
+            events.append(_counter(name, a, rates[channel]))
+            events.append(_counter(name, b, 0.0))
+    for at, staged in [(0.0, 0.0), *timing.staging]:
+        events.append(_counter("staged in buffers (B)", at, staged))
     return {"traceEvents": meta + events, "displayTimeUnit": "ns"}
+
+
+def _nests(spans: list[dict[str, Any]]) -> bool:
+    """Whether spans sorted by (start, -end) nest: each starts after the open ones end or ends
+    within the innermost open one."""
+    open_ends: list[float] = []
+    for e in spans:
+        while open_ends and open_ends[-1] <= e["ts"]:
+            open_ends.pop()
+        if open_ends and e["end"] > open_ends[-1]:
+            return False
+        open_ends.append(e["end"])
+    return True
+
+
+def _event(e: dict[str, Any]) -> dict[str, Any]:
+    return {"name": e["name"], "cat": e["cat"], "pid": 1, "ts": e["ts"] * 1e6, "args": e["args"]}
+
+
+def _counter(name: str, at: float, value: float) -> dict[str, Any]:
+    return {"name": name, "ph": "C", "pid": 1, "ts": at * 1e6, "args": {"value": value}}

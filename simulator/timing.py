@@ -117,8 +117,20 @@ class CallTiming(msgspec.Struct, frozen=True, kw_only=True):
     sync_s: float
 
 
+Interval = tuple[float, float]
+
+
 class StepTiming(msgspec.Struct, frozen=True, kw_only=True):
-    """One simulated decode step of one socket (all sockets are symmetric)."""
+    """One simulated decode step of one socket (all sockets are symmetric).
+
+    Besides the totals, the intervals of what happened, for attributing time (the report's
+    breakdown) and drawing it (the trace): ``busy`` per channel (``hbm``, ``ddr``, ``p2p``: a
+    transfer in flight), ``activity`` per kind - ``launch``, ``argument_load``,
+    ``program_load`` (at launch and between sections), ``sync`` (host), ``collective`` (an
+    all-reduce / all-gather between its start and end), ``hop`` (a tile crossing a unit: the
+    pipeline's fill and drain), ``compute:<op>`` (a PCU or PMU group doing its own work) -
+    and ``staging``, the bytes staged in buffers ahead of their readers over time
+    (``(time, bytes)`` from that time on)."""
 
     step_s: float
     calls: list[CallTiming]
@@ -129,6 +141,9 @@ class StepTiming(msgspec.Struct, frozen=True, kw_only=True):
     pmu_occupied_s: float
     events: int
     spans: list[Span]
+    busy: dict[str, list[Interval]]
+    activity: dict[str, list[Interval]]
+    staging: list[tuple[float, float]]
 
 
 class _Engine:
@@ -160,8 +175,9 @@ class _Channel:
     Progress is guaranteed whatever the rate: each completion event ends the transfer(s) it
     was scheduled for, even when the time step is below what the clock's float resolves."""
 
-    def __init__(self, engine: _Engine, name: str, rate: float, spans: list[Span] | None):
-        self.engine, self.name, self.rate, self.spans = engine, name, rate, spans
+    def __init__(self, engine: _Engine, name: str, rate: float):
+        self.engine, self.name, self.rate = engine, name, rate
+        self.intervals: list[Interval] = []
         self.active: list[list[Any]] = []  # [remaining bytes, done callback, trip, size]
         self.moved = 0.0
         self.busy = 0.0
@@ -213,8 +229,7 @@ class _Channel:
         self.active = [t for t in self.active if not (id(t) in ending or t[0] <= _REL_EPS * t[3])]
         if not self.active:
             self.busy += self.engine.now - self._busy_from
-            if self.spans is not None:
-                self.spans.append(Span(self.name, "busy", self._busy_from, self.engine.now, -1, -1))
+            self.intervals.append((self._busy_from, self.engine.now))
         self._reschedule()
         for t in done:
             t[1]()
@@ -355,9 +370,11 @@ class _Inst:
         "t_finish",
         "start",
         "gates_left",
-        "parked",
         "channel",
         "ended",
+        "rest",
+        "claim",
+        "moving",
     )
 
     def __init__(self, trip: int, sec: int, index: int, u: _UnitModel):
@@ -368,9 +385,21 @@ class _Inst:
         self.t_start = self.t_finish = 0.0
         self.start = -1.0
         self.gates_left = len(u.gates)
-        self.parked: float | None = None  # bytes a load waits to move until its gates start
         self.channel: _Channel | None = None
         self.ended = False
+        self.rest = float(u.nbytes)  # a load's bytes not yet moving
+        self.claim = 0.0  # a load's bytes staged in its stream's buffers ahead of its readers
+        self.moving = False
+
+
+class _Pool:
+    """The staging buffers of one load's stream: free bytes, and the loads waiting for them."""
+
+    __slots__ = ("free", "waiting")
+
+    def __init__(self, capacity: float):
+        self.free = capacity
+        self.waiting: list[_Inst] = []
 
 
 class _KernelRun:
@@ -398,6 +427,14 @@ class _KernelRun:
             [[_Inst(t, s, i, u) for i, u in enumerate(sec.units)] for s, sec in enumerate(model)]
             for t in range(trips)
         ]
+        # one buffer pool per load: its readers' staging buffers (one set per trip in flight,
+        # the loop's prefetch reservation) shared by the trips in issue order
+        self.pools = {
+            (s, i): _Pool(u.cap * (1 + self.prefetch))
+            for s, sec in enumerate(model)
+            for i, u in enumerate(sec.units)
+            if u.op == "load"
+        }
         self.left = [[len(sec.units) for sec in model] for _ in range(trips)]
         self.remaining = trips * nsec
         self.prefetch_wait: list[list[_Inst]] = [[] for _ in range(trips)]
@@ -413,7 +450,9 @@ class _KernelRun:
                     elif u.barrier:
                         inst.channel = sim.channels["p2p"]
                     if t > 0:
-                        inst.need_start += 1  # the same unit finished the previous trip
+                        inst.need_start += (
+                            1  # the same unit finished (a load: started) the previous trip
+                        )
                     if nsec > 1 and (t, s) != (0, 0):
                         inst.need_start += 1  # the previous section finished + Program Load
                     if u.op == "load" and t > self.prefetch:
@@ -446,37 +485,77 @@ class _KernelRun:
         engine, u = self.sim.engine, inst.u
         now = inst.start = engine.now
         row = self.insts[inst.trip][inst.sec]
+        if u.op == "load" and inst.trip + 1 < self.trips:
+            # the next trip's load stages into free buffers of the same stream: it may start
+            # once this one has (requests in issue order), as the trip window allows
+            self._cond_start(self.insts[inst.trip + 1][inst.sec][inst.index], now)
         for c in u.consumers:
             if not row[c].u.barrier:
                 self._cond_start(row[c], now + u.latency)
         for g in u.gated_by:
             load = row[g]
             load.gates_left -= 1
-            if load.gates_left == 0 and load.parked is not None:
-                self._move(load, load.parked, lambda i=load: self._worked(i))
-        if u.op == "load":
-            ahead = min(float(u.nbytes), u.cap)
-            self._move(inst, ahead, lambda: self._first_part(inst, u.nbytes - ahead))
+            if load.gates_left == 0 and load.start >= 0:
+                self._advance_load(load)
+        if u.consumers:
+            self.sim.mark("hop", now, now + u.latency)
+        if u.op == "load" and inst.rest > 0:
+            self._advance_load(inst)
+        elif u.op == "load":
+            self._worked(inst)
         elif u.barrier:
             self._collective(inst)
         elif inst.channel is not None:
             self._move(inst, u.nbytes, lambda: self._worked(inst))
         else:
+            self.sim.mark(f"compute:{u.op}", now, now + u.service)
             engine.at(now + u.service, lambda: self._worked(inst))
 
     def _move(self, inst: _Inst, nbytes: float, then: Callable[[], None]) -> None:
         assert inst.channel is not None
         inst.channel.transfer(nbytes, inst.trip, then)
 
-    def _first_part(self, inst: _Inst, rest: float) -> None:
-        """A load moved what its buffers hold ahead of its consumers; the rest moves once they
-        have started (backpressure)."""
-        if rest <= 0:
-            self._worked(inst)
-        elif inst.gates_left == 0:
-            self._move(inst, rest, lambda: self._worked(inst))
+    def _advance_load(self, inst: _Inst) -> None:
+        """Move what a load may: everything once its first readers have started (they take
+        the tiles as they come), else what free buffers of its stream hold ahead of them
+        (backpressure); it waits for either when neither allows more."""
+        if inst.moving or inst.rest <= 0:
+            return
+        pool = self.pools[inst.sec, inst.index]
+        if inst.gates_left == 0:
+            nbytes = inst.rest
         else:
-            inst.parked = rest
+            nbytes = min(inst.rest, pool.free)
+            if nbytes <= 0:
+                if inst not in pool.waiting:
+                    pool.waiting.append(inst)
+                return
+            pool.free -= nbytes
+            inst.claim += nbytes
+            self.sim.stage(nbytes)
+        inst.rest -= nbytes
+        inst.moving = True
+        self._move(inst, nbytes, lambda: self._moved(inst))
+
+    def _moved(self, inst: _Inst) -> None:
+        inst.moving = False
+        if inst.rest > 0:
+            self._advance_load(inst)
+        else:
+            self._worked(inst)
+
+    def _release(self, inst: _Inst) -> None:
+        """A finished load's staged tiles are consumed: its buffers take the waiting loads of
+        later trips, earliest first."""
+        if inst.claim <= 0:
+            return
+        pool = self.pools[inst.sec, inst.index]
+        pool.free += inst.claim
+        self.sim.stage(-inst.claim)
+        inst.claim = 0.0
+        waiting, pool.waiting = pool.waiting, []
+        for load in sorted(waiting, key=lambda i: i.trip):
+            self._advance_load(load)
 
     def _collective(self, inst: _Inst) -> None:
         """Every socket's block of `b` bytes to every other socket over the P2P link, the
@@ -505,13 +584,19 @@ class _KernelRun:
     def _finish(self, inst: _Inst) -> None:
         now, u, t, s = self.sim.engine.now, inst.u, inst.trip, inst.sec
         inst.ended = True
+        if u.op == "load":
+            self._release(inst)
+        elif u.barrier:
+            self.sim.mark("collective", inst.start, now)
+        if u.consumers:
+            self.sim.mark("hop", now, now + u.latency)
         self.sim.record(self.call, inst, now)
         row = self.insts[t][s]
         for c in u.consumers:
             self._cond_finish(row[c], now + u.latency)
             if row[c].u.barrier:
                 self._cond_start(row[c], now + u.latency)
-        if t + 1 < self.trips:
+        if t + 1 < self.trips and u.op != "load":
             self._cond_start(self.insts[t + 1][s][inst.index], now)
         if u.stores is not None:
             for load in self.store_wait.get((t, u.stores), ()):
@@ -530,6 +615,7 @@ class _KernelRun:
         if nsec > 1 and nxt[0] < self.trips:
             ready = now + self.sim.preset.program_load_s
             self.sim.program_loads[self.call] += self.sim.preset.program_load_s
+            self.sim.mark("program_load", now, ready)
             for inst in self.insts[nxt[0]][nxt[1]]:
                 self._cond_start(inst, ready)
         if self.remaining == 0:
@@ -585,7 +671,7 @@ class _KernelRun:
                 waits.append((f"{me} waits for earlier work", earlier[0]))
         else:
             for g in u.gates:
-                if inst.parked is not None and row[g].start < 0:
+                if inst.rest > 0 and not inst.moving and row[g].start < 0:
                     waits.append(
                         (f"{me} waits for buffer space: {self._name(row[g])} to start", row[g])
                     )
@@ -603,14 +689,11 @@ class _Step:
         self.engine = _Engine()
         self.spans: list[Span] | None = [] if trace else None
         self.channels = {
-            "hbm": _Channel(
-                self.engine, "hbm", preset.hbm_bandwidth * preset.hbm_efficiency, self.spans
-            ),
-            "ddr": _Channel(
-                self.engine, "ddr", preset.ddr_bandwidth * preset.ddr_efficiency, self.spans
-            ),
-            "p2p": _Channel(self.engine, "p2p", preset.p2p_bandwidth, self.spans),
+            "hbm": _Channel(self.engine, "hbm", preset.hbm_bandwidth * preset.hbm_efficiency),
+            "ddr": _Channel(self.engine, "ddr", preset.ddr_bandwidth * preset.ddr_efficiency),
+            "p2p": _Channel(self.engine, "p2p", preset.p2p_bandwidth),
         }
+        self.activity: dict[str, list[Interval]] = {}
         self.tensors = {t.name: t for t in program.tensors}
         self.kernels = {k.name: k for k in program.kernels}
         self.models = {
@@ -619,6 +702,8 @@ class _Step:
         self.launches = [s for s in program.schedule if isinstance(s, Launch)]
         self.calls: list[CallTiming] = []
         self.running: _KernelRun | None = None
+        self.staged = 0.0
+        self.staging: list[tuple[float, float]] = []  # (time, bytes staged ahead of readers)
         self.program_loads = [0.0] * len(self.launches)
         self.pcu_busy = self.pcu_occupied = self.pmu_occupied = 0.0
         mode = program.launch_mode
@@ -636,6 +721,20 @@ class _Step:
             tiers = [self.tensors[v.tensor].tier for v in b.tensors]
             out[b.param] = tiers if len(tiers) == trips else tiers * trips
         return out
+
+    def mark(self, kind: str, start: float, end: float) -> None:
+        """An interval of ``activity`` (see :class:`StepTiming`)."""
+        if end > start:
+            self.activity.setdefault(kind, []).append((start, end))
+
+    def stage(self, nbytes: float) -> None:
+        """Bytes claimed (> 0) or released (< 0) in staging buffers, for the occupancy curve."""
+        self.staged += nbytes
+        now = self.engine.now
+        if self.staging and self.staging[-1][0] == now:
+            self.staging[-1] = (now, self.staged)
+        else:
+            self.staging.append((now, self.staged))
 
     def record(self, call: int, inst: _Inst, end: float) -> None:
         u = inst.u
@@ -657,8 +756,17 @@ class _Step:
         )
         self.loaded = launch.kernel
         self.program_loads[i] = load
-        overhead = self.launch_cost + self.preset.argument_load_s + load
-        t0 = ready + overhead
+        t = ready
+        for kind, cost in (
+            ("launch", self.launch_cost),
+            ("program_load", load),
+            ("argument_load", self.preset.argument_load_s),
+        ):
+            self.mark(kind, t, t + cost)
+            if self.spans is not None and cost > 0:
+                self.spans.append(Span("host", kind.replace("_", " "), t, t + cost, i, -1))
+            t += cost
+        t0 = t
 
         def start() -> None:
             self.running = _KernelRun(
@@ -691,8 +799,8 @@ class _Step:
                 sync_s=self.sync_cost,
             )
         )
+        self.mark("sync", end, seen)
         if self.spans is not None:
-            self.spans.append(Span("host", "launch", issued, t0, i, -1))
             self.spans.append(Span("host", "sync", end, seen, i, -1))
             self.spans.append(Span("kernel", launch.label or launch.kernel, t0, end, i, -1))
         if i + 1 < len(self.launches):
@@ -719,6 +827,9 @@ class _Step:
             pmu_occupied_s=self.pmu_occupied,
             events=self.engine.events,
             spans=self.spans or [],
+            busy={name: c.intervals for name, c in self.channels.items()},
+            activity=self.activity,
+            staging=self.staging,
         )
 
 

@@ -121,7 +121,9 @@ def _timing(args: argparse.Namespace, program, preset) -> int:
     timing = simulate(program, preset, trace=args.trace is not None)
     summary = summarize(program, preset, timing)
     if args.trace:
-        write_atomically(args.trace, json.dumps(chrome_trace(program, timing), allow_nan=False))
+        write_atomically(
+            args.trace, json.dumps(chrome_trace(program, preset, timing), allow_nan=False)
+        )
     print(json.dumps(summary, allow_nan=False) if args.json else format_table(summary))
     return 0
 

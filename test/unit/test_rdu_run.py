@@ -130,6 +130,10 @@ TIMING_KEYS = {
     "roofline_fraction",
     "launches_per_token",
     "launch_and_sync_ms_per_token",
+    "roofline_ms",
+    "memory_roofline_ms",
+    "compute_roofline_ms",
+    "time_breakdown",
 }
 
 

@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import json
 import time
+from collections import defaultdict
 
 import msgspec
 import pytest
 from compiled import compiled
 
 from rdu_compiler.simulator.hardware import get_preset
-from rdu_compiler.simulator.report import chrome_trace, format_table, summarize
+from rdu_compiler.simulator.report import (
+    CAUSES,
+    breakdown,
+    chrome_trace,
+    format_table,
+    summarize,
+)
 from rdu_compiler.simulator.timing import simulate
 
 SN40L = get_preset("sn40l")
@@ -110,6 +117,52 @@ def test_looping_gain_comes_from_calls_fill_drain_and_prefetch(model, sockets, s
     assert speedup(bare, prefetch=False) == pytest.approx(1, abs=0.01)
 
 
+def test_the_loop_streams_next_trip_loads_during_attention_and_all_reduce():
+    """The pipelined loop's own gain, with every per-call cost at zero: loads of layer t + 1
+    stage into the loop's reserved buffers while layer t's attention (one compute-bound PCU
+    group per KV head) and its all-reduces leave HBM idle, so the next layer's linears find
+    their weights on chip. Unlooped, each layer's loads wait for its launch; without the
+    reservation (prefetch 0) the loop is back to unlooped time."""
+    preset = SN40L.replace(**PER_CALL)
+    looped = compiled("llama-3.1-8b", sockets=8, context=4096)
+    unlooped = compiled("llama-3.1-8b", sockets=8, looped=False, context=4096)
+    timing = simulate(looped, preset, trace=True)
+    plain = simulate(unlooped, preset)
+    assert timing.step_s < 0.9 * plain.step_s
+    assert step_ms(without_prefetch(looped), preset) == pytest.approx(plain.step_s * 1e3, rel=0.01)
+    overlap, idle = breakdown(looped, preset, timing).causes, breakdown(unlooped, preset, plain)
+    for cause in ("memory_idle_compute", "memory_idle_collectives"):
+        assert overlap[cause] < 0.5 * idle.causes[cause], cause
+    # the mechanism itself: layer t + 1's weight loads run before layer t's attention ends
+    spans = [s for s in timing.spans if s.call == 1]
+    attention_end = {s.trip: s.end for s in spans if s.name == "attention"}
+    early = {
+        s.track
+        for s in spans
+        if s.name == "load" and s.trip > 0 and s.start < attention_end[s.trip - 1]
+    }
+    assert {"ld.q_proj", "ld.gate_proj", "ld.down_proj"} <= early
+
+
+@pytest.mark.parametrize("looped", [True, False])
+def test_the_time_breakdown_adds_up_to_the_gap_above_the_memory_roofline(looped):
+    program = compiled("llama-3.1-8b", sockets=8, looped=looped, context=4096)
+    s = summarize(program, SN40L, simulate(program, SN40L))
+    causes = s["time_breakdown"]
+    assert list(causes) == list(CAUSES) and all(v >= 0 for v in causes.values())
+    assert sum(causes.values()) == pytest.approx(s["ms_per_token"] - s["memory_roofline_ms"])
+    calls = s["calls"]
+    assert causes["sync"] == pytest.approx(sum(c["sync_ms"] for c in calls))
+    assert causes["launch"] + causes["argument_load"] + causes["program_load"] == pytest.approx(
+        sum(c["launch_ms"] for c in calls)
+    )
+    assert s["memory_idle_compute_by_op"]["attention"] > 0
+    assert s["roofline_ms"] == max(s["memory_roofline_ms"], s["compute_roofline_ms"])
+    assert s["roofline_fraction"] == pytest.approx(s["roofline_ms"] / s["ms_per_token"])
+    assert s["memory_roofline_ms"] < s["memory_roofline_at_efficiency_ms"] < s["ms_per_token"]
+    assert "idle while collectives run" in format_table(s)
+
+
 def test_hardware_launch_cuts_launch_and_sync():
     soft, hard = (
         summarize(p, SN40L, simulate(p, SN40L))
@@ -174,7 +227,7 @@ def test_moe_reports_active_and_total_bytes():
 def test_trace_names_kernels_and_layers_and_shows_the_gaps():
     unlooped = compiled("llama-3.1-8b", sockets=8, looped=False, context=4096)
     timing = simulate(unlooped, SN40L, trace=True)
-    trace = json.loads(json.dumps(chrome_trace(unlooped, timing)))
+    trace = json.loads(json.dumps(chrome_trace(unlooped, SN40L, timing)))
     spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     names = {e["name"] for e in spans}
     assert {"layer 0", "layer 31", "launch", "sync"} <= names
@@ -189,8 +242,52 @@ def test_trace_names_kernels_and_layers_and_shows_the_gaps():
     per_call = (SN40L.launch_software_s + SN40L.argument_load_s + SN40L.sync_software_s) * 1e6
     assert sum(g >= per_call for g in gaps) >= 31  # memory idle at every layer boundary
     looped = compiled("llama-3.1-8b", sockets=8, context=4096)
-    trace = chrome_trace(looped, simulate(looped, SN40L, trace=True))
+    trace = chrome_trace(looped, SN40L, simulate(looped, SN40L, trace=True))
     assert "layers 0-31: layer 7 (trip 7)" in {e.get("name") for e in trace["traceEvents"]}
+
+
+def test_the_trace_nests_marks_idle_causes_and_counts_bandwidth_and_buffers():
+    """Complete events on one track nest (loop trips and a load's overlapping trips are
+    async spans, every begin with its end); the memory's idle intervals carry the causes the
+    breakdown counts; counters for HBM, DDR and P2P bandwidth and staged bytes."""
+    looped = compiled("llama-3.1-8b", sockets=8, context=4096)
+    timing = simulate(looped, SN40L, trace=True)
+    events = json.loads(json.dumps(chrome_trace(looped, SN40L, timing)))["traceEvents"]
+    tracks = {e["tid"]: e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    for tid in tracks:
+        spans = sorted(
+            ((e["ts"], e["ts"] + e["dur"]) for e in events if e["ph"] == "X" and e["tid"] == tid),
+            key=lambda s: (s[0], -s[1]),
+        )
+        stack: list[float] = []
+        for start, end in spans:
+            while stack and stack[-1] <= start + 1e-6:
+                stack.pop()
+            assert not stack or end <= stack[-1] + 1e-6, tracks[tid]
+            stack.append(end)
+    begins = {(e["cat"], e["id"]): e["ts"] for e in events if e["ph"] == "b"}
+    ends = {(e["cat"], e["id"]): e["ts"] for e in events if e["ph"] == "e"}
+    assert begins.keys() == ends.keys() and all(ends[k] >= begins[k] for k in begins)
+    trips = [e for e in events if e["ph"] == "b" and e["cat"] == "trip"]
+    assert "layers 0-31: layer 7 (trip 7)" in {e["name"] for e in trips}
+    loads = [e for e in events if e["ph"] == "b" and e["cat"] == "ld.gate_proj"]
+    assert len(loads) == 32  # trips overlap on this unit: async
+    idle = defaultdict(float)
+    for e in events:
+        if e["ph"] == "X" and tracks[e["tid"]] == "hbm idle":
+            idle[e["args"]["cause"]] += e["dur"] * 1e-6
+    causes = breakdown(looped, SN40L, timing).causes
+    for cause in ("sync", "memory_idle_compute", "memory_idle_collectives", "fill_drain"):
+        assert idle[cause] == pytest.approx(causes[cause], rel=1e-6, abs=1e-12), cause
+    counters = {e["name"] for e in events if e["ph"] == "C"}
+    assert counters == {
+        "HBM bandwidth (B/s)",
+        "DDR bandwidth (B/s)",
+        "P2P bandwidth (B/s)",
+        "staged in buffers (B)",
+    }
+    staged = [e["args"]["value"] for e in events if e["name"] == "staged in buffers (B)"]
+    assert max(staged) > 0 and staged[-1] == pytest.approx(0, abs=1)
 
 
 def test_the_vocab_parallel_lm_head_shortens_with_sockets():

@@ -76,7 +76,10 @@ def test_every_simulation_finishes_above_its_bounds(looped, sockets, layers, pre
     slack = 1 + 1e-9
     assert result.step_s * slack >= bound.transfer_s >= bound.memory_s
     assert result.step_s * slack >= bound.compute_s
-    json.dumps(summarize(program, preset, result), allow_nan=False)
+    summary = summarize(program, preset, result)
+    json.dumps(summary, allow_nan=False)
+    gap = summary["ms_per_token"] - summary["memory_roofline_ms"]
+    assert sum(summary["time_breakdown"].values()) == pytest.approx(gap, rel=1e-6, abs=1e-12)
 
 
 @pytest.mark.parametrize(
