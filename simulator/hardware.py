@@ -52,6 +52,8 @@ Positive = Annotated[int, Meta(ge=1)]
 Rate = Annotated[float, Meta(gt=0)]
 Latency = Annotated[float, Meta(ge=0)]
 Fraction = Annotated[float, Meta(gt=0, le=1)]
+Topology = Literal["switch", "ring"]
+TOPOLOGIES: tuple[str, ...] = get_args(Topology)
 
 
 class HardwarePreset(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +82,8 @@ class HardwarePreset(msgspec.Struct, frozen=True, kw_only=True):
     ddr_efficiency: Fraction
     max_sockets: Positive
     p2p_bandwidth: Rate
+    p2p_links: Positive
+    p2p_topology: Topology
     p2p_latency_s: Latency
     # launch, sync and pipeline costs
     launch_software_s: Latency
@@ -94,7 +98,7 @@ class HardwarePreset(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         for key in self.figures():
             value = getattr(self, key)
-            if not math.isfinite(value):
+            if isinstance(value, float) and not math.isfinite(value):
                 raise PresetError(f"hardware parameter {key}: {value} is not a finite number")
         missing = set(self.figures()) - set(self.provenance)
         extra = set(self.provenance) - set(self.figures())
@@ -177,12 +181,12 @@ def _build(fields: dict[str, Any]) -> HardwarePreset:
         ) from None
 
 
-def parse_overrides(overrides: str | Iterable[str]) -> dict[str, int | float]:
+def parse_overrides(overrides: str | Iterable[str]) -> dict[str, int | float | str]:
     """``"a=1,b=2.5e9"`` (or ``["a=1", "b=2.5e9"]``, e.g. repeated CLI options) -> a dict of
-    checked keys and numbers. Integer figures accept integral floats (``hbm_bytes=64e9``);
-    ranges are checked by :meth:`HardwarePreset.replace`."""
+    checked keys and numbers (names for ``p2p_topology``). Integer figures accept integral
+    floats (``hbm_bytes=64e9``); ranges are checked by :meth:`HardwarePreset.replace`."""
     items = overrides.split(",") if isinstance(overrides, str) else list(overrides)
-    parsed: dict[str, int | float] = {}
+    parsed: dict[str, int | float | str] = {}
     for item in (i.strip() for i in items):
         if not item:
             continue
@@ -192,6 +196,13 @@ def parse_overrides(overrides: str | Iterable[str]) -> dict[str, int | float]:
         _check_key(key)
         if key in parsed:
             raise PresetError(f"hardware parameter {key!r} given twice")
+        if key == "p2p_topology":
+            if text not in TOPOLOGIES:
+                raise PresetError(
+                    f"hardware parameter {key}: {text!r} is not one of {', '.join(TOPOLOGIES)}"
+                )
+            parsed[key] = text
+            continue
         try:
             number = float(text)
         except ValueError:
@@ -287,9 +298,27 @@ _SN40L: dict[str, tuple[int | float, Provenance]] = {
     "p2p_bandwidth": (
         100e9,
         _parameter(
-            "Peer-to-peer bandwidth between sockets is unconfirmed (ANCHORS). 100 GB/s per socket "
+            "Peer-to-peer bandwidth between sockets is unconfirmed (ANCHORS). 100 GB/s per link "
             "and direction is an assumption of a PCIe-5-x16 / NVLink-class link; decode "
             "all-reduces carry a few kB per layer, so p2p_latency_s matters more."
+        ),
+    ),
+    "p2p_links": (
+        1,
+        _parameter(
+            "Peer-to-peer links per socket (each of p2p_bandwidth) are unconfirmed (ANCHORS: "
+            "the AGCUs carry the peer-to-peer protocol, nothing says over how many ports). 1 "
+            "keeps the earlier assumption of one PCIe-5-x16-class port per socket; a socket's "
+            "transfers to several peers share its links."
+        ),
+    ),
+    "p2p_topology": (
+        "switch",
+        _parameter(
+            "How sockets are joined is unconfirmed (ANCHORS: 'a peer-to-peer network'). "
+            "'switch' (every socket's links reach every other socket: one-shot or ring "
+            "collectives, whichever is faster for the size) is an assumption; 'ring' (links "
+            "only to the two neighbours: ring collectives only) is the alternative to sweep."
         ),
     ),
     "p2p_latency_s": (

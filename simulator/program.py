@@ -276,7 +276,9 @@ class Loop(_Struct, kw_only=True):
     views, or to one view whose leading dimension has ``trips`` entries); other params are the
     same every trip (a param both read and written carries a value from trip to trip, in
     place). Loads of trip ``i + k`` (``k <= prefetch``) may run while trip ``i`` computes,
-    except loads of params the kernel writes."""
+    except loads of params the kernel writes; they stage into ``prefetch`` extra sets of the
+    kernel's PMU buffers, which the loop reserves: ``(1 + prefetch)`` times the largest
+    section's ``sram_bytes`` must fit the preset's SRAM."""
 
     trips: Count
     prefetch: Index
@@ -791,6 +793,15 @@ def _check_kernel(
     ids: set[str] = set()
     for s, section in enumerate(kernel.sections):
         _check_section(bad, f"{path}.sections[{s}]", section, params, ids, preset, sockets)
+    if kernel.loop is not None and preset is not None:
+        staged = max(section.resources.sram_bytes for section in kernel.sections)
+        reserved = (1 + kernel.loop.prefetch) * staged
+        if staged and reserved > preset.sram_bytes:
+            bad(
+                f"{path}.loop.prefetch",
+                f"prefetch {kernel.loop.prefetch} reserves {reserved} bytes of SRAM (1 + "
+                f"prefetch sets of {staged}) but {preset.name} has {preset.sram_bytes}",
+            )
 
 
 def _check_section(

@@ -523,7 +523,7 @@ def chrome_trace(program: Program, preset: HardwarePreset, timing: StepTiming) -
     rates = {
         "hbm": preset.hbm_bandwidth * preset.hbm_efficiency,
         "ddr": preset.ddr_bandwidth * preset.ddr_efficiency,
-        "p2p": preset.p2p_bandwidth,
+        "p2p": preset.p2p_bandwidth * preset.p2p_links,
     }
     for channel, intervals in timing.busy.items():
         name = f"{channel.upper()} bandwidth (B/s)"

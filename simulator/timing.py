@@ -3,20 +3,21 @@
 What is modelled (all rates and costs from :class:`simulator.hardware.HardwarePreset`):
 
 * **Host / sequencer.** Launches run one after the other. Each costs a launch (software: host
-  runtime; hardware: AGCU sequencer), an Argument Load, and a Program Load when the chip holds
-  another configuration (another kernel, or another section of a split kernel; the chip starts
-  the step holding the schedule's last kernel, as in steady-state decoding). After the kernel
+  runtime; hardware: AGCU sequencer), a Program Load when the chip holds another configuration
+  (another kernel, or another section of a split kernel; the chip starts the step holding the
+  schedule's last kernel, as in steady-state decoding) and an Argument Load. After the kernel
   finishes, its completion must be seen (sync, per the launch mode) before the next launch is
   issued. Nothing else is charged per call: the gain of kernel looping comes only from running
-  fewer launches and from the loop's prefetch overlapping layers, never from a rule on loops.
+  fewer launches and from the loop's overlap of layers, never from a rule on loops.
 * **Units** (one group of ``count`` identical units = one aggregate; all sockets run the same
   SPMD program on symmetric data, so one socket is simulated). A unit starts when every producer
   (its stream predecessors) has started and its first tile has crossed the producer (the hop
   latency: ``stage_latency_s`` per stage, ``pcu_stages`` stages for a PCU, one otherwise), and
-  when the same hardware unit finished the previous trip. It finishes when its own work is done
-  and every producer finished (plus the hop latency): pipeline fill and drain come out of these
-  hops. A collective (``all_reduce``, ``all_gather``) is a barrier: it starts when its
-  producers have finished.
+  when the same hardware unit finished the previous trip (a load: started it, see below). It
+  finishes when its own work is done and every producer finished (plus the hop latency):
+  pipeline fill and drain come out of these hops. A collective (``all_reduce``,
+  ``all_gather``) is a barrier: it starts when its producers have finished; work that does
+  not wait for it (the next trip's loads, other units) runs beside it.
 * **Work.** PCU: ``flops`` at ``count x lanes x 2 x clock`` (x ``pcu_stages`` in systolic mode),
   bytes at ``count x lanes x 4 bytes x clock`` (one f32 vector per cycle), whichever is slower;
   PMU: bytes at the same vector rate. AGCU ``load`` / ``store`` / ``copy`` move their work's
@@ -24,18 +25,31 @@ What is modelled (all rates and costs from :class:`simulator.hardware.HardwarePr
   ``bandwidth x efficiency``), shared equally by the socket's transfers in flight of the
   earliest trip; a later trip's (prefetching) transfers get only bandwidth the earlier trip
   leaves idle (requests are served in issue order), so prefetch never slows the current layer.
-  Collectives use the peer-to-peer link, with ``bytes`` = one socket's block: ``all_reduce``
-  the faster of one-shot (``latency + (N-1) x bytes / bw``) and ring (``2 (N-1) (latency +
-  bytes / (N bw))``); ``all_gather`` one-shot (each socket receives the ``(N-1)/N`` of the
-  gathered bytes it does not hold).
-* **Hardware loop.** Every section runs once per trip. Loads of trip ``t`` may start once trip
-  ``t - 1 - prefetch`` has finished (``prefetch = 0``: the trips run back to back), loads of
-  params the kernel writes (the residual stream) wait for the previous trip's stores.
-* **Buffers and backpressure.** A load may run ahead of its consumers (the first compute / AGCU
-  units after the PMUs it feeds) only by the spare capacity of those PMUs (``sram_bytes x count x
-  (buffers - 1) / buffers``) plus the credits of its direct streams (``depth x tile_bytes``); the
-  rest of its bytes move once the consumers have started.
+* **Links.** Collectives cross the socket's ``p2p_links`` links of ``p2p_bandwidth`` each
+  (one shared channel of their sum), with the algorithm :func:`collective_plan` picks for the
+  block size and ``p2p_topology``: one-shot (switch) or ring. The block is what the program's
+  buffer holds, in its dtype (f32 partials of a row-split linear cost twice bf16).
+* **Buffers and backpressure.** A load stages its bytes in the buffers of its stream: the
+  spare capacity of the PMUs it feeds (``sram_bytes x count x (buffers - 1) / buffers``) plus
+  the credits of its direct streams (``depth x tile_bytes``). Only its first readers (the
+  first compute / AGCU units after those PMUs; a later reader of the same data reads it where
+  the first left it) pace it: bytes beyond what free buffers hold move once they have started,
+  and the staged bytes are free again when the load has finished.
+* **Hardware loop.** Every section runs once per trip. A looped kernel reserves ``prefetch``
+  more sets of every stream's buffers (the lowering's reservation, checked against the SRAM),
+  shared by the trips in issue order: the load of trip ``t + 1`` may start once trip ``t``'s
+  has started and trip ``t - prefetch`` has finished, and stages as much as free buffers hold
+  while bandwidth is idle - the next layer's weights stream in while this layer's attention
+  and all-reduces run. ``prefetch = 0``: trips run back to back, as separate launches would.
+  Loads of params the kernel writes (the residual stream) wait for the previous trip's stores.
 * **Sections** of one kernel run in order with a Program Load between them (every trip).
+* **Invariants.** Every unit of every launch finishes, or :class:`SimulationError` names the
+  kernel, unit and trip and the chain it waits on; transfers make progress whatever the rates;
+  simulated time past ``_HORIZON_S`` is refused. The step is never shorter than the memory and
+  compute bounds (``simulator.report.bounds``; property-tested).
+* **Records.** Besides totals, :class:`StepTiming` keeps intervals (channel busy, host phases,
+  collectives, compute, hops) and the staged bytes over time: the report's breakdown of the
+  time above the roofline and the trace are computed from them.
 
 The engine is a small heapq event loop with callbacks (no coroutines): one decode step of a
 70B model on 16 sockets is a few ten thousand events. Only the standard library, msgspec and the
@@ -67,6 +81,7 @@ __all__ = [
     "SimulationError",
     "Span",
     "StepTiming",
+    "collective_plan",
     "pcu_flops_per_s",
     "simulate",
 ]
@@ -239,6 +254,29 @@ def pcu_flops_per_s(preset: HardwarePreset, count: int, *, systolic: bool = True
     """The FLOP rate of ``count`` PCUs: one multiply-add per lane per cycle, per stage in
     systolic mode (all PCUs, systolic: the peak the time model can reach)."""
     return count * preset.pcu_lanes * 2 * preset.clock_hz * (preset.pcu_stages if systolic else 1)
+
+
+def collective_plan(
+    preset: HardwarePreset, op: str, sockets: int, block_bytes: float
+) -> tuple[float, float]:
+    """``(latency, bytes)`` of one socket's part in a collective over ``sockets`` sockets whose
+    blocks are ``block_bytes`` each: the bytes cross the socket's ``p2p_links`` links (each
+    ``p2p_bandwidth``) after the latency. The faster of the algorithms the topology allows,
+    for this size: one-shot (``switch`` only: every socket sends its block to every other, one
+    latency, ``(N-1) b``; an all-reduce then sums what it received) and ring (reduce-scatter
+    then all-gather: ``2 (N-1)`` steps of ``b / N`` for an all-reduce, ``N-1`` steps of ``b``
+    for an all-gather, each a latency). One socket: nothing to do."""
+    n = sockets
+    if n == 1:
+        return 0.0, 0.0
+    b, lat = float(block_bytes), preset.p2p_latency_s
+    rings = {"all_reduce": (2 * (n - 1) * lat, 2 * (n - 1) * b / n)}
+    rings["all_gather"] = ((n - 1) * lat, (n - 1) * b)
+    plans = [rings[op]]
+    if preset.p2p_topology == "switch":
+        plans.append((lat, (n - 1) * b))
+    rate = preset.p2p_bandwidth * preset.p2p_links
+    return min(plans, key=lambda plan: plan[0] + plan[1] / rate)
 
 
 class _UnitModel:
@@ -558,21 +596,16 @@ class _KernelRun:
             self._advance_load(load)
 
     def _collective(self, inst: _Inst) -> None:
-        """Every socket's block of `b` bytes to every other socket over the P2P link, the
-        fastest of the algorithms (latency, bytes each socket receives): one-shot, every socket
-        sending its block to the others (`p2p_latency_s`, `(N-1) b`: an all-gather, and an
-        all-reduce summing what it received), or, for an all-reduce, a ring (reduce-scatter
-        then all-gather: `2 (N-1)` steps of `b / N`). A ring all-gather (`N-1` steps of `b`)
-        moves what one-shot does with more latency, so it is never the faster."""
-        n, p = self.sim.sockets, self.sim.preset
-        if n == 1:
+        """Every socket's block of ``b`` bytes (in the dtype the program's buffer states, e.g.
+        f32 partials) combined over the P2P links: see :func:`collective_plan`. The bytes
+        share the socket's links with its other collectives in flight (trips in order), and
+        the collective runs beside any work that does not wait for it."""
+        latency, moved = collective_plan(
+            self.sim.preset, inst.u.op, self.sim.sockets, inst.u.nbytes
+        )
+        if moved <= 0 and latency <= 0:
             self._worked(inst)
             return
-        b = float(inst.u.nbytes)
-        plans = [(p.p2p_latency_s, (n - 1) * b)]
-        if inst.u.op == "all_reduce":
-            plans.append((2 * (n - 1) * p.p2p_latency_s, 2 * (n - 1) * b / n))
-        latency, moved = min(plans, key=lambda plan: plan[0] + plan[1] / p.p2p_bandwidth)
         self.sim.engine.at(
             self.sim.engine.now + latency,
             lambda: self._move(inst, moved, lambda: self._worked(inst)),
@@ -691,7 +724,7 @@ class _Step:
         self.channels = {
             "hbm": _Channel(self.engine, "hbm", preset.hbm_bandwidth * preset.hbm_efficiency),
             "ddr": _Channel(self.engine, "ddr", preset.ddr_bandwidth * preset.ddr_efficiency),
-            "p2p": _Channel(self.engine, "p2p", preset.p2p_bandwidth),
+            "p2p": _Channel(self.engine, "p2p", preset.p2p_bandwidth * preset.p2p_links),
         }
         self.activity: dict[str, list[Interval]] = {}
         self.tensors = {t.name: t for t in program.tensors}

@@ -39,6 +39,8 @@ PARAMETERS = {
     "hbm_efficiency",
     "ddr_efficiency",
     "p2p_bandwidth",
+    "p2p_links",
+    "p2p_topology",
     "p2p_latency_s",
     "launch_software_s",
     "launch_hardware_s",

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from toy_program import build_toy
 
 from rdu_compiler.simulator import timing
-from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
+from rdu_compiler.simulator.hardware import TOPOLOGIES, HardwarePreset, PresetError, get_preset
 from rdu_compiler.simulator.program import Launch, encode_program
 from rdu_compiler.simulator.report import bounds, summarize
-from rdu_compiler.simulator.timing import SimulationError, simulate
+from rdu_compiler.simulator.timing import SimulationError, collective_plan, simulate
 
 SN40L = get_preset("sn40l")
 FIELDS = {f.name: f.type for f in msgspec.structs.fields(HardwarePreset)}
@@ -46,6 +46,9 @@ def parameter_values(draw):
     names = draw(st.lists(st.sampled_from(SN40L.parameters()), unique=True, max_size=4))
     changes = {}
     for name in names:
+        if name == "p2p_topology":
+            changes[name] = draw(st.sampled_from(TOPOLOGIES))
+            continue
         if name.endswith("_efficiency"):
             changes[name] = draw(st.floats(1e-6, 1.0))
             continue
@@ -103,6 +106,28 @@ def test_huge_p2p_bandwidth_does_not_livelock():
     fast = simulate(program, SN40L.replace(p2p_bandwidth=1e18))
     base = simulate(program, SN40L)
     assert fast.step_s < base.step_s and fast.events < 2 * base.events
+
+
+@pytest.mark.parametrize("op", ["all_reduce", "all_gather"])
+def test_collectives_cross_every_link_and_pick_the_faster_algorithm(op):
+    """One-shot sends N-1 blocks; ring moves less but pays a latency per step: the larger
+    block goes ring (all-reduce only), links divide the time of the bytes, a ring topology
+    allows only ring algorithms."""
+    n, small, large = 16, 16 * 1024, 64 * 1024 * 1024
+    latency, moved = collective_plan(SN40L, op, n, small)
+    assert (latency, moved) == (SN40L.p2p_latency_s, (n - 1) * small)  # one-shot
+    latency, moved = collective_plan(SN40L, op, n, large)
+    if op == "all_reduce":
+        assert moved == pytest.approx(2 * (n - 1) * large / n)  # ring
+    else:
+        assert moved == (n - 1) * large
+    ring = SN40L.replace(p2p_topology="ring")
+    assert collective_plan(ring, op, n, small)[0] > SN40L.p2p_latency_s
+    assert collective_plan(SN40L, op, 1, large) == (0.0, 0.0)
+    program = build_toy(looped=True, sockets=4, layers=2)
+    times = [simulate(program, SN40L.replace(p2p_links=k)).step_s for k in (1, 4)]
+    p2p = simulate(program, SN40L).bytes["p2p"]
+    assert times[0] - times[1] == pytest.approx(p2p / SN40L.p2p_bandwidth * 3 / 4, rel=0.05)
 
 
 def test_a_rate_too_small_to_finish_is_refused():
