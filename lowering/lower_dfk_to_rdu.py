@@ -29,6 +29,11 @@ differ):
 * the loop becomes `rdu.hw_loop` with the stacked params and a prefetch depth (trips whose
   loads may run ahead) bounded by the SRAM left for the extra staged weights.
 
+Buffers are reused where the IR is value-semantic (caches and the residual stream updated in
+place, slices and stacks as views), so the lowering checks that this cannot change what the step
+computes and refuses, at the op, IR that relies on a copy (docs/lowering.md, "What the lowering
+relies on, and checks").
+
 Host side: one tensor per buffer a socket holds (per-layer weights separately, so each has its
 own tier; KV caches stacked, with `.out` aliases), weights placed in HBM while they fit and in
 DDR after (KV caches, inputs, outputs and activations always in HBM), launches binding params
@@ -52,12 +57,14 @@ from xdsl.dialects.builtin import (
     BoolAttr,
     DenseArrayBase,
     DictionaryAttr,
+    FileLineColLoc,
     Float16Type,
     Float32Type,
     FloatAttr,
     IntegerAttr,
     IntegerType,
     ModuleOp,
+    NameLoc,
     StringAttr,
     SymbolRefAttr,
     TensorType,
@@ -65,7 +72,7 @@ from xdsl.dialects.builtin import (
     f64,
     i64,
 )
-from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+from xdsl.ir import Attribute, Block, BlockArgument, Operation, Region, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
@@ -84,6 +91,40 @@ HARDWARE_ATTR = "rdu.hardware"
 
 def _fail(message: str) -> PassFailedException:
     return PassFailedException(f"lower-dfk-to-rdu: {message}")
+
+
+def _where(op: Operation) -> str:
+    """Where `op` is, for a message: `file:line:col` when the IR came from text (tools stamp
+    every parsed op with its position), else the op's name, its source module path (the
+    frontend's `loc("model.layers.0.self_attn")`) and the function or kernel holding it."""
+    location = op.location
+    if isinstance(location, FileLineColLoc):
+        return f"{location.filename.data}:{location.line.data}:{location.column.data}"
+    where = f"'{op.name}'"
+    if isinstance(location, NameLoc):
+        where += f" ({location.desc.data})"
+    holder = op.parent_op()
+    while holder is not None and not isinstance(holder, func.FuncOp | dfk.KernelOp):
+        holder = holder.parent_op()
+    if holder is not None:
+        where += (
+            f" in {'kernel ' if isinstance(holder, dfk.KernelOp) else ''}@{holder.sym_name.data}"
+        )
+    return where
+
+
+def _fail_at(op: Operation, message: str) -> PassFailedException:
+    """A refusal located at `op` (see `_where`)."""
+    return _fail(f"{_where(op)}: {message}")
+
+
+def _named(value: SSAValue) -> str:
+    """A value as a message names it: `%name`, else what defines it (never a Python repr)."""
+    if value.name_hint:
+        return f"%{value.name_hint}"
+    if isinstance(value, BlockArgument):
+        return f"argument #{value.index}"
+    return f"result #{value.index} of '{value.owner.name}'"
 
 
 def _divisor(n: int, at_most: int) -> int:
@@ -278,9 +319,7 @@ class _KernelLowering:
             return self.buffer_of[value]
         if value in self.param_of:
             return self._load(value)
-        raise _fail(
-            f"value {value} of the kernel body is neither an argument nor computed in the body"
-        )
+        raise _fail(f"{_named(value)} is neither a kernel argument nor computed in the kernel")
 
     def _set_load_bytes(self, param: str, size: int) -> None:
         """A load moves what its consumer really reads (attended KV rows, gathered rows)."""
@@ -349,6 +388,13 @@ class _KernelLowering:
 
     def lower_op(self, op: Operation) -> None:
         self.group += 1
+        for value in op.operands:
+            if value not in self.buffer_of and value not in self.param_of:
+                raise _fail_at(
+                    op,
+                    f"reads {_named(value)}, which is neither an argument of the kernel nor "
+                    "computed in it (a value captured from outside that the lowering cannot map)",
+                )
         if isinstance(op, llm.LinearOp):
             return self._linear(op)
         if isinstance(op, llm.KVCacheWriteOp):
@@ -371,7 +417,7 @@ class _KernelLowering:
             | llm.MoEOp,
         ):
             return self._whole_op(op)
-        raise _fail(f"no mapping for '{op.name}' onto RDU units")
+        raise _fail_at(op, f"no mapping for '{op.name}' onto RDU units")
 
     def _collective(self, op: llm.AllReduceOp | llm.AllGatherOp) -> None:
         """One AGCU: it reads this socket's block (f32 partials for a row-split linear's
@@ -524,6 +570,12 @@ class _KernelLowering:
             self.cache_param_of[op.results[0]] = self.param_of[op.cache]
         elif op.cache in self.cache_param_of:
             self.cache_param_of[op.results[0]] = self.cache_param_of[op.cache]
+        else:
+            raise _fail_at(
+                op,
+                f"writes into {_named(op.cache)}, which is not a KV cache passed to the kernel: "
+                "the lowering updates caches in place, in the buffer the kernel was given",
+            )
         multi = count > 1
         block = Access(cache, [(0, b), (0, kh), (0, s), (0, d)], [0, kh, 0, 0] if multi else None)
         new = Access(self._read(op.new), [(0, b), (0, kh * d)], [0, kh * d] if multi else None)
@@ -749,6 +801,7 @@ def _lower_kernel(
     arg_index = {arg: i for i, arg in enumerate(kernel.args)}
     body_arg: dict[SSAValue, int] = {}  # body-level value -> kernel argument index
     stacked_args: set[int] = set()
+    shared: dict[SSAValue, int] = {}  # body values reading an argument that others read too
     stacked_outputs: set[int] = set()  # kernel results the loop yields per trip, stacked
     if loop is None:
         body_ops = [op for op in kernel.body.ops if not isinstance(op, dfk.ReturnOp)]
@@ -758,30 +811,77 @@ def _lower_kernel(
     else:
         others = [op for op in kernel.body.ops if op not in (loop, kernel.return_op)]
         if others or any(v not in arg_index for v in loop.operands):
-            raise _fail(f"kernel @{name}: a looped kernel must be one dfk.loop over its arguments")
+            raise _fail_at(
+                others[0] if others else loop,
+                f"kernel @{name}: a looped kernel must be one dfk.loop over its arguments",
+            )
         body_ops = [op for op in loop.body.ops if not isinstance(op, dfk.YieldOp)]
         operands = (*loop.carried, *loop.invariant, *loop.stacked)
         block_args = (*loop.carried_args, *loop.invariant_args, *loop.stacked_args)
         for operand, arg in zip(operands, block_args):
             body_arg[arg] = arg_index[operand]
+        # a kernel argument the body reads directly (captured) is the same every trip: an
+        # invariant operand in all but name
+        captured = {
+            value: None
+            for op in (*body_ops, loop.yield_op)
+            for value in op.operands
+            if value in arg_index
+        }
+        body_arg.update((value, arg_index[value]) for value in captured)
+        # read-only views of one argument (invariant operands, captures) share its param; an
+        # argument the loop also carries (updated in place) or stacks (a slice per trip)
+        # cannot be read another way at the same time
+        entering = [arg_index[v] for v in (*loop.carried, *loop.stacked)]
+        reads = [arg_index[v] for v in (*loop.invariant, *captured)]
+        twice = next((i for i in entering if (entering + reads).count(i) > 1), None)
+        if twice is not None:
+            raise _fail_at(
+                loop,
+                f"kernel @{name}: argument {_named(kernel.args[twice])} enters the loop "
+                "twice, once carried or stacked (a buffer updated, or sliced, per trip) and "
+                "once more: pass it once",
+            )
+        shared = {arg: body_arg[arg] for arg in (*loop.invariant_args, *captured)}
         stacked_args = {arg_index[v] for v in loop.stacked}
         yielded = (*loop.yield_op.carried, *loop.yield_op.stacked)
         through = dict(zip(loop.results, yielded))
+        not_looped = next((v for v in returned if v not in through), None)
+        if not_looped is not None:
+            raise _fail_at(
+                kernel.return_op,
+                f"kernel @{name} returns {_named(not_looped)}, which its loop does not yield: "
+                "a looped kernel returns its loop's results only",
+            )
         outputs = [through[v] for v in returned]
         stacked_outputs = {r for r, v in enumerate(returned) if v in loop.stacked_results}
         trips = loop.trip_count
         for result, init in zip(loop.carried_results, loop.carried):
-            if result in returned and inplace.get(returned.index(result)) != arg_index[init]:
-                raise _fail(
-                    f"kernel @{name}: the value its loop carries must be updated in "
-                    f"place, but the call's operand for it lives on after the call"
+            if result not in returned:
+                raise _fail_at(
+                    loop,
+                    f"kernel @{name}: the loop carries {_named(init)} from trip to trip "
+                    "through that argument's buffer, so the kernel must return the final "
+                    "carried value",
                 )
+            if inplace.get(returned.index(result)) != arg_index[init]:
+                raise _fail_at(
+                    loop,
+                    f"kernel @{name}: the value its loop carries must be updated in "
+                    f"place, but the call's operand for it lives on after the call",
+                )
+    _check_in_place_updates(body_ops)
+    param_of_shared: dict[int, str] = {}
     for value, index in body_arg.items():
+        if index in param_of_shared and value in shared:
+            lowering.param_of[value] = param_of_shared[index]
+            continue
         arg = kernel.args[index]
-        shape = _shape(value)
         lowering.param_of[value] = lowering.add_param(
-            arg.name_hint or f"arg{index}", shape, _dtype(value)
+            arg.name_hint or f"arg{index}", _shape(value), _dtype(value)
         )
+        if value in shared:
+            param_of_shared[index] = lowering.param_of[value]
     # names of results of their own first, so that buffers (named after values too) do not
     # take them: params are what launches bind and reports show
     own = {
@@ -829,7 +929,7 @@ def _lower_kernel(
     section_ops = [_materialize_section(lowering, units) for units in sections]
     # a stacked output is written to trip i's slice on trip i, whatever its kind (an updated
     # cache, a per-layer activation read later through dfk.slice): its param is stacked too
-    stacked_set = {p for p, i in arg_of_param.items() if i in stacked_args}
+    stacked_set = {lowering.param_of[a] for a in loop.stacked_args} if loop is not None else set()
     stacked_set |= {results[r].param for r in stacked_outputs}
     stacked = [p for p in used_params if p in stacked_set]
     if loop is None:
@@ -858,6 +958,28 @@ def _lower_kernel(
         spills,
         op,
     )
+
+
+def _check_in_place_updates(ops: Sequence[Operation]) -> None:
+    """An op whose result reuses an operand's buffer (`ResultAliasesOperand`, the KV cache
+    write) overwrites that operand: the lowering is only right when nothing reads the operand
+    after the op (the precondition the trait states)."""
+    for op in ops:
+        trait = op.get_trait(llm.ResultAliasesOperand)
+        if trait is None:
+            continue
+        overwritten = op.operands[trait.index]
+        for use in overwritten.uses:
+            later = use.operation
+            if later is op:
+                continue
+            if later.parent_block() is not op.parent_block() or op.is_before_in_block(later):
+                raise _fail_at(
+                    later,
+                    f"reads {_named(overwritten)} after '{op.name}' at {_where(op)} updated it "
+                    "in place (its result reuses that buffer): read the updated value, or "
+                    "keep the old one out of the kernel",
+                )
 
 
 def _prefetch(
@@ -907,9 +1029,70 @@ class _Host:
         self.values: dict[str, rdu.ValueOp] = {}
         self.tensors: dict[str, _Tensor] = {}
         self.views: dict[SSAValue, list[tuple[str, list[int]]]] = {}
+        # in-place updates so far (buffer, index, the call), and per view of each value how
+        # many of them had happened when the view was taken: a later overlapping update makes
+        # the view stale (its buffer no longer holds the value)
+        self.updates: list[tuple[str, list[int], dfk.CallOp]] = []
+        self.taken: dict[SSAValue, list[int]] = {}
         self.weight_of: dict[SSAValue, llm.ParamOp] = {}
         self.launches: list[rdu.LaunchOp] = []
         self.next_layer = 0
+
+    # -- the contract: which buffer holds which value (docs/lowering.md, "The contract") -------
+
+    def _define(
+        self,
+        value: SSAValue,
+        views: list[tuple[str, list[int]]],
+        taken: list[int] | None = None,
+    ) -> None:
+        self.views[value] = views
+        self.taken[value] = [len(self.updates)] * len(views) if taken is None else taken
+
+    def _buffer(self, tensor: str) -> str:
+        """The buffer a tensor is (an alias names its target's)."""
+        return self.tensors[tensor].aliases or tensor
+
+    def _check_current(self, value: SSAValue, user: Operation) -> None:
+        """Refuse `user` reading `value` from a buffer that an in-place update (a KV cache
+        write, the residual stream) has overwritten since: the program would read the new
+        contents where the IR means the old value."""
+        for (tensor, index), taken in zip(self.views[value], self.taken[value], strict=True):
+            for buffer, updated, call in self.updates[taken:]:
+                n = min(len(index), len(updated))
+                if buffer == self._buffer(tensor) and index[:n] == updated[:n]:
+                    raise _fail_at(
+                        user,
+                        f"reads {_named(value)}, but the launch of "
+                        f"@{call.callee.string_value()} at {_where(call)} has updated its buffer "
+                        f"({_view_text(buffer, index)}) in place since: the lowering reuses "
+                        "an updated value's buffer, so the old value must not be read after "
+                        "the update",
+                    )
+
+    def _check_returned(self, ret: func.ReturnOp) -> None:
+        """The step's results must be where the program keeps them: logits and next token in
+        their output tensors, each updated cache in its state's buffer, layers in order (the
+        next step reads the caches from there)."""
+        for index, value in enumerate(ret.arguments):
+            self._check_current(value, ret)
+            views = [(self._buffer(t), i) for t, i in self.views[value]]
+            if index < len(_OUTPUTS):
+                want = [[(_OUTPUTS[index], [])]]
+                what = f"result #{index} ({_OUTPUTS[index]})"
+            else:
+                state = _STATES[index - len(_OUTPUTS)]
+                layers = _shape(value)[0]
+                want = [[(state, [])], [(state, [i]) for i in range(layers)]]
+                what = f"result #{index} (the updated {state}, layers in order)"
+            if views not in want:
+                raise _fail_at(
+                    ret,
+                    f"returns {_named(value)} as {what}, but that value is held in "
+                    f"{', '.join(_view_text(t, i) for t, i in views)}, not in "
+                    f"{_view_text(*want[0][0])} where the program keeps it (the lowering "
+                    "makes no copy)",
+                )
 
     def _value(self, name: str, role: str, shape: Sequence[int], dtype: str) -> None:
         if name not in self.values:
@@ -949,17 +1132,23 @@ class _Host:
 
     def arguments(self, step: func.FuncOp) -> None:
         args = step.body.block.args
+        outputs = step.function_type.outputs.data
+        if (
+            len(args) != len(_INPUTS) + len(_STATES)
+            or len(outputs) != len(_OUTPUTS) + len(_STATES)
+            or list(outputs[len(_OUTPUTS) :]) != [a.type for a in args[len(_INPUTS) :]]
+        ):
+            raise _fail_at(
+                step,
+                f"@{ENTRY} must take (tokens, positions, k_cache, v_cache) and return "
+                "(logits, next_token, k_cache, v_cache), the caches with their arguments' "
+                "types (docs/decode_step.md)",
+            )
         for name, arg in zip(_INPUTS, args[:2]):
             shape, dtype = _shape(arg), _dtype(arg)
             self._value(name, "input", shape, dtype)
-            self.views[arg] = [
-                (
-                    self._tensor(
-                        _Tensor(name, shape, dtype, "input", [self._whole_source(name, shape)])
-                    ),
-                    [],
-                )
-            ]
+            source = self._whole_source(name, shape)
+            self._define(arg, [(self._tensor(_Tensor(name, shape, dtype, "input", [source])), [])])
         for index, (name, arg) in enumerate(zip(_STATES, args[2:4]), start=2):
             shape, dtype = _shape(arg), _dtype(arg)
             attrs = step.arg_attrs.data[index].data if step.arg_attrs else {}
@@ -971,7 +1160,7 @@ class _Host:
                 )
             )
             self._tensor(_Tensor(f"{name}.out", shape, dtype, "kv_cache", aliases=name))
-            self.views[arg] = [(name, [])]
+            self._define(arg, [(name, [])])
 
     def _weight_tensors(self, param: llm.ParamOp, per_trip: bool) -> list[tuple[str, list[int]]]:
         """Tensors holding a parameter: one, or (`per_trip`) one per leading slice (stacked by
@@ -1002,20 +1191,32 @@ class _Host:
         bound: dict[str, list[tuple[str, list[int]]]] = {}
         for index, operand in enumerate(call.arguments):
             if operand in self.weight_of:
-                self.views[operand] = self._weight_tensors(
-                    self.weight_of[operand], index in plan.stacked_args
+                self._define(
+                    operand,
+                    self._weight_tensors(self.weight_of[operand], index in plan.stacked_args),
                 )
+            self._check_current(operand, call)
             if index in plan.arg_params:
-                bound[plan.arg_params[index]] = self.views[operand]
+                views = self.views[operand]
+                if index not in plan.stacked_args and len(views) != 1:
+                    raise _fail_at(
+                        call,
+                        f"passes {_named(operand)}, a stack of {len(views)} separate tensors, "
+                        f"as argument #{index} of @{plan.name}, which needs one tensor",
+                    )
+                bound[plan.arg_params[index]] = views
+        results: list[tuple[SSAValue, list[tuple[str, list[int]]]]] = []
         for result, where in zip(call.res, plan.results):
-            if where.kind == "cache":
-                views = [(f"{t}.out", i) for t, i in self.views[call.arguments[where.arg]]]
-            elif where.kind == "inplace":
-                views = self.views[call.arguments[where.arg]]
-            else:
+            if where.kind == "fresh":
                 views = [(self._fresh_tensor(result), [])]
-            self.views[result] = views
+            else:
+                operand = call.arguments[where.arg]
+                views = self._updated_in_place(call, plan, where, operand)
+                self.updates.extend((self._buffer(t), i, call) for t, i in views)
+            results.append((result, views))
             bound[where.param] = views
+        for result, views in results:
+            self._define(result, views)
         for param, shape, dtype in plan.spills:
             bound[param] = [
                 (self._tensor(_Tensor(f"{plan.name}.{param}", shape, dtype, "activation")), [])
@@ -1041,6 +1242,36 @@ class _Host:
                 }
             )
         )
+
+    def _updated_in_place(
+        self, call: dfk.CallOp, plan: KernelPlan, where: _Result, operand: SSAValue
+    ) -> list[tuple[str, list[int]]]:
+        """The views a result updating `operand` in place is stored to: a KV cache into the
+        cache's alias (`k_cache.out`), the residual stream into its own activation buffer."""
+        views = self.views[operand]
+        kinds = {self.tensors[t].kind for t, _ in views}
+        if where.kind == "cache":
+            if kinds != {"kv_cache"}:
+                raise _fail_at(
+                    call,
+                    f"@{plan.name} updates argument #{where.arg} in place as a KV cache, but "
+                    f"the call passes {_named(operand)}, which is not a view of "
+                    f"{' or '.join(_STATES)}",
+                )
+            return [(f"{self._buffer(t)}.out", i) for t, i in views]
+        if kinds != {"activation"} or sum(1 for _ in operand.uses) != 1:
+            raise _fail_at(
+                call,
+                f"@{plan.name} stores result #{plan.results.index(where)} in place over "
+                f"argument #{where.arg} (as at its first call, where that operand dies), but "
+                f"this call's operand {_named(operand)} "
+                + (
+                    "is used again"
+                    if kinds == {"activation"}
+                    else f"is {' / '.join(sorted(kinds))} data it must not overwrite"
+                ),
+            )
+        return views
 
     def _layers(self, call: dfk.CallOp, plan: KernelPlan) -> list[int]:
         layer = call.attributes.get(LAYER_ATTR)
@@ -1075,21 +1306,53 @@ class _Host:
         self.arguments(step)
         for op in step.body.block.ops:
             if isinstance(op, llm.WeightOp):
-                self.weight_of[op.results[0]] = self.params[op.param.root_reference.data]
+                weight = op.results[0]
+                self.weight_of[weight] = self.params[op.param.root_reference.data]
+                user = next((u.operation for u in weight.uses if not _is_call(u.operation)), None)
+                if user is not None:
+                    raise _fail_at(
+                        user,
+                        f"uses the weight {_named(weight)} outside a kernel call: the program "
+                        "binds weights to kernel arguments only",
+                    )
             elif isinstance(op, dfk.SliceOp):
-                views = self.views[op.source]
+                views, taken = self.views[op.source], self.taken[op.source]
                 index = op.index_attr.value.data
-                self.views[op.results[0]] = (
-                    [(views[0][0], views[0][1] + [index])] if len(views) == 1 else [views[index]]
-                )
+                if len(views) == 1:
+                    self._define(op.results[0], [(views[0][0], views[0][1] + [index])], taken)
+                else:
+                    self._define(op.results[0], [views[index]], [taken[index]])
             elif isinstance(op, dfk.StackOp):
-                self.views[op.results[0]] = [v for x in op.inputs for v in self.views[x]]
+                nested = next((x for x in op.inputs if len(self.views[x]) != 1), None)
+                if nested is not None:
+                    raise _fail_at(
+                        op,
+                        f"stacks {_named(nested)}, itself a stack of separate tensors: "
+                        "the lowering binds one tensor per stacked slice (stack the slices)",
+                    )
+                self._define(
+                    op.results[0],
+                    [self.views[x][0] for x in op.inputs],
+                    [self.taken[x][0] for x in op.inputs],
+                )
             elif isinstance(op, dfk.CallOp):
                 self.call(op)
-            elif not isinstance(op, func.ReturnOp):
-                raise _fail(
-                    f"'{op.name}' in @{ENTRY} outside a kernel: outline it first (outline-kernels)"
+            elif isinstance(op, func.ReturnOp):
+                self._check_returned(op)
+            else:
+                raise _fail_at(
+                    op,
+                    f"'{op.name}' in @{ENTRY} outside a kernel: outline it first (outline-kernels)",
                 )
+
+
+def _is_call(op: Operation) -> bool:
+    return isinstance(op, dfk.CallOp)
+
+
+def _view_text(tensor: str, index: Sequence[int]) -> str:
+    """`k_cache[1]`: a view as messages show it."""
+    return tensor + "".join(f"[{i}]" for i in index)
 
 
 def _common_name(sources: Sequence[str]) -> str:

@@ -20,7 +20,6 @@ from weakref import WeakKeyDictionary
 
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
-from xdsl.parser import Parser
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import (
     ArgSpecParseError,
@@ -38,11 +37,13 @@ from rdu_compiler.tools.cli import (
     reader_went_away,
     write_atomically,
 )
+from rdu_compiler.tools.ir_file import LocatingParser, first_failing_op
 from rdu_compiler.tools.universe import DIALECTS, PASS_HELP, PASSES, TARGETS
 
 
-class _SpanRecordingParser(Parser):
-    """A parser that remembers where each op was written, to locate verifier errors."""
+class _SpanRecordingParser(LocatingParser):
+    """A parser that remembers where each op was written, to locate verifier errors (and,
+    as every parser of our tools, stamps ops without a location with their file:line:col)."""
 
     def __init__(self, spans: WeakKeyDictionary[Operation, Span], *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -72,16 +73,6 @@ class _OutputBuffer(StringIO):
 
     def close(self) -> None:
         pass
-
-
-def _first_failing_op(module: ModuleOp) -> tuple[Operation, Exception] | None:
-    """The innermost op whose own verifier fails, in xDSL's verification order."""
-    for op in module.walk(region_first=True):
-        try:
-            op.verify(verify_nested_ops=False)
-        except Exception as error:  # noqa: BLE001 - any verifier failure locates the op
-            return op, error
-    return None
 
 
 def _one_line(op: Operation, limit: int = 160) -> str:
@@ -119,7 +110,11 @@ class RduOptMain(xDSLOptMain):
 
         def parse_mlir(io: IO[bytes]):
             parser = _SpanRecordingParser(
-                self._op_spans, self.ctx, io.read(), self.get_input_name()
+                self._op_spans,
+                self.ctx,
+                io.read(),
+                self.get_input_name(),
+                line_offset=self._chunk_line_offset,
             )
             return parser.parse_module(not self.args.no_implicit_module)
 
@@ -235,7 +230,7 @@ class RduOptMain(xDSLOptMain):
         return "<unknown location>"
 
     def describe_verify_failure(self, error: Exception) -> str:
-        found = _first_failing_op(self._module) if self._module is not None else None
+        found = first_failing_op(self._module) if self._module is not None else None
         after = f" (after pass '{self._finished_pass.name}')" if self._finished_pass else ""
         if found is None:
             return f"error: {error}{after}"

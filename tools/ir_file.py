@@ -1,0 +1,184 @@
+""".mlir files as models: parsing with source positions, and what a decode step in IR says
+about itself (name, batch, context, vocabulary, sockets, stage), so that `rdu-run` and
+`rdu-sim` take a user's own or hand-edited IR at any stage from `llm` down.
+
+Every op parsed here (and by `rdu-opt`) without a `loc(...)` of its own gets its position in
+the file as a `FileLineColLoc`, as `mlir-opt` does: locations survive the passes' clones, so a
+pass that refuses an op (the lowering's contract checks) names `file:line:col`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import FileLineColLoc, IntAttr, ModuleOp, StringAttr, UnknownLoc
+from xdsl.ir import Operation
+from xdsl.parser import Parser
+from xdsl.utils.exceptions import ParseError, VerifyException
+
+from rdu_compiler.tools.cli import UserError
+
+IR_SUFFIX = ".mlir"
+
+
+def is_ir_file(path: str) -> bool:
+    """Whether a MODEL / PROGRAM argument names an IR file (by its suffix)."""
+    return path.endswith(IR_SUFFIX)
+
+
+class LocatingParser(Parser):
+    """A parser that stamps every op written without `loc(...)` with its `file:line:col`
+    (`line_offset`: lines before this chunk, for `--split-input-file`)."""
+
+    def __init__(self, *args, line_offset: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._line_offset = line_offset
+
+    def parse_operation(self) -> Operation:
+        start = self._current_token.span
+        op = super().parse_operation()
+        if isinstance(op.location, UnknownLoc):
+            where = replace(start, line_offset=self._line_offset).get_location()
+            op.location = FileLineColLoc(
+                StringAttr(where.file), IntAttr(where.line), IntAttr(where.col)
+            )
+        return op
+
+
+def where(op: Operation) -> str:
+    """`file:line:col` of `op`, or of the nearest op around it that has one."""
+    node: Operation | None = op
+    while node is not None:
+        location = node.location
+        if isinstance(location, FileLineColLoc):
+            text = f"{location.filename.data}:{location.line.data}:{location.column.data}"
+            return text if node is op else f"{text} (in this op)"
+        node = node.parent_op()
+    return f"'{op.name}'"
+
+
+def first_failing_op(module: Operation) -> tuple[Operation, Exception] | None:
+    """The innermost op whose own verifier fails, in xDSL's verification order."""
+    for op in module.walk(region_first=True):
+        try:
+            op.verify(verify_nested_ops=False)
+        except Exception as error:  # noqa: BLE001 - any verifier failure locates the op
+            return op, error
+    return None
+
+
+def _context() -> Context:
+    from xdsl.universe import Universe
+
+    from rdu_compiler.tools.universe import DIALECTS
+
+    ctx = Context()
+    for name, factory in Universe.get_multiverse().all_dialects.items():
+        ctx.register_dialect(name, factory)
+    for name, factory in DIALECTS.items():
+        if name not in ctx.registered_dialect_names:
+            ctx.register_dialect(name, factory)
+    return ctx
+
+
+def parse_ir(path: str) -> ModuleOp:
+    """The verified module in `path`; bad IR is a UserError naming `file:line:col`."""
+    try:
+        with open(path) as stream:
+            text = stream.read()
+    except OSError as error:
+        raise UserError(f"cannot read '{path}': {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"'{path}' is not a text file") from None
+    try:
+        module = LocatingParser(_context(), text, path).parse_module()
+    except ParseError as error:  # one line, not xDSL's rendering with a caret
+        raise UserError(f"{error.span.get_location()}: {error.msg}") from None
+    try:
+        module.verify()
+    except VerifyException as error:
+        found = first_failing_op(module)
+        if found is None:
+            raise UserError(f"{path}: {error}") from None
+        op, op_error = found
+        message = (
+            str(op_error).removeprefix("Operation does not verify: ").removeprefix(f"{op.name}: ")
+        )
+        raise UserError(f"{where(op)}: '{op.name}' op {message}") from None
+    return module
+
+
+@dataclass(frozen=True)
+class IrModel:
+    """A decode step read from an `.mlir` file: what tools need to know before running it.
+
+    `stage`: `llm` (as `rdu-import` prints it), `dfk` (outlined), `looped` (kernel-looped);
+    `sockets`: the count a sharded module was sharded over, else None."""
+
+    path: str
+    module: ModuleOp
+    name: str
+    batch: int
+    context: int
+    vocab_size: int
+    dtype: str
+    sockets: int | None
+    stage: str
+
+    def fresh_module(self) -> ModuleOp:
+        """A copy to run passes on (they rewrite the module in place)."""
+        return self.module.clone()
+
+
+def load_ir_model(path: str) -> IrModel:
+    """Parse and check an IR decode step (docs/decode_step.md); a module that is no decode
+    step, or one already lowered to `rdu`, is a UserError saying so."""
+    from rdu_compiler.rdu_dialect import dfk, llm
+    from rdu_compiler.rdu_dialect.interpreter import ENTRY
+    from rdu_compiler.simulator.numerics import DTYPES
+
+    module = parse_ir(path)
+    if any(op.name.startswith("rdu.") for op in module.walk()):
+        raise UserError(
+            f"{path}: the module is already lowered to the rdu dialect; emit its program "
+            "(rdu-opt -t rdu-program) and run that with rdu-sim"
+        )
+    step = next(
+        (op for op in module.ops if isinstance(op, func.FuncOp) and op.sym_name.data == ENTRY),
+        None,
+    )
+    if step is None:
+        raise UserError(f"{path}: no func.func @{ENTRY}: not a decode step (docs/decode_step.md)")
+    inputs, outputs = step.function_type.inputs.data, step.function_type.outputs.data
+    shapes = [getattr(t, "get_shape", lambda: ())() for t in (*inputs, *outputs)]
+    if len(inputs) != 4 or len(outputs) != 4 or len(shapes[2]) != 5 or len(shapes[4]) != 2:
+        raise UserError(
+            f"{where(step)}: @{ENTRY} must take (tokens, positions, k_cache, v_cache) and return "
+            "(logits, next_token, k_cache, v_cache) (docs/decode_step.md)"
+        )
+    dtype = str(outputs[0].element_type)
+    if dtype not in DTYPES:
+        raise UserError(f"{where(step)}: logits of type {dtype}: not a dtype the tools run")
+    name = module.attributes.get("llm.model")
+    sockets = module.attributes.get(llm.SOCKETS_ATTR)
+    walked = list(module.walk())
+    stage = (
+        "looped"
+        if any(isinstance(op, dfk.LoopOp) for op in walked)
+        else "dfk"
+        if any(isinstance(op, dfk.KernelOp) for op in walked)
+        else "llm"
+    )
+    return IrModel(
+        path=path,
+        module=module,
+        name=name.data if isinstance(name, StringAttr) else path,
+        batch=shapes[4][0],
+        context=shapes[2][3],
+        vocab_size=shapes[4][1],
+        dtype=dtype,
+        sockets=llm.sockets_of(module) if sockets is not None else None,
+        stage=stage,
+    )
