@@ -31,8 +31,12 @@ __all__ = [
     "HardwarePreset",
     "PresetError",
     "Provenance",
+    "describe_hardware",
+    "encode_hardware",
     "get_preset",
     "list_presets",
+    "load_hardware",
+    "overrides_between",
     "parse_overrides",
 ]
 
@@ -408,3 +412,53 @@ def get_preset(name: str) -> HardwarePreset:
         raise PresetError(
             f"unknown hardware preset {name!r}; known: {', '.join(list_presets())}"
         ) from None
+
+
+def load_hardware(spec: str) -> HardwarePreset:
+    """``--hardware NAME|FILE``: a built-in preset by name, or a JSON file in the preset's own
+    schema (what :func:`encode_hardware` writes: every figure and its provenance), checked like
+    a preset (types, ranges, a provenance per figure)."""
+    if spec in _PRESETS:
+        return _PRESETS[spec]
+    try:
+        with open(spec, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise PresetError(
+            f"--hardware {spec!r} is neither a preset ({', '.join(list_presets())}) nor a file"
+        ) from None
+    except OSError as error:
+        raise PresetError(f"cannot read hardware file '{spec}': {error.strerror}") from None
+    try:
+        return msgspec.json.decode(data, type=HardwarePreset)
+    except (msgspec.DecodeError, msgspec.ValidationError) as error:
+        raise PresetError(f"{spec}: not a hardware file: {error}") from None
+
+
+def encode_hardware(preset: HardwarePreset) -> bytes:
+    """A preset as a hardware file (indented JSON, figures then provenance), which
+    :func:`load_hardware` reads back: the way to start a hardware file of one's own."""
+    return msgspec.json.format(msgspec.json.encode(preset), indent=2) + b"\n"
+
+
+def overrides_between(base: HardwarePreset, preset: HardwarePreset) -> str:
+    """``key=value,...`` for every figure where ``preset`` differs from ``base`` (exact: floats
+    are written with ``repr``), so a tool that names hardware by preset plus overrides (the
+    lowering's ``hw`` / ``hw-overrides``) can be given a hardware file."""
+    return ",".join(
+        f"{key}={getattr(preset, key)!r}"
+        for key in HardwarePreset.figures()
+        if getattr(preset, key) != getattr(base, key)
+    )
+
+
+def describe_hardware(preset: HardwarePreset) -> str:
+    """A preset as a table for people: each figure, its value and where it comes from."""
+    lines = [f"hardware {preset.name} (per socket; SI units: bytes, bytes/s, s, Hz, FLOP/s)"]
+    width = max(len(f) for f in HardwarePreset.figures())
+    for key in HardwarePreset.figures():
+        value = getattr(preset, key)
+        text = f"{value:.6g}" if isinstance(value, float) else str(value)
+        p = preset.provenance[key]
+        lines.append(f"  {key:<{width}} {text:>14}  {p.origin}: {p.note}")
+    return "\n".join(lines)

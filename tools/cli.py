@@ -20,9 +20,18 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from xdsl.utils.exceptions import DiagnosticException, ParseError
 
     from rdu_compiler.frontend.config import ConfigError
+    from rdu_compiler.simulator.hardware import PresetError
     from rdu_compiler.simulator.weights import WeightError
 
-    return (UserError, ConfigError, WeightError, ParseError, DiagnosticException, OSError)
+    return (
+        UserError,
+        ConfigError,
+        WeightError,
+        PresetError,
+        ParseError,
+        DiagnosticException,
+        OSError,
+    )
 
 
 def run_tool(
@@ -154,3 +163,38 @@ def print_generated(tokens: list[list[int]]) -> None:
     and rdu-sim print their tokens alike (and their outputs can be compared)."""
     for b, row in enumerate(tokens):
         print(f"{'generated' if len(tokens) == 1 else f'entry {b}'}: {', '.join(map(str, row))}")
+
+
+class Progress:
+    """A progress bar on stderr (``[#####-----] 3/8 what``), rewritten in place; only when
+    stderr is a terminal, so logs and pipes stay clean. :meth:`advance` starts the next of
+    ``total`` items, :meth:`wrap` counts the calls of a decode step."""
+
+    WIDTH = 20
+
+    def __init__(self, total: int):
+        self.total, self.done = total, 0
+        self.on = sys.stderr.isatty()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.on:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+    def advance(self, text: str) -> None:
+        self.done += 1
+        if self.on:
+            filled = self.WIDTH * (self.done - 1) // max(self.total, 1)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            sys.stderr.write(f"\r\033[K[{bar}] {self.done}/{self.total} {text}")
+            sys.stderr.flush()
+
+    def wrap(self, step: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def counted(tokens: Any, positions: Any) -> Any:
+            self.advance("decode step")
+            return step(tokens, positions)
+
+        return counted

@@ -1,28 +1,38 @@
-"""`rdu-run MODEL`: run decode steps of a model.
+"""`rdu-run MODEL`: run decode steps of a model, or time them.
 
-The prompt's token ids are fed one per decode step (teacher forcing), then `--steps N` tokens
-are generated greedily (like HF `max_new_tokens`: the last one is not fed back), so
-`len(prompt) + N - 1` decode steps run, at positions 0, 1, ... Every batch entry gets the same
-prompt for now (so all entries produce the same tokens).
+Vocabulary (every table, JSON key and chart): a *step* is one decode step of every batch entry;
+*TPOT* (time per output token of one sequence) is the step time; *tokens/s* counts every
+sequence (batch / step time); *per token* means per step / batch. The JSON keys named
+`..._per_token` in `timing` (`ms_per_token`, `launches_per_token`,
+`launch_and_sync_ms_per_token`) are per step (each sequence gets one token per step): they keep
+their names, which tools rely on.
 
-Engines: `--engine sim` (the default) compiles the model with the default pipeline in process
-(`lowering.pipeline.compile_program`: import, passes, lowering to a program) and runs the program
-in the bundled simulator: without `--functional` it times one decode step with and without
-kernel looping (`--no-kernel-looping`: without only) and prints them side by side with the
-speedup (`--launch both`: for software- and hardware-orchestrated launch side by side); with
-`--functional` it computes real numbers (tokens, logits). `--engine reference` is the llm-level
-numpy semantics (the module from `frontend.builder`, sharded by `shard-tensor-parallel` when
-`--sockets` > 1, handed in-process to `rdu_dialect.interpreter`, which runs every rank); it
-refuses the options only the simulator has (`--no-kernel-looping`, `--functional`, `--launch`)
-rather than ignoring them. A progress line is shown on stderr when it is a terminal.
+Timing (`--engine sim`, the default, without `--functional`): the model is compiled in process
+with the default pipeline (`lowering.pipeline.compile_program`) and ONE steady-state decode step
+at the full `--context` (every cache row attended) is simulated, with and without kernel
+looping side by side (`--no-kernel-looping`: without only; `--launch both`: software- and
+hardware-orchestrated launch side by side), with a per-kernel and a per-op breakdown. No numbers
+are computed, so weights, prompt and `--steps` do not apply (refused). `--generate N` times N
+decode steps instead, the KV cache growing from the prompt's length. Lists of `--batch`,
+`--context`, `--sockets` sweep their product (one row per case and variant; `--csv`, `--json`,
+`--plot`).
 
-`--json` prints `{"model", "engine", "sockets", "batch", "context", "tokens", ...}` with
-`tokens` one list of generated ids per batch entry (null for timing runs, which compute no
-numbers). Timing runs add `"launch"` and `"timing": {"looped": T, "unlooped": T, "speedup": x}`
-(T with the keys of `TIMING_KEYS`; the speedup is kernel looping's); with `--launch both`,
-`"launch": "both"`, `"timing"` with the software-launch figures (so the keys tools rely on stay)
-and `"timing_by_launch": {"software": {...}, "hardware": {...}}`, each shaped like `"timing"`. `--logits-out FILE.npy` saves the last step's logits as
-float32 `[batch, vocab]` (the bf16 values, exactly).
+Numbers (`--functional`, or `--engine reference`): the prompt (token ids, or text with a
+tokenizer) is fed one token per step (teacher forcing), then `--steps N` tokens are generated
+greedily (like HF `max_new_tokens`: the last one is not fed back), at positions 0, 1, ...;
+every batch entry gets the same prompt. Weights: `--weights PATH`, else the model folder's
+checkpoint, else `--seed N` random init. `--engine reference` is the llm-level numpy semantics
+(sharded by `shard-tensor-parallel` when `--sockets` > 1, every rank run); it refuses the
+options only the simulator has.
+
+`--json` prints `{"model", "engine", "sockets", "batch", "context", "tokens", ...}` (`tokens`:
+one list of generated ids per batch entry; null for timing runs, which compute no numbers).
+Timing runs add `"launch"`, `"roofline_ms_per_token"` (per step), `"timing": {"looped": T,
+"unlooped": T, "speedup": x}` (T with the keys of `TIMING_KEYS`), and `"breakdown"`
+(per variant: `kernels` and `ops`, see `simulator/breakdown.py`); with `--launch both`,
+`"launch": "both"`, `"timing"` with the software figures and `"timing_by_launch":
+{"software": {...}, "hardware": {...}}`. A sweep prints a JSON list of rows instead
+(`tools/timing_runs.py`).
 """
 
 from __future__ import annotations
@@ -32,112 +42,307 @@ import io
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from rdu_compiler import __version__
 from rdu_compiler.tools.cli import (
+    Progress,
     UserError,
     check_context,
     decode_loop,
     decode_steps,
-    parse_prompt,
     print_generated,
     run_tool,
     write_atomically,
 )
+from rdu_compiler.tools.timing_runs import LAUNCHES, VARIANTS
 
 PROG = "rdu-run"
 SIM_ONLY = "only the simulator engine (--engine sim) takes these options"
-LAUNCHES = ("software", "hardware")
+
+EXAMPLES = """\
+what the timing means:
+  a timing run simulates ONE steady-state decode step at the full --context (every KV-cache
+  row attended), looped and unlooped; TPOT (time per output token of a sequence) is that step's
+  time, tokens/s = batch / step time, "per token" = per step / batch. --generate N times N
+  steps with the cache growing from the prompt's length instead.
+
+examples:
+  rdu-run llama-3.1-8b                                   # one step timed, looped vs unlooped
+  rdu-run llama-3.1-70b --sockets 8,16 --batch 1,8,32 --csv sweep.csv --plot sweep.png
+  rdu-run llama-3.1-8b --trace step.json --plot layers.png  # Perfetto trace, per-layer chart
+  rdu-run llama-3.1-8b --hw-override hbm_bandwidth=2.4e12 --launch both
+  rdu-run llama-3.1-8b --generate 32 --prompt 1,2,3,4    # TPOT p50/p99 as the cache grows
+  rdu-run tiny-mistral --functional --prompt 5,6,7 --steps 8   # real numbers
+  rdu-run ./my-model --functional --prompt 'Hello world'  # folder: checkpoint + tokenizer.json
+  rdu-run --list-models; rdu-run --print-hardware"""
+
+
+def _int_list(text: str) -> list[int]:
+    """`8` or `1,8,32` -> [1, 8, 32] (argparse type of --batch, --context, --sockets)."""
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer or a comma-separated list, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one value")
+    return values
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("model", metavar="MODEL", help="preset name, HF config.json, or HF model folder")
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        nargs="?",
+        help="preset name (--list-models), HF config.json, or HF model folder",
+    )
+    p.add_argument("--version", action="version", version=f"{PROG} (rdu-compiler {__version__})")
+    p.add_argument("--list-models", action="store_true", help="list the bundled presets and exit")
     p.add_argument(
         "--engine",
         choices=("sim", "reference"),
         default="sim",
         help="sim: compile and simulate (default); reference: llm-level numpy semantics",
     )
-    source = p.add_mutually_exclusive_group()
-    source.add_argument(
-        "--weights", metavar="PATH", help="safetensors file or HF model folder (HF tensor names)"
+    shape = p.add_argument_group("shape of the step (lists sweep their product in timing runs)")
+    shape.add_argument(
+        "--batch", type=_int_list, default=[1], metavar="B[,B...]", help="batch entries"
     )
-    source.add_argument("--seed", type=int, help="seeded random init (default: seed 0)")
-    p.add_argument(
-        "--prompt",
-        default="1",
-        metavar="IDS",
-        help="comma-separated token ids fed one per step (default: 1)",
-    )
-    p.add_argument(
-        "--steps",
-        type=int,
-        default=8,
-        metavar="N",
-        help="tokens to generate greedily after the prompt (default: 8)",
-    )
-    p.add_argument(
-        "--batch",
-        type=int,
-        default=1,
-        metavar="B",
-        help="batch entries (all get the same prompt for now)",
-    )
-    p.add_argument(
+    shape.add_argument(
         "--context",
-        type=int,
-        metavar="S",
-        help="KV cache length (default: min(max positions, 4096))",
+        type=_int_list,
+        metavar="S[,S...]",
+        help="KV-cache length (default: min(max positions, 4096))",
     )
-    p.add_argument("--layers", type=int, metavar="N", help="use only the first N layers")
-    p.add_argument(
+    shape.add_argument(
+        "--sockets",
+        type=_int_list,
+        default=[1],
+        metavar="N[,N...]",
+        help="sockets, tensor parallel: 1, 2, 4, 8 or 16 (default 1)",
+    )
+    shape.add_argument("--layers", type=int, metavar="N", help="use only the first N layers")
+    shape.add_argument(
         "--dtype",
         choices=("bf16", "f32"),
         default="bf16",
         help="data type of weights, activations and caches",
     )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--logits-out", metavar="FILE.npy", help="save the last step's logits")
-    p.add_argument(
-        "--sockets",
-        type=int,
-        default=1,
-        metavar="N",
-        help="sockets (tensor parallel: 1, 2, 4, 8 or 16; default 1); the "
-        "reference engine runs every rank",
+    numbers = p.add_argument_group("numbers (--functional, --engine reference)")
+    source = numbers.add_mutually_exclusive_group()
+    source.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="safetensors file or HF model folder (default: MODEL's checkpoint if it is a "
+        "folder holding one, else --seed 0)",
     )
-    sim = p.add_argument_group("simulator engine options")
+    source.add_argument("--seed", type=int, help="seeded random init")
+    numbers.add_argument(
+        "--prompt",
+        metavar="IDS|TEXT",
+        help="comma-separated token ids, or text with a tokenizer (default: 1)",
+    )
+    numbers.add_argument(
+        "--tokenizer",
+        metavar="PATH",
+        help="tokenizer.json (default: MODEL folder's); text prompts, decoded output",
+    )
+    numbers.add_argument(
+        "--steps", type=int, metavar="N", help="tokens to generate greedily (default: 8)"
+    )
+    numbers.add_argument("--logits-out", metavar="FILE.npy", help="save the last step's logits")
+    sim = p.add_argument_group("simulator engine")
     sim.add_argument(
-        "--no-kernel-looping", action="store_true", help="compile without kernel looping"
+        "--no-kernel-looping", action="store_true", help="compile without kernel looping only"
     )
     sim.add_argument(
-        "--functional",
-        action="store_true",
-        help="compute real numbers through the simulator instead of timing",
+        "--functional", action="store_true", help="compute real numbers instead of timing"
     )
     sim.add_argument(
         "--launch",
         choices=(*LAUNCHES, "both"),
-        help="launch orchestration (default: software); both: time software- "
-        "and hardware-orchestrated launch side by side (JSON: "
-        '"timing_by_launch": {"software": ..., "hardware": ...} '
-        'besides "timing", which holds the software figures)',
+        help="launch orchestration (default: software); both: side by side",
     )
+    sim.add_argument(
+        "--generate",
+        type=int,
+        metavar="N",
+        help="time N decode steps as the KV cache grows from the prompt's length "
+        "(TPOT p50/p99, total); compiles one program per cache length",
+    )
+    hw = p.add_argument_group("hardware")
+    hw.add_argument(
+        "--hardware", default="sn40l", metavar="NAME|FILE", help="preset or hardware file"
+    )
+    hw.add_argument(
+        "--hw-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE,...",
+        help="change hardware figures (names: --print-hardware)",
+    )
+    hw.add_argument(
+        "--print-hardware",
+        action="store_true",
+        help="print the hardware figures with their provenance and exit (--json: a hardware "
+        "file for --hardware)",
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="machine-readable output")
+    out.add_argument("--csv", metavar="FILE", help="timing rows as CSV (one per case and variant)")
+    out.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="chart: a sweep's achieved vs roofline; one run's per-layer times",
+    )
+    out.add_argument("--trace", metavar="FILE", help="Chrome / Perfetto trace of the timed step")
     return p
 
 
-def _refuse_sim_options(args: argparse.Namespace) -> None:
-    used = [
+def run(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.list_models:
+        print(_list_models())
+        return 0
+    preset = _hardware(args)
+    if args.print_hardware:
+        from rdu_compiler.simulator.hardware import describe_hardware, encode_hardware
+
+        if args.json:
+            sys.stdout.write(encode_hardware(preset).decode())
+        else:
+            print(describe_hardware(preset))
+        return 0
+    if args.model is None:
+        raise UserError("give a MODEL (--list-models shows the presets)")
+    timing = args.engine == "sim" and not args.functional
+    _check_options(args, timing)
+
+    from rdu_compiler.frontend.builder import default_context
+    from rdu_compiler.frontend.config import load_model_config
+
+    config = load_model_config(args.model, layers=args.layers)
+    contexts = args.context or [default_context(config)]
+    for context in contexts:
+        check_context(context, config.max_position_embeddings)
+    if timing:
+        return _timing_run(args, config, contexts, preset)
+    return _numbers_run(args, config, contexts[0])
+
+
+def _hardware(args: argparse.Namespace):
+    from rdu_compiler.simulator.hardware import load_hardware
+
+    preset = load_hardware(args.hardware)
+    return preset.with_overrides(args.hw_override) if args.hw_override else preset
+
+
+def _list_models() -> str:
+    from rdu_compiler.frontend.config import list_presets, load_model_config
+
+    lines = [
+        f"{'model':<18} {'architecture':<22} {'layers':>6} {'params':>8} {'max positions':>14}"
+    ]
+    for name in list_presets():
+        c = load_model_config(name)
+        params = c.num_parameters
+        size = f"{params / 1e9:.1f}B" if params >= 1e8 else f"{params / 1e3:.0f}k"
+        lines.append(
+            f"{name:<18} {c.architecture:<22} {c.num_layers:>6} {size:>8} "
+            f"{c.max_position_embeddings:>14}"
+        )
+    return "\n".join(lines)
+
+
+def _check_options(args: argparse.Namespace, timing: bool) -> None:
+    """Refuse what the chosen mode would ignore, with the way to use it."""
+    for name, values in (("--batch", args.batch), ("--sockets", args.sockets)):
+        for value in values:
+            _positive(name, value)
+    for value in args.context or ():
+        _positive("--context", value)
+    _positive("--layers", args.layers)
+    _positive("--steps", args.steps, 0)
+    _positive("--generate", args.generate)
+    if args.engine == "reference":
+        used = [
+            flag
+            for flag, on in (
+                ("--no-kernel-looping", args.no_kernel_looping),
+                ("--functional", args.functional),
+                (f"--launch {args.launch}", args.launch is not None),
+                ("--generate", args.generate is not None),
+                ("--hardware", args.hardware != "sn40l"),
+                ("--hw-override", bool(args.hw_override)),
+            )
+            if on
+        ]
+        if used:
+            raise UserError(f"{', '.join(used)}: {SIM_ONLY}")
+    sweep = len(args.batch) * len(args.context or [0]) * len(args.sockets) > 1
+    if timing:
+        generating = args.generate is not None
+        if args.logits_out:
+            raise UserError(
+                "--logits-out needs real numbers: add --functional (a timing run computes none)"
+            )
+        ignored = [
+            flag
+            for flag, on in (
+                ("--weights", args.weights is not None),
+                ("--seed", args.seed is not None),
+                ("--steps", args.steps is not None),
+                ("--prompt", args.prompt is not None and not generating),
+                ("--tokenizer", args.tokenizer is not None and not generating),
+            )
+            if on
+        ]
+        if ignored:
+            hint = " (--generate N times N generated tokens)" if "--steps" in ignored else ""
+            raise UserError(
+                f"{', '.join(ignored)}: a timing run computes no numbers, so these do not "
+                f"apply; add --functional (or --engine reference) to run them{hint}"
+            )
+        if sweep and (args.trace or generating):
+            raise UserError(
+                f"{'--trace' if args.trace else '--generate'} times one case: give one "
+                "--batch, --context and --sockets (lists make a sweep)"
+            )
+        return
+    if args.launch == "both":
+        raise UserError(
+            "--launch both compares timings: drop --functional (real numbers do "
+            "not depend on the launch mode)"
+        )
+    timing_only = [
         flag
         for flag, on in (
-            ("--no-kernel-looping", args.no_kernel_looping),
-            ("--functional", args.functional),
-            (f"--launch {args.launch}", args.launch is not None),
+            ("--generate", args.generate is not None),
+            ("--trace", args.trace is not None),
+            ("--plot", args.plot is not None),
+            ("--csv", args.csv is not None),
+            ("--hardware", args.hardware != "sn40l"),
+            ("--hw-override", bool(args.hw_override)),
         )
         if on
     ]
-    if used:
-        raise UserError(f"{', '.join(used)}: {SIM_ONLY}")
+    if timing_only:
+        raise UserError(
+            f"{', '.join(timing_only)}: only timing runs take these (drop --functional)"
+        )
+    if sweep:
+        raise UserError(
+            "lists of --batch, --context or --sockets sweep timing runs: a run that computes "
+            "numbers takes one value of each"
+        )
 
 
 def _positive(name: str, value: int | None, minimum: int = 1) -> None:
@@ -145,65 +350,41 @@ def _positive(name: str, value: int | None, minimum: int = 1) -> None:
         raise UserError(f"{name} must be >= {minimum}, got {value}")
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.engine == "reference":
-        _refuse_sim_options(args)
-    for name, value in (
-        ("--batch", args.batch),
-        ("--context", args.context),
-        ("--layers", args.layers),
-        ("--sockets", args.sockets),
-    ):
-        _positive(name, value)
-    _positive("--steps", args.steps, 0)
+# -- runs that compute numbers ---------------------------------------------------------------
 
-    from rdu_compiler.frontend.builder import default_context
-    from rdu_compiler.frontend.config import load_model_config
 
-    config = load_model_config(args.model, layers=args.layers)
-    prompt = parse_prompt(args.prompt, config.vocab_size, config.name)
-    context = default_context(config) if args.context is None else args.context
-    check_context(context, config.max_position_embeddings)
-    n_steps = decode_steps(prompt, args.steps)
+def _numbers_run(args: argparse.Namespace, config, context: int) -> int:
+    from rdu_compiler.tools.model_inputs import open_model_weights, open_tokenizer, read_prompt
+
+    batch, sockets = args.batch[0], args.sockets[0]
+    steps = 8 if args.steps is None else args.steps
+    tokenizer = open_tokenizer(args.model, args.tokenizer)
+    prompt = read_prompt(args.prompt or "1", tokenizer, config.vocab_size, config.name)
+    n_steps = decode_steps(prompt, steps)
     if context < n_steps:
         raise UserError(
             f"--context {context} is too small for a {len(prompt)}-token prompt and "
-            f"{args.steps} generated tokens: {n_steps} decode steps need at least "
+            f"{steps} generated tokens: {n_steps} decode steps need at least "
             f"{n_steps} cache rows"
         )
-    report = {
+    weights = open_model_weights(args.model, args.weights, args.seed, config)
+    engine = _sim_engine if args.engine == "sim" else _reference_engine
+    step = engine(args, config, context, weights)
+    with Progress(n_steps) as progress:
+        tokens, logits = decode_loop(progress.wrap(step), prompt, steps, batch)
+    report: dict[str, Any] = {
         "model": config.name,
         "engine": args.engine,
-        "sockets": args.sockets,
-        "batch": args.batch,
+        "sockets": sockets,
+        "batch": batch,
         "context": context,
-        "tokens": None,
+        "tokens": tokens,
         "prompt": prompt,
         "dtype": args.dtype,
+        "weights": weights.describe(),
     }
-    if args.engine == "sim" and not args.functional:
-        if args.logits_out:
-            raise UserError(
-                "--logits-out needs real numbers: add --functional (a timing run computes none)"
-            )
-        report.update(_timings(args, config, context))
-        if args.json:
-            print(json.dumps(report, allow_nan=False))
-        else:
-            _print_timing(report)
-        return 0
-    if args.launch == "both":
-        raise UserError(
-            "--launch both compares timings: drop --functional (real numbers do "
-            "not depend on the launch mode)"
-        )
-    step, weights = (_sim_engine if args.engine == "sim" else _reference_engine)(
-        args, config, context
-    )
-    with _Progress(n_steps) as progress:
-        tokens, logits = decode_loop(progress.wrap(step), prompt, args.steps, args.batch)
-    report.update(tokens=tokens, weights=weights.describe())
+    if tokenizer is not None:
+        report.update(tokenizer=tokenizer.path, text=[tokenizer.decode(row) for row in tokens])
     if args.logits_out:
         import numpy as np
 
@@ -211,30 +392,30 @@ def run(argv: Sequence[str] | None = None) -> int:
         np.save(buffer, np.asarray(logits).astype(np.float32))
         write_atomically(args.logits_out, buffer.getvalue())
     if args.json:
-        print(json.dumps(report))
-    else:
-        print(
-            f"{config.name}: {args.engine} engine, {weights.describe()}, batch {args.batch}, "
-            f"context {context}, {args.dtype}, {args.sockets} socket(s)"
-        )
-        print(f"prompt: {', '.join(map(str, prompt))}")
-        print_generated(tokens)
+        print(json.dumps(report, allow_nan=False))
+        return 0
+    print(
+        f"{config.name}: {args.engine} engine, {weights.describe()}, batch {batch}, "
+        f"context {context}, {args.dtype}, {sockets} socket(s)"
+    )
+    print(f"prompt: {', '.join(map(str, prompt))}")
+    print_generated(tokens)
+    for b, text in enumerate(report.get("text", ())):
+        print(f"{'text' if len(tokens) == 1 else f'text {b}'}: {text!s}")
     return 0
 
 
-def _reference_engine(args: argparse.Namespace, config, context: int):
-    """The llm-level numpy semantics, every rank of the module sharded over ``--sockets``:
-    ``(step, weights)``; the step keeps the KV caches."""
+def _reference_engine(args: argparse.Namespace, config, context: int, weights):
+    """The llm-level numpy semantics, every rank of the module sharded over ``--sockets``;
+    the returned step keeps the KV caches."""
     from xdsl.context import Context
 
     from rdu_compiler.frontend.builder import build_decode_step
     from rdu_compiler.passes.shard_tensor_parallel import ShardTensorParallel
     from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine, ReferenceEngineError
-    from rdu_compiler.simulator.weights import open_weights
 
-    weights = open_weights(args.weights, args.seed)
-    module = build_decode_step(config, batch=args.batch, context=context, dtype=args.dtype)
-    ShardTensorParallel(sockets=args.sockets).apply(Context(), module)
+    module = build_decode_step(config, batch=args.batch[0], context=context, dtype=args.dtype)
+    ShardTensorParallel(sockets=args.sockets[0]).apply(Context(), module)
     try:
         engine = ReferenceEngine(module, weights)
     except ReferenceEngineError as error:
@@ -248,34 +429,30 @@ def _reference_engine(args: argparse.Namespace, config, context: int):
             raise UserError(str(error)) from None
         return logits, next_tokens
 
-    return step, weights
+    return step
 
 
-def _compile(args: argparse.Namespace, config, context: int, looping: bool, launch: str):
-    """The default pipeline, in process: import -> passes -> lowering -> program."""
-    from rdu_compiler.frontend.builder import build_decode_step
-    from rdu_compiler.lowering.pipeline import compile_program
-    from rdu_compiler.simulator.program import ProgramError
-
-    module = build_decode_step(config, batch=args.batch, context=context, dtype=args.dtype)
-    try:
-        return compile_program(module, sockets=args.sockets, kernel_looping=looping, launch=launch)
-    except ProgramError as error:
-        raise UserError(str(error)) from None
-
-
-def _sim_engine(args: argparse.Namespace, config, context: int):
-    """Real numbers through the simulator: ``(step, weights)``."""
+def _sim_engine(args: argparse.Namespace, config, context: int, weights):
+    """Real numbers through the simulator's functional mode."""
     from rdu_compiler.simulator.functional import FunctionalError, FunctionalSimulator
-    from rdu_compiler.simulator.weights import open_weights
+    from rdu_compiler.simulator.hardware import get_preset
+    from rdu_compiler.tools.timing_runs import Case, Timer
 
-    weights = open_weights(args.weights, args.seed)
-    program = _compile(args, config, context, not args.no_kernel_looping, args.launch or "software")
+    case = Case(
+        args.sockets[0],
+        args.batch[0],
+        context,
+        args.launch or "software",
+        "unlooped" if args.no_kernel_looping else "looped",
+    )
+    program = Timer(config, args.dtype, get_preset("sn40l")).compile(case)
     try:
-        return FunctionalSimulator(program, weights).decode, weights
+        return FunctionalSimulator(program, weights).decode
     except FunctionalError as error:
         raise UserError(str(error)) from None
 
+
+# -- timing runs -------------------------------------------------------------------------------
 
 TIMING_KEYS = (
     "ms_per_token",
@@ -291,52 +468,157 @@ TIMING_KEYS = (
 )
 
 
-def _timings(args: argparse.Namespace, config, context: int) -> dict:
-    """The report's timing keys: ``timing`` for the launch mode asked for (software for
-    ``--launch both``), and with ``--launch both`` also ``timing_by_launch``, one such
-    ``timing`` per launch mode."""
+def _timing_run(args: argparse.Namespace, config, contexts: list[int], preset) -> int:
+    from rdu_compiler.tools import timing_runs as T
+
     launches = LAUNCHES if args.launch == "both" else (args.launch or "software",)
-    variants = ("unlooped",) if args.no_kernel_looping else ("looped", "unlooped")
-    by_launch = {}
-    with _Progress(2 * len(variants) * len(launches)) as progress:
-        for launch in launches:
-            by_launch[launch], roofline = _timing(args, config, context, launch, variants, progress)
-    report = {"launch": args.launch or "software", "roofline_ms_per_token": roofline}
-    report["timing"] = by_launch[launches[0]]
+    variants = ("unlooped",) if args.no_kernel_looping else VARIANTS
+    sweep = len(args.batch) * len(contexts) * len(args.sockets) > 1
+    timer = T.Timer(config, args.dtype, preset)
+    if args.generate is not None:
+        return _generation_run(args, config, contexts[0], timer, launches, variants)
+    todo = T.cases(args.sockets, args.batch, contexts, launches, variants)
+    results = list(T.run_cases(timer, todo, config.name))
+    if sweep:
+        rows = [T.row(config.name, r) for r in results]
+        if args.csv:
+            write_atomically(args.csv, T.to_csv(rows))
+        if args.plot:
+            from rdu_compiler.simulator.plots import plot_sweep
+
+            write_atomically(args.plot, plot_sweep(rows))
+        print(json.dumps(rows, allow_nan=False) if args.json else T.format_rows(rows))
+        return 0
+    report = _single_report(args, config, results)
+    if args.csv:
+        write_atomically(args.csv, T.to_csv([T.row(config.name, r) for r in results]))
+    if args.trace:
+        write_atomically(args.trace, json.dumps(_merged_trace(results), allow_nan=False))
+    if args.plot:
+        from rdu_compiler.simulator.breakdown import trip_times
+        from rdu_compiler.simulator.plots import plot_trips
+
+        first = [r for r in results if r.case.launch == launches[0]]
+        trips = {r.case.looping: trip_times(r.program, r.timing) for r in first}
+        title = (
+            f"{config.name}: {first[0].case.sockets} socket(s), batch {first[0].case.batch}, "
+            f"context {first[0].case.context}, {launches[0]} launch: one decode step"
+        )
+        write_atomically(args.plot, plot_trips(trips, title))
+    if args.json:
+        print(json.dumps(report, allow_nan=False))
+    else:
+        _print_timing(report)
+    return 0
+
+
+def _single_report(args: argparse.Namespace, config, results) -> dict[str, Any]:
+    """The JSON report of one case: ``timing`` (per launch mode with ``--launch both``) and the
+    per-kernel / per-op ``breakdown`` of each variant (first launch mode)."""
+    from rdu_compiler.simulator.breakdown import kernel_breakdown, op_breakdown
+
+    case = results[0].case
+    by_launch: dict[str, dict[str, Any]] = {}
+    for r in results:
+        timing = by_launch.setdefault(
+            r.case.launch, dict.fromkeys(("looped", "unlooped", "speedup"))
+        )
+        timing[r.case.looping] = {key: r.summary[key] for key in TIMING_KEYS}
+    for timing in by_launch.values():
+        if timing["looped"] is not None and timing["looped"]["ms_per_token"] > 0:
+            timing["speedup"] = (
+                timing["unlooped"]["ms_per_token"] / timing["looped"]["ms_per_token"]
+            )
+    first = [r for r in results if r.case.launch == results[0].case.launch]
+    report: dict[str, Any] = {
+        "model": config.name,
+        "engine": "sim",
+        "sockets": case.sockets,
+        "batch": case.batch,
+        "context": case.context,
+        "tokens": None,
+        "dtype": args.dtype,
+        "hardware": results[0].preset.name,
+        "launch": args.launch or "software",
+        "roofline_ms_per_token": results[0].summary["roofline_ms"],
+        "timing": by_launch[case.launch],
+        "breakdown": {
+            r.case.looping: {
+                "kernels": kernel_breakdown(r.program, r.preset, r.timing),
+                "ops": op_breakdown(r.program, r.preset, r.timing),
+            }
+            for r in first
+        },
+    }
     if args.launch == "both":
         report["timing_by_launch"] = by_launch
+    if results[0].summary["overrides"]:
+        report["overrides"] = results[0].summary["overrides"]
     return report
 
 
-def _timing(
-    args: argparse.Namespace,
-    config,
-    context: int,
-    launch: str,
-    variants: Sequence[str],
-    progress: _Progress,
-) -> tuple[dict, float]:
-    """``{"looped", "unlooped", "speedup"}`` of one launch mode (a variant not in `variants`
-    and the speedup then null), and the roofline ms/token (the same for every variant)."""
-    from rdu_compiler.simulator.hardware import get_preset
-    from rdu_compiler.simulator.report import summarize
-    from rdu_compiler.simulator.timing import SimulationError, simulate
+def _merged_trace(results) -> dict[str, Any]:
+    """One trace of every timed variant, each its own process (``looped, software launch``,
+    ...), so Perfetto shows them one above the other on the same time axis."""
+    from rdu_compiler.simulator.report import chrome_trace
 
-    timing: dict = {"looped": None, "unlooped": None, "speedup": None}
-    for variant in variants:
-        what = f"{config.name} ({variant}, {launch} launch)"
-        progress.show(f"compiling {what}")
-        program = _compile(args, config, context, variant == "looped", launch)
-        progress.show(f"simulating {what}")
-        preset = get_preset(program.hardware)
-        try:
-            summary = summarize(program, preset, simulate(program, preset))
-        except SimulationError as error:
-            raise UserError(f"{what}: {error}") from None
-        timing[variant] = {key: summary[key] for key in TIMING_KEYS}
-    if timing["looped"] is not None and timing["looped"]["ms_per_token"] > 0:
-        timing["speedup"] = timing["unlooped"]["ms_per_token"] / timing["looped"]["ms_per_token"]
-    return timing, summary["roofline_ms"]
+    events: list[dict[str, Any]] = []
+    for pid, r in enumerate(results, 1):
+        for event in chrome_trace(r.program, r.timing)["traceEvents"]:
+            event = {**event, "pid": pid}
+            if event["name"] == "process_name":
+                event["args"] = {
+                    "name": f"{r.case.looping}, {r.case.launch} launch: {event['args']['name']}"
+                }
+            events.append(event)
+    return {"traceEvents": events, "displayTimeUnit": "ns"}
+
+
+def _generation_run(args, config, context: int, timer, launches, variants) -> int:
+    from rdu_compiler.tools import timing_runs as T
+    from rdu_compiler.tools.model_inputs import open_tokenizer, read_prompt
+
+    tokenizer = open_tokenizer(args.model, args.tokenizer)
+    prompt = read_prompt(args.prompt or "1", tokenizer, config.vocab_size, config.name)
+    if len(prompt) + args.generate > config.max_position_embeddings:
+        raise UserError(
+            f"a {len(prompt)}-token prompt and --generate {args.generate} need "
+            f"{len(prompt) + args.generate} positions; {config.name} has "
+            f"{config.max_position_embeddings}"
+        )
+    runs = {}
+    for launch in launches:
+        for variant in variants:
+            base = T.Case(args.sockets[0], args.batch[0], context, launch, variant)
+            runs[f"{variant}, {launch} launch"] = T.generation(
+                timer, base, len(prompt), args.generate, f"{config.name} {variant} {launch}"
+            )
+    report = {
+        "model": config.name,
+        "engine": "sim",
+        "sockets": args.sockets[0],
+        "batch": args.batch[0],
+        "tokens": None,
+        "prompt_tokens": len(prompt),
+        "generate": args.generate,
+        "generation": runs,
+    }
+    if args.json:
+        print(json.dumps(report, allow_nan=False))
+        return 0
+    print(
+        f"{config.name}: sim engine (timing), {args.generate} decode steps after a "
+        f"{len(prompt)}-token prompt (KV cache {len(prompt) + 1} to "
+        f"{len(prompt) + args.generate} rows), batch {args.batch[0]}, "
+        f"{args.sockets[0]} socket(s)"
+    )
+    print(f"  {'':<28}{'TPOT p50 ms':>12}{'TPOT p99 ms':>12}{'total ms':>10}{'tokens/s':>10}")
+    for name, g in runs.items():
+        print(
+            f"  {name:<28}{g['tpot_p50_ms']:>12.3f}{g['tpot_p99_ms']:>12.3f}"
+            f"{g['total_ms']:>10.2f}{g['tokens_per_s']:>10.1f}"
+        )
+    return 0
 
 
 def _print_timing(report: dict) -> None:
@@ -344,22 +626,22 @@ def _print_timing(report: dict) -> None:
     columns = [
         (launch, variant, t[variant])
         for launch, t in by_launch.items()
-        for variant in ("looped", "unlooped")
+        for variant in VARIANTS
         if t[variant] is not None
     ]
     modes = " and ".join(by_launch)
     print(
-        f"{report['model']}: sim engine (timing), {report['sockets']} socket(s), "
-        f"{modes} launch, batch {report['batch']}, context {report['context']}, "
-        f"roofline {report['roofline_ms_per_token']:.3f} ms/token"
+        f"{report['model']}: sim engine (timing: one decode step at full context), "
+        f"{report['sockets']} socket(s), {modes} launch, batch {report['batch']}, "
+        f"context {report['context']}, roofline {report['roofline_ms_per_token']:.3f} ms/step"
     )
     rows = (
-        ("ms/token", "ms_per_token", "{:.3f}"),
-        ("tokens/s", "tokens_per_s", "{:.1f}"),
+        ("TPOT ms (step time)", "ms_per_token", "{:.3f}"),
+        ("tokens/s (all seqs)", "tokens_per_s", "{:.1f}"),
         ("% of HBM peak", "bandwidth_fraction_of_peak", "{:.1%}"),
         ("% of roofline", "roofline_fraction", "{:.1%}"),
-        ("launches/token", "launches_per_token", "{}"),
-        ("launch+sync ms/token", "launch_and_sync_ms_per_token", "{:.3f}"),
+        ("launches/step", "launches_per_token", "{}"),
+        ("launch+sync ms/step", "launch_and_sync_ms_per_token", "{:.3f}"),
     )
     if len(by_launch) > 1:
         width = 14 * len(columns) // len(by_launch)
@@ -381,36 +663,50 @@ def _print_timing(report: dict) -> None:
                 for launch, x in speedups
             )
         )
+    _print_breakdown(report["breakdown"])
 
 
-class _Progress:
-    """``step i/n`` (or a phase) on stderr, rewritten in place; only when stderr is a terminal,
-    so logs and pipes stay clean."""
+def _print_breakdown(breakdown: dict[str, dict[str, list]]) -> None:
+    """Per kernel and per op, the variants side by side: time and what bounds it."""
+    variants = list(breakdown)
+    print(
+        "\n  per kernel, calls summed (total = memory + compute + latency: launch, sync,\n"
+        "  fill/drain, waits; bound = the largest)"
+    )
+    _side_by_side(
+        variants,
+        {
+            v: {k["kernel"].removesuffix(".looped"): k for k in breakdown[v]["kernels"]}
+            for v in variants
+        },
+        "kernel",
+        lambda k: f"{k['calls']:>4} {k['total_ms']:>9.4g} {k['bound']:>8}",
+        f"{'calls':>4} {'total ms':>9} {'bound':>8}",
+    )
+    print(
+        "\n  per op, every call and trip (ops overlap in the pipeline, so they add up to more\n"
+        "  than the step): active time, the part of it off-chip memory was moving data, bound"
+    )
+    _side_by_side(
+        variants,
+        {v: {o["op"]: o for o in breakdown[v]["ops"]} for v in variants},
+        "op",
+        lambda o: f"{o['active_ms']:>9.4g} {o['memory_ms']:>9.4g} {o['bound']:>8}",
+        f"{'active ms':>9} {'memory ms':>9} {'bound':>8}",
+    )
 
-    def __init__(self, total: int):
-        self.total, self.done = total, 0
-        self.on = sys.stderr.isatty()
 
-    def __enter__(self) -> _Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.on:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-
-    def show(self, text: str) -> None:
-        if self.on:
-            sys.stderr.write(f"\r\033[K{text} ...")
-            sys.stderr.flush()
-
-    def wrap(self, step):
-        def counted(tokens, positions):
-            self.done += 1
-            self.show(f"decode step {self.done}/{self.total}")
-            return step(tokens, positions)
-
-        return counted
+def _side_by_side(variants, tables, what: str, cell, head: str) -> None:
+    names = list(dict.fromkeys(n for v in variants for n in tables[v]))
+    width = max(len(what), *(len(n) for n in names))
+    cell_width = len(head)
+    print(f"  {'':<{width}}" + "".join(f"   {v:^{cell_width}}" for v in variants))
+    print(f"  {what:<{width}}" + "".join(f"   {head}" for _ in variants))
+    for name in names:
+        cells = [
+            cell(tables[v][name]) if name in tables[v] else "-".center(cell_width) for v in variants
+        ]
+        print(f"  {name:<{width}}" + "".join(f"   {c}" for c in cells))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
