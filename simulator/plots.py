@@ -81,8 +81,9 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]]) -> bytes:
 
 def plot_trips(trips: Mapping[str, Sequence[Mapping[str, Any]]], title: str) -> bytes:
     """One run's timeline per variant (``{"looped": trip_times(...), "unlooped": ...}``): top,
-    every kernel execution / loop trip as a bar on the time axis; bottom, each layer's time
-    (trip start to end), so the gaps kernel looping removes show as the difference."""
+    every kernel execution / loop trip as a bar on the time axis; bottom, each layer's cost
+    (from the previous layer's end to its own), so the gaps kernel looping removes show as the
+    difference."""
     figure = _figure()
     top, bottom = figure.subplots(2, 1)
     names = list(trips)
@@ -91,12 +92,15 @@ def plot_trips(trips: Mapping[str, Sequence[Mapping[str, Any]]], title: str) -> 
         top.broken_barh(
             spans, (y - 0.35, 0.7), facecolors=_COLORS.get(variant, "tab:gray"), edgecolor="white"
         )
-        layers = [
-            (t["layers"][0], t["end_ms"] - t["start_ms"]) for t in trips[variant] if t["layers"]
+        ends = [(t["layers"][0], t["start_ms"], t["end_ms"]) for t in trips[variant] if t["layers"]]
+        # a layer's cost: from the previous layer's end to its own (trips of a loop overlap, so
+        # start-to-end would count the prefetch twice); the first layer from its start
+        per_layer = [
+            end - (ends[i - 1][2] if i else start) for i, (_, start, end) in enumerate(ends)
         ]
         bottom.plot(
-            [layer for layer, _ in layers],
-            [ms for _, ms in layers],
+            [layer for layer, _, _ in ends],
+            per_layer,
             marker="o",
             label=variant,
             color=_COLORS.get(variant, "tab:gray"),
@@ -105,7 +109,7 @@ def plot_trips(trips: Mapping[str, Sequence[Mapping[str, Any]]], title: str) -> 
     top.set_xlabel("time in the step, ms")
     top.set_title(title)
     bottom.set_xlabel("layer")
-    bottom.set_ylabel("layer time (trip start to end), ms")
+    bottom.set_ylabel("ms per layer (previous layer's end to its end)")
     bottom.legend()
     figure.tight_layout()
     return _png(figure)
