@@ -544,8 +544,10 @@ def _single_report(args: argparse.Namespace, config, results) -> dict[str, Any]:
         "timing": by_launch[case.launch],
         "breakdown": {
             r.case.looping: {
-                "kernels": kernel_breakdown(r.program, r.preset, r.timing),
-                "ops": op_breakdown(r.program, r.preset, r.timing),
+                "memory_roofline_ms": r.summary["memory_roofline_ms"],
+                "time_breakdown": r.summary["time_breakdown"],
+                "kernels": kernel_breakdown(r.program, r.timing),
+                "ops": op_breakdown(r.program, r.timing),
             }
             for r in first
         },
@@ -564,7 +566,7 @@ def _merged_trace(results) -> dict[str, Any]:
 
     events: list[dict[str, Any]] = []
     for pid, r in enumerate(results, 1):
-        for event in chrome_trace(r.program, r.timing)["traceEvents"]:
+        for event in chrome_trace(r.program, r.preset, r.timing)["traceEvents"]:
             event = {**event, "pid": pid}
             if event["name"] == "process_name":
                 event["args"] = {
@@ -669,6 +671,17 @@ def _print_timing(report: dict) -> None:
 def _print_breakdown(breakdown: dict[str, dict[str, list]]) -> None:
     """Per kernel and per op, the variants side by side: time and what bounds it."""
     variants = list(breakdown)
+    print("\n  time above the memory roofline, by cause (ms/step; simulator/report.py)")
+    print(f"  {'':<28}" + "".join(f"{v:>12}" for v in variants))
+    print(
+        f"  {'memory roofline':<28}"
+        + "".join(f"{breakdown[v]['memory_roofline_ms']:>12.4g}" for v in variants)
+    )
+    for cause in breakdown[variants[0]]["time_breakdown"]:
+        print(
+            f"  + {cause:<26}"
+            + "".join(f"{breakdown[v]['time_breakdown'][cause]:>12.4g}" for v in variants)
+        )
     print(
         "\n  per kernel, calls summed (total = memory + compute + latency: launch, sync,\n"
         "  fill/drain, waits; bound = the largest)"
