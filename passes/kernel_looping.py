@@ -1,4 +1,4 @@
-"""`kernel-looping`: N consecutive launches of one kernel -> one launch of a pipelined loop.
+"""`kernel-looping`: N consecutive calls of one callee -> one loop over the callee's body.
 
 Each `dfk.call` is a launch: launch, argument load, pipeline fill and drain, sync, while the
 off-chip memory idles. A decode step is N calls of one decoder-layer kernel, so every maximal
@@ -6,66 +6,96 @@ run of consecutive calls to the same kernel is rewritten into one call of `@<ker
 whose body is a `dfk.loop` over the original body (the hardware outer loop, prefetching the
 next iterations' stacked operands `pipeline-depth` deep).
 
+The run analysis is generic over call ops: it reads only a call's callee, operands and
+results (`CallLike`), so the same runs, rules and remarks apply to `func.call`s of a
+`func.func`, for any xDSL flow. Such a run becomes upstream ops only (`_FuncCallLooping`):
+an `scf.for` whose body calls the original function, with `iter_args` carrying the threaded
+values and the stacked results, and `tensor.extract_slice` / `tensor.insert_slice` reading and
+writing the stacked tensors per trip. The body calls the function rather than inlining it:
+looping is a loop transformation, inlining a separate decision (MLIR's `inline` pass, with its
+cost model), and a call keeps external declarations loopable and the code size unchanged.
+
 Operands are classified position by position over the run:
 - carried: call j+1 takes, at this position, a result of call j (the residual stream); the
   loop starts from call 0's operand and ends with the last call's result;
 - invariant: the same SSA value in every call (positions, rope tables);
-- stacked: anything else, one value per call: weights read from module parameters are stacked
-  by layout (a new stacked `llm.param` whose slices are the per-layer checkpoint tensors, so
-  no runtime copy), other values with `dfk.stack` (per-layer KV-cache slices, which
-  `stack(slice(x, 0..N-1)) -> x` folds back into the stacked cache).
-Results that are not carried come out stacked and are unstacked with `dfk.slice` only where
-a call's result was used. A run whose calls all belong to one layer (one-op kernels, e.g. the
-k and v projections) keeps that `llm.layer` on the new call.
+- stacked: anything else, one value per call. For `dfk.call`, weights read from module
+  parameters are stacked by layout (a new stacked `llm.param` whose slices are the per-layer
+  checkpoint tensors, so no runtime copy), other values with `dfk.stack` (per-layer KV-cache
+  slices, which `stack(slice(x, 0..N-1)) -> x` folds back into the stacked cache). For
+  `func.call`, values that are `tensor.extract_slice`s of one tensor at evenly spaced
+  leading offsets are read from that tensor (no copy); others are stacked once, before the
+  loop, with `tensor.empty` + `tensor.insert_slice`.
+Results that are not carried come out stacked and are unstacked (`dfk.slice`,
+`tensor.extract_slice`) only where a call's result was used. A run whose `dfk.call`s all
+belong to one layer (one-op kernels, e.g. the k and v projections) keeps that `llm.layer` on
+the new call.
 
 Legality (DESIGN.md), checked between each pair of consecutive calls; a failing pair splits
 the run, and each side is looped on its own if long enough:
 1. the values threaded from one call to the next are used by nothing else, the threading is
    the same all along the run, and no operand is computed from an earlier call's results;
-2. operands that vary must be stackable tensors, and so must results that are not carried;
-3. no op between the calls has side effects (moving the launches past it would reorder them).
+2. operands that vary must be stackable (static-shaped) tensors, and so must results that
+   are not carried;
+3. no op between the calls has side effects (moving the calls past it would reorder them).
 Runs shorter than `min-trip-count` (and single calls) are left alone. Calls of a kernel that
 already holds a loop are no candidates (the chip has one outer loop): this makes the rewrite
-idempotent. A run broken by a call of another kernel (A A B A A) is two runs, looped apart.
+idempotent (a looped `func.call` run leaves one call per period in the loop body, which is
+no run). A run broken by a call of another callee (A A B A A) is two runs, looped apart.
 
 Beyond the paper, a repeating sequence of p <= `MAX_PERIOD` calls (A B A B ..., alternating
 attention kinds) is looped the same way with one period as the unit: the loop body holds the
-p bodies, wired as the calls were (`@A.B.looped`). At each call of a block, the period whose
-legal runs remove the most launches wins (the shorter on a tie). For p > 1 the per-layer
-cache slices of one kind are every p-th layer, so they are stacked with `dfk.stack` (a
-strided selection the stacked cache cannot fold back into).
+p bodies (p calls, for `func.call`), wired as the calls were (`@A.B.looped`). At each call of
+a block, the period whose legal runs remove the most calls wins (the shorter on a tie). For
+p > 1 the per-layer cache slices of one kind are every p-th layer, so they are stacked with
+`dfk.stack` (a strided selection the stacked cache cannot fold back into).
 
 With `remarks=true` the pass says on stderr, for each run it did not loop, which rule stopped
-it, and sums up what it did (runs looped, calls before and after, launches removed).
+it, and sums up what it did (runs looped, call ops before and after).
 
-The same rewrite, with default options, is the canonicalization pattern of `dfk.call`, so
-`canonicalize` loops too, unless the module carries `dfk.no_kernel_looping` (which the
-`disable-kernel-looping` pass sets): a pipeline that asks for no looping gets none. The
-explicit `kernel-looping` pass is such a request and ignores that attribute.
+The same rewrite, with the default options (`DEFAULT_OPTIONS`), is the canonicalization
+pattern of `dfk.call`, so `canonicalize` loops too, unless the module carries
+`dfk.no_kernel_looping` (which the `disable-kernel-looping` pass sets): a pipeline that asks for
+no looping gets none. Like every MLIR canonicalization the pattern stays local: it adds the
+looped kernel (and stacked parameters) beside the originals but erases no symbol; MLIR's
+`symbol-dce` removes what became unused. The explicit `kernel-looping` pass is a request to
+loop: it ignores the module attribute and erases the kernels and parameters it made unused.
+`func.call` has no such canonicalization: its patterns belong to upstream, and a plugin that
+changed what `canonicalize` does to every xDSL flow's calls would surprise them.
 
-Cost: one match per block (at its first call) examines the block's calls, each for at most
-`MAX_PERIOD` periods; each looped run costs one walk of the module (to drop the per-layer
-parameters and kernels it made unused): linear in the number of ops for the usual one run
-per step.
+Cost: one match per block and call kind (at its first call) examines the block's calls, each
+for at most `MAX_PERIOD` periods; the explicit pass walks the module once per block with a
+looped run (to drop the per-layer parameters and kernels it made unused): linear in the
+number of ops for the usual one run per step.
 """
 
 from __future__ import annotations
 
 import sys
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import ClassVar, Protocol, cast
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ArrayAttr, ModuleOp, TensorType, UnitAttr
-from xdsl.ir import Block, Operation, OpResult, Region, SSAValue
+from xdsl.dialects import arith, func, scf, tensor
+from xdsl.dialects.builtin import (
+    ArrayAttr,
+    DenseArrayBase,
+    IndexType,
+    ModuleOp,
+    SymbolRefAttr,
+    TensorType,
+    UnitAttr,
+    i64,
+)
+from xdsl.ir import Attribute, Block, Operation, OpResult, Region, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
     GreedyRewritePatternApplier,
     PatternRewriter,
     PatternRewriteWalker,
     RewritePattern,
-    op_type_rewrite_pattern,
 )
 from xdsl.rewriter import InsertPoint
 from xdsl.traits import is_side_effect_free
@@ -90,6 +120,36 @@ from rdu_compiler.rdu_dialect.symbols import lookup_symbol
 NO_KERNEL_LOOPING = "dfk.no_kernel_looping"
 """Module attribute (unit): the `dfk.call` canonicalization must not loop calls."""
 
+
+@dataclass(frozen=True)
+class LoopingOptions:
+    """The options of kernel looping. Their defaults (`DEFAULT_OPTIONS`) are what the
+    `dfk.call` canonicalization uses and what the `kernel-looping` pass's options default to."""
+
+    min_trip_count: int = 2
+    """Runs of fewer calls (of periods, for p > 1) are left alone."""
+    pipeline_depth: int = 2
+    """How many trips ahead a `dfk.loop` prefetches its stacked operands (`dfk.call` only:
+    an `scf.for` has no such attribute)."""
+
+
+DEFAULT_OPTIONS = LoopingOptions()
+
+
+class CallLike(Protocol):
+    """What the run analysis reads of a call op: the callee, the operands, the results.
+    `dfk.call` and `func.call` both have these fields under these names."""
+
+    @property
+    def callee(self) -> SymbolRefAttr: ...
+
+    @property
+    def arguments(self) -> Sequence[SSAValue]: ...
+
+    @property
+    def res(self) -> Sequence[OpResult]: ...
+
+
 # --------------------------------------------------------------------------------------
 # Finding runs
 # --------------------------------------------------------------------------------------
@@ -101,19 +161,37 @@ MAX_PERIOD = 4
 """Longest repeating sequence of calls looked for (alternating layer kinds need 2)."""
 
 
+def _callee(call: Operation) -> str:
+    return cast(CallLike, call).callee.string_value()
+
+
+def _args(call: Operation) -> Sequence[SSAValue]:
+    return cast(CallLike, call).arguments
+
+
+def _results(call: Operation) -> Sequence[OpResult]:
+    return cast(CallLike, call).res
+
+
+def _stackable(t: Attribute) -> bool:
+    """Whether values of type `t` can be stacked into one tensor (rule 2)."""
+    return isinstance(t, TensorType) and t.has_static_shape()
+
+
 @dataclass(frozen=True)
 class _Unit:
     """One period of a repeating call sequence: p consecutive calls (p = 1: one call) and
     the ops between them."""
 
-    calls: tuple[CallOp, ...]
+    calls: tuple[Operation, ...]
+    """Call ops of one kind (`CallLike`)."""
     gaps: tuple[tuple[Operation, ...], ...]
     """The ops between calls i and i+1 (p - 1 entries)."""
 
     def ops(self) -> list[Operation]:
         """The calls and the ops between them, in block order."""
         ops: list[Operation] = [self.calls[0]]
-        for gap, call in zip(self.gaps, self.calls[1:]):
+        for gap, call in zip(self.gaps, self.calls[1:], strict=True):
             ops += [*gap, call]
         return ops
 
@@ -123,15 +201,15 @@ class _Unit:
         return {
             (i, q): (index[v.op], v.index)
             for i, c in enumerate(self.calls)
-            for q, v in enumerate(c.arguments)
+            for q, v in enumerate(_args(c))
             if isinstance(v, OpResult) and v.op in index
         }
 
     def operand(self, position: Position) -> SSAValue:
-        return self.calls[position[0]].arguments[position[1]]
+        return _args(self.calls[position[0]])[position[1]]
 
     def result(self, position: Position) -> OpResult:
-        return self.calls[position[0]].res[position[1]]
+        return _results(self.calls[position[0]])[position[1]]
 
     def used_outside(self, position: Position) -> bool:
         return any(u.operation not in self.calls for u in self.result(position).uses)
@@ -182,7 +260,7 @@ def _link(run: _Run, unit: _Unit, gap: Sequence[Operation]) -> str | None:
                 tainted.update(op.results)
             continue
         i = index[op]
-        for q, value in enumerate(op.arguments):
+        for q, value in enumerate(_args(op)):
             if (i, q) in run.wiring:
                 continue
             if isinstance(value, OpResult) and value.op in prev_index:
@@ -192,16 +270,12 @@ def _link(run: _Run, unit: _Unit, gap: Sequence[Operation]) -> str | None:
                     f"operand {_where((i, q), p)} is computed from an earlier call's results "
                     "(rule 1)"
                 )
-            elif (
-                prev
-                and value is not prev.operand((i, q))
-                and not isinstance(value.type, TensorType)
-            ):
+            elif prev and value is not prev.operand((i, q)) and not _stackable(value.type):
                 return (
                     f"operand {_where((i, q), p)} varies but its type {value.type} cannot be "
                     "stacked (rule 2)"
                 )
-        tainted.update(op.res)
+        tainted.update(op.results)
     if prev is not None:
         if run.threading is not None and threading != run.threading:
             return (
@@ -218,8 +292,8 @@ def _link(run: _Run, unit: _Unit, gap: Sequence[Operation]) -> str | None:
                     "(rule 1)"
                 )
         for i, call in enumerate(prev.calls):
-            for r, t in enumerate(call.res.types):
-                if (i, r) not in threading.values() and not isinstance(t, TensorType):
+            for r, t in enumerate(call.result_types):
+                if (i, r) not in threading.values() and not _stackable(t):
                     return (
                         f"result {_where((i, r), p)} is not threaded and its type {t} cannot "
                         "be stacked (rule 2)"
@@ -260,13 +334,13 @@ def _has_smaller_period(callees: Sequence[str]) -> bool:
 
 
 def _segments(
-    calls: list[CallOp], gaps: list[list[Operation]], looped: set[str], min_units: int
+    calls: list[Operation], gaps: list[list[Operation]], looped: set[str], min_units: int
 ) -> list[tuple[list[_Unit], list[_Run], list[str]]]:
     """Splits the calls of a block into repeating sequences, left to right: at each call,
     of the periods p = 1 .. MAX_PERIOD whose sequence repeats at least twice from there (and
     does not repeat with a shorter period), the one whose legal runs remove the most
     launches (the shorter on a tie). Calls of kernels in `looped` never take part."""
-    callees = [c.callee.string_value() for c in calls]
+    callees = [_callee(c) for c in calls]
     segments = []
     start = 0
     while start < len(calls):
@@ -324,14 +398,14 @@ def _looped_body(
             for t in (kernels[o[0]].function_type.inputs.data[o[1]],)
         ]
     )
-    outer_arg = dict(zip(positions, outer.args))
+    outer_arg = dict(zip(positions, outer.args, strict=True))
     groups = [
         [o for o in positions if classes[o] == g] for g in ("carried", "invariant", "stacked")
     ]
     operands = [[outer_arg[o] for o in group] for group in groups]
     inner = Block(arg_types=LoopOp.body_arg_types(*operands))
     inner.args[0].name_hint = "i"
-    inner_arg = dict(zip([o for group in groups for o in group], inner.args[1:]))
+    inner_arg = dict(zip([o for group in groups for o in group], inner.args[1:], strict=True))
     returned: dict[Position, SSAValue] = {}
     for i, kernel in enumerate(kernels):
         mapping: dict[SSAValue, SSAValue] = {}
@@ -374,12 +448,12 @@ def _stacked_name(names: Sequence[str]) -> str:
             return column[0]
         name = f"{column[0]}_to_{column[-1]}"
         if all(c.isdigit() for c in column):
-            steps = {int(b) - int(a) for a, b in zip(column, column[1:])}
+            steps = {int(b) - int(a) for a, b in zip(column, column[1:], strict=False)}
             if len(steps) == 1 and (step := steps.pop()) != 1:
                 name += f"_by_{step}"
         return name
 
-    return ".".join(merged(column) for column in zip(*parts))
+    return ".".join(merged(column) for column in zip(*parts, strict=True))
 
 
 def _stack(
@@ -423,31 +497,92 @@ def _stack(
     return read
 
 
-def _loop_run(
-    run: _Run, kernels: Sequence[KernelOp], depth: int, rewriter: PatternRewriter
-) -> list[ParamOp]:
-    """Replaces the calls of `run` by one call of the looped kernel; returns the parameters
-    whose reads it stacked by layout."""
-    units, n = run.units, len(run.units)
-    first, last = units[0], units[-1]
+def _classes(run: _Run) -> dict[Position, str]:
+    """Each operand position of one period that no earlier call of the period feeds:
+    "carried", "invariant" or "stacked" (the module doc)."""
+    first = run.units[0]
     threading = run.threading or {}
-    classes = {
+    return {
         (i, q): "carried"
         if (i, q) in threading
         else "invariant"
-        if all(u.operand((i, q)) is first.operand((i, q)) for u in units)
+        if all(u.operand((i, q)) is first.operand((i, q)) for u in run.units)
         else "stacked"
         for i, call in enumerate(first.calls)
-        for q in range(len(call.arguments))
+        for q in range(len(_args(call)))
         if (i, q) not in run.wiring
     }
-    # Results: the threaded ones, and those some period uses outside itself (stacked).
-    outputs = [
+
+
+def _outputs(run: _Run) -> list[Position]:
+    """The result positions the loop yields: the threaded ones, and those some period uses
+    outside itself (stacked)."""
+    threading = run.threading or {}
+    return [
         (i, r)
-        for i, call in enumerate(first.calls)
-        for r in range(len(call.res))
-        if (i, r) in threading.values() or any(u.used_outside((i, r)) for u in units)
+        for i, call in enumerate(run.units[0].calls)
+        for r in range(len(call.results))
+        if (i, r) in threading.values() or any(u.used_outside((i, r)) for u in run.units)
     ]
+
+
+def _replace_run(
+    run: _Run,
+    results: dict[Position, SSAValue],
+    unstack: Callable[[SSAValue, int, Position], Operation],
+    point: InsertPoint,
+    rewriter: PatternRewriter,
+) -> None:
+    """Replaces the calls of `run` by the loop, which `results` gives the outputs of (the
+    last value of a threaded one, the stack of a stacked one) and which lies before `point`:
+    unstacks (`unstack(stack, k, position)`: an op taking period k's value) the results used
+    outside, moves the ops that use the run's results after the loop, and erases the calls
+    and what only they used."""
+    units = run.units
+    last = units[-1]
+    threading = run.threading or {}
+    for o, result in results.items():
+        if o in threading.values():
+            result.name_hint = last.result(o).name_hint
+            rewriter.replace_uses_with_if(
+                last.result(o), result, lambda use: use.operation not in last.calls
+            )
+            continue
+        for k, unit in enumerate(units):
+            if unit.used_outside(o):
+                piece = rewriter.insert(unstack(result, k, o), point)
+                point = InsertPoint.after(piece)
+                piece.results[0].name_hint = unit.result(o).name_hint
+                calls = unit.calls
+                rewriter.replace_uses_with_if(
+                    unit.result(o),
+                    piece.results[0],
+                    lambda use, calls=calls: use.operation not in calls,
+                )
+    for op in run.moved:
+        op.detach()
+        rewriter.insert(op, point)
+        point = InsertPoint.after(op)
+
+    calls = [c for u in units for c in u.calls]
+    dropped = [v for c in calls for v in _args(c)]
+    for c in reversed(calls):
+        rewriter.erase(c)
+    for v in dropped:
+        if isinstance(v, OpResult) and v.op.parent and not v.uses and is_side_effect_free(v.op):
+            rewriter.erase(v.op)
+
+
+def _loop_run(
+    run: _Run, kernels: Sequence[KernelOp], depth: int, rewriter: PatternRewriter
+) -> list[ParamOp]:
+    """Replaces the `dfk.call`s of `run` by one call of the looped kernel; returns the
+    parameters whose reads it stacked by layout."""
+    units, n = run.units, len(run.units)
+    first, last = units[0], units[-1]
+    threading = run.threading or {}
+    classes = _classes(run)
+    outputs = _outputs(run)
     body = _looped_body(kernels, run, classes, outputs, depth)
     base = ".".join(k.sym_name.data for k in kernels)
     name, exists = kernel_for(kernels[0], f"{base}.looped", body)
@@ -475,34 +610,210 @@ def _loop_run(
     layers = {c.attributes.get(LAYER_ATTR) for u in units for c in u.calls}
     if len(layers) == 1 and (layer := layers.pop()) is not None:
         call.attributes[LAYER_ATTR] = layer
-    point = InsertPoint.after(call)
-    for o, result in zip(outputs, call.res):
-        if o in threading.values():
-            result.name_hint = last.result(o).name_hint
-            rewriter.replace_uses_with_if(
-                last.result(o), result, lambda use: use.operation not in last.calls
-            )
-            continue
-        for k, unit in enumerate(units):
-            if unit.used_outside(o):
-                piece = rewriter.insert(SliceOp(result, k), point)
-                point = InsertPoint.after(piece)
-                rewriter.replace_uses_with_if(
-                    unit.result(o), piece.result, lambda use: use.operation not in unit.calls
-                )
-    for op in run.moved:
-        op.detach()
-        rewriter.insert(op, point)
-        point = InsertPoint.after(op)
-
-    calls = [c for u in units for c in u.calls]
-    dropped = [v for c in calls for v in c.arguments]
-    for c in reversed(calls):
-        rewriter.erase(c)
-    for v in dropped:
-        if isinstance(v, OpResult) and v.op.parent and not v.uses and is_side_effect_free(v.op):
-            rewriter.erase(v.op)
+    _replace_run(
+        run,
+        dict(zip(outputs, call.res, strict=True)),
+        lambda stack, k, _: SliceOp(stack, k),
+        InsertPoint.after(call),
+        rewriter,
+    )
     return subsumed
+
+
+# --------------------------------------------------------------------------------------
+# func.call runs: scf.for + tensor slices
+# --------------------------------------------------------------------------------------
+
+
+def _slice(source: SSAValue, index: SSAValue | int, result_type: Attribute) -> Operation:
+    """`tensor.extract_slice` of entry `index` of the stacked `source` (rank-reducing: the
+    result is one entry, of `result_type`)."""
+    shape = cast(TensorType, result_type).get_shape()
+    return tensor.ExtractSliceOp(
+        source, [index, *[0] * len(shape)], [1, *shape], [1] * (len(shape) + 1), result_type
+    )
+
+
+def _insert(value: SSAValue, into: SSAValue, index: SSAValue | int) -> Operation:
+    """`tensor.insert_slice` of `value` as entry `index` of the stacked `into`."""
+    shape = cast(TensorType, value.type).get_shape()
+    dynamic = [index] if isinstance(index, SSAValue) else []
+    offsets = [tensor.DYNAMIC_INDEX if dynamic else index, *[0] * len(shape)]
+    return tensor.InsertSliceOp.build(
+        operands=[value, into, dynamic, [], []],
+        result_types=[into.type],
+        properties={
+            "static_offsets": DenseArrayBase.from_list(i64, offsets),
+            "static_sizes": DenseArrayBase.from_list(i64, [1, *shape]),
+            "static_strides": DenseArrayBase.from_list(i64, [1] * (len(shape) + 1)),
+        },
+    )
+
+
+def _evenly_spaced_slices(values: Sequence[SSAValue]) -> tuple[int, int] | None:
+    """(first, step) if `values` are `tensor.extract_slice`s of one tensor, alike but for a
+    static leading offset `first + step * k` (k = 0, 1, ...) of leading size 1: then entry k
+    is read from that tensor as it is, with no stack built. None otherwise."""
+    slices = [v.owner for v in values]
+    if not all(isinstance(s, tensor.ExtractSliceOp) for s in slices):
+        return None
+    slices = cast(list[tensor.ExtractSliceOp], slices)
+    head = slices[0]
+    offsets = [s.static_offsets.get_values() for s in slices]
+    alike = all(
+        s.source is head.source
+        and not s.offsets
+        and not s.sizes
+        and not s.strides
+        and s.static_sizes == head.static_sizes
+        and s.static_strides == head.static_strides
+        and s.result.type == head.result.type
+        and o[1:] == offsets[0][1:]
+        for s, o in zip(slices, offsets, strict=True)
+    )
+    if not alike or not offsets[0] or head.static_sizes.get_values()[0] != 1:
+        return None
+    first, step = offsets[0][0], offsets[1][0] - offsets[0][0]
+    if step < 1 or any(o[0] != first + step * k for k, o in enumerate(offsets)):
+        return None
+    return first, step
+
+
+def _append(body: Block, op: Operation) -> SSAValue:
+    """Adds `op` at the end of `body`; its (single) result."""
+    body.add_op(op)
+    return op.results[0]
+
+
+@dataclass
+class _ForBuilder:
+    """Builds the ops of one looped `func.call` run: index constants and stacks before the
+    loop (before `anchor`), per-trip reads in the loop body."""
+
+    anchor: Operation
+    rewriter: PatternRewriter
+    constants: dict[int, SSAValue] = field(default_factory=dict)
+
+    def before(self, op: Operation) -> SSAValue:
+        return self.rewriter.insert(op, InsertPoint.before(self.anchor)).results[0]
+
+    def index(self, value: int) -> SSAValue:
+        """An `index` constant, one per value."""
+        if value not in self.constants:
+            constant = self.before(arith.ConstantOp.from_int_and_width(value, IndexType()))
+            constant.name_hint = f"c{value}"
+            self.constants[value] = constant
+        return self.constants[value]
+
+    def reader(
+        self, values: Sequence[SSAValue], name: str | None
+    ) -> Callable[[Block, SSAValue], SSAValue]:
+        """How a trip reads its entry of the stacked `values` (given the body and the
+        induction variable): from the tensor they are evenly spaced slices of, or from a
+        stack built here once."""
+        if (spacing := _evenly_spaced_slices(values)) is not None:
+            first, step = spacing
+            head = cast(tensor.ExtractSliceOp, values[0].owner)
+            scale = self.index(step) if step != 1 else None
+            shift = self.index(first) if first != 0 else None
+
+            def read_slice(body: Block, i: SSAValue) -> SSAValue:
+                if scale is not None:
+                    i = _append(body, arith.MuliOp(i, scale))
+                if shift is not None:
+                    i = _append(body, arith.AddiOp(i, shift))
+                offsets = head.static_offsets.get_values()[1:]
+                piece = tensor.ExtractSliceOp(
+                    head.source,
+                    [i, *offsets],
+                    head.static_sizes.get_values(),
+                    head.static_strides.get_values(),
+                    head.result.type,
+                )
+                piece.result.name_hint = name
+                return _append(body, piece)
+
+            return read_slice
+        entry_type = values[0].type
+        stack = self.before(
+            tensor.EmptyOp([], stacked_type(cast(TensorType, entry_type), len(values)))
+        )
+        for k, value in enumerate(values):
+            stack = self.before(_insert(value, stack, k))
+        stack.name_hint = f"{name}_stack" if name else None
+
+        def read_stack(body: Block, i: SSAValue) -> SSAValue:
+            piece = _slice(stack, i, entry_type)
+            piece.results[0].name_hint = name
+            return _append(body, piece)
+
+        return read_stack
+
+
+def _param_name(function: func.FuncOp, q: int) -> str | None:
+    """The name of `function`'s parameter #q (None for a declaration)."""
+    entry = function.body.blocks.first
+    return entry.args[q].name_hint if entry is not None else None
+
+
+def _loop_func_run(run: _Run, functions: Sequence[func.FuncOp], rewriter: PatternRewriter) -> None:
+    """Replaces the `func.call`s of `run` by an `scf.for` whose body makes one period's
+    calls: carried operands and stacked results in `iter_args`, invariant operands used as
+    they are, stacked operands read per trip."""
+    units, n = run.units, len(run.units)
+    first, last = units[0], units[-1]
+    threading = run.threading or {}
+    classes = _classes(run)
+    outputs = _outputs(run)
+    build = _ForBuilder(last.calls[-1], rewriter)
+    bounds = [build.index(0), build.index(n), build.index(1)]
+    readers = {
+        o: build.reader([u.operand(o) for u in units], _param_name(functions[o[0]], o[1]))
+        for o, cls in classes.items()
+        if cls == "stacked"
+    }
+    carried = [o for o, cls in classes.items() if cls == "carried"]
+    stacked = [o for o in outputs if o not in threading.values()]
+    inits = [first.operand(o) for o in carried]
+    for o in stacked:
+        empty = tensor.EmptyOp([], stacked_type(cast(TensorType, first.result(o).type), n))
+        inits.append(build.before(empty))
+    body = Block(arg_types=[IndexType(), *(v.type for v in inits)])
+    i, *iter_args = body.args
+    i.name_hint = "i"
+    carried_arg = dict(zip(carried, iter_args[: len(carried)], strict=True))
+    returned: dict[Position, SSAValue] = {}
+    for c, call in enumerate(first.calls):
+        operands = []
+        for q, value in enumerate(_args(call)):
+            o = (c, q)
+            if o in run.wiring:
+                operands.append(returned[run.wiring[o]])
+            elif classes[o] == "carried":
+                operands.append(carried_arg[o])
+                carried_arg[o].name_hint = _param_name(functions[c], q) or value.name_hint
+            elif classes[o] == "invariant":
+                operands.append(value)
+            else:
+                operands.append(readers[o](body, i))
+        new = func.CallOp(_callee(call), operands, call.result_types)
+        new.attributes.update(call.attributes)
+        body.add_op(new)
+        returned |= {(c, r): result for r, result in enumerate(new.res)}
+    yielded = [returned[threading[o]] for o in carried]
+    for o, acc in zip(stacked, iter_args[len(carried) :], strict=True):
+        yielded.append(_append(body, _insert(returned[o], acc, i)))
+    body.add_op(scf.YieldOp(*yielded))
+    loop = rewriter.insert(scf.ForOp(*bounds, inits, body), InsertPoint.before(last.calls[-1]))
+    results = {threading[o]: loop.res[k] for k, o in reversed(list(enumerate(carried)))}
+    results |= {o: loop.res[len(carried) + k] for k, o in enumerate(stacked)}
+    _replace_run(
+        run,
+        {o: results[o] for o in outputs},
+        lambda stack, k, o: _slice(stack, k, first.result(o).type),
+        InsertPoint.after(loop),
+        rewriter,
+    )
 
 
 def _drop_unused(
@@ -520,7 +831,7 @@ def _drop_unused(
 
 
 # --------------------------------------------------------------------------------------
-# Pattern and pass
+# Patterns and pass
 # --------------------------------------------------------------------------------------
 
 
@@ -530,12 +841,13 @@ def _before(op: Operation):
         yield op
 
 
-def _calls(first: CallOp) -> tuple[list[CallOp], list[list[Operation]]]:
-    """The calls of `first`'s block from `first` on, and the ops between consecutive ones."""
+def _calls(first: Operation) -> tuple[list[Operation], list[list[Operation]]]:
+    """The calls of `first`'s kind in its block from `first` on, and the ops between
+    consecutive ones (calls of other kinds among them)."""
     calls, gaps, gap = [first], [], []
     op = first.next_op
     while op is not None:
-        if isinstance(op, CallOp):
+        if type(op) is type(first):
             calls.append(op)
             gaps.append(gap)
             gap = []
@@ -545,83 +857,129 @@ def _calls(first: CallOp) -> tuple[list[CallOp], list[list[Operation]]]:
     return calls, gaps
 
 
-def _module(op: Operation) -> ModuleOp:
-    while not isinstance(op, ModuleOp):
+def _module(op: Operation) -> ModuleOp | None:
+    while op is not None and not isinstance(op, ModuleOp):
         op = op.parent_op()
     return op
 
 
 @dataclass
-class LoopConsecutiveCalls(RewritePattern):
-    """Loops every legal run of the call sequence that starts at the matched `dfk.call`."""
+class _LoopConsecutive(RewritePattern):
+    """Loops every legal run of the calls of one kind (`call_type`) in a block, matched at
+    the block's first such call (which examines all of them at once)."""
 
-    min_trip_count: int = 2
-    pipeline_depth: int = 2
+    call_type: ClassVar[type[Operation]]
+    callee_type: ClassVar[type[Operation]]
+
+    options: LoopingOptions = DEFAULT_OPTIONS
     remark: Callable[[str], None] | None = None
     """Where to explain the runs left alone (None: silently)."""
     canonical: bool = True
-    """As a canonicalization: does nothing in a module marked `dfk.no_kernel_looping`."""
+    """As a canonicalization: stays local (erases no symbol) and does nothing in a module
+    marked `dfk.no_kernel_looping`."""
     runs_looped: int = 0
     """How many runs this pattern has looped (for the pass's summary)."""
 
-    @op_type_rewrite_pattern
-    def match_and_rewrite(self, op: CallOp, rewriter: PatternRewriter):
-        # One match per block, at its first call, examines all the block's calls at once.
-        if any(isinstance(o, CallOp) for o in _before(op)):
+    def match_and_rewrite(self, op: Operation, rewriter: PatternRewriter):
+        if not isinstance(op, self.call_type) or any(
+            isinstance(o, self.call_type) for o in _before(op)
+        ):
             return
         module = _module(op)
-        if self.canonical and NO_KERNEL_LOOPING in module.attributes:
+        if self.canonical and module is not None and NO_KERNEL_LOOPING in module.attributes:
             return
         calls, gaps = _calls(op)
-        kernels = {
-            name: cast(KernelOp, lookup_symbol(c, name))
-            for c in calls
-            for name in (c.callee.string_value(),)
-        }
-        looped = {
-            name
-            for name, k in kernels.items()
-            if any(isinstance(o, LoopOp) for o in k.body.block.ops)
-        }
-        min_units = max(2, self.min_trip_count)
-        subsumed: list[ParamOp] = []
-        used: list[KernelOp] = []
-        for units, runs, breaks in _segments(calls, gaps, looped, min_units):
-            callees = [kernels[c.callee.string_value()] for c in units[0].calls]
-            label = ", ".join(f"@{k.sym_name.data}" for k in callees)
+        callees = {name: lookup_symbol(c, name) for c in calls for name in (_callee(c),)}
+        if not all(isinstance(c, self.callee_type) for c in callees.values()):
+            return  # unresolved callees: the verifier says so
+        min_units = max(2, self.options.min_trip_count)
+        for units, runs, breaks in _segments(calls, gaps, self.excluded(callees), min_units):
+            period = [callees[_callee(c)] for c in units[0].calls]
+            label = ", ".join(f"@{_callee(c)}" for c in units[0].calls)
             for reason in breaks:
                 self._say(f"{label}: {reason}")
             for run in runs:
                 if len(run.units) >= min_units:
-                    subsumed += _loop_run(run, callees, self.pipeline_depth, rewriter)
-                    used += callees
+                    self.loop(run, period, rewriter)
                     self.runs_looped += 1
                 elif len(run.units) > 1:
                     self._say(
                         f"{label}: a run of {len(run.units)} "
-                        f"{'calls' if len(callees) == 1 else 'periods'} is shorter than "
-                        f"min-trip-count={self.min_trip_count}"
+                        f"{'calls' if len(period) == 1 else 'periods'} is shorter than "
+                        f"min-trip-count={self.options.min_trip_count}"
                     )
-        if used:
-            _drop_unused(module, [*dict.fromkeys(used), *dict.fromkeys(subsumed)], rewriter)
+        self.done(module, rewriter)
+
+    def excluded(self, callees: dict[str, Operation | None]) -> set[str]:
+        """Callees whose calls take part in no run."""
+        return set()
+
+    @abstractmethod
+    def loop(self, run: _Run, callees: list[Operation], rewriter: PatternRewriter) -> None:
+        """Replaces the calls of `run` (of one period's `callees`) by one loop."""
+
+    def done(self, module: ModuleOp | None, rewriter: PatternRewriter) -> None:
+        """After the block's runs are looped."""
 
     def _say(self, message: str) -> None:
         if self.remark is not None:
             self.remark(message)
 
 
+@dataclass
+class LoopConsecutiveCalls(_LoopConsecutive):
+    """Kernel looping of `dfk.call`s: each run becomes one call of a looped kernel. Not
+    `canonical` (the explicit pass), it then erases the kernels and parameters it made
+    unused."""
+
+    call_type = CallOp
+    callee_type = KernelOp
+    _subsumed: list[KernelOp | ParamOp] = field(default_factory=list)
+
+    def excluded(self, callees: dict[str, Operation | None]) -> set[str]:
+        # a kernel already holding a loop (the chip has one outer loop)
+        return {
+            name
+            for name, k in callees.items()
+            if any(isinstance(o, LoopOp) for o in cast(KernelOp, k).body.block.ops)
+        }
+
+    def loop(self, run: _Run, callees: list[Operation], rewriter: PatternRewriter) -> None:
+        kernels = cast(list[KernelOp], callees)
+        params = _loop_run(run, kernels, self.options.pipeline_depth, rewriter)
+        self._subsumed += [*kernels, *params]
+
+    def done(self, module: ModuleOp | None, rewriter: PatternRewriter) -> None:
+        if self._subsumed and not self.canonical and module is not None:
+            _drop_unused(module, list(dict.fromkeys(self._subsumed)), rewriter)
+        self._subsumed.clear()
+
+
+@dataclass
+class LoopConsecutiveFuncCalls(_LoopConsecutive):
+    """Kernel looping of `func.call`s: each run becomes an `scf.for` calling the function
+    (upstream ops only). It adds and erases no symbol."""
+
+    call_type = func.CallOp
+    callee_type = func.FuncOp
+
+    def loop(self, run: _Run, callees: list[Operation], rewriter: PatternRewriter) -> None:
+        _loop_func_run(run, cast(list[func.FuncOp], callees), rewriter)
+
+
 def _count_calls(module: ModuleOp) -> int:
-    return sum(isinstance(op, CallOp) for op in module.walk())
+    return sum(isinstance(op, CallOp | func.CallOp) for op in module.walk())
 
 
 @dataclass(frozen=True)
 class KernelLooping(ModulePass):
-    """Loops every legal run of consecutive calls to one kernel (see the module doc)."""
+    """Loops every legal run of consecutive calls to one callee, `dfk.call` or `func.call`
+    (see the module doc); option defaults are `DEFAULT_OPTIONS`."""
 
     name = "kernel-looping"
 
-    min_trip_count: int = 2
-    pipeline_depth: int = 2
+    min_trip_count: int = DEFAULT_OPTIONS.min_trip_count
+    pipeline_depth: int = DEFAULT_OPTIONS.pipeline_depth
     remarks: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
@@ -632,23 +990,24 @@ class KernelLooping(ModulePass):
                     f"{getattr(self, option)}"
                 )
         messages: dict[str, None] = {}
-        pattern = LoopConsecutiveCalls(
-            self.min_trip_count,
-            self.pipeline_depth,
-            (lambda m: messages.setdefault(m)) if self.remarks else None,
-            canonical=False,
-        )
+        options = LoopingOptions(self.min_trip_count, self.pipeline_depth)
+        remark = (lambda m: messages.setdefault(m)) if self.remarks else None
+        patterns = [
+            LoopConsecutiveCalls(options, remark, canonical=False),
+            LoopConsecutiveFuncCalls(options, remark, canonical=False),
+        ]
         before = _count_calls(op)
         PatternRewriteWalker(
-            GreedyRewritePatternApplier([pattern, StackOfSlices(), SliceOfStack()])
+            GreedyRewritePatternApplier([*patterns, StackOfSlices(), SliceOfStack()])
         ).rewrite_module(op)
         if self.remarks:
             after = _count_calls(op)
             for message in messages:
                 print(f"remark: kernel-looping: {message}", file=sys.stderr)
+            runs = sum(p.runs_looped for p in patterns)
             print(
-                f"remark: kernel-looping: {pattern.runs_looped} run(s) looped; calls {before} "
-                f"-> {after} ({before - after} launches removed)",
+                f"remark: kernel-looping: {runs} run(s) looped; calls {before} -> {after} "
+                f"({before - after} call sites removed)",
                 file=sys.stderr,
             )
 

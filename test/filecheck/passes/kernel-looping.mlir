@@ -56,7 +56,7 @@ builtin.module {
 
 // DEPTH:         dfk.loop {{%.*}} = 0 to 3 carried(
 
-// REMARK:      remark: kernel-looping: 1 run(s) looped; calls 3 -> 1 (2 launches removed)
+// REMARK:      remark: kernel-looping: 1 run(s) looped; calls 3 -> 1 (2 call sites removed)
 
 // -----
 
@@ -94,7 +94,7 @@ builtin.module {
 // CHECK-NEXT:    func.return [[X3]], [[X1]], [[Y1]]
 
 // REMARK:      remark: kernel-looping: @f: calls #0 and #1 are not looped together: result #0, threaded into the next calls, has other uses (rule 1)
-// REMARK-NEXT: remark: kernel-looping: 1 run(s) looped; calls 3 -> 2 (1 launches removed)
+// REMARK-NEXT: remark: kernel-looping: 1 run(s) looped; calls 3 -> 2 (1 call sites removed)
 
 // -----
 
@@ -122,7 +122,7 @@ builtin.module {
 // CHECK-NEXT:    func.return [[X3]]
 
 // REMARK:      remark: kernel-looping: @f: calls #1 and #2 are not looped together: it threads results into operands {#1 <- result #0}, but the calls before thread {#0 <- result #0} (rule 1)
-// REMARK-NEXT: remark: kernel-looping: 1 run(s) looped; calls 3 -> 2 (1 launches removed)
+// REMARK-NEXT: remark: kernel-looping: 1 run(s) looped; calls 3 -> 2 (1 call sites removed)
 
 // -----
 
@@ -149,7 +149,7 @@ builtin.module {
 // CHECK-NEXT:    dfk.call @f(
 
 // REMARK:      remark: kernel-looping: @f: calls #0 and #1 are not looped together: operand #1 is computed from an earlier call's results (rule 1)
-// REMARK-NEXT: remark: kernel-looping: 0 run(s) looped; calls 2 -> 2 (0 launches removed)
+// REMARK-NEXT: remark: kernel-looping: 0 run(s) looped; calls 2 -> 2 (0 call sites removed)
 
 // -----
 
@@ -184,7 +184,7 @@ builtin.module {
 
 // REMARK:      remark: kernel-looping: @g: calls #0 and #1 are not looped together: operand #1 varies but its type i32 cannot be stacked (rule 2)
 // REMARK-NEXT: remark: kernel-looping: @h: calls #0 and #1 are not looped together: result #1 is not threaded and its type i32 cannot be stacked (rule 2)
-// REMARK-NEXT: remark: kernel-looping: 0 run(s) looped; calls 4 -> 4 (0 launches removed)
+// REMARK-NEXT: remark: kernel-looping: 0 run(s) looped; calls 4 -> 4 (0 call sites removed)
 
 // -----
 
@@ -217,7 +217,7 @@ builtin.module {
 // CHECK-NEXT:    func.return [[X4]]
 
 // REMARK:      remark: kernel-looping: @f: calls #1 and #2 are not looped together: 'func.call' between them has side effects the loop would reorder (rule 3)
-// REMARK-NEXT: remark: kernel-looping: 2 run(s) looped; calls 4 -> 2 (2 launches removed)
+// REMARK-NEXT: remark: kernel-looping: 2 run(s) looped; calls 5 -> 3 (2 call sites removed)
 
 // -----
 
@@ -255,7 +255,7 @@ builtin.module {
 // CHECK-NEXT:    [[X6:%.*]] = dfk.call @a.looped_1([[X3]], [[B]])
 // CHECK-NEXT:    func.return [[X6]]
 
-// REMARK:      remark: kernel-looping: 2 run(s) looped; calls 6 -> 3 (3 launches removed)
+// REMARK:      remark: kernel-looping: 2 run(s) looped; calls 6 -> 3 (3 call sites removed)
 
 // -----
 
@@ -280,7 +280,7 @@ builtin.module {
 // CHECK-NEXT:    [[X2:%.*]] = dfk.call @f.looped([[X1]])
 // CHECK-NEXT:    func.return [[X2]]
 
-// REMARK:      remark: kernel-looping: 0 run(s) looped; calls 2 -> 2 (0 launches removed)
+// REMARK:      remark: kernel-looping: 0 run(s) looped; calls 2 -> 2 (0 call sites removed)
 
 
 // -----
@@ -338,4 +338,4 @@ builtin.module {
 // CHECK-NEXT:    [[X6:%.*]] = dfk.call @local.global.looped([[X0]], [[WL]], [[WG]])
 // CHECK-NEXT:    func.return [[X6]]
 
-// REMARK:      remark: kernel-looping: 1 run(s) looped; calls 6 -> 1 (5 launches removed)
+// REMARK:      remark: kernel-looping: 1 run(s) looped; calls 6 -> 1 (5 call sites removed)
