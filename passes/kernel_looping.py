@@ -693,6 +693,8 @@ class _ForBuilder:
     anchor: Operation
     rewriter: PatternRewriter
     constants: dict[int, SSAValue] = field(default_factory=dict)
+    trip_indices: dict[tuple[int, int], SSAValue] = field(default_factory=dict)
+    """(first, step) -> `first + step * i` computed in the loop body (once per loop)."""
 
     def before(self, op: Operation) -> SSAValue:
         return self.rewriter.insert(op, InsertPoint.before(self.anchor)).results[0]
@@ -705,6 +707,19 @@ class _ForBuilder:
             self.constants[value] = constant
         return self.constants[value]
 
+    def trip_index(self, body: Block, i: SSAValue, first: int, step: int) -> SSAValue:
+        """`first + step * i`, computed once per loop at the end of `body` (so far)."""
+        if (0, step) not in self.trip_indices:
+            self.trip_indices[(0, step)] = (
+                i if step == 1 else _append(body, arith.MuliOp(i, self.index(step)))
+            )
+        if (first, step) not in self.trip_indices:
+            scaled = self.trip_indices[(0, step)]
+            self.trip_indices[(first, step)] = _append(
+                body, arith.AddiOp(scaled, self.index(first))
+            )
+        return self.trip_indices[(first, step)]
+
     def reader(
         self, values: Sequence[SSAValue], name: str | None
     ) -> Callable[[Block, SSAValue], SSAValue]:
@@ -714,14 +729,9 @@ class _ForBuilder:
         if (spacing := _evenly_spaced_slices(values)) is not None:
             first, step = spacing
             head = cast(tensor.ExtractSliceOp, values[0].owner)
-            scale = self.index(step) if step != 1 else None
-            shift = self.index(first) if first != 0 else None
 
             def read_slice(body: Block, i: SSAValue) -> SSAValue:
-                if scale is not None:
-                    i = _append(body, arith.MuliOp(i, scale))
-                if shift is not None:
-                    i = _append(body, arith.AddiOp(i, shift))
+                i = self.trip_index(body, i, first, step)
                 offsets = head.static_offsets.get_values()[1:]
                 piece = tensor.ExtractSliceOp(
                     head.source,

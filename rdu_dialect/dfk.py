@@ -295,9 +295,11 @@ class CallSymbolUser(SymbolUserOpInterface):
 
 
 class CallCanonicalization(HasCanonicalizationPatternsTrait):
-    """Kernel looping with default options (`passes/kernel_looping.py`, imported lazily: the
-    rewrite lives with the passes), so that `canonicalize` loops consecutive calls unless the
-    module is marked `dfk.no_kernel_looping`."""
+    """Kernel looping with the default options (`DEFAULT_OPTIONS` in
+    `passes/kernel_looping.py`, imported lazily: the rewrite lives with the passes), so that
+    `canonicalize` loops consecutive calls unless the module is marked
+    `dfk.no_kernel_looping`. Local, as canonicalizations are: it adds the looped kernel but
+    erases no symbol (symbol-dce's job)."""
 
     @classmethod
     def get_canonicalization_patterns(cls) -> tuple[RewritePattern, ...]:

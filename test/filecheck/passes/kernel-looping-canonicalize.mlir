@@ -4,7 +4,10 @@
 
 // Kernel looping is also the canonicalization of dfk.call (default options), unless the
 // module is marked dfk.no_kernel_looping (what disable-kernel-looping does); the explicit
-// pass is a request to loop and ignores the mark.
+// pass is a request to loop and ignores the mark. The canonicalization stays local, as MLIR
+// canonicalizations do: it adds the looped kernel and the stacked parameter beside the
+// originals and erases no symbol (symbol-dce removes what became unused); the explicit pass
+// erases the kernel and parameters it made unused.
 
 builtin.module {
   llm.param @model.layers.0.w "model.layers.0.w" : tensor<8x8xbf16>
@@ -30,9 +33,13 @@ builtin.module {
   }
 }
 
-// CHECK:       llm.param @model.layers.0_to_2.w stacked ["model.layers.0.w", "model.layers.1.w", "model.layers.2.w"] : tensor<3x8x8xbf16>
-// CHECK:       dfk.kernel @layer.looped(
+// CHECK:       llm.param @model.layers.0.w "model.layers.0.w"
+// CHECK-NEXT:  llm.param @model.layers.1.w "model.layers.1.w"
+// CHECK-NEXT:  llm.param @model.layers.2.w "model.layers.2.w"
+// CHECK-NEXT:  llm.param @model.layers.0_to_2.w stacked ["model.layers.0.w", "model.layers.1.w", "model.layers.2.w"] : tensor<3x8x8xbf16>
+// CHECK-NEXT:  dfk.kernel @layer.looped(
 // CHECK-NEXT:    dfk.loop {{%.*}} = 0 to 3 pipeline_depth 2 carried(
+// CHECK:       dfk.kernel @layer(
 // CHECK:       func.func @step([[H:%.*]]: tensor<1x8xbf16>, [[P:%.*]]: tensor<1xi32>, [[KCACHE:%.*]]: tensor<3x1x1x4x8xbf16>)
 // CHECK-NEXT:    [[WS:%.*]] = llm.weight @model.layers.0_to_2.w : tensor<3x8x8xbf16>
 // CHECK-NEXT:    [[K:%.*]], [[HN:%.*]] = dfk.call @layer.looped([[H]], [[P]], [[KCACHE]], [[WS]])
@@ -43,7 +50,12 @@ builtin.module {
 // OFF-COUNT-3:   dfk.call @layer(
 // OFF-NOT:       dfk.call
 
-// PASS:        dfk.call @layer.looped(
+// PASS:        builtin.module {
+// PASS-NEXT:     llm.param @model.layers.0_to_2.w stacked
+// PASS-NEXT:     dfk.kernel @layer.looped(
+// PASS-NOT:      llm.param
+// PASS-NOT:      dfk.kernel @layer(
+// PASS:          dfk.call @layer.looped(
 
 // -----
 
