@@ -89,6 +89,35 @@ def test_plain_xdsl_opt_runs_kernel_looping_on_our_ir(installed):
     assert "dfk.loop" in out and "@decoder_layer.looped" in out
 
 
+FUNC_CALL_CHAIN = """
+func.func private @layer(%x: tensor<4xf32>, %w: tensor<4xf32>) -> tensor<4xf32> {
+  %y = arith.mulf %x, %w : tensor<4xf32>
+  func.return %y : tensor<4xf32>
+}
+func.func @chain(%x0: tensor<4xf32>, %w: tensor<4xf32>) -> tensor<4xf32> {
+  %x1 = func.call @layer(%x0, %w) : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
+  %x2 = func.call @layer(%x1, %w) : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
+  %x3 = func.call @layer(%x2, %w) : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
+  %x4 = func.call @layer(%x3, %w) : (tensor<4xf32>, tensor<4xf32>) -> tensor<4xf32>
+  func.return %x4 : tensor<4xf32>
+}
+"""
+
+
+def test_plain_xdsl_opt_loops_a_func_call_chain(installed):
+    """Kernel looping for any xDSL flow: four calls of a func.func become one scf.for."""
+    venv, env = installed
+    result = _run(
+        [str(venv / "bin" / "xdsl-opt"), "-p", "kernel-looping{remarks=true}"],
+        input=FUNC_CALL_CHAIN,
+        env=env,
+        cwd="/",
+    )
+    out = result.stdout
+    assert out.count("scf.for") == 1 and out.count("func.call @layer(") == 1
+    assert "1 run(s) looped; calls 4 -> 1" in result.stderr
+
+
 def test_version_names_our_package_and_xdsl(installed):
     venv, env = installed
     out = _run([str(venv / "bin" / "rdu-opt"), "--version"], env=env, cwd="/").stdout
