@@ -80,6 +80,7 @@ from typing import ClassVar, Protocol, cast
 from xdsl.context import Context
 from xdsl.dialects import arith, func, scf, tensor
 from xdsl.dialects.builtin import (
+    DYNAMIC_INDEX,
     ArrayAttr,
     DenseArrayBase,
     IndexType,
@@ -304,7 +305,7 @@ def _link(run: _Run, unit: _Unit, gap: Sequence[Operation]) -> str | None:
     return None
 
 
-def _split(units: list[_Unit], gaps: list[Sequence[Operation]]) -> tuple[list[_Run], list[str]]:
+def _split(units: list[_Unit], gaps: Sequence[Sequence[Operation]]) -> tuple[list[_Run], list[str]]:
     """The maximal legal runs of consecutive periods (`gaps[k]`: the ops before period k+1),
     in order, and why the periods of consecutive runs are apart."""
     p = len(units[0].calls)
@@ -638,7 +639,7 @@ def _insert(value: SSAValue, into: SSAValue, index: SSAValue | int) -> Operation
     """`tensor.insert_slice` of `value` as entry `index` of the stacked `into`."""
     shape = cast(TensorType, value.type).get_shape()
     dynamic = [index] if isinstance(index, SSAValue) else []
-    offsets = [tensor.DYNAMIC_INDEX if dynamic else index, *[0] * len(shape)]
+    offsets = [DYNAMIC_INDEX if dynamic else index, *[0] * len(shape)]
     return tensor.InsertSliceOp.build(
         operands=[value, into, dynamic, [], []],
         result_types=[into.type],
@@ -814,7 +815,10 @@ def _loop_func_run(run: _Run, functions: Sequence[func.FuncOp], rewriter: Patter
     for o, acc in zip(stacked, iter_args[len(carried) :], strict=True):
         yielded.append(_append(body, _insert(returned[o], acc, i)))
     body.add_op(scf.YieldOp(*yielded))
-    loop = rewriter.insert(scf.ForOp(*bounds, inits, body), InsertPoint.before(last.calls[-1]))
+    lower, upper, step = bounds
+    loop = rewriter.insert(
+        scf.ForOp(lower, upper, step, inits, body), InsertPoint.before(last.calls[-1])
+    )
     results = {threading[o]: loop.res[k] for k, o in reversed(list(enumerate(carried)))}
     results |= {o: loop.res[len(carried) + k] for k, o in enumerate(stacked)}
     _replace_run(
@@ -830,11 +834,8 @@ def _drop_unused(
     module: ModuleOp, symbols: Sequence[KernelOp | ParamOp], rewriter: PatternRewriter
 ) -> None:
     """Erases those of `symbols` (kernels, parameters) nothing refers to any more."""
-    used = {
-        op.callee.string_value() if isinstance(op, CallOp) else op.param.root_reference.data
-        for op in module.walk()
-        if isinstance(op, CallOp | WeightOp)
-    }
+    used = {op.callee.string_value() for op in module.walk() if isinstance(op, CallOp)}
+    used |= {op.param.root_reference.data for op in module.walk() if isinstance(op, WeightOp)}
     for symbol in symbols:
         if symbol.parent is not None and symbol.sym_name.data not in used:
             rewriter.erase(symbol)
@@ -847,8 +848,10 @@ def _drop_unused(
 
 def _before(op: Operation):
     """The ops before `op` in its block, nearest first."""
-    while (op := op.prev_op) is not None:
-        yield op
+    prev = op.prev_op
+    while prev is not None:
+        yield prev
+        prev = prev.prev_op
 
 
 def _calls(first: Operation) -> tuple[list[Operation], list[list[Operation]]]:
@@ -868,9 +871,11 @@ def _calls(first: Operation) -> tuple[list[Operation], list[list[Operation]]]:
 
 
 def _module(op: Operation) -> ModuleOp | None:
-    while op is not None and not isinstance(op, ModuleOp):
-        op = op.parent_op()
-    return op
+    """The module `op` is in (None for a detached op)."""
+    ancestor: Operation | None = op
+    while ancestor is not None and not isinstance(ancestor, ModuleOp):
+        ancestor = ancestor.parent_op()
+    return ancestor
 
 
 @dataclass
