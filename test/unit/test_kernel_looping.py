@@ -16,11 +16,14 @@ from xdsl.parser import Parser
 from xdsl.transforms.canonicalize import CanonicalizePass
 
 from rdu_compiler.frontend.config import load_model_config
+from rdu_compiler.lowering.emit_program import build_program
+from rdu_compiler.lowering.lower_dfk_to_rdu import LowerDfkToRdu
 from rdu_compiler.passes.kernel_looping import DisableKernelLooping, KernelLooping
 from rdu_compiler.passes.outline_kernels import OutlineKernels
 from rdu_compiler.rdu_dialect.dfk import DFK, CallOp, KernelOp, LoopOp
 from rdu_compiler.rdu_dialect.interpreter import make_interpreter
 from rdu_compiler.rdu_dialect.llm import LLM, ParamOp
+from rdu_compiler.simulator.program import encode_program
 from rdu_compiler.simulator.weights import RandomWeights
 
 PIPELINES = {
@@ -99,6 +102,26 @@ def test_disable_kernel_looping_holds_under_canonicalize():
         build("tiny-llama"), [OutlineKernels(), DisableKernelLooping(), CanonicalizePass()]
     )
     assert not any(isinstance(op, LoopOp) for op in module.walk())
+
+
+def test_canonicalize_stays_local_and_lowers_as_the_pass_does():
+    """The dfk.call canonicalization adds the looped kernel and the stacked parameters but
+    erases no symbol; the explicit pass erases what it made unused. What canonicalize leaves
+    is dead: both modules lower to the same program."""
+    canonical = apply(build("tiny-llama"), [OutlineKernels(), CanonicalizePass()])
+    explicit = apply(build("tiny-llama"), PIPELINES["outline-kernels,kernel-looping"])
+
+    def symbols(module: ModuleOp) -> set[str]:
+        return {op.sym_name.data for op in module.ops if isinstance(op, KernelOp | ParamOp)}
+
+    left = symbols(canonical) - symbols(explicit)
+    assert symbols(explicit) < symbols(canonical)
+    assert "decoder_layer" in left
+    assert "model.layers.0.input_layernorm.weight" in left
+    programs = [
+        encode_program(build_program(apply(m, [LowerDfkToRdu()]))) for m in (canonical, explicit)
+    ]
+    assert programs[0] == programs[1]
 
 
 @pytest.mark.parametrize("preset", ["tiny-llama", "tiny-alternating", "tiny-mixtral"])
