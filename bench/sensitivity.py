@@ -1,11 +1,15 @@
 """How the headline kernel-looping speedups move with each hardware figure no source gives.
 
 For every parameter of the sn40l preset (`preset.parameters()`: launch, Argument Load, Program
-Load and sync costs, stage latency, P2P bandwidth and latency, HBM / DDR efficiency, clock and
-PCU geometry, AGCU count), the speedup of kernel looping (unlooped / looped decode time, batch 1,
-context 4096) is recomputed with that one parameter scaled over a range, the others at their
-defaults. Programs are compiled once: these figures only enter the time model (the lowering
-sizes kernels from the sourced PCU / PMU / SRAM counts), so each point is two simulations.
+Load and sync costs, stage latency, P2P bandwidth, links, topology and latency, HBM / DDR
+efficiency, clock and PCU geometry, AGCU count), the speedup of kernel looping (unlooped /
+looped decode time, batch 1, context 4096) is recomputed with that one parameter scaled over
+six orders of magnitude (x1e-3 .. x1e3; costs also at 0; efficiencies from 1e-6 to 1; integers
+rounded, at least 1; the topology both ways), the others at their defaults. Every point must
+finish (the engine makes progress for every value validation accepts): a point the engine
+refuses (a simulated time past its horizon) prints `refused`. Programs are compiled once: these
+figures only enter the time model (the lowering sizes kernels from the sourced PCU / PMU / SRAM
+counts), so each point is two simulations.
 
 None of these defaults was fitted to the published speedups (2.2x on one socket, 2.5x on
 several), so the speedups are predictions; the last lines say how large the per-call costs
@@ -15,14 +19,15 @@ calibration. Run: `python bench/sensitivity.py`.
 
 from __future__ import annotations
 
+import time
+
 from rdu_compiler.lowering.pipeline import compile_program
-from rdu_compiler.simulator.hardware import get_preset
-from rdu_compiler.simulator.timing import simulate
+from rdu_compiler.simulator.hardware import TOPOLOGIES, get_preset
+from rdu_compiler.simulator.timing import SimulationError, simulate
 
 CASES = (("llama-3.1-8b", 1), ("llama-3.1-8b", 8), ("llama-3.1-70b", 16))
-SCALES = (0, 0.25, 0.5, 1, 2, 4, 8)
-FRACTIONS = (0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
-INTEGER_SCALES = (0.25, 0.5, 1, 2, 4)
+SCALES = (1e-3, 1e-2, 0.1, 1, 10, 100, 1e3)
+FRACTIONS = (1e-6, 1e-4, 1e-2, 0.5, 0.95, 1.0)
 PER_CALL = ("launch_software_s", "argument_load_s", "program_load_s", "sync_software_s")
 PUBLISHED = {1: 2.2, 8: 2.5, 16: 2.5}  # ANCHORS.md: up to 2.2x on one socket, 2.5x on several
 
@@ -34,12 +39,21 @@ def speedup(programs, preset) -> float:
 
 def points(preset, name: str) -> list[tuple[str, dict]]:
     value = getattr(preset, name)
+    if name == "p2p_topology":
+        return [(t, {name: t}) for t in TOPOLOGIES]
     if name.endswith("_efficiency"):
         return [(f"{f:g}", {name: f}) for f in FRACTIONS]
     if isinstance(value, int):
-        return [(f"x{s:g}", {name: max(1, round(value * s))}) for s in INTEGER_SCALES]
-    scales = SCALES if name.endswith("_s") else SCALES[1:]  # rates cannot be 0
+        return [(f"x{s:g}", {name: max(1, round(value * s))}) for s in SCALES]
+    scales = (0, *SCALES) if name.endswith("_s") else SCALES  # rates cannot be 0
     return [(f"x{s:g}", {name: value * s}) for s in scales]
+
+
+def cell(programs, preset) -> str:
+    try:
+        return f"{speedup(programs, preset):>8.2f}x"
+    except SimulationError:
+        return f"{'refused':>9}"
 
 
 def main() -> None:
@@ -56,16 +70,19 @@ def main() -> None:
     print(f"{'parameter':<20}{'default':>10}  {'value':<8}" + "".join(f"{h:>9}" for h in heads))
     print(
         f"{'(all defaults)':<20}{'':>10}  {'':<8}"
-        + "".join(f"{speedup(programs[c], preset):>8.2f}x" for c in CASES)
+        + "".join(cell(programs[c], preset) for c in CASES)
     )
+    start = time.perf_counter()
     for name in preset.parameters():
         default = getattr(preset, name)
+        shown = default if isinstance(default, str) else f"{default:.3g}"
         for i, (label, change) in enumerate(points(preset, name)):
             varied = preset.replace(**change)
             print(
-                f"{name if i == 0 else '':<20}{default if i == 0 else '':>10}  {label:<8}"
-                + "".join(f"{speedup(programs[c], varied):>8.2f}x" for c in CASES)
+                f"{name if i == 0 else '':<20}{shown if i == 0 else '':>10}  {label:<8}"
+                + "".join(cell(programs[c], varied) for c in CASES)
             )
+    print(f"(sweep: {time.perf_counter() - start:.1f} s, every point finished or refused)")
     print(
         "\nper-call costs (launch + Argument Load + Program Load + sync, scaled together) "
         "needed for the published speedups:"
@@ -75,6 +92,9 @@ def main() -> None:
         lo, hi = 1.0, 1.0
         while speedup(programs[case], scaled(preset, hi)) < target and hi < 1e4:
             lo, hi = hi, hi * 2
+        if speedup(programs[case], scaled(preset, hi)) < target:
+            print(f"  {case[0]} on {case[1]} socket(s): {target}x not reached at x{hi:g}")
+            continue
         for _ in range(30):
             mid = (lo + hi) / 2
             lo, hi = (

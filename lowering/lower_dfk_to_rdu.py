@@ -36,8 +36,9 @@ relies on, and checks").
 
 Host side: one tensor per buffer a socket holds (per-layer weights separately, so each has its
 own tier; KV caches stacked, with `.out` aliases), weights placed in HBM while they fit and in
-DDR after (KV caches, inputs, outputs and activations always in HBM), launches binding params
-to views, a final sync. The module is stamped `rdu.hardware`; the socket count stays `llm.sockets`.
+DDR after (inputs, outputs and activations always in HBM, KV caches while they fit), launches
+binding params to views, a final sync. The module is stamped `rdu.hardware`; the socket count
+stays `llm.sockets`.
 """
 
 from __future__ import annotations
@@ -1398,19 +1399,30 @@ def _size(nbytes: int) -> str:
 
 
 def _place(tensors: list[_Tensor], preset: HardwarePreset, sockets: int, model: str) -> str:
-    """Memory tiers: everything but weights in HBM; weights in HBM while they fit, then DDR,
-    in checkpoint order (layers in numeric order), so that a looped and an unlooped program
-    place every weight alike. Returns a one-line summary."""
+    """Memory tiers: inputs, outputs and activations in HBM; the KV caches in HBM while they
+    fit (else the last ones, by name, in DDR, with their aliases: a long context or a large
+    batch still runs, from the slower tier); weights in HBM while they fit, then DDR, in
+    checkpoint order (layers in numeric order), so that a looped and an unlooped program place
+    every weight alike. Returns a one-line summary."""
     hbm = preset.hbm_bytes
-    fixed = sum(t.nbytes for t in tensors if t.kind != "weight" and t.aliases is None)
+    owners = [t for t in tensors if t.aliases is None]
+    pinned = sum(t.nbytes for t in owners if t.kind not in ("weight", "kv_cache"))
+    caches = sorted((t for t in owners if t.kind == "kv_cache"), key=lambda t: t.name)
+    in_hbm = list(caches)
+    while in_hbm and pinned + sum(t.nbytes for t in in_hbm) > hbm:
+        moved = in_hbm.pop()
+        for t in tensors:
+            if t is moved or t.aliases == moved.name:
+                t.tier = "ddr"
+    fixed = pinned + sum(t.nbytes for t in in_hbm)
     if fixed > hbm:
         raise _fail(
-            f"{model} does not fit: KV caches, inputs, outputs and activations need "
-            f"{_size(fixed)} of HBM per socket ({sockets} socket(s)) but {preset.name} has "
-            f"{_size(hbm)}; use more sockets (they split the KV heads) or a smaller batch or "
-            f"context"
+            f"{model} does not fit: inputs, outputs and activations need {_size(pinned)} of HBM "
+            f"per socket ({sockets} socket(s)) but {preset.name} has {_size(hbm)}; use a "
+            f"smaller batch"
         )
-    free, ddr_used, spilled = hbm - fixed, 0, 0
+    free, spilled = hbm - fixed, 0
+    ddr_used = sum(t.nbytes for t in caches if t not in in_hbm)
     weights = sorted(
         (t for t in tensors if t.kind == "weight"), key=lambda t: _natural(t.sources[0].value.data)
     )
@@ -1423,14 +1435,16 @@ def _place(tensors: list[_Tensor], preset: HardwarePreset, sockets: int, model: 
             spilled += 1
     if ddr_used > preset.ddr_bytes:
         raise _fail(
-            f"{model} does not fit: weights need {_size(sum(t.nbytes for t in weights))} per "
-            f"socket ({sockets} socket(s)) but {preset.name} has {_size(hbm - fixed)} of HBM left "
-            f"after the caches and {_size(preset.ddr_bytes)} of DDR; use more sockets (they "
-            f"split the weights)"
+            f"{model} does not fit: weights and KV caches need "
+            f"{_size(sum(t.nbytes for t in weights + caches))} per socket ({sockets} socket(s)) "
+            f"but {preset.name} has {_size(hbm - pinned)} of HBM left after inputs, outputs and "
+            f"activations and {_size(preset.ddr_bytes)} of DDR; use more sockets (they split "
+            f"the weights and KV heads) or a smaller batch or context"
         )
+    where = ", ".join(f"{t.name} in {t.tier.upper()}" for t in caches)
     return (
         f"{model}: {len(weights) - spilled} weight tensor(s) in HBM, {spilled} in DDR "
-        f"({ddr_used} bytes per socket); KV caches in HBM ({sockets} socket(s))"
+        f"({ddr_used} bytes per socket); {where or 'no KV caches'} ({sockets} socket(s))"
     )
 
 

@@ -188,7 +188,7 @@ def test_placement_does_not_depend_on_looping():
 
 
 def test_a_model_that_fits_neither_memory_fails():
-    with pytest.raises(PassFailedException, match="does not fit: weights need"):
+    with pytest.raises(PassFailedException, match="does not fit: weights and KV caches need"):
         compile_program("tiny-llama", hw_overrides="hbm_bytes=100000,ddr_bytes=1000")
 
 
