@@ -17,6 +17,7 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 from xdsl.transforms.canonicalize import CanonicalizePass
+from xdsl.utils.exceptions import PassFailedException
 
 from rdu_compiler.frontend.builder import build_decode_step
 from rdu_compiler.frontend.config import ModelConfig, load_model_config
@@ -25,9 +26,20 @@ from rdu_compiler.lowering.lower_dfk_to_rdu import LowerDfkToRdu, Mapping
 from rdu_compiler.passes.kernel_looping import DisableKernelLooping, KernelLooping
 from rdu_compiler.passes.outline_kernels import OutlineKernels
 from rdu_compiler.passes.shard_tensor_parallel import ShardTensorParallel
+from rdu_compiler.rdu_dialect import dfk
 from rdu_compiler.simulator.program import Program, validate_program
 
-__all__ = ["RduPipeline", "compile_program", "pipeline_passes"]
+__all__ = ["RduPipeline", "compile_program", "pipeline_passes", "refuse_unlooping"]
+
+
+def refuse_unlooping(module: ModuleOp, kernel_looping: bool) -> None:
+    """A module kernel-looped already (IR from a file) cannot be compiled without looping:
+    say so rather than silently compile the loop."""
+    if not kernel_looping and any(isinstance(op, dfk.LoopOp) for op in module.walk()):
+        raise PassFailedException(
+            "rdu-pipeline: the module is kernel-looped already (it holds a dfk.loop): it "
+            "cannot be compiled without kernel looping"
+        )
 
 
 def pipeline_passes(
@@ -63,6 +75,7 @@ class RduPipeline(ModulePass):
     hw: str = "sn40l"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        refuse_unlooping(op, self.kernel_looping)
         for p in pipeline_passes(
             sockets=self.sockets,
             kernel_looping=self.kernel_looping,
@@ -97,6 +110,7 @@ def compile_program(
         model = load_model_config(model, layers=layers)
     if isinstance(model, ModelConfig):
         model = build_decode_step(model, batch=batch, context=context)
+    refuse_unlooping(model, kernel_looping)
     ctx = Context()
     for p in pipeline_passes(
         sockets=sockets,

@@ -86,6 +86,12 @@ def check_context(context: int, max_positions: int) -> None:
         )
 
 
+def is_ir_file(path: str) -> bool:
+    """Whether a MODEL / PROGRAM argument names an IR decode step (`.mlir`, read by
+    `tools.ir_file`) rather than a model name or a program file."""
+    return path.endswith(".mlir")
+
+
 def write_atomically(path: str, data: str | bytes) -> None:
     """Write `path` via a temporary file in the same folder, so it is never half-written.
 

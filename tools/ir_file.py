@@ -17,15 +17,9 @@ from xdsl.dialects.builtin import FileLineColLoc, IntAttr, ModuleOp, StringAttr,
 from xdsl.ir import Operation
 from xdsl.parser import Parser
 from xdsl.utils.exceptions import ParseError, VerifyException
+from xdsl.utils.lexer import Span
 
 from rdu_compiler.tools.cli import UserError
-
-IR_SUFFIX = ".mlir"
-
-
-def is_ir_file(path: str) -> bool:
-    """Whether a MODEL / PROGRAM argument names an IR file (by its suffix)."""
-    return path.endswith(IR_SUFFIX)
 
 
 class LocatingParser(Parser):
@@ -45,6 +39,18 @@ class LocatingParser(Parser):
                 StringAttr(where.file), IntAttr(where.line), IntAttr(where.col)
             )
         return op
+
+    def _get_op_by_name(self, name: str) -> type[Operation]:
+        # xDSL reports an unknown op at the token after its name (for a bare `llm.foo` at the
+        # end of the input, the next line); point at the name itself.
+        try:
+            return super()._get_op_by_name(name)
+        except ParseError as error:
+            after = self._current_token.span
+            at = after.input.content.rfind(name, 0, after.start)
+            if at < 0:
+                raise
+            raise ParseError(Span(at, at + len(name), after.input), error.msg) from None
 
 
 def where(op: Operation) -> str:
@@ -127,9 +133,91 @@ class IrModel:
     sockets: int | None
     stage: str
 
+    @property
+    def max_position_embeddings(self) -> int:
+        """The positions the step has rows for (what `check_context` compares against)."""
+        return self.context
+
+    @property
+    def num_layers(self) -> int:
+        return _shape(_entry(self.module).function_type.inputs.data[2])[0]
+
+    def checkpoint_tensors(self) -> list[CheckpointTensor]:
+        """The checkpoint tensors the step reads (every `llm.param`'s sources), by name."""
+        from rdu_compiler.rdu_dialect import llm
+
+        names = [
+            name
+            for op in self.module.ops
+            if isinstance(op, llm.ParamOp)
+            for name in _flat_sources(op.source)
+        ]
+        return [CheckpointTensor(name) for name in dict.fromkeys(names)]
+
     def fresh_module(self) -> ModuleOp:
         """A copy to run passes on (they rewrite the module in place)."""
         return self.module.clone()
+
+    def fix_options(self, options) -> None:
+        """Set `options`' batch, context, sockets (lists, as rdu-run has them) and dtype to
+        the IR's: the file fixes them, so another value asked for is refused (the defaults,
+        batch 1, bf16, one socket and no context, give way). An unsharded file may be run
+        over any `--sockets` (sharded on the way)."""
+        fixed = [
+            ("--batch", "batch", [self.batch], [1]),
+            ("--context", "context", [self.context], None),
+            ("--dtype", "dtype", self.dtype, "bf16"),
+        ]
+        if self.sockets is not None:
+            fixed.append(("--sockets", "sockets", [self.sockets], [1]))
+        for flag, name, value, default in fixed:
+            asked = getattr(options, name)
+            if asked not in (value, default):
+                shown = ",".join(map(str, asked)) if isinstance(asked, list) else asked
+                wanted = value[0] if isinstance(value, list) else value
+                raise UserError(
+                    f"{flag} {shown}: {self.path} is a decode step with {name} {wanted}"
+                )
+            setattr(options, name, value)
+        if options.layers is not None:
+            raise UserError(f"--layers: {self.path} fixes the layers (edit the IR instead)")
+
+
+@dataclass(frozen=True)
+class CheckpointTensor:
+    name: str
+
+
+def _flat_sources(source) -> list[str]:
+    from xdsl.dialects.builtin import ArrayAttr
+
+    if isinstance(source, ArrayAttr):
+        return [name for s in source.data for name in _flat_sources(s)]
+    return [source.data]
+
+
+def _entry(module: ModuleOp) -> func.FuncOp | None:
+    from rdu_compiler.rdu_dialect.interpreter import ENTRY
+
+    return next(
+        (op for op in module.ops if isinstance(op, func.FuncOp) and op.sym_name.data == ENTRY),
+        None,
+    )
+
+
+def _shape(t) -> tuple[int, ...]:
+    return tuple(t.get_shape()) if hasattr(t, "get_shape") else ()
+
+
+def decode_step_module(model, *, batch: int, context: int, dtype: str) -> ModuleOp:
+    """A fresh module of the decode step: a copy of an `.mlir` model's (whose batch, context
+    and dtype `IrModel.fix_options` made the options'), or built by the frontend from a
+    `ModelConfig`."""
+    if isinstance(model, IrModel):
+        return model.fresh_module()
+    from rdu_compiler.frontend.builder import build_decode_step
+
+    return build_decode_step(model, batch=batch, context=context, dtype=dtype)
 
 
 def load_ir_model(path: str) -> IrModel:
@@ -145,14 +233,11 @@ def load_ir_model(path: str) -> IrModel:
             f"{path}: the module is already lowered to the rdu dialect; emit its program "
             "(rdu-opt -t rdu-program) and run that with rdu-sim"
         )
-    step = next(
-        (op for op in module.ops if isinstance(op, func.FuncOp) and op.sym_name.data == ENTRY),
-        None,
-    )
+    step = _entry(module)
     if step is None:
         raise UserError(f"{path}: no func.func @{ENTRY}: not a decode step (docs/decode_step.md)")
     inputs, outputs = step.function_type.inputs.data, step.function_type.outputs.data
-    shapes = [getattr(t, "get_shape", lambda: ())() for t in (*inputs, *outputs)]
+    shapes = [_shape(t) for t in (*inputs, *outputs)]
     if len(inputs) != 4 or len(outputs) != 4 or len(shapes[2]) != 5 or len(shapes[4]) != 2:
         raise UserError(
             f"{where(step)}: @{ENTRY} must take (tokens, positions, k_cache, v_cache) and return "

@@ -55,18 +55,6 @@ class _SpanRecordingParser(LocatingParser):
         self._spans[op] = start
         return op
 
-    def _get_op_by_name(self, name: str) -> type[Operation]:
-        # xDSL reports an unknown op at the token after its name (for a bare `llm.foo` at the
-        # end of the input, the next line); point at the name itself.
-        try:
-            return super()._get_op_by_name(name)
-        except ParseError as error:
-            after = self._current_token.span
-            at = after.input.content.rfind(name, 0, after.start)
-            if at < 0:
-                raise
-            raise ParseError(Span(at, at + len(name), after.input), error.msg) from None
-
 
 class _OutputBuffer(StringIO):
     """Output kept in memory until the run succeeded; xDSL's `run` closes its stream."""

@@ -102,7 +102,9 @@ def _parser() -> argparse.ArgumentParser:
         "model",
         metavar="MODEL",
         nargs="?",
-        help="preset name (--list-models), HF config.json, or HF model folder",
+        help="preset name (--list-models), HF config.json, HF model folder, or an .mlir "
+        "decode step (llm IR as rdu-import prints it, or after outline-kernels, "
+        "kernel-looping, sharding)",
     )
     p.add_argument("--version", action="version", version=f"{PROG} (rdu-compiler {__version__})")
     p.add_argument("--list-models", action="store_true", help="list the bundled presets and exit")
@@ -227,15 +229,32 @@ def run(argv: Sequence[str] | None = None) -> int:
     _check_options(args, timing)
 
     from rdu_compiler.frontend.builder import default_context
-    from rdu_compiler.frontend.config import load_model_config
 
-    config = load_model_config(args.model, layers=args.layers)
+    config = _model(args)
     contexts = args.context or [default_context(config)]
     for context in contexts:
         check_context(context, config.max_position_embeddings)
     if timing:
         return _timing_run(args, config, contexts, preset)
     return _numbers_run(args, config, contexts[0])
+
+
+def _model(args: argparse.Namespace):
+    """MODEL: a frontend ModelConfig (preset, HF config) or an `.mlir` decode step
+    (`tools.ir_file.IrModel`, which fixes batch, context, dtype and sockets in `args`)."""
+    from rdu_compiler.tools.cli import is_ir_file
+
+    if not is_ir_file(args.model):
+        from rdu_compiler.frontend.config import load_model_config
+
+        return load_model_config(args.model, layers=args.layers)
+    from rdu_compiler.tools.ir_file import load_ir_model
+
+    model = load_ir_model(args.model)
+    model.fix_options(args)
+    if args.no_kernel_looping and model.stage == "looped":
+        raise UserError(f"--no-kernel-looping: {args.model} is kernel-looped already")
+    return model
 
 
 def _hardware(args: argparse.Namespace):
@@ -410,11 +429,11 @@ def _reference_engine(args: argparse.Namespace, config, context: int, weights):
     the returned step keeps the KV caches."""
     from xdsl.context import Context
 
-    from rdu_compiler.frontend.builder import build_decode_step
     from rdu_compiler.passes.shard_tensor_parallel import ShardTensorParallel
     from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine, ReferenceEngineError
+    from rdu_compiler.tools.ir_file import decode_step_module
 
-    module = build_decode_step(config, batch=args.batch[0], context=context, dtype=args.dtype)
+    module = decode_step_module(config, batch=args.batch[0], context=context, dtype=args.dtype)
     ShardTensorParallel(sockets=args.sockets[0]).apply(Context(), module)
     try:
         engine = ReferenceEngine(module, weights)
@@ -473,6 +492,8 @@ def _timing_run(args: argparse.Namespace, config, contexts: list[int], preset) -
 
     launches = LAUNCHES if args.launch == "both" else (args.launch or "software",)
     variants = ("unlooped",) if args.no_kernel_looping else VARIANTS
+    if getattr(config, "stage", None) == "looped":  # an .mlir MODEL looped already
+        variants = ("looped",)
     sweep = len(args.batch) * len(contexts) * len(args.sockets) > 1
     timer = T.Timer(config, args.dtype, preset)
     if args.generate is not None:
@@ -525,7 +546,9 @@ def _single_report(args: argparse.Namespace, config, results) -> dict[str, Any]:
         )
         timing[r.case.looping] = {key: r.summary[key] for key in TIMING_KEYS}
     for timing in by_launch.values():
-        if timing["looped"] is not None and timing["looped"]["ms_per_token"] > 0:
+        if None not in (timing["looped"], timing["unlooped"]) and (
+            timing["looped"]["ms_per_token"] > 0
+        ):
             timing["speedup"] = (
                 timing["unlooped"]["ms_per_token"] / timing["looped"]["ms_per_token"]
             )

@@ -5,8 +5,11 @@ Timing by default (a report table, `--json`, `--trace FILE` for Perfetto / chrom
 units on real numbers instead: weights from `--weights PATH` or `--seed N`, the `--prompt`
 token ids fed one per step (every batch entry the same), then `--steps N` greedy tokens.
 
-Imports only the simulator and `tools.cli` (never xDSL or the compiler): the program file is
-all it reads.
+PROGRAM may also be an `.mlir` decode step at any stage from `llm` down (as `rdu-import` prints
+it, or after outline-kernels, kernel-looping, sharding): it is compiled first with the default
+pipeline (kernel looping on; the IR's socket count, one if unsharded), so a user can simulate
+their own or hand-edited IR. Only then does rdu-sim import the compiler (and xDSL); for a
+program file it imports only the simulator and `tools.cli`: the program is all it reads.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from rdu_compiler.tools.cli import (
     UserError,
     decode_loop,
     decode_steps,
+    is_ir_file,
     parse_prompt,
     print_generated,
     run_tool,
@@ -31,7 +35,11 @@ PROG = "rdu-sim"
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("program", metavar="PROGRAM", help="an rdu-program JSON file")
+    p.add_argument(
+        "program",
+        metavar="PROGRAM",
+        help="an rdu-program JSON file, or an .mlir decode step (compiled first)",
+    )
     p.add_argument(
         "--functional", action="store_true", help="compute real numbers instead of timing"
     )
@@ -68,12 +76,26 @@ def run(argv: Sequence[str] | None = None) -> int:
     from rdu_compiler.simulator.hardware import get_preset
     from rdu_compiler.simulator.program import load_program, validate_program
 
-    program = load_program(args.program)
+    program = _compile_ir(args.program) if is_ir_file(args.program) else load_program(args.program)
     preset = get_preset(program.hardware)
     if args.hw_override:
         preset = preset.with_overrides(",".join(args.hw_override))
         validate_program(program, preset, name=args.program)  # resources against the overrides
     return _functional(args, program) if args.functional else _timing(args, program, preset)
+
+
+def _compile_ir(path: str):
+    """The program of an `.mlir` decode step, through the default pipeline."""
+    from xdsl.utils.exceptions import DiagnosticException
+
+    from rdu_compiler.lowering.pipeline import compile_program
+    from rdu_compiler.tools.ir_file import load_ir_model
+
+    model = load_ir_model(path)
+    try:
+        return compile_program(model.module, sockets=model.sockets or 1)
+    except DiagnosticException as error:
+        raise UserError(str(error)) from None
 
 
 def _functional(args: argparse.Namespace, program) -> int:

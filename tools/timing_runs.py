@@ -57,11 +57,11 @@ class Timer:
     def compile(self, case: Case) -> Any:
         from xdsl.utils.exceptions import DiagnosticException
 
-        from rdu_compiler.frontend.builder import build_decode_step
         from rdu_compiler.lowering.pipeline import compile_program
         from rdu_compiler.simulator.program import ProgramError
+        from rdu_compiler.tools.ir_file import decode_step_module
 
-        module = build_decode_step(
+        module = decode_step_module(
             self.config, batch=case.batch, context=case.context, dtype=self.dtype
         )
         try:
