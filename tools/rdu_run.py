@@ -1,5 +1,9 @@
 """`rdu-run MODEL`: run decode steps of a model, or time them.
 
+MODEL is a preset name, an HF config.json or model folder, or an `.mlir` decode step at any
+stage from `llm` down (`tools.ir_file`: llm IR as rdu-import prints it, outlined, looped or
+sharded), which fixes batch, context, dtype and sockets; a looped file is timed looped only.
+
 Vocabulary (every table, JSON key and chart): a *step* is one decode step of every batch entry;
 *TPOT* (time per output token of one sequence) is the step time; *tokens/s* counts every
 sequence (batch / step time); *per token* means per step / batch. The JSON keys named
