@@ -14,11 +14,13 @@ counts), so each point is two simulations.
 None of these defaults was fitted to the published speedups (2.2x on one socket, 2.5x on
 several), so the speedups are predictions; the last lines say how large the per-call costs
 would have to be to reach the published figures - a statement about the parameters, not a
-calibration. Run: `python bench/sensitivity.py`.
+calibration. Run: `python bench/sensitivity.py` (`--plot FILE.png`: also as a chart, one
+panel per parameter).
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 from rdu_compiler.lowering.pipeline import compile_program
@@ -49,14 +51,22 @@ def points(preset, name: str) -> list[tuple[str, dict]]:
     return [(f"x{s:g}", {name: value * s}) for s in scales]
 
 
-def cell(programs, preset) -> str:
+def refusable_speedup(programs, preset) -> float | None:
+    """The speedup, or None where the engine refuses the point."""
     try:
-        return f"{speedup(programs, preset):>8.2f}x"
+        return speedup(programs, preset)
     except SimulationError:
-        return f"{'refused':>9}"
+        return None
+
+
+def cell(value: float | None) -> str:
+    return f"{'refused':>9}" if value is None else f"{value:>8.2f}x"
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--plot", metavar="FILE.png", help="also draw the sweep as a chart")
+    args = parser.parse_args()
     preset = get_preset("sn40l")
     programs = {
         case: [
@@ -68,21 +78,31 @@ def main() -> None:
     heads = [f"{m.removeprefix('llama-3.1-')}/{s}" for m, s in CASES]
     print("kernel-looping speedup (unlooped / looped), batch 1, context 4096, software launch")
     print(f"{'parameter':<20}{'default':>10}  {'value':<8}" + "".join(f"{h:>9}" for h in heads))
-    print(
-        f"{'(all defaults)':<20}{'':>10}  {'':<8}"
-        + "".join(cell(programs[c], preset) for c in CASES)
-    )
+    baseline = {
+        h: refusable_speedup(programs[c], preset) for h, c in zip(heads, CASES, strict=True)
+    }
+    print(f"{'(all defaults)':<20}{'':>10}  {'':<8}" + "".join(map(cell, baseline.values())))
+    table: dict[str, list[tuple[str, dict[str, float | None]]]] = {}
     start = time.perf_counter()
     for name in preset.parameters():
         default = getattr(preset, name)
         shown = default if isinstance(default, str) else f"{default:.3g}"
         for i, (label, change) in enumerate(points(preset, name)):
             varied = preset.replace(**change)
+            row = {
+                h: refusable_speedup(programs[c], varied) for h, c in zip(heads, CASES, strict=True)
+            }
+            table.setdefault(name, []).append((label, row))
             print(
                 f"{name if i == 0 else '':<20}{shown if i == 0 else '':>10}  {label:<8}"
-                + "".join(cell(programs[c], varied) for c in CASES)
+                + "".join(map(cell, row.values()))
             )
     print(f"(sweep: {time.perf_counter() - start:.1f} s, every point finished or refused)")
+    if args.plot:
+        from rdu_compiler.simulator.plots import plot_sensitivity
+        from rdu_compiler.tools.cli import write_atomically
+
+        write_atomically(args.plot, plot_sensitivity(table, baseline))
     print(
         "\nper-call costs (launch + Argument Load + Program Load + sync, scaled together) "
         "needed for the published speedups:"

@@ -120,8 +120,9 @@ def plot_sensitivity(
     baseline: Mapping[str, float],
 ) -> bytes:
     """A sensitivity sweep: one panel per parameter, the speedup of each case (lines) at each
-    value of that parameter (``table[parameter] = [(value label, {case: speedup})]``), the
-    all-defaults speedups (``baseline``) dashed."""
+    value of that parameter (``table[parameter] = [(value label, {case: speedup})]``; None
+    where the simulator refused the point: a gap), the all-defaults speedups (``baseline``)
+    dashed."""
     names = list(table)
     cols = min(4, len(names))
     rows = math.ceil(len(names) / cols)
@@ -132,12 +133,13 @@ def plot_sensitivity(
         for case in baseline:
             ax.plot(
                 range(len(points)),
-                [speedups[case] for _, speedups in points],
+                [math.nan if speedups[case] is None else speedups[case] for _, speedups in points],
                 marker=".",
                 label=case,
             )
         for value in baseline.values():
-            ax.axhline(value, linestyle="--", linewidth=0.6, color="gray")
+            if value is not None:
+                ax.axhline(value, linestyle="--", linewidth=0.6, color="gray")
         ax.set_xticks(range(len(points)), [label for label, _ in points], fontsize=6)
         ax.set_title(name, fontsize=8)
         ax.tick_params(axis="y", labelsize=6)

@@ -1,9 +1,12 @@
 """Reports of a timing simulation: figures per token, per kernel call, a table for people, a dict
 for JSON, and a Chrome / Perfetto trace.
 
-Definitions (per decode step, i.e. per token of every batch entry):
+Definitions (one vocabulary with rdu-run and the docs): a *step* is one decode step of every
+batch entry; *TPOT* (time per output token of one sequence) is the step time; *tokens/s* counts
+every sequence; *per token* means per step / batch. The JSON keys keep their names: those ending
+in ``_per_token`` are per step (each sequence gets one token per step).
 
-* ``ms_per_token``: the step's wall time; ``tokens_per_s``: batch / step time.
+* ``ms_per_token``: the step's wall time (TPOT); ``tokens_per_s``: batch / step time.
 * ``offchip_bytes``: HBM + DDR bytes moved by all sockets (the AGCU transfers' work);
   ``achieved_bandwidth`` = that / step time; ``bandwidth_fraction_of_peak`` divides by the HBM
   peak of all sockets (``sockets x hbm_bandwidth``).
@@ -388,20 +391,21 @@ def format_table(summary: dict[str, Any]) -> str:
     lines = [
         f"{s['model']} on {s['sockets']} x {s['hardware']} ({s['launch_mode']} launch), "
         f"batch {s['batch']}, context {s['context']}",
-        f"  {s['ms_per_token']:.3f} ms/token, "
+        f"  TPOT {s['ms_per_token']:.3f} ms (the step time), "
         + ("n/a" if s["tokens_per_s"] is None else f"{s['tokens_per_s']:.1f}")
-        + " tokens/s",
-        f"  off-chip {_si(s['offchip_bytes'], 'B')}/token at {_si(s['achieved_bandwidth'], 'B/s')}"
-        f": {s['bandwidth_fraction_of_peak']:.1%} of HBM peak",
+        + f" tokens/s over {s['batch']} sequence(s)",
+        f"  off-chip {_si(s['offchip_bytes'], 'B')}/step "
+        f"({_si(s['offchip_bytes'] / s['batch'], 'B')}/token) at "
+        f"{_si(s['achieved_bandwidth'], 'B/s')}: {s['bandwidth_fraction_of_peak']:.1%} of HBM peak",
         f"  roofline {s['roofline_ms']:.3f} ms: {s['roofline_fraction']:.1%} of roofline",
-        f"    memory {s['memory_roofline_ms']:.3f} ms ({_si(s['roofline_bytes'], 'B')}/token "
+        f"    memory {s['memory_roofline_ms']:.3f} ms ({_si(s['roofline_bytes'], 'B')}/step "
         f"unsharded at {s['roofline_tier'].upper()} peak), "
         f"{s['memory_roofline_at_efficiency_ms']:.3f} ms at achievable efficiency; "
         f"compute {s['compute_roofline_ms']:.3f} ms",
         f"    paper's convention (all parameters + KV cache at HBM peak) "
         f"{s['paper_roofline_ms']:.3f} ms",
-        f"  launches {s['launches_per_token']}, launch + sync "
-        f"{s['launch_and_sync_ms_per_token']:.3f} ms/token",
+        f"  launches {s['launches_per_token']}/step, launch + sync "
+        f"{s['launch_and_sync_ms_per_token']:.3f} ms/step",
         f"  PCUs busy {s['pcu_busy_fraction']:.1%}, occupied {s['pcu_occupied_fraction']:.1%}; "
         f"PMUs occupied {s['pmu_occupied_fraction']:.1%}",
     ]
@@ -412,7 +416,7 @@ def format_table(summary: dict[str, Any]) -> str:
         )
     gap = s["ms_per_token"] - s["memory_roofline_ms"]
     lines.append(
-        f"  time above the memory roofline: {gap:.3f} ms/token "
+        f"  time above the memory roofline: {gap:.3f} ms/step "
         f"({s['roofline_tier'].upper()} idle or slowed by)"
     )
     ops = s["memory_idle_compute_by_op"]
