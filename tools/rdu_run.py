@@ -76,7 +76,7 @@ examples:
   rdu-run llama-3.1-70b --sockets 8,16 --batch 1,8,32 --csv sweep.csv --plot sweep.png
   rdu-run llama-3.1-8b --trace step.json --plot layers.png  # Perfetto trace, per-layer chart
   rdu-run llama-3.1-8b --hw-override hbm_bandwidth=2.4e12 --launch both
-  rdu-run llama-3.1-8b --generate 32 --prompt 1,2,3,4    # TPOT p50/p99 as the cache grows
+  rdu-run llama-3.1-8b --generate 8 --prompt 1,2,3,4     # TPOT p50/p99 as the cache grows
   rdu-run tiny-mistral --functional --prompt 5,6,7 --steps 8   # real numbers
   rdu-run ./my-model --functional --prompt 'Hello world'  # folder: checkpoint + tokenizer.json
   rdu-run --list-models; rdu-run --print-hardware"""
@@ -265,7 +265,7 @@ def _hardware(args: argparse.Namespace):
     from rdu_compiler.simulator.hardware import load_hardware
 
     preset = load_hardware(args.hardware)
-    return preset.with_overrides(args.hw_override) if args.hw_override else preset
+    return preset.with_overrides(",".join(args.hw_override)) if args.hw_override else preset
 
 
 def _list_models() -> str:
