@@ -287,3 +287,20 @@ def test_checkpoint_missing_tensors_is_an_error_unused_a_warning(capsys, tmp_pat
     code, out, err = run(capsys, extra, "--functional", "--context", "8", "--steps", "1")
     assert code == 0 and "generated:" in out
     assert "warning: checkpoint" in err and "model.layers.0.self_attn.q_proj.bias" in err
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    from rdu_compiler.tools.cli import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr("sys.stderr", stream)
+        with Progress(4) as progress:
+            progress.advance("case one")
+            progress.advance("case two")
+        text = stream.getvalue()
+        assert ("[#####---------------] 2/4 case two" in text) is shown  # 1 of 4 done
+        assert bool(text) is shown
