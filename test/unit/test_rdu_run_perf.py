@@ -304,3 +304,25 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
         text = stream.getvalue()
         assert ("[#####---------------] 2/4 case two" in text) is shown  # 1 of 4 done
         assert bool(text) is shown
+
+
+def test_sensitivity_chart(tmp_path):
+    """bench/sensitivity.py's chart: one panel per parameter, a line per case."""
+    from rdu_compiler.simulator.plots import plot_sensitivity
+
+    table = {
+        "launch_software_s": [
+            ("x0", {"8b/1": 1.0, "8b/8": 1.2}),
+            ("x1", {"8b/1": 1.1, "8b/8": 1.5}),
+        ],
+        "p2p_topology": [
+            ("switch", {"8b/1": 1.1, "8b/8": 1.5}),
+            ("ring", {"8b/1": 1.1, "8b/8": 1.3}),
+        ],
+    }
+    chart = tmp_path / "sensitivity.png"
+    chart.write_bytes(plot_sensitivity(table, {"8b/1": 1.1, "8b/8": 1.5}))
+    assert png_size(chart) == SIZE and chart.stat().st_size > 10_000
+    assert chart.read_bytes() == plot_sensitivity(
+        table, {"8b/1": 1.1, "8b/8": 1.5}
+    )  # deterministic
