@@ -1,10 +1,10 @@
 """Decode timing of the bundled simulator, and how fast the simulator itself is.
 
-1. ms/token, tokens/s, % of roofline and where the time above the memory roofline goes (the
-   report's `time_breakdown`, ms per step) for llama-3.1-8b and llama-3.1-70b at batch 1, 8
-   and 80, context 4096 and 65536, on 8 and 16 sockets, with and without kernel looping, and
-   the speedup (software-orchestrated launch; `--launch hardware` for the other mode). A case
-   the chip's memory cannot hold prints the lowering's refusal.
+1. TPOT (the step time), tokens/s (all sequences), % of roofline and where the time above the
+   memory roofline goes (the report's `time_breakdown`, ms per step) for llama-3.1-8b and
+   llama-3.1-70b at batch 1, 8 and 80, context 4096 and 65536, on 8 and 16 sockets, with and
+   without kernel looping, and the speedup (software-orchestrated launch; `--launch hardware`
+   for the other mode). A case the chip's memory cannot hold prints the lowering's refusal.
 2. Simulator speed: timing simulation of one decode step of llama-3.1-70b at batch 80 on 16
    sockets (goal: under 1 s).
 3. Functional speed: decode steps of a tiny preset through the simulator vs the llm-level
@@ -51,7 +51,7 @@ def decode_table(launch: str, batches, contexts) -> None:
         " collect = memory idle behind compute-bound units / collectives)"
     )
     print(
-        f"{'model':<14}{'batch':>6}{'context':>8}{'sock':>5}  {'looping':<9}{'ms/token':>9}"
+        f"{'model':<14}{'batch':>6}{'context':>8}{'sock':>5}  {'looping':<9}{'TPOT ms':>9}"
         f"{'tok/s':>9}{'%roof':>7}{'roofl ms':>9}"
         + "".join(f"{h:>8}" for h, _ in COLUMNS)
         + f"{'speedup':>9}"

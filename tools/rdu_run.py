@@ -592,9 +592,14 @@ def _merged_trace(results) -> dict[str, Any]:
     from rdu_compiler.simulator.report import chrome_trace
 
     events: list[dict[str, Any]] = []
+    ids = 0  # async span ids are global in the trace format: each variant's shifted past the last
     for pid, r in enumerate(results, 1):
+        first_id = ids
         for event in chrome_trace(r.program, r.preset, r.timing)["traceEvents"]:
             event = {**event, "pid": pid}
+            if "id" in event:
+                event["id"] += first_id
+                ids = max(ids, event["id"])
             if event["name"] == "process_name":
                 event["args"] = {
                     "name": f"{r.case.looping}, {r.case.launch} launch: {event['args']['name']}"

@@ -110,6 +110,16 @@ def test_trace_is_chrome_trace_format_with_nested_tracks(capsys, tmp_path):
             assert e["dur"] >= 0 and e["ts"] >= 0 and isinstance(e["tid"], int)
             tracks[e["pid"], e["tid"]].append((e["ts"], e["ts"] + e["dur"], e["name"]))
     assert tracks
+    # async spans (overlapping loop trips): every begin has its end, ids unique in the trace
+    began: dict[tuple[str, int], tuple[int, float]] = {}
+    for e in events:
+        if e["ph"] == "b":
+            assert (e["cat"], e["id"]) not in began, e
+            began[e["cat"], e["id"]] = (e["pid"], e["ts"])
+        elif e["ph"] == "e":
+            pid, ts = began[e["cat"], e["id"]]
+            assert pid == e["pid"] and ts <= e["ts"] + 1e-6
+    assert began and len({pid for pid, _ in began.values()}) == 2
     eps = 1e-6
     for track, spans in tracks.items():
         open_spans: list[tuple[float, float, str]] = []
@@ -326,3 +336,26 @@ def test_sensitivity_chart(tmp_path):
     assert chart.read_bytes() == plot_sensitivity(
         table, {"8b/1": 1.1, "8b/8": 1.5}
     )  # deterministic
+
+
+def test_readme_is_self_contained_and_its_checkpoint_example_runs(capsys, tmp_path):
+    """The README names no file a clone lacks, and its `--weights ./ckpt/` example has a way
+    to make `./ckpt` (examples/make_model_folder.py), whose weights are `--seed`'s."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    for doc in (root / "README.md", *(root / "docs").glob("*.md")):
+        assert "../shared" not in doc.read_text() and "/work/shared" not in doc.read_text(), doc
+    readme = (root / "README.md").read_text()
+    assert "python examples/make_model_folder.py tiny-qwen2 ./ckpt --seed 3" in readme
+    ckpt = tmp_path / "ckpt"
+    maker = root / "examples" / "make_model_folder.py"
+    subprocess.run([sys.executable, maker, "tiny-qwen2", ckpt, "--seed", "3"], check=True)
+    argv = ("tiny-qwen2", "--engine", "reference", "--context", "16", "--steps", "3", "--json")
+    from_folder = json.loads(ok(capsys, *argv, "--weights", ckpt))
+    seeded = json.loads(ok(capsys, *argv, "--seed", "3"))
+    assert (
+        from_folder["weights"].startswith("checkpoint")
+        and from_folder["tokens"] == seeded["tokens"]
+    )
