@@ -19,12 +19,15 @@ _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
 
 def model_folder(model: str) -> Path | None:
-    """MODEL when it is a folder (a HF model folder), else None (a preset name or a file)."""
+    """The HF model folder MODEL names (the folder, or the folder of its `config.json`), else
+    None (a preset name, or another file)."""
     from rdu_compiler.frontend.config import list_presets
 
     if model.strip().lower() in list_presets():
         return None
     path = Path(model).expanduser()
+    if path.is_file() and path.name == "config.json":
+        return path.parent
     return path if path.is_dir() else None
 
 

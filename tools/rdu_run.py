@@ -296,18 +296,14 @@ def _check_options(args: argparse.Namespace, timing: bool) -> None:
     _positive("--steps", args.steps, 0)
     _positive("--generate", args.generate)
     if args.engine == "reference":
-        used = [
-            flag
-            for flag, on in (
-                ("--no-kernel-looping", args.no_kernel_looping),
-                ("--functional", args.functional),
-                (f"--launch {args.launch}", args.launch is not None),
-                ("--generate", args.generate is not None),
-                ("--hardware", args.hardware != "sn40l"),
-                ("--hw-override", bool(args.hw_override)),
-            )
-            if on
-        ]
+        used = _given(
+            ("--no-kernel-looping", args.no_kernel_looping),
+            ("--functional", args.functional),
+            (f"--launch {args.launch}", args.launch is not None),
+            ("--generate", args.generate is not None),
+            ("--hardware", args.hardware != "sn40l"),
+            ("--hw-override", bool(args.hw_override)),
+        )
         if used:
             raise UserError(f"{', '.join(used)}: {SIM_ONLY}")
     sweep = len(args.batch) * len(args.context or [0]) * len(args.sockets) > 1
@@ -317,17 +313,13 @@ def _check_options(args: argparse.Namespace, timing: bool) -> None:
             raise UserError(
                 "--logits-out needs real numbers: add --functional (a timing run computes none)"
             )
-        ignored = [
-            flag
-            for flag, on in (
-                ("--weights", args.weights is not None),
-                ("--seed", args.seed is not None),
-                ("--steps", args.steps is not None),
-                ("--prompt", args.prompt is not None and not generating),
-                ("--tokenizer", args.tokenizer is not None and not generating),
-            )
-            if on
-        ]
+        ignored = _given(
+            ("--weights", args.weights is not None),
+            ("--seed", args.seed is not None),
+            ("--steps", args.steps is not None),
+            ("--prompt", args.prompt is not None and not generating),
+            ("--tokenizer", args.tokenizer is not None and not generating),
+        )
         if ignored:
             hint = " (--generate N times N generated tokens)" if "--steps" in ignored else ""
             raise UserError(
@@ -345,18 +337,14 @@ def _check_options(args: argparse.Namespace, timing: bool) -> None:
             "--launch both compares timings: drop --functional (real numbers do "
             "not depend on the launch mode)"
         )
-    timing_only = [
-        flag
-        for flag, on in (
-            ("--generate", args.generate is not None),
-            ("--trace", args.trace is not None),
-            ("--plot", args.plot is not None),
-            ("--csv", args.csv is not None),
-            ("--hardware", args.hardware != "sn40l"),
-            ("--hw-override", bool(args.hw_override)),
-        )
-        if on
-    ]
+    timing_only = _given(
+        ("--generate", args.generate is not None),
+        ("--trace", args.trace is not None),
+        ("--plot", args.plot is not None),
+        ("--csv", args.csv is not None),
+        ("--hardware", args.hardware != "sn40l"),
+        ("--hw-override", bool(args.hw_override)),
+    )
     if timing_only:
         raise UserError(
             f"{', '.join(timing_only)}: only timing runs take these (drop --functional)"
@@ -366,6 +354,11 @@ def _check_options(args: argparse.Namespace, timing: bool) -> None:
             "lists of --batch, --context or --sockets sweep timing runs: a run that computes "
             "numbers takes one value of each"
         )
+
+
+def _given(*options: tuple[str, bool]) -> list[str]:
+    """The flags of ``(flag, given)`` pairs that were given."""
+    return [flag for flag, on in options if on]
 
 
 def _positive(name: str, value: int | None, minimum: int = 1) -> None:
