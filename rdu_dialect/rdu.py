@@ -72,6 +72,7 @@ from xdsl.utils.exceptions import VerifyException
 from xdsl.utils.hints import isa
 
 from rdu_compiler.rdu_dialect.symbols import lookup_symbol
+from rdu_compiler.simulator.numerics import DTYPES as PROGRAM_DTYPES
 
 # ----------------------------------------------------------------------------------------------
 # Attributes and types
@@ -133,8 +134,9 @@ def _shape_problem(tensor: Attribute) -> str | None:
         return f"expected a tensor type, got {tensor}"
     if not tensor.has_static_shape():
         return f"expected a static shape, got {tensor}"
-    if not isinstance(tensor.get_element_type(), FixedBitwidthType):
-        return f"expected a fixed-bitwidth element type, got {tensor}"
+    if str(tensor.get_element_type()) not in PROGRAM_DTYPES:
+        # The program file and the simulator's numerics know these element types only.
+        return f"expected an element type of {', '.join(PROGRAM_DTYPES)}, got {tensor}"
     return None
 
 

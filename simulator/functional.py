@@ -34,7 +34,7 @@ from rdu_compiler.simulator.program import (
     Source,
     Tensor,
 )
-from rdu_compiler.simulator.weights import WeightSource
+from rdu_compiler.simulator.weights import RandomWeights, WeightSource
 
 __all__ = ["FunctionalError", "FunctionalSimulator", "available_memory", "memory_needed"]
 
@@ -47,9 +47,19 @@ class FunctionalError(Exception):
     """The program cannot be run functionally here (too large, or inputs missing / wrong)."""
 
 
-def memory_needed(program: Program) -> int:
+def memory_needed(program: Program, *, whole_values: bool = False) -> int:
     """Bytes the functional simulator holds: every non-alias tensor once per socket, plus the
-    largest section's on-chip buffers per socket (buffers live while a section runs)."""
+    largest section's on-chip buffers per socket (buffers live while a section runs), plus,
+    with ``whole_values`` (seeded random init, which draws a whole value in f32 before its
+    blocks are cut out), the largest param value drawn and rounded."""
+    drawn = max(
+        (
+            N.bytes_of(v.shape, "f32") + N.bytes_of(v.shape, v.dtype)
+            for v in program.values
+            if whole_values and v.role == "param"
+        ),
+        default=0,
+    )
     tensors = sum(N.bytes_of(t.shape, t.dtype) for t in program.tensors if t.aliases is None)
     buffers = max(
         (
@@ -59,7 +69,7 @@ def memory_needed(program: Program) -> int:
         ),
         default=0,
     )
-    return program.sockets * (tensors + buffers)
+    return program.sockets * (tensors + buffers) + drawn
 
 
 def available_memory() -> int | None:
@@ -132,10 +142,10 @@ class _Unit:
     calls. Anything else (an irregular offset in a corrupted or unusual program included) runs
     copy by copy, exactly as written."""
 
-    __slots__ = ("op", "reads", "write", "writes", "shapes", "fn", "attrs")
+    __slots__ = ("id", "op", "reads", "write", "writes", "shapes", "fn", "attrs")
 
     def __init__(self, unit: Any):
-        self.op = unit.op
+        self.id, self.op = unit.id, unit.op
         count = unit.count
         rule = _SEPARABLE.get(unit.op)
         if (
@@ -177,7 +187,7 @@ class FunctionalSimulator:
     def __init__(
         self, program: Program, weights: WeightSource, *, available_bytes: int | None = None
     ):
-        need = memory_needed(program)
+        need = memory_needed(program, whole_values=isinstance(weights, RandomWeights))
         have = available_memory() if available_bytes is None else available_bytes
         if have is not None and need > MEMORY_MARGIN * have:
             raise FunctionalError(
@@ -315,7 +325,14 @@ class FunctionalSimulator:
                     for params in bound
                 ]
                 for unit in units:
-                    self._run(unit, storage)
+                    try:
+                        self._run(unit, storage)
+                    except (ValueError, IndexError) as e:
+                        # The numerics refuse operands they cannot compute on (a token id
+                        # outside the vocabulary, a position past the cache) this way.
+                        raise FunctionalError(
+                            f"kernel {kernel.name!r}, unit {unit.id!r} ({unit.op}): {e}"
+                        ) from None
 
     @staticmethod
     def _run(unit: _Unit, storage: list[dict[str, np.ndarray]]) -> None:

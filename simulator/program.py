@@ -37,7 +37,7 @@ import msgspec
 from msgspec import Meta
 
 from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
-from rdu_compiler.simulator.numerics import OPS, bytes_of
+from rdu_compiler.simulator.numerics import OPS, RopeScaling, bytes_of
 
 __all__ = [
     "COLLECTIVES",
@@ -916,7 +916,7 @@ def _check_unit(
     if signature is None:
         _check_move(bad, path, unit, shapes, out, sockets)
     else:
-        _check_compute(bad, path, unit, signature)
+        _check_compute(bad, path, unit, signature, shapes, out)
 
 
 def _check_access(
@@ -1009,12 +1009,26 @@ def _check_move(
         bad(path, f"{unit.op} cannot convert {source.dtype} to {target.dtype} (PCUs convert)")
 
 
-def _check_compute(bad: Report, path: str, unit: Unit, signature: _Signature) -> None:
+def _check_compute(
+    bad: Report,
+    path: str,
+    unit: Unit,
+    signature: _Signature,
+    shapes: list[tuple[Access, Param | Buffer] | None],
+    out: tuple[Access, Param | Buffer] | None,
+) -> None:
     if not signature.least <= len(unit.reads) <= signature.most:
         bad(
             f"{path}.reads",
             f"{unit.op} takes {signature.least}..{signature.most} operands, got {len(unit.reads)}",
         )
+        return
+    attrs_ok = True
+    for key in sorted(unit.attrs.keys() & signature.allowed):
+        problem = _attr_problem(key, unit.attrs[key])
+        if problem is not None:
+            bad(f"{path}.attrs.{key}", f"{unit.op}: {key} {problem}")
+            attrs_ok = False
     for key in sorted(signature.required - unit.attrs.keys()):
         bad(f"{path}.attrs", f"{unit.op} needs attribute {key!r}")
     for key in sorted(unit.attrs.keys() - signature.allowed):
@@ -1029,6 +1043,171 @@ def _check_compute(bad: Report, path: str, unit: Unit, signature: _Signature) ->
             "kv_cache_write updates its cache in place: its write must be "
             "the same block as its first read",
         )
+    if (
+        attrs_ok
+        and signature.required <= unit.attrs.keys()
+        and out is not None
+        and all(s is not None for s in shapes)
+    ):
+        blocks = [access.block_shape() for access, _ in shapes]  # type: ignore[union-attr]
+        problem = _operand_problem(unit.op, unit.attrs, blocks, out[0].block_shape())
+        if problem is not None:
+            bad(path, f"{unit.op}: {problem}")
+
+
+def _positive_int(value: Any) -> str | None:
+    return None if type(value) is int and value >= 1 else f"must be an integer >= 1, got {value!r}"
+
+
+def _finite(value: Any, minimum: float | None = None) -> str | None:
+    if type(value) not in (int, float) or not math.isfinite(value):
+        return f"must be a finite number, got {value!r}"
+    if minimum is not None and value <= minimum:
+        return f"must be > {minimum}, got {value!r}"
+    return None
+
+
+def _rope_scaling(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return f"must be null or an object, got {value!r}"
+    try:
+        scaling = RopeScaling(**value) if "kind" in value else RopeScaling.from_hf(value)
+        if scaling is None:
+            return None
+    except (TypeError, ValueError, KeyError) as e:
+        return f"is not a rope scaling ({e})"
+    if _finite(scaling.factor) or _finite(scaling.low_freq_factor, 0.0):
+        return "needs finite factors, low_freq_factor > 0"
+    if _finite(scaling.high_freq_factor) or _positive_int(scaling.original_max_position_embeddings):
+        return "needs a finite high_freq_factor and an integer original_max_position_embeddings"
+    return None
+
+
+# Unit attribute -> why its value is unusable (None: fine). Every keyword attribute of a PCU op
+# in simulator.numerics is listed (test_program checks), so the engines never see a value
+# their arithmetic cannot take.
+_ATTRS: dict[str, Callable[[Any], str | None]] = {
+    "eps": lambda v: _finite(v) or (None if v >= 0 else f"must be >= 0, got {v!r}"),
+    "approximate": lambda v: None if v in ("none", "tanh") else f"must be none or tanh, got {v!r}",
+    "accumulate_only": lambda v: None if type(v) is bool else f"must be a boolean, got {v!r}",
+    "normalize_top_k": lambda v: None if type(v) is bool else f"must be a boolean, got {v!r}",
+    "head_dim": _positive_int,
+    "num_heads": _positive_int,
+    "num_kv_heads": _positive_int,
+    "top_k": _positive_int,
+    "num_experts": lambda v: None if v is None else _positive_int(v),
+    "sliding_window": lambda v: None if v is None else _positive_int(v),
+    "theta": lambda v: _finite(v, minimum=0.0),
+    "scale": lambda v: None if v is None else _finite(v),
+    "scaling": _rope_scaling,
+}
+
+
+def _attr_problem(key: str, value: Any) -> str | None:
+    check = _ATTRS.get(key)
+    return None if check is None else check(value)
+
+
+def _operand_problem(
+    op: str, attrs: dict[str, Any], reads: list[list[int]], write: list[int]
+) -> str | None:
+    """Why ``op``'s operand blocks (``reads``) and written block do not fit together, for the
+    ops whose arithmetic relates shapes and attributes (None: they fit)."""
+    if op == "rope":
+        x, pos = reads
+        d = attrs["head_dim"]
+        if d % 2 or len(x) != 2 or x[1] % d or math.prod(pos) != x[0] or write != x:
+            return (
+                f"x {x} must be [batch, heads * head_dim] with an even head_dim {d}, "
+                f"positions {pos} one per batch entry, and the write the shape of x"
+            )
+    elif op == "attention":
+        q, k, v, pos = reads
+        nh, kvh, d = attrs["num_heads"], attrs["num_kv_heads"], attrs["head_dim"]
+        if (
+            nh % kvh
+            or len(q) != 2
+            or q[1] != nh * d
+            or len(k) != 4
+            or k != v
+            or k[0] != q[0]
+            or k[1] != kvh
+            or k[3] != d
+            or math.prod(pos) != q[0]
+            or write != q
+        ):
+            return (
+                f"q {q}, caches {k} and {v}, positions {pos} and write {write} do not fit "
+                f"{nh} heads over {kvh} kv heads of head_dim {d} ([B, {nh}*{d}], "
+                f"[B, {kvh}, S, {d}], [B], [B, {nh}*{d}])"
+            )
+    elif op == "rms_norm":
+        x, w = reads
+        if len(w) != 1 or x[-1] % w[0] or write != x:
+            return f"weight {w} must be 1-D dividing the features of x {x}, written as {x}"
+    elif op == "kv_cache_write":
+        cache, new, pos = reads
+        if len(cache) != 4 or new != [cache[0], cache[1] * cache[3]] or math.prod(pos) != cache[0]:
+            return f"new rows {new} and positions {pos} do not fit cache {cache} [B, KVH, S, D]"
+    elif op == "linear":
+        x, w, *bias = reads
+        if (
+            len(w) != 2
+            or x[-1] != w[1]
+            or any(b != w[:1] for b in bias)
+            or math.prod(write) != math.prod(x[:-1]) * w[0]
+        ):
+            return f"x {x}, weight {w} [out, in], bias {bias} and write {write} do not agree"
+    elif op == "embedding":
+        table, ids = reads
+        if len(table) != 2 or write != [math.prod(ids), table[1]]:
+            return f"table {table} [vocab, hidden], ids {ids}, write {write} do not agree"
+    elif op == "moe":
+        x, router, gate, up, down = reads
+        e = gate[0] if gate else 0
+        if (
+            len(gate) != 3
+            or up != gate
+            or down != [e, gate[2], gate[1]]
+            or router != [e, gate[2]]
+            or x[-1] != gate[2]
+            or attrs["top_k"] > e
+            or attrs.get("num_experts") not in (None, e)
+            or write != x
+        ):
+            return (
+                f"x {x}, router {router}, experts {gate} {up} {down} and top_k "
+                f"{attrs['top_k']} do not agree"
+            )
+    elif op in ("add", "mul"):
+        a, b = reads
+        if _broadcast(a, b) is None or math.prod(_broadcast(a, b)) != math.prod(write):
+            return f"operands {a} and {b} do not broadcast to the written {write}"
+    elif op == "argmax":
+        (x,) = reads
+        if len(x) != 2 or write not in ([x[0]], [x[0], 1]):
+            return f"x {x} must be [batch, vocab] and the write [batch], got {write}"
+    elif op == "layer_norm":
+        x, *params = reads
+        if any(w != x[-1:] for w in params) or math.prod(write) != math.prod(x):
+            return f"weight and bias {params} must be [{x[-1]}] for x {x}, written as {x}"
+    elif math.prod(write) != math.prod(reads[0]):  # silu, gelu, softmax: elementwise
+        return f"reads {reads[0]} but writes {write}: an elementwise op keeps the size"
+    return None
+
+
+def _broadcast(a: list[int], b: list[int]) -> list[int] | None:
+    """numpy's broadcast of two shapes (None if they do not broadcast)."""
+    shape = []
+    for x, y in zip(
+        reversed([1] * (len(b) - len(a)) + a), reversed([1] * (len(a) - len(b)) + b), strict=True
+    ):
+        if x != y and 1 not in (x, y):
+            return None
+        shape.append(max(x, y))
+    return shape[::-1]
 
 
 # -- schedule ----------------------------------------------------------------------------------

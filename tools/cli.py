@@ -49,6 +49,15 @@ def run_tool(
         return 130
     except BrokenPipeError:
         return reader_went_away()
+    except MemoryError:
+        # Estimates refuse what cannot fit before allocating; this catches what they miss
+        # (other processes taking memory meanwhile, numpy temporaries).
+        print(
+            f"{prog}: error: out of memory: this run needs more memory than the machine has "
+            f"available (try fewer --layers, a shorter --context or a smaller --batch)",
+            file=sys.stderr,
+        )
+        return 1
     except user_error_types() if errors is None else errors as error:
         print(describe_error(prog, error), file=sys.stderr)
         return 1

@@ -31,6 +31,7 @@ from xdsl.utils.lexer import Span
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from rdu_compiler import __version__
+from rdu_compiler.tools import lexer_fix
 from rdu_compiler.tools.cli import (
     UserError,
     describe_error,
@@ -242,6 +243,7 @@ def _report(message: str) -> int:
 
 
 def main(args: Sequence[str] | None = None) -> int:
+    lexer_fix.install()
     try:
         driver = RduOptMain(args=args)
     except UserError as error:

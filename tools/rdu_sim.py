@@ -48,16 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--seed", type=int, help="seeded random init (default: seed 0)")
     p.add_argument(
         "--prompt",
-        default="1",
         metavar="IDS",
-        help="comma-separated token ids fed one per step (default: 1)",
+        help="functional: comma-separated token ids fed one per step (default: 1)",
     )
     p.add_argument(
         "--steps",
         type=int,
-        default=8,
         metavar="N",
-        help="greedy tokens after the prompt (default: 8)",
+        help="functional: greedy tokens after the prompt (default: 8)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--trace", metavar="FILE", help="write a Chrome / Perfetto trace (timing)")
@@ -71,8 +69,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# Options only one mode reads: given to the other, they are refused rather than ignored.
+_FUNCTIONAL_ONLY = ("weights", "seed", "prompt", "steps")
+_TIMING_ONLY = ("trace", "hw_override")
+
+
+def _refuse_unused(args: argparse.Namespace) -> None:
+    mode, unused = ("functional", _TIMING_ONLY) if args.functional else ("timing", _FUNCTIONAL_ONLY)
+    given = [
+        f"--{name.replace('_', '-')}" for name in unused if getattr(args, name) not in (None, [])
+    ]
+    if given:
+        other = "timing (without --functional)" if args.functional else "--functional"
+        raise UserError(f"{', '.join(given)}: not used by a {mode} run, only by {other} runs")
+    if args.trace == "":
+        raise UserError("--trace needs a file name")
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _refuse_unused(args)
     from rdu_compiler.simulator.hardware import get_preset
     from rdu_compiler.simulator.program import load_program, validate_program
 
@@ -103,17 +119,20 @@ def _functional(args: argparse.Namespace, program) -> int:
     from rdu_compiler.simulator.weights import open_weights
 
     logits = next(v for v in program.values if v.role == "output")
-    prompt = parse_prompt(args.prompt, logits.shape[-1], program.model)
-    if args.steps < 0:
-        raise UserError(f"--steps must be >= 0, got {args.steps}")
-    if decode_steps(prompt, args.steps) > program.context:
+    prompt = parse_prompt(
+        "1" if args.prompt is None else args.prompt, logits.shape[-1], program.model
+    )
+    steps = 8 if args.steps is None else args.steps
+    if steps < 0:
+        raise UserError(f"--steps must be >= 0, got {steps}")
+    if decode_steps(prompt, steps) > program.context:
         raise UserError(
-            f"a {len(prompt)}-token prompt and {args.steps} generated tokens need "
-            f"{decode_steps(prompt, args.steps)} cache rows, but the program's "
+            f"a {len(prompt)}-token prompt and {steps} generated tokens need "
+            f"{decode_steps(prompt, steps)} cache rows, but the program's "
             f"context is {program.context}"
         )
     sim = FunctionalSimulator(program, open_weights(args.weights, args.seed))
-    tokens, _ = decode_loop(sim.decode, prompt, args.steps, program.batch)
+    tokens, _ = decode_loop(sim.decode, prompt, steps, program.batch)
     if args.json:
         print(
             json.dumps(

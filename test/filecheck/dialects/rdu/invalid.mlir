@@ -22,7 +22,21 @@ rdu.tensor @t : tensor<4xbf16> "activation" tier sram
 // -----
 
 "test.op"() : () -> !rdu.stream<tensor<4xindex>, 2>
-// CHECK: stream tile: expected a fixed-bitwidth element type, got tensor<4xindex>
+// CHECK: stream tile: expected an element type of bf16, f16, f32, i32, i64, got tensor<4xindex>
+
+// -----
+
+// i1 and i8 are fixed-bitwidth, but neither the program file nor the simulator's numerics
+// carry them (found by fuzzing: `-t rdu-program` died with a KeyError).
+"test.op"() : () -> !rdu.stream<tensor<4xi8>, 2>
+// CHECK: stream tile: expected an element type of bf16, f16, f32, i32, i64, got tensor<4xi8>
+
+// -----
+
+builtin.module {
+  rdu.tensor @flags : tensor<4xi1> "input" tier hbm
+}
+// CHECK: 'rdu.tensor' @flags: expected an element type of bf16, f16, f32, i32, i64, got tensor<4xi1>
 
 // -----
 
