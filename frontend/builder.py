@@ -28,7 +28,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
-from rdu_compiler.frontend.config import CHECKPOINT_NAMES, ModelConfig, TensorSpec
+from rdu_compiler.frontend.config import CHECKPOINT_NAMES, ConfigError, ModelConfig, TensorSpec
 from rdu_compiler.rdu_dialect.dfk import SliceOp, StackOp, slice_type
 from rdu_compiler.rdu_dialect.llm import (
     LAYER_ATTR,
@@ -47,6 +47,8 @@ from rdu_compiler.rdu_dialect.llm import (
     SiluOp,
     WeightOp,
 )
+from rdu_compiler.simulator.hardware import get_preset
+from rdu_compiler.simulator.numerics import DTYPES as ELEMENT_TYPES
 
 __all__ = ["DTYPES", "MODEL_ATTR", "DEFAULT_CONTEXT", "default_context", "build_decode_step"]
 
@@ -65,6 +67,27 @@ def default_context(config: ModelConfig) -> int:
     """`min(max_position_embeddings, 4096)`: long enough for the paper's figures, never longer
     than the positions the model was trained for."""
     return min(config.max_position_embeddings, DEFAULT_CONTEXT)
+
+
+LARGEST_SYSTEM = "sn40l"
+"""The hardware preset whose largest system (all its sockets, HBM and DDR) bounds what a decode
+step may hold: a step that fits nowhere is refused before any IR is built."""
+
+
+def check_step_fits(config: ModelConfig, batch: int, context: int, dtype: str) -> None:
+    """Raise :class:`ConfigError` unless the parameters and KV caches of one decode step fit
+    the memory of the largest :data:`LARGEST_SYSTEM` system. This also keeps every dimension
+    far inside i64 (IR types) and every byte count meaningful (`--stats`)."""
+    preset = get_preset(LARGEST_SYSTEM)
+    capacity = preset.max_sockets * (preset.hbm_bytes + preset.ddr_bytes)
+    cache = 2 * config.num_layers * batch * config.num_kv_heads * context * config.head_dim
+    need = (config.num_parameters + cache) * ELEMENT_TYPES[dtype].itemsize
+    if need > capacity:
+        raise ConfigError(
+            f"{config.name}: batch {batch}, context {context}, {dtype}: the parameters and KV "
+            f"caches need {need / 2**40:.4g} TiB, more than the largest {preset.name} system "
+            f"holds ({preset.max_sockets} sockets of HBM and DDR: {capacity / 2**40:.4g} TiB)"
+        )
 
 
 def _loc(name: str) -> NameLoc:
@@ -245,7 +268,8 @@ def build_decode_step(
     `batch` entries, each with its own position; KV caches `context` rows long (default
     :func:`default_context`); sliding windows that cover the whole cache are dropped
     (`ModelConfig.effective_windows`). Raises ValueError for a non-positive batch or context
-    or an unknown dtype (callers validate user input first and say which option is wrong).
+    or an unknown dtype (callers validate user input first and say which option is wrong), and
+    ConfigError for a step too large for any system (:func:`check_step_fits`).
     """
     if context is None:
         context = default_context(config)
@@ -253,6 +277,7 @@ def build_decode_step(
         raise ValueError(f"batch and context must be >= 1, got batch={batch}, context={context}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    check_step_fits(config, batch, context, dtype)
     cfg = config
     s = _StepBuilder(cfg, batch, DTYPES[dtype])
     ids = TensorType(i32, (batch,))

@@ -485,6 +485,11 @@ class ModelConfig:
 
 _MISSING = object()
 
+MAX_LAYERS = 1024
+"""The most decoder layers a config may declare or keep. Published decoder-only LLMs have a
+few hundred at most (Llama 3.1 405B: 126), and building the IR costs about 12 ms a layer, so a
+larger count is a mistake in the config, not a model (10^4 layers took two minutes)."""
+
 # HF config-class defaults for the optional fields we read (transformers' configuration_*.py).
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "llama": dict(
@@ -776,6 +781,11 @@ def parse_hf_config(
     if layers is not None:
         if isinstance(layers, bool) or not isinstance(layers, int) or layers <= 0:
             raise ConfigError(f"{source}: layers: must be a positive integer, got {layers!r}")
+    for key, count in (("num_hidden_layers", n_cfg), ("layers", layers)):
+        if count is not None and count > MAX_LAYERS:
+            raise ConfigError(
+                f"{source}: {key}: {count} decoder layers; at most {MAX_LAYERS} are supported"
+            )
     n = n_cfg if layers is None else layers
 
     act = r.str("hidden_act", defaults["hidden_act"])
@@ -918,6 +928,10 @@ def _read_json(path: Path, source: str) -> Any:
         raise ConfigError(
             f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
         ) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: JSON nested too deeply to be a model config") from None
+    except ValueError as e:  # an integer of more digits than Python converts
+        raise ConfigError(f"{source}: unreadable JSON: {e}") from None
 
 
 def read_config_dict(spec: str | os.PathLike[str]) -> dict[str, Any]:
