@@ -477,6 +477,8 @@ def decode_program(data: bytes, name: str = "<bytes>") -> Program:
         raise ProgramError(name, [(where.rstrip("`") or "$", message)]) from None
     except msgspec.DecodeError as e:
         raise ProgramError(name, [("", _describe_decode_error(str(e), data))]) from None
+    except RecursionError:
+        raise ProgramError(name, [("", "JSON nested too deeply to be a program")]) from None
 
 
 def _describe_decode_error(message: str, data: bytes) -> str:

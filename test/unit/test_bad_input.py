@@ -141,3 +141,10 @@ def test_a_step_no_system_holds_is_refused(capsys, tmp_path, extra):
     assert code == 1 and not out
     assert "more than the largest sn40l system holds (16 sockets" in err, err
     assert out_file.read_text() == "kept"
+
+
+def test_deeply_nested_program(capsys, tmp_path):
+    path = tmp_path / "program.json"
+    path.write_text('{"format": "rdu-program", "version": 1, "x": ' + "[" * 5000 + "]" * 5000 + "}")
+    code, _, err = _run(capsys, rdu_sim.main, path)
+    assert code == 1 and "JSON nested too deeply to be a program" in err, err
