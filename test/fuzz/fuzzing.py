@@ -183,33 +183,38 @@ def _interesting_value(rng: random.Random, old: object) -> object:
     return rng.choice(INTERESTING_INTS)
 
 
+def _places(data: object) -> tuple[list[tuple[object, object]], list[tuple[object, object]]]:
+    """Every (container, key or index) of a JSON document, and those at or under a FOCUS key."""
+    places: list[tuple[object, object]] = []
+    focused: list[tuple[object, object]] = []
+    stack: list[tuple[object, bool]] = [(data, False)]
+    while stack:
+        node, in_focus = stack.pop()
+        items = (
+            node.items()
+            if isinstance(node, dict)
+            else enumerate(node)
+            if isinstance(node, list)
+            else ()
+        )
+        for key, value in items:
+            inside = in_focus or (isinstance(node, dict) and key in FOCUS)
+            places.append((node, key))
+            if inside:
+                focused.append((node, key))
+            stack.append((value, inside))
+    return places, focused
+
+
 def mutate_json(rng: random.Random, data: object) -> object:
     """One to three structural edits of a JSON document: a value replaced by an interesting
     one, a key deleted or added, a list entry dropped or duplicated."""
     for _ in range(rng.randint(1, 3)):
-        containers: list[tuple[object, object]] = []  # (container, key or index)
-
-        focused: list[tuple[object, object]] = []
-
-        def walk(node: object, in_focus: bool) -> None:
-            if isinstance(node, dict):
-                for key, value in node.items():
-                    containers.append((node, key))
-                    if in_focus or key in FOCUS:
-                        focused.append((node, key))
-                    walk(value, in_focus or key in FOCUS)
-            elif isinstance(node, list):
-                for i, value in enumerate(node):
-                    containers.append((node, i))
-                    if in_focus:
-                        focused.append((node, i))
-                    walk(value, in_focus)
-
-        walk(data, False)
-        if focused and rng.random() < 0.5:
-            containers = focused
+        containers, focused = _places(data)
         if not containers:
             return _interesting_value(rng, data)
+        if focused and rng.random() < 0.5:
+            containers = focused
         parent, key = rng.choice(containers)
         action = rng.randrange(6)
         if action == 0:
@@ -276,8 +281,10 @@ _OPTIONS = {
                 "--layers", "--dtype", "--json", "--sockets", "--functional", "--launch",
                 "--no-kernel-looping", "--logits-out"],
 }  # fmt: skip
-_FLAGS = {"--stats", "--json", "--print-debuginfo", "--split-input-file", "--verify-diagnostics",
-          "--print-op-generic", "--no-implicit-module", "--functional", "--no-kernel-looping"}  # fmt: skip
+_FLAGS = {
+    "--stats", "--json", "--print-debuginfo", "--split-input-file", "--verify-diagnostics",
+    "--print-op-generic", "--no-implicit-module", "--functional", "--no-kernel-looping",
+}  # fmt: skip
 _CHOICES = {
     "--dtype": ["bf16", "f32", "f8"],
     "--engine": ["reference", "sim", "gpu"],
