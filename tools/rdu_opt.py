@@ -105,7 +105,14 @@ class RduOptMain(xDSLOptMain):
                 self.get_input_name(),
                 line_offset=self._chunk_line_offset,
             )
-            return parser.parse_module(not self.args.no_implicit_module)
+            try:
+                return parser.parse_module(not self.args.no_implicit_module)
+            except (OverflowError, ValueError) as error:
+                # xDSL builds some attributes without range checks (a float too large for
+                # f16 raises OverflowError): locate them like any parse error.
+                raise ParseError(
+                    parser._current_token.span, f"value out of range for its type ({error})"
+                ) from None
 
         self.available_frontends["mlir"] = parse_mlir
 

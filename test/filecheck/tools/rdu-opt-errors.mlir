@@ -49,6 +49,10 @@
 // RUN: not rdu-opt %s -t no-such-target 2>&1 | filecheck %s --check-prefixes=TARGET,ALL
 // TARGET: error: argument -t/--target: invalid choice: 'no-such-target'
 
+// RUN: not rdu-opt %S/inputs/float-overflow.mlir 2>&1 | filecheck %s --check-prefixes=FLOAT-RANGE,ALL
+// FLOAT-RANGE: float-overflow.mlir:2:31
+// FLOAT-RANGE: value out of range for its type
+
 // ALL-NOT: Traceback
 
 func.func @ok() {
