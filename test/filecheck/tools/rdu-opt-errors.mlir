@@ -50,7 +50,7 @@
 // TARGET: error: argument -t/--target: invalid choice: 'no-such-target'
 
 // RUN: not rdu-opt %S/inputs/float-overflow.mlir 2>&1 | filecheck %s --check-prefixes=FLOAT-RANGE,ALL
-// FLOAT-RANGE: float-overflow.mlir:2:31
+// FLOAT-RANGE: float-overflow.mlir:2:33
 // FLOAT-RANGE: value out of range for its type
 
 // ALL-NOT: Traceback
