@@ -490,6 +490,10 @@ MAX_LAYERS = 1024
 few hundred at most (Llama 3.1 405B: 126), and building the IR costs about 12 ms a layer, so a
 larger count is a mistake in the config, not a model (10^4 layers took two minutes)."""
 
+MAX_EXPERTS = 1024
+"""The most experts an MoE layer may have: published MoE models have a few hundred at most
+(DeepSeek-V3: 256), and the IR holds a parameter per expert and layer."""
+
 # HF config-class defaults for the optional fields we read (transformers' configuration_*.py).
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "llama": dict(
@@ -816,6 +820,10 @@ def parse_hf_config(
     if arch == "mixtral":
         n_exp = r.int("num_local_experts", defaults["num_local_experts"])
         topk = r.int("num_experts_per_tok", defaults["num_experts_per_tok"])
+        if n_exp > MAX_EXPERTS:
+            raise r.error(
+                "num_local_experts", f"{n_exp} experts; at most {MAX_EXPERTS} are supported"
+            )
         if topk > n_exp:
             raise r.error(
                 "num_experts_per_tok",

@@ -124,6 +124,16 @@ def test_layer_counts_are_bounded(capsys, tmp_path):
         assert code == 1 and "at most 1024 are supported" in err, err
 
 
+def test_expert_counts_are_bounded(capsys, tmp_path):
+    # 10^20 experts hung: the parameter count enumerated every expert's tensors.
+    config = read_config_dict("tiny-mixtral")
+    config["num_local_experts"] = 10**20
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    code, _, err = _run(capsys, rdu_import.main, path, "--stats")
+    assert code == 1 and f"{10**20} experts; at most 1024 are supported" in err, err
+
+
 @pytest.mark.parametrize("extra", [[], ["--stats"]])
 def test_a_step_no_system_holds_is_refused(capsys, tmp_path, extra):
     out_file = tmp_path / "step.mlir"
