@@ -452,6 +452,8 @@ class Campaign:
             by_kind.setdefault(o.case.kind, Counter())[o.status] += 1
         lines = [f"{len(self.outcomes)} cases: " + _counts(self.counts)]
         lines += [f"  {kind:<9} {_counts(c)}" for kind, c in sorted(by_kind.items())]
+        signatures = Counter(signature(o) for o in self.failures)
+        lines += [f"  {count:>5} x {sig}" for sig, count in signatures.most_common()]
         slowest = max(self.outcomes, key=lambda o: o.seconds, default=None)
         if slowest is not None:
             lines.append(
@@ -459,6 +461,19 @@ class Campaign:
                 f"{' '.join(slowest.case.argv)}"
             )
         return "\n".join(lines)
+
+
+def signature(outcome: Outcome) -> str:
+    """What tells failures apart: the status, and for a traceback the exception type and the
+    innermost frame of our code (``KeyError at passes/kernels.py:35``)."""
+    if outcome.status != "traceback":
+        return f"{outcome.status} ({outcome.case.kind}, {outcome.case.tool})"
+    frames = re.findall(r'File "([^"]+)", line (\d+)', outcome.stderr)
+    ours = [(f, n) for f, n in frames if "site-packages" not in f] or frames or [("?", "?")]
+    path, line = ours[-1]
+    last = outcome.stderr.strip().splitlines()[-1] if outcome.stderr.strip() else "?"
+    short = "/".join(Path(path).parts[-2:])
+    return f"{last.split(':')[0]} at {short}:{line}"
 
 
 def _counts(counter: Counter[str]) -> str:
