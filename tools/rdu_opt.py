@@ -107,11 +107,12 @@ class RduOptMain(xDSLOptMain):
             )
             try:
                 return parser.parse_module(not self.args.no_implicit_module)
-            except (OverflowError, ValueError) as error:
+            except (OverflowError, ValueError, NotImplementedError) as error:
                 # xDSL builds some attributes without range checks (a float too large for
-                # f16 raises OverflowError): locate them like any parse error.
+                # f16 raises OverflowError, a dense array of i4294967296 NotImplementedError):
+                # locate them like any parse error.
                 raise ParseError(
-                    parser._current_token.span, f"value out of range for its type ({error})"
+                    parser._current_token.span, f"attribute not representable in its type ({error})"
                 ) from None
 
         self.available_frontends["mlir"] = parse_mlir

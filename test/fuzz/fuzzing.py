@@ -334,25 +334,32 @@ def _command_line(rng: random.Random, seeds: dict[str, list[Path]], work: Path) 
 # -- running ------------------------------------------------------------------------------------
 
 
-def _mains() -> dict[str, Callable[[list[str]], int]]:
-    from rdu_compiler.tools import rdu_import, rdu_opt, rdu_run, rdu_sim
-
-    return {
-        "rdu-import": rdu_import.main,
-        "rdu-opt": rdu_opt.main,
-        "rdu-sim": rdu_sim.main,
-        "rdu-run": rdu_run.main,
-    }
+MAINS: dict[str, Callable[[list[str]], int]] = {}
 
 
 def preload() -> None:
-    """Import everything a case may touch, once, before forking (children start warm)."""
+    """Import everything a case may touch, once, before forking: children start warm, and
+    see the code as it was when the campaign started even if the tree changes meanwhile."""
+    from rdu_compiler.tools import rdu_import, rdu_opt, rdu_run, rdu_sim
+
+    MAINS.update(
+        {
+            "rdu-import": rdu_import.main,
+            "rdu-opt": rdu_opt.main,
+            "rdu-sim": rdu_sim.main,
+            "rdu-run": rdu_run.main,
+        }
+    )
+    import rdu_compiler.frontend.builder  # noqa: F401
     import rdu_compiler.lowering.emit_program  # noqa: F401
     import rdu_compiler.lowering.pipeline  # noqa: F401
+    import rdu_compiler.passes.cost_model  # noqa: F401
     import rdu_compiler.rdu_dialect.interpreter  # noqa: F401
     import rdu_compiler.simulator.functional  # noqa: F401
     import rdu_compiler.simulator.report  # noqa: F401
     import rdu_compiler.simulator.timing  # noqa: F401
+    import rdu_compiler.simulator.weights  # noqa: F401
+    import rdu_compiler.tools.cli  # noqa: F401
     from rdu_compiler.tools.universe import DIALECTS, PASSES, TARGETS
 
     for factory in (*DIALECTS.values(), *PASSES.values(), *TARGETS.values()):
@@ -370,7 +377,7 @@ def _child(case: Case, stderr_fd: int) -> None:
     sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
     try:
-        code = _mains()[case.tool](case.argv)
+        code = MAINS[case.tool](case.argv)
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else 1
     except BaseException:  # noqa: BLE001 - what the fuzzer looks for

@@ -51,7 +51,7 @@
 
 // RUN: not rdu-opt %S/inputs/float-overflow.mlir 2>&1 | filecheck %s --check-prefixes=FLOAT-RANGE,ALL
 // FLOAT-RANGE: float-overflow.mlir:2:33
-// FLOAT-RANGE: value out of range for its type
+// FLOAT-RANGE: attribute not representable in its type
 
 // ALL-NOT: Traceback
 
