@@ -73,7 +73,7 @@ from xdsl.dialects.builtin import (
     f64,
     i64,
 )
-from xdsl.ir import Attribute, Block, BlockArgument, Operation, Region, SSAValue
+from xdsl.ir import Attribute, Block, BlockArgument, Operation, OpResult, Region, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
@@ -819,7 +819,7 @@ def _lower_kernel(
         body_ops = [op for op in loop.body.ops if not isinstance(op, dfk.YieldOp)]
         operands = (*loop.carried, *loop.invariant, *loop.stacked)
         block_args = (*loop.carried_args, *loop.invariant_args, *loop.stacked_args)
-        for operand, arg in zip(operands, block_args):
+        for operand, arg in zip(operands, block_args, strict=True):
             body_arg[arg] = arg_index[operand]
         # a kernel argument the body reads directly (captured) is the same every trip: an
         # invariant operand in all but name
@@ -846,7 +846,7 @@ def _lower_kernel(
         shared = {arg: body_arg[arg] for arg in (*loop.invariant_args, *captured)}
         stacked_args = {arg_index[v] for v in loop.stacked}
         yielded = (*loop.yield_op.carried, *loop.yield_op.stacked)
-        through = dict(zip(loop.results, yielded))
+        through = dict(zip(loop.results, yielded, strict=True))
         not_looped = next((v for v in returned if v not in through), None)
         if not_looped is not None:
             raise _fail_at(
@@ -857,7 +857,7 @@ def _lower_kernel(
         outputs = [through[v] for v in returned]
         stacked_outputs = {r for r, v in enumerate(returned) if v in loop.stacked_results}
         trips = loop.trip_count
-        for result, init in zip(loop.carried_results, loop.carried):
+        for result, init in zip(loop.carried_results, loop.carried, strict=True):
             if result not in returned:
                 raise _fail_at(
                     loop,
@@ -1145,12 +1145,12 @@ class _Host:
                 "(logits, next_token, k_cache, v_cache), the caches with their arguments' "
                 "types (docs/decode_step.md)",
             )
-        for name, arg in zip(_INPUTS, args[:2]):
+        for name, arg in zip(_INPUTS, args[:2], strict=True):
             shape, dtype = _shape(arg), _dtype(arg)
             self._value(name, "input", shape, dtype)
             source = self._whole_source(name, shape)
             self._define(arg, [(self._tensor(_Tensor(name, shape, dtype, "input", [source])), [])])
-        for index, (name, arg) in enumerate(zip(_STATES, args[2:4]), start=2):
+        for index, (name, arg) in enumerate(zip(_STATES, args[2:4], strict=True), start=2):
             shape, dtype = _shape(arg), _dtype(arg)
             attrs = step.arg_attrs.data[index].data if step.arg_attrs else {}
             shard = attrs.get(llm.SHARD_ATTR)
@@ -1207,7 +1207,7 @@ class _Host:
                     )
                 bound[plan.arg_params[index]] = views
         results: list[tuple[SSAValue, list[tuple[str, list[int]]]]] = []
-        for result, where in zip(call.res, plan.results):
+        for result, where in zip(call.res, plan.results, strict=True):
             if where.kind == "fresh":
                 views = [(self._fresh_tensor(result), [])]
             else:
@@ -1264,7 +1264,7 @@ class _Host:
             raise _fail_at(
                 call,
                 f"@{plan.name} stores result #{plan.results.index(where)} in place over "
-                f"argument #{where.arg} (as at its first call, where that operand dies), but "
+                f"argument #{where.arg} (as at its other calls, where that operand dies), but "
                 f"this call's operand {_named(operand)} "
                 + (
                     "is used again"
@@ -1363,7 +1363,7 @@ def _common_name(sources: Sequence[str]) -> str:
     parts = [name.split(".") for name in sources]
     if len({len(p) for p in parts}) != 1:
         return sources[0]
-    return ".".join(p for p, *others in zip(*parts) if all(o == p for o in others))
+    return ".".join(p for p, *others in zip(*parts, strict=True) if all(o == p for o in others))
 
 
 def _flatten(source: Attribute) -> list[str]:
@@ -1453,24 +1453,41 @@ def _place(tensors: list[_Tensor], preset: HardwarePreset, sockets: int, model: 
 # ----------------------------------------------------------------------------------------------
 
 
-def _inplace_pairs(call: dfk.CallOp, plans: dict[str, KernelPlan]) -> dict[int, int]:
-    """Kernel result -> the argument it overwrites in place: same type, and the call's operand
-    is an activation (a result, not a KV cache, of an earlier call) that dies at this call.
-    This is the residual stream, which is how a hardware loop carries it from trip to trip;
-    decided at the kernel's first call, and the same for its looped and unlooped forms."""
+def _returns_cache(kernel: dfk.KernelOp, index: int) -> bool:
+    """Whether result `index` of `kernel` is an updated KV cache (a `kv_cache_write`'s result,
+    maybe yielded by the kernel's loop)."""
+    value = kernel.return_op.arguments[index]
+    if isinstance(value, OpResult) and isinstance(value.owner, dfk.LoopOp):
+        loop = value.owner
+        value = (*loop.yield_op.carried, *loop.yield_op.stacked)[value.index]
+    return isinstance(value.owner, llm.KVCacheWriteOp)
+
+
+def _inplace_pairs(calls: Sequence[dfk.CallOp], kernels: dict[str, dfk.KernelOp]) -> dict[int, int]:
+    """Kernel result -> the argument it overwrites in place: same type, and at every call of
+    the kernel the operand is an activation (a result, not a KV cache, of an earlier call)
+    that dies at that call. This is the residual stream, which is how a hardware loop
+    carries it from trip to trip; the same for a kernel's looped and unlooped forms. A
+    residual stream that lives on after one of the calls (a skip connection) is not updated
+    in place at any of them."""
 
     def activation(value: SSAValue) -> bool:
         producer = value.owner
         return (
             isinstance(producer, dfk.CallOp)
             and sum(1 for _ in value.uses) == 1
-            and plans[producer.callee.string_value()].results[value.index].kind != "cache"
+            and not _returns_cache(kernels[producer.callee.string_value()], value.index)
         )
 
     pairs: dict[int, int] = {}
-    for r, result in enumerate(call.res):
-        for a, operand in enumerate(call.arguments):
-            if a not in pairs.values() and operand.type == result.type and activation(operand):
+    first = calls[0]
+    for r, result in enumerate(first.res):
+        for a, operand in enumerate(first.arguments):
+            if (
+                a not in pairs.values()
+                and operand.type == result.type
+                and all(activation(call.arguments[a]) for call in calls)
+            ):
                 pairs[r] = a
                 break
     return pairs
@@ -1518,13 +1535,16 @@ class LowerDfkToRdu(ModulePass):
             raise _fail(f"no func.func @{ENTRY} (a decode step from rdu-import)")
         kernels = {o.sym_name.data: o for o in op.ops if isinstance(o, dfk.KernelOp)}
         calls = [o for o in step.body.block.ops if isinstance(o, dfk.CallOp)]
-        plans: dict[str, KernelPlan] = {}
+        calls_of: dict[str, list[dfk.CallOp]] = {}
         for call in calls:
             name = call.callee.string_value()
-            if name not in plans:
-                plans[name] = _lower_kernel(
-                    kernels[name], _inplace_pairs(call, plans), knobs, preset
-                )
+            if name not in kernels:
+                raise _fail_at(call, f"calls @{name}, which is no dfk.kernel of the module")
+            calls_of.setdefault(name, []).append(call)
+        plans = {
+            name: _lower_kernel(kernels[name], _inplace_pairs(of, kernels), knobs, preset)
+            for name, of in calls_of.items()
+        }
         host = _Host(op, plans, self.launch)
         host.walk(step)
         sockets = sockets_of(op)

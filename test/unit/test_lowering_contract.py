@@ -206,7 +206,8 @@ MUST_REFUSE = {
 }
 # and has every reason to compile these (no buffer is read after its update); the others
 # depend on the case (a stale slice of a cache whose update no kernel stores is right; a skip
-# connection over the residual stream, which is updated in place, is refused)
+# connection over the residual stream gets fresh buffers unlooped, and is refused looped, where
+# the hardware loop carries the stream in place)
 MUST_COMPUTE = {"_other_layers_cache"}
 
 LLM_MUTATIONS = [
@@ -291,3 +292,28 @@ def test_non_frontend_decode_steps_are_refused_or_computed_right(case):
         got, tokens = sim.decode(np.full(1, token, np.int32), np.full(1, position, np.int32))
         check_logits(got, tokens, logits, SAME_ROUNDING_ULPS, f"{label}, step {position}")
     assert not names & MUST_REFUSE, f"{label}: compiled, and computed the same"
+
+
+@pytest.mark.parametrize("looped", [False, True], ids=["unlooped", "looped"])
+def test_skip_connection_over_the_residual_stream(looped):
+    """The final norm reads layer 0's output: no layer call may update the residual stream in
+    place, so the unlooped program gives every layer fresh buffers (and computes the same);
+    the looped kernel carries the stream in place and is refused, at the loop."""
+    module = build_decode_step(load_model_config("tiny-llama"), batch=1, context=CONTEXT)
+    norms = _ops(module, llm.RMSNormOp)
+    residuals = [a for a in _ops(module, llm.AddOp) if a.results[0].type == norms[-1].input.type]
+    norms[-1].operands[0] = residuals[1].results[0]  # layer 0's output (its second add)
+    fed = [3 + 7 * i for i in range(STEPS)]
+    want = _run_reference(module.clone(), fed)
+    passes = pipeline_passes(kernel_looping=looped)
+    if looped:
+        with pytest.raises(PassFailedException, match="'dfk.loop'.*carries"):
+            for p in passes:
+                p.apply(Context(), module)
+        return
+    for p in passes:
+        p.apply(Context(), module)
+    sim = FunctionalSimulator(build_program(module), RandomWeights(SEED))
+    for position, (token, logits) in enumerate(zip(fed, want, strict=True)):
+        got, tokens = sim.decode(np.full(1, token, np.int32), np.full(1, position, np.int32))
+        check_logits(got, tokens, logits, SAME_ROUNDING_ULPS, f"skip connection, step {position}")
