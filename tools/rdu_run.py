@@ -625,6 +625,7 @@ def _generation_run(args, config, context: int, timer, launches, variants) -> in
         "engine": "sim",
         "sockets": args.sockets[0],
         "batch": args.batch[0],
+        "context": len(prompt) + args.generate,  # the KV length of the last step timed
         "tokens": None,
         "prompt_tokens": len(prompt),
         "generate": args.generate,

@@ -182,7 +182,7 @@ def test_help_has_examples_and_says_what_timing_means(capsys):
 
 def test_generation_timing_as_the_cache_grows(capsys):
     report = json.loads(ok(capsys, "tiny-llama", "--generate", "4", "--prompt", "1,2,3", "--json"))
-    assert report["prompt_tokens"] == 3 and report["generate"] == 4
+    assert report["prompt_tokens"] == 3 and report["generate"] == 4 and report["context"] == 7
     for g in report["generation"].values():
         assert len(g["step_ms"]) == 4
         assert g["total_ms"] == pytest.approx(sum(g["step_ms"]))
