@@ -1035,6 +1035,10 @@ class _Host:
         # the view stale (its buffer no longer holds the value)
         self.updates: list[tuple[str, list[int], dfk.CallOp]] = []
         self.taken: dict[SSAValue, list[int]] = {}
+        # per region (buffer, index): the last update of exactly it, and the last update of it
+        # or anything inside it (so a check costs one look-up per index level, not a scan)
+        self.last_update: dict[tuple[str, tuple[int, ...]], int] = {}
+        self.last_inside: dict[tuple[str, tuple[int, ...]], int] = {}
         self.weight_of: dict[SSAValue, llm.ParamOp] = {}
         self.launches: list[rdu.LaunchOp] = []
         self.next_layer = 0
@@ -1054,22 +1058,35 @@ class _Host:
         """The buffer a tensor is (an alias names its target's)."""
         return self.tensors[tensor].aliases or tensor
 
+    def _record_update(self, buffer: str, index: list[int], call: dfk.CallOp) -> None:
+        seq, region = len(self.updates), tuple(index)
+        self.updates.append((buffer, index, call))
+        self.last_update[(buffer, region)] = seq
+        for k in range(len(region) + 1):
+            self.last_inside[(buffer, region[:k])] = seq
+
     def _check_current(self, value: SSAValue, user: Operation) -> None:
         """Refuse `user` reading `value` from a buffer that an in-place update (a KV cache
         write, the residual stream) has overwritten since: the program would read the new
         contents where the IR means the old value."""
         for (tensor, index), taken in zip(self.views[value], self.taken[value], strict=True):
-            for buffer, updated, call in self.updates[taken:]:
-                n = min(len(index), len(updated))
-                if buffer == self._buffer(tensor) and index[:n] == updated[:n]:
-                    raise _fail_at(
-                        user,
-                        f"reads {_named(value)}, but the launch of "
-                        f"@{call.callee.string_value()} at {_where(call)} has updated its buffer "
-                        f"({_view_text(buffer, index)}) in place since: the lowering reuses "
-                        "an updated value's buffer, so the old value must not be read after "
-                        "the update",
-                    )
+            buffer, region = self._buffer(tensor), tuple(index)
+            last = max(
+                [
+                    self.last_inside.get((buffer, region), -1),
+                    *(self.last_update.get((buffer, region[:k]), -1) for k in range(len(region))),
+                ]
+            )
+            if last >= taken:
+                call = self.updates[last][2]
+                raise _fail_at(
+                    user,
+                    f"reads {_named(value)}, but the launch of "
+                    f"@{call.callee.string_value()} at {_where(call)} has updated its buffer "
+                    f"({_view_text(buffer, index)}) in place since: the lowering reuses "
+                    "an updated value's buffer, so the old value must not be read after "
+                    "the update",
+                )
 
     def _check_returned(self, ret: func.ReturnOp) -> None:
         """The step's results must be where the program keeps them: logits and next token in
@@ -1213,7 +1230,8 @@ class _Host:
             else:
                 operand = call.arguments[where.arg]
                 views = self._updated_in_place(call, plan, where, operand)
-                self.updates.extend((self._buffer(t), i, call) for t, i in views)
+                for tensor, index in views:
+                    self._record_update(self._buffer(tensor), index, call)
             results.append((result, views))
             bound[where.param] = views
         for result, views in results:
