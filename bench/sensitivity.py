@@ -45,8 +45,10 @@ def points(preset, name: str) -> list[tuple[str, dict]]:
         return [(t, {name: t}) for t in TOPOLOGIES]
     if name.endswith("_efficiency"):
         return [(f"{f:g}", {name: f}) for f in FRACTIONS]
-    if isinstance(value, int):
-        return [(f"x{s:g}", {name: max(1, round(value * s))}) for s in SCALES]
+    if isinstance(value, int):  # labelled by value: small scales round to the same 1
+        return [
+            (f"{v}", {name: v}) for v in dict.fromkeys(max(1, round(value * s)) for s in SCALES)
+        ]
     scales = (0, *SCALES) if name.endswith("_s") else SCALES  # rates cannot be 0
     return [(f"x{s:g}", {name: value * s}) for s in scales]
 
