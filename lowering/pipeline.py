@@ -1,23 +1,30 @@
 """The default pipeline, as a pass (`rdu-pipeline{...}`) and as an in-process API.
 
-`rdu-pipeline{sockets=1 kernel-looping=true fusion=layer launch=software hw=sn40l}` runs
+`rdu-pipeline{sockets=1 kernel-looping=true fusion=layer launch=software hw=sn40l ...}` runs
 outline-kernels{policy=fusion} -> kernel-looping (or disable-kernel-looping) -> canonicalize
--> shard-tensor-parallel{sockets} -> lower-dfk-to-rdu{hw launch}, so users need not spell out
-every pass. :func:`compile_program` runs the same passes on a module (or builds one from a
-model config) and returns the :class:`simulator.program.Program`, never printing or
-re-parsing text (text is the slow path: tools such as `rdu-run` call this).
+-> shard-tensor-parallel{sockets} -> lower-dfk-to-rdu{hw hw-overrides launch <mapping knobs>},
+so users need not spell out every pass. Its options are the fields of :class:`RduPipeline`,
+which inherits every knob of the lowering's :class:`Mapping` (a knob added there is an option
+here, and a dimension of `rdu-tune`'s default space, without further edits).
+:func:`compile_program` runs the same passes on a module (or builds one from a model config)
+and returns the :class:`simulator.program.Program`, never printing or re-parsing text (text is
+the slow path: tools such as `rdu-run` call this); :func:`prepare_module` and
+:func:`lower_to_program` are its two halves, for callers that lower one prepared module many
+times with different knobs (`rdu-tune`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Literal
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
 
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 from xdsl.transforms.canonicalize import CanonicalizePass
-from xdsl.utils.exceptions import PassFailedException
+from xdsl.utils.arg_spec import parse_pipeline
+from xdsl.utils.exceptions import ArgSpecParseError, PassFailedException
 
 from rdu_compiler.frontend.builder import build_decode_step
 from rdu_compiler.frontend.config import ModelConfig, load_model_config
@@ -29,7 +36,17 @@ from rdu_compiler.passes.shard_tensor_parallel import ShardTensorParallel
 from rdu_compiler.rdu_dialect import dfk
 from rdu_compiler.simulator.program import Program, validate_program
 
-__all__ = ["RduPipeline", "compile_program", "pipeline_passes", "refuse_unlooping"]
+__all__ = [
+    "RduPipeline",
+    "compile_program",
+    "lower_to_program",
+    "pipeline_passes",
+    "prepare_module",
+    "refuse_unlooping",
+]
+
+
+DEFAULT_MAPPING = Mapping()  # frozen: one shared default instance is safe
 
 
 def refuse_unlooping(module: ModuleOp, kernel_looping: bool) -> None:
@@ -42,6 +59,16 @@ def refuse_unlooping(module: ModuleOp, kernel_looping: bool) -> None:
         )
 
 
+def _front_passes(*, sockets: int, kernel_looping: bool, fusion: str) -> list[ModulePass]:
+    """The passes before the lowering: they do not depend on the lowering's knobs."""
+    return [
+        OutlineKernels(policy=fusion),  # type: ignore[arg-type]
+        KernelLooping() if kernel_looping else DisableKernelLooping(),
+        CanonicalizePass(),
+        ShardTensorParallel(sockets=sockets),
+    ]
+
+
 def pipeline_passes(
     *,
     sockets: int = 1,
@@ -50,39 +77,88 @@ def pipeline_passes(
     launch: str = "software",
     hw: str = "sn40l",
     hw_overrides: str = "",
-    mapping: Mapping = Mapping(),
+    mapping: Mapping = DEFAULT_MAPPING,
 ) -> list[ModulePass]:
     """The passes of the default pipeline, in order (`mapping`: the lowering's knobs)."""
     return [
-        OutlineKernels(policy=fusion),  # type: ignore[arg-type]
-        KernelLooping() if kernel_looping else DisableKernelLooping(),
-        CanonicalizePass(),
-        ShardTensorParallel(sockets=sockets),
+        *_front_passes(sockets=sockets, kernel_looping=kernel_looping, fusion=fusion),
         LowerDfkToRdu(hw=hw, hw_overrides=hw_overrides, launch=launch, **asdict(mapping)),
     ]
 
 
 @dataclass(frozen=True)
-class RduPipeline(ModulePass):
-    """llm decode step -> rdu program IR with the default passes (module docstring)."""
+class RduPipeline(ModulePass, Mapping):
+    """llm decode step -> rdu program IR with the default passes (module docstring). The
+    fields are the options: the pipeline's own below, and the lowering's :class:`Mapping`
+    knobs, inherited."""
 
     name = "rdu-pipeline"
 
     sockets: int = 1
     kernel_looping: bool = True
     fusion: Literal["layer", "op"] = "layer"
-    launch: str = "software"
+    launch: Literal["software", "hardware"] = "software"
     hw: str = "sn40l"
+    hw_overrides: str = ""
+
+    def mapping(self) -> Mapping:
+        """The lowering's knobs of this pipeline."""
+        return Mapping(**{f.name: getattr(self, f.name) for f in fields(Mapping)})
+
+    def compile_options(self) -> dict[str, Any]:
+        """These options as keyword arguments of :func:`compile_program`."""
+        return {
+            "sockets": self.sockets,
+            "kernel_looping": self.kernel_looping,
+            "fusion": self.fusion,
+            "launch": self.launch,
+            "hw": self.hw,
+            "hw_overrides": self.hw_overrides,
+            "mapping": self.mapping(),
+        }
+
+    def spec(self) -> str:
+        """The exact `rdu-pipeline{...}` text of these options, every option spelled out (so
+        it reproduces them even if a default changes), dashed names, in field order;
+        `hw-overrides` only when there are some."""
+        items = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "hw_overrides" and not value:
+                continue
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, str) and not value.replace("-", "").replace("_", "").isalnum():
+                text = f'"{value}"'
+            else:
+                text = str(value)
+            items.append(f"{f.name.replace('_', '-')}={text}")
+        return f"{self.name}{{{' '.join(items)}}}"
+
+    @classmethod
+    def parse(cls, text: str) -> RduPipeline:
+        """`rdu-pipeline{...}` text (as :meth:`spec` writes it, or any subset of the options)
+        -> the options; a message (PassFailedException) for anything else."""
+        try:
+            specs = list(parse_pipeline(text.strip()))
+        except (ArgSpecParseError, ValueError) as error:
+            # xDSL's message is a caret diagram; its last line says what is wrong
+            raise PassFailedException(
+                f"bad pipeline {text!r}: {str(error).splitlines()[-1].strip()}"
+            ) from None
+        if len(specs) != 1 or specs[0].name != cls.name:
+            raise PassFailedException(f"expected one {cls.name}{{...}}, got {text!r}")
+        try:
+            return cls.from_pass_spec(specs[0])
+        except ValueError as error:
+            # xDSL names the expected type by its Python repr: say it in words
+            message = re.sub(r"<class '(\w+)'>", r"\1", str(error))
+            message = re.sub(r"typing\.Literal\[(.*)\]", r"one of \1", message)
+            raise PassFailedException(f"{cls.name}: {message}") from None
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         refuse_unlooping(op, self.kernel_looping)
-        for p in pipeline_passes(
-            sockets=self.sockets,
-            kernel_looping=self.kernel_looping,
-            fusion=self.fusion,
-            launch=self.launch,
-            hw=self.hw,
-        ):
+        for p in pipeline_passes(**self.compile_options()):
             p.apply(ctx, op)
 
 
@@ -98,7 +174,7 @@ def compile_program(
     layers: int | None = None,
     hw: str = "sn40l",
     hw_overrides: str = "",
-    mapping: Mapping = Mapping(),
+    mapping: Mapping = DEFAULT_MAPPING,
 ) -> Program:
     """The validated program of one decode step of `model`: an llm module from rdu-import
     (modified in place), a `ModelConfig`, or a preset name / HF config path (`layers` keeps the
@@ -106,22 +182,57 @@ def compile_program(
     (`"pcus=512,..."`) and `mapping` tune the lowering. Raises PassFailedException (a
     user-facing message) for a model the pipeline refuses (does not fit, unsupported sharding
     or option) and ProgramError should the lowering emit an invalid program."""
+    module = prepare_module(
+        model,
+        sockets=sockets,
+        kernel_looping=kernel_looping,
+        fusion=fusion,
+        batch=batch,
+        context=context,
+        layers=layers,
+    )
+    return lower_to_program(
+        module, launch=launch, hw=hw, hw_overrides=hw_overrides, mapping=mapping
+    )
+
+
+def prepare_module(
+    model: ModuleOp | ModelConfig | str,
+    *,
+    sockets: int = 1,
+    kernel_looping: bool = True,
+    fusion: str = "layer",
+    batch: int = 1,
+    context: int | None = None,
+    layers: int | None = None,
+) -> ModuleOp:
+    """The first half of :func:`compile_program`: the passes before the lowering (outline,
+    loop, canonicalize, shard), which the lowering's knobs do not affect. A caller that lowers
+    one model with many knobs prepares it once and lowers clones of it."""
     if isinstance(model, str):
         model = load_model_config(model, layers=layers)
     if isinstance(model, ModelConfig):
         model = build_decode_step(model, batch=batch, context=context)
     refuse_unlooping(model, kernel_looping)
     ctx = Context()
-    for p in pipeline_passes(
-        sockets=sockets,
-        kernel_looping=kernel_looping,
-        fusion=fusion,
-        launch=launch,
-        hw=hw,
-        hw_overrides=hw_overrides,
-        mapping=mapping,
-    ):
+    for p in _front_passes(sockets=sockets, kernel_looping=kernel_looping, fusion=fusion):
         p.apply(ctx, model)
-    program = build_program(model)
+    return model
+
+
+def lower_to_program(
+    module: ModuleOp,
+    *,
+    launch: str = "software",
+    hw: str = "sn40l",
+    hw_overrides: str = "",
+    mapping: Mapping = DEFAULT_MAPPING,
+) -> Program:
+    """The second half of :func:`compile_program`: lower a :func:`prepare_module` module (in
+    place) and emit its validated program."""
+    LowerDfkToRdu(hw=hw, hw_overrides=hw_overrides, launch=launch, **asdict(mapping)).apply(
+        Context(), module
+    )
+    program = build_program(module)
     validate_program(program)
     return program

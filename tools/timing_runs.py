@@ -47,10 +47,12 @@ class Timer:
     """Compiles and simulates cases of one model on one hardware description (a preset, maybe
     from a file, with overrides: the lowering fits against it and the simulator times on it)."""
 
-    def __init__(self, config: Any, dtype: str, preset: Any):
+    def __init__(self, config: Any, dtype: str, preset: Any, options: dict | None = None):
+        """`options`: more `compile_program` options (rdu-run --pipeline's fusion, mapping)."""
         from rdu_compiler.simulator.hardware import get_preset, list_presets, overrides_between
 
         self.config, self.dtype, self.preset = config, dtype, preset
+        self.options = options or {}
         base = get_preset(preset.name if preset.name in list_presets() else "sn40l")
         self.hw, self.hw_overrides = base.name, overrides_between(base, preset)
 
@@ -72,6 +74,7 @@ class Timer:
                 launch=case.launch,
                 hw=self.hw,
                 hw_overrides=self.hw_overrides,
+                **self.options,
             )
         except (ProgramError, DiagnosticException) as error:
             raise UserError(str(error)) from None

@@ -1,0 +1,750 @@
+"""Design-space exploration of the compiler's knobs on Optuna: the engine behind `rdu-tune`.
+
+A *knob* is an option of `rdu-pipeline{...}` (a field of
+:class:`~rdu_compiler.lowering.pipeline.RduPipeline`, the lowering's :class:`Mapping` knobs
+included) or, named `hw.<figure>`, a figure of the hardware preset. :func:`default_space` reads
+the knobs from the pipeline's option dataclass, so a knob the lowering adds is searched without
+an edit here. A trial turns the knobs' values into one `RduPipeline`, lowers a prepared module
+(the passes before the lowering run once per fusion policy, looping choice and socket count:
+:func:`~rdu_compiler.lowering.pipeline.prepare_module`) and simulates its timing, all in
+process. Whatever the compiler refuses (a kernel that does not fit, an unsupported sharding, a
+hardware figure out of range) makes the trial infeasible (constraint `feasible` > 0), never an
+error; objectives are figures of the simulator's report.
+
+Sampling: :class:`KnobSampler` draws the first trials itself, each knob at random (from its
+prior where the space gives one), with a generator seeded by the seed and the trial's number,
+so parallel workers propose distinct points and a run is reproducible; then a model takes over
+(multi-objective TPE, or NSGA-II), or nothing does (random search, the baseline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+import typing
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from rdu_compiler.lowering.pipeline import RduPipeline, lower_to_program, prepare_module
+from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
+from rdu_compiler.simulator.program import Program, ProgramError
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+HW_PREFIX = "hw."
+KINDS = ("int", "float", "ordinal", "categorical")
+# Pipeline options that are not searched by default: the preset is chosen, not tuned, and its
+# overrides are the hardware space's; sockets come from --sockets.
+NOT_SEARCHED = ("hw", "hw_overrides", "sockets")
+# Hardware figures `--hardware-space` explores when no file says which (users' what-if
+# questions: compute units, SRAM, HBM bandwidth, peer-to-peer links), each over half to twice
+# the preset's value.
+DEFAULT_HARDWARE_KNOBS = ("pcus", "pmus", "sram_bytes", "hbm_bandwidth", "p2p_bandwidth")
+
+
+class TuneError(Exception):
+    """A bad space, objective or storage: reported to the user as one line."""
+
+
+# ----------------------------------------------------------------------------------------------
+# The space
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One dimension of the search: `int` / `float` over `[low, high]` (`log`: sampled on a log
+    scale), `ordinal` (ordered `values`, searched by index so the order counts) or
+    `categorical` (unordered `values`); `prior`: the value the user believes best, drawn around
+    in the first trials and tried first."""
+
+    name: str
+    kind: Literal["int", "float", "ordinal", "categorical"]
+    low: float = 0
+    high: float = 0
+    values: tuple[Any, ...] = ()
+    log: bool = False
+    prior: Any = None
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        """The knob's value for `trial` (an ordinal is sampled by index, so its order counts)."""
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+        if self.kind == "ordinal":
+            return self.values[trial.suggest_int(self.name, 0, len(self.values) - 1)]
+        return trial.suggest_categorical(self.name, self.values)
+
+    def param(self, value: Any) -> Any | None:
+        """The Optuna parameter that gives `value`, or None when the space does not hold it."""
+        if self.kind in ("ordinal", "categorical"):
+            if value not in self.values:
+                return None
+            return self.values.index(value) if self.kind == "ordinal" else value
+        return value if self.low <= value <= self.high else None
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready, as a space file writes it (also what a resumed study is compared on)."""
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.kind in ("int", "float"):
+            out.update(range=[self.low, self.high], log=self.log)
+        else:
+            out["values"] = list(self.values)
+        if self.prior is not None:
+            out["prior"] = self.prior
+        return out
+
+    def draw(self, rng: np.random.RandomState, use_prior: bool) -> Any:
+        """A random Optuna parameter: uniform (on the log scale for `log`), or, with a prior,
+        normal around it (a fifth of the range wide; categorical: the prior half the time)."""
+        if self.kind == "categorical":
+            if use_prior and self.prior is not None and rng.rand() < 0.5:
+                return self.prior
+            return self.values[rng.randint(len(self.values))]
+        if self.kind == "float":
+            a, b = (math.log(self.low), math.log(self.high)) if self.log else (self.low, self.high)
+        elif self.kind == "int" and self.log:  # floor(exp(x)): each integer its log share
+            a, b = math.log(self.low), math.log(self.high + 1)
+        else:  # linear ints and ordinal indices: round(x), each integer an equal share
+            low, high = (
+                (0, len(self.values) - 1) if self.kind == "ordinal" else (self.low, self.high)
+            )
+            a, b = low - 0.5, high + 0.5
+        if use_prior and self.prior is not None:
+            centre = self.values.index(self.prior) if self.kind == "ordinal" else self.prior
+            if self.log:  # an int's share is [log p, log(p + 1)]
+                centre = math.log(centre + 0.5 if self.kind == "int" else centre)
+            x = min(max(rng.normal(centre, (b - a) / 5), a), b)
+        else:
+            x = rng.uniform(a, b)
+        if self.kind == "float":
+            return min(max(math.exp(x) if self.log else x, self.low), self.high)
+        if self.kind == "ordinal":
+            return int(min(max(round(x), 0), len(self.values) - 1))
+        v = math.floor(math.exp(x)) if self.log else round(x)
+        return int(min(max(v, self.low), self.high))
+
+
+def _pipeline_types() -> dict[str, Any]:
+    return typing.get_type_hints(RduPipeline)
+
+
+def default_space() -> list[Knob]:
+    """The lowering's knobs, read from the pipeline's option dataclass: booleans and `Literal`
+    options are categorical; an integer whose default d is a power of two is ordinal over the
+    powers of two from d/8 to 8d; another positive integer an integer range d/8..8d (log); a
+    non-positive integer (a sentinel such as `prefetch=-1`) d..d+8; a float d/8..8d (log).
+    Free-text options (`hw`) are not searched."""
+    types = _pipeline_types()
+    knobs = []
+    for f in fields(RduPipeline):
+        if f.name in NOT_SEARCHED:
+            continue
+        default, kind = f.default, types[f.name]
+        if kind is bool:
+            knobs.append(Knob(f.name, "categorical", values=(False, True)))
+        elif typing.get_origin(kind) is Literal:
+            knobs.append(Knob(f.name, "categorical", values=typing.get_args(kind)))
+        elif kind is int and default > 0 and default & (default - 1) == 0:
+            powers = {max(1, default >> i) for i in range(4)} | {default << i for i in range(4)}
+            knobs.append(Knob(f.name, "ordinal", values=tuple(sorted(powers))))
+        elif kind is int and default > 0:
+            knobs.append(Knob(f.name, "int", max(1, default // 8), default * 8, log=True))
+        elif kind is int:
+            knobs.append(Knob(f.name, "int", default, default + 8))
+        elif kind is float and default > 0:
+            knobs.append(Knob(f.name, "float", default / 8, default * 8, log=True))
+    return knobs
+
+
+def default_hardware_space(preset: HardwarePreset) -> list[Knob]:
+    """:data:`DEFAULT_HARDWARE_KNOBS`, each from half to twice the preset's value (log)."""
+    knobs = []
+    for name in DEFAULT_HARDWARE_KNOBS:
+        value = getattr(preset, name)
+        if isinstance(value, int):
+            knobs.append(Knob(HW_PREFIX + name, "int", max(1, value // 2), value * 2, log=True))
+        else:
+            knobs.append(Knob(HW_PREFIX + name, "float", value / 2, value * 2, log=True))
+    return knobs
+
+
+def parse_space(
+    spec: Any, where: str, *, hardware: bool = False
+) -> tuple[list[Knob], dict[str, Any]]:
+    """A space file's content (a mapping: knob name -> `{kind, range | values, log, prior}`,
+    or a bare value, which fixes the knob) -> `(knobs, fixed values)`. Names are pipeline
+    options (dashed or not) or `hw.<figure>`; in a hardware space file (`hardware`) figure
+    names need no prefix. Every mistake is a TuneError naming `where` and the knob."""
+    if not isinstance(spec, dict) or not spec:
+        raise TuneError(f"{where}: expected a mapping of knob names to their ranges")
+    types = _pipeline_types()
+    knobs: list[Knob] = []
+    fixed: dict[str, Any] = {}
+    for raw_name, entry in spec.items():
+        name = _knob_name(str(raw_name), where, hardware)
+        at = f"{where}: knob {raw_name}"
+        if not isinstance(entry, dict):
+            fixed[name] = _check_value(name, entry, at, types)
+            continue
+        unknown = set(entry) - {"kind", "range", "values", "log", "prior"}
+        if unknown:
+            raise TuneError(f"{at}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        kind = entry.get("kind", "categorical" if "values" in entry else "int")
+        if kind not in KINDS:
+            raise TuneError(f"{at}: kind must be one of {', '.join(KINDS)}, got {kind}")
+        log = entry.get("log", False)
+        if not isinstance(log, bool):
+            raise TuneError(f"{at}: log must be true or false")
+        if kind in ("int", "float"):
+            bounds = entry.get("range")
+            if (
+                not isinstance(bounds, list)
+                or len(bounds) != 2
+                or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
+            ):
+                raise TuneError(f"{at}: range must be [low, high] (two numbers)")
+            low, high = bounds
+            if kind == "int" and not all(float(b).is_integer() for b in bounds):
+                raise TuneError(f"{at}: an int range needs integers, got [{low}, {high}]")
+            if not low < high:
+                raise TuneError(f"{at}: range needs low < high, got [{low}, {high}]")
+            if log and low <= 0:
+                raise TuneError(f"{at}: a log scale needs a positive range, got [{low}, {high}]")
+            if kind == "int":
+                low, high = int(low), int(high)
+            knob = Knob(name, kind, low, high, log=log)
+        else:
+            values = entry.get("values")
+            if not isinstance(values, list) or not values or "range" in entry:
+                raise TuneError(f"{at}: a {kind} knob needs values: [a list], and no range")
+            if log:
+                raise TuneError(f"{at}: log applies to int and float ranges only")
+            checked = tuple(_check_value(name, v, at, types) for v in values)
+            if len(set(checked)) != len(checked):
+                raise TuneError(f"{at}: values repeat")
+            knob = Knob(name, kind, values=checked)
+        if "prior" in entry:
+            prior = _check_value(name, entry["prior"], at, types)
+            if knob.param(prior) is None:
+                raise TuneError(f"{at}: prior {prior} is outside the knob's range or values")
+            knob = replace(knob, prior=prior)
+        knobs.append(knob)
+    return knobs, fixed
+
+
+def _knob_name(raw: str, where: str, hardware: bool) -> str:
+    name = raw.replace("-", "_")
+    if hardware and not name.startswith(HW_PREFIX):
+        name = HW_PREFIX + name
+    if name.startswith(HW_PREFIX):
+        figure = name[len(HW_PREFIX) :]
+        if figure not in HardwarePreset.figures():
+            raise TuneError(
+                f"{where}: unknown hardware figure {figure}; known: "
+                f"{', '.join(HardwarePreset.figures())}"
+            )
+        return name
+    options = [f.name for f in fields(RduPipeline)]
+    if name not in options or name == "hw_overrides":
+        raise TuneError(
+            f"{where}: unknown knob {raw}; rdu-pipeline options: "
+            f"{', '.join(o.replace('_', '-') for o in options if o != 'hw_overrides')} "
+            f"(hardware figures: hw.<figure>)"
+        )
+    return name
+
+
+def _check_value(name: str, value: Any, at: str, types: dict[str, Any]) -> Any:
+    """`value` checked against the knob's type (a pipeline option's, or a number for a
+    hardware figure)."""
+    kind = types.get(name, float)
+    ok = (
+        isinstance(value, bool)
+        if kind is bool
+        else value in typing.get_args(kind)
+        if typing.get_origin(kind) is Literal
+        else isinstance(value, str)
+        if kind is str
+        else isinstance(value, int) and not isinstance(value, bool)
+        if kind is int
+        else isinstance(value, int | float) and not isinstance(value, bool)
+    )
+    if not ok:
+        expected = (
+            "one of " + ", ".join(map(str, typing.get_args(kind)))
+            if typing.get_origin(kind) is Literal
+            else {bool: "true or false", str: "text", int: "an integer"}.get(kind, "a number")
+        )
+        raise TuneError(f"{at}: expected {expected}, got {value}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# Objectives
+# ----------------------------------------------------------------------------------------------
+
+
+def _peak(resource: str) -> Callable[[dict, Program], float]:
+    def peak(summary: dict, program: Program) -> float:
+        return max(getattr(s.resources, resource) for k in program.kernels for s in k.sections)
+
+    return peak
+
+
+# Objectives that are not keys of the simulator's report, derived from it and the program.
+DERIVED_OBJECTIVES: dict[str, tuple[str, Callable[[dict, Program], float]]] = {
+    "pcus": ("PCUs per socket of the largest kernel section (chip occupied)", _peak("pcus")),
+    "pmus": ("PMUs per socket of the largest kernel section", _peak("pmus")),
+    "sram_bytes": ("PMU SRAM bytes per socket of the largest section", _peak("sram_bytes")),
+    "socket_ms": (
+        "sockets x ms_per_token (the machine time a token costs)",
+        lambda s, p: s["sockets"] * s["ms_per_token"],
+    ),
+}
+# Report keys where more is better; every other objective is minimized.
+MAXIMIZED = frozenset(
+    {
+        "tokens_per_s",
+        "bandwidth_fraction_of_peak",
+        "roofline_fraction",
+        "achieved_bandwidth",
+        "hbm_busy_fraction",
+    }
+)
+DEFAULT_OBJECTIVES = ("ms_per_token", "pcus")
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    direction: Literal["minimize", "maximize"]
+
+    def measure(self, summary: dict, program: Program) -> float:
+        if self.name in DERIVED_OBJECTIVES:
+            return float(DERIVED_OBJECTIVES[self.name][1](summary, program))
+        return float(summary[self.name])
+
+
+def parse_objectives(text: str, report_keys: Iterable[str]) -> list[Objective]:
+    """`ms_per_token,pcus` (a name may say `max:` or `min:` to override the direction) ->
+    objectives; names are numeric keys of the simulator's report or :data:`DERIVED_OBJECTIVES`."""
+    known = sorted(set(report_keys) | set(DERIVED_OBJECTIVES))
+    objectives = []
+    for item in (t.strip() for t in text.split(",")):
+        direction, _, name = item.rpartition(":")
+        if direction not in ("", "min", "max"):
+            raise TuneError(f"--objectives: {item}: a direction is min: or max:")
+        if name not in known:
+            raise TuneError(
+                f"--objectives: unknown objective {name or item!r}; known: {', '.join(known)}"
+            )
+        if not direction:
+            direction = "max" if name in MAXIMIZED else "min"
+        objectives.append(Objective(name, "maximize" if direction == "max" else "minimize"))
+    if len({o.name for o in objectives}) != len(objectives):
+        raise TuneError("--objectives: an objective is named twice")
+    return objectives
+
+
+# ----------------------------------------------------------------------------------------------
+# One trial: knobs -> pipeline -> program -> timing
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is tuned, picklable for worker processes: the model and step shape, the pipeline
+    options not searched (`base`), the space and the objectives."""
+
+    model: str
+    batch: int
+    context: int | None
+    layers: int | None
+    base: RduPipeline
+    space: tuple[Knob, ...]
+    objectives: tuple[Objective, ...]
+
+    def describe(self) -> dict[str, Any]:
+        """What a resumed study must match."""
+        return {
+            "model": self.model,
+            "batch": self.batch,
+            "context": self.context,
+            "layers": self.layers,
+            "base": self.base.spec(),
+            "space": {k.name: k.describe() for k in self.space},
+            "objectives": [[o.name, o.direction] for o in self.objectives],
+        }
+
+    def pipeline(self, values: dict[str, Any]) -> RduPipeline:
+        """The base options with the knobs' values; `hw.*` values join the base's overrides."""
+        options = {k: v for k, v in values.items() if not k.startswith(HW_PREFIX)}
+        hardware = [
+            f"{k[len(HW_PREFIX) :]}={v!r}" for k, v in values.items() if k.startswith(HW_PREFIX)
+        ]
+        if hardware:
+            options["hw_overrides"] = ",".join(filter(None, [self.base.hw_overrides, *hardware]))
+        return replace(self.base, **options)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A trial's outcome: the objectives' values, or why the point is infeasible."""
+
+    objectives: dict[str, float] | None
+    reason: str | None = None
+
+
+def _refusals() -> tuple[type[BaseException], ...]:
+    from xdsl.utils.exceptions import DiagnosticException
+
+    return (DiagnosticException, ProgramError, PresetError)
+
+
+class Evaluator:
+    """Compiles and times pipelines of one problem, keeping each prepared module (the passes
+    before the lowering) for the next trial with the same fusion, looping and sockets."""
+
+    def __init__(self, problem: Problem):
+        from rdu_compiler.frontend.config import load_model_config
+
+        self.problem = problem
+        self._config = load_model_config(problem.model, layers=problem.layers)
+        self._prepared: dict[tuple, Any] = {}
+
+    def evaluate(self, pipeline: RduPipeline) -> Evaluation:
+        from rdu_compiler.simulator.report import summarize
+        from rdu_compiler.simulator.timing import simulate
+
+        key = (pipeline.sockets, pipeline.kernel_looping, pipeline.fusion)
+        try:
+            if key not in self._prepared:
+                try:
+                    self._prepared[key] = prepare_module(
+                        self._config,
+                        sockets=pipeline.sockets,
+                        kernel_looping=pipeline.kernel_looping,
+                        fusion=pipeline.fusion,
+                        batch=self.problem.batch,
+                        context=self.problem.context,
+                    )
+                except _refusals() as error:
+                    self._prepared[key] = error
+            prepared = self._prepared[key]
+            if isinstance(prepared, BaseException):
+                raise prepared
+            program = lower_to_program(
+                prepared.clone(),
+                launch=pipeline.launch,
+                hw=pipeline.hw,
+                hw_overrides=pipeline.hw_overrides,
+                mapping=pipeline.mapping(),
+            )
+            preset = get_preset(pipeline.hw).with_overrides(pipeline.hw_overrides)
+            summary = summarize(program, preset, simulate(program, preset))
+        except _refusals() as error:
+            return Evaluation(None, str(error).strip().splitlines()[0])
+        return Evaluation({o.name: o.measure(summary, program) for o in self.problem.objectives})
+
+
+def report_keys() -> list[str]:
+    """The numeric keys of the simulator's report (objective names), from a tiny program."""
+    from rdu_compiler.lowering.pipeline import compile_program
+    from rdu_compiler.simulator.report import summarize
+    from rdu_compiler.simulator.timing import simulate
+
+    program = compile_program("tiny-llama", layers=1, context=8)
+    preset = get_preset(program.hardware)
+    summary = summarize(program, preset, simulate(program, preset))
+    return [k for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling
+# ----------------------------------------------------------------------------------------------
+
+SAMPLERS = ("tpe", "nsga2", "random")
+
+
+class KnobSampler(optuna.samplers.BaseSampler):
+    """The first `startup` trials (module docstring), then `model`; with no model, random
+    search throughout (priors ignored: the baseline knows nothing)."""
+
+    def __init__(
+        self,
+        space: Sequence[Knob],
+        seed: int,
+        startup: int,
+        model: optuna.samplers.BaseSampler | None,
+    ):
+        self._knobs = {k.name: k for k in space}
+        self._seed, self._startup, self._model = seed, startup, model
+
+    def _modelled(self, trial: FrozenTrial) -> bool:
+        return self._model is not None and trial.number >= self._startup
+
+    def infer_relative_search_space(self, study, trial):
+        if not self._modelled(trial):
+            return {}
+        return self._model.infer_relative_search_space(study, trial)  # type: ignore[union-attr]
+
+    def sample_relative(self, study, trial, search_space):
+        if not self._modelled(trial):
+            return {}
+        return self._model.sample_relative(study, trial, search_space)  # type: ignore[union-attr]
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if self._modelled(trial):
+            return self._model.sample_independent(  # type: ignore[union-attr]
+                study, trial, param_name, param_distribution
+            )
+        # one generator per (seed, trial, knob): reproducible whatever the order of sampling
+        digest = hashlib.sha256(f"{self._seed}:{trial.number}:{param_name}".encode()).digest()
+        rng = np.random.RandomState(int.from_bytes(digest[:4], "little"))
+        return self._knobs[param_name].draw(rng, use_prior=self._model is not None)
+
+    def before_trial(self, study, trial):
+        if self._model is not None:
+            self._model.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values):
+        if self._model is not None:
+            self._model.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        if self._model is not None:
+            self._model.reseed_rng()
+
+
+def make_sampler(name: str, space: Sequence[Knob], seed: int, startup: int) -> KnobSampler:
+    """`tpe` (multi-objective TPE, multivariate, constant liar for parallel workers), `nsga2`
+    or `random`; feasibility comes from each trial's constraints (`Trial.set_constraint`)."""
+    model: optuna.samplers.BaseSampler | None = None
+    if name == "tpe":
+        model = optuna.samplers.TPESampler(
+            n_startup_trials=startup, multivariate=True, constant_liar=True, seed=seed
+        )
+    elif name == "nsga2":
+        model = optuna.samplers.NSGAIISampler(population_size=max(4, startup), seed=seed)
+    return KnobSampler(space, seed, startup, model)
+
+
+# ----------------------------------------------------------------------------------------------
+# Studies: storage, trials, workers
+# ----------------------------------------------------------------------------------------------
+
+PROBLEM_ATTR = "rdu_tune.problem"
+FEASIBLE = "feasible"  # the constraint: 0 feasible, 1 refused by the compiler
+
+
+def open_storage(url: str | None) -> optuna.storages.BaseStorage:
+    """None: in memory. A URL (`sqlite:///f.db`, `postgresql://user:pw@host/db`): a database
+    (RDB storage); any other text: a journal file (safe for several local processes). Bad URLs
+    and unreachable servers are TuneErrors."""
+    if url is None:
+        return optuna.storages.InMemoryStorage()
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        try:
+            return JournalStorage(JournalFileBackend(url))
+        except OSError as error:
+            raise TuneError(f"--storage {url}: {error.strerror}") from None
+    if url.startswith(("postgresql", "postgres")):
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            raise TuneError(
+                "--storage postgresql://... needs the psycopg2 driver: "
+                "pip install 'rdu-compiler[postgres]'"
+            ) from None
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    except Exception as error:  # SQLAlchemy: bad URL, unreachable server, bad credentials
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TuneError(f"--storage: cannot open {_redact(url)}: {message}") from None
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (it may be printed)."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    return f"{scheme}{sep}{credentials.split(':')[0]}:***@{host}"
+
+
+def open_study(
+    problem: Problem, storage: optuna.storages.BaseStorage, name: str, sampler: KnobSampler
+) -> optuna.Study:
+    """Create the study (recording the problem, queueing the default point and the priors'
+    point) or, when it exists, load it and check that it was made for the same problem.
+    Creation is atomic in the storage, so of several workers starting at once exactly one
+    creates; the others wait for the problem record."""
+    directions = [o.direction for o in problem.objectives]
+    described = problem.describe()
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=name, directions=directions, sampler=sampler
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        for _ in range(100):
+            if PROBLEM_ATTR in study.user_attrs:
+                break
+            time.sleep(0.1)
+        recorded = study.user_attrs.get(PROBLEM_ATTR)
+        if recorded != described:
+            raise TuneError(
+                f"study {name!r} was made for another problem "
+                f"({_difference(recorded, described)}); give a new --study name"
+            ) from None
+        return study
+    study.set_user_attr(PROBLEM_ATTR, described)
+    for point in _initial_points(problem):
+        study.enqueue_trial(point, skip_if_exists=True)
+    return study
+
+
+def _difference(recorded: dict | None, described: dict) -> str:
+    if recorded is None:
+        return "no rdu-tune problem recorded"
+    keys = [k for k in described if recorded.get(k) != described[k]]
+    return "different " + ", ".join(keys)
+
+
+def _initial_points(problem: Problem) -> list[dict[str, Any]]:
+    """The default point (every knob at the pipeline's default, where the space holds it), and
+    the priors' point (knobs with a prior at it) when the space has priors."""
+    preset = get_preset(problem.base.hw).with_overrides(problem.base.hw_overrides)
+    points = []
+    default_point = {}
+    for knob in problem.space:
+        if knob.name.startswith(HW_PREFIX):
+            param = knob.param(getattr(preset, knob.name[len(HW_PREFIX) :]))
+        else:
+            param = knob.param(getattr(problem.base, knob.name))
+        if param is not None:
+            default_point[knob.name] = param
+    points.append(default_point)
+    priors = {k.name: k.param(k.prior) for k in problem.space if k.prior is not None}
+    if priors:
+        points.append({**default_point, **priors})
+    return points
+
+
+def run_trial(trial: optuna.Trial, problem: Problem, evaluator: Evaluator) -> list[float]:
+    """Sample the knobs, compile and time; an infeasible point gets constraint 1 and the worst
+    value of each objective (so no sampler mistakes it for a good one)."""
+    values = {k.name: k.suggest(trial) for k in problem.space}
+    pipeline = problem.pipeline(values)
+    trial.set_user_attr("pipeline", pipeline.spec())
+    trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+    outcome = evaluator.evaluate(pipeline)
+    if outcome.objectives is None:
+        trial.set_user_attr("infeasible", outcome.reason)
+        trial.set_constraint(FEASIBLE, 1.0)
+        return [math.inf if o.direction == "minimize" else -math.inf for o in problem.objectives]
+    trial.set_constraint(FEASIBLE, 0.0)
+    trial.set_user_attr("objectives", outcome.objectives)
+    return [outcome.objectives[o.name] for o in problem.objectives]
+
+
+def work(
+    study: optuna.Study,
+    problem: Problem,
+    evaluator: Evaluator,
+    total: int,
+    share: int | None = None,
+    on_trial: Callable[[FrozenTrial], None] | None = None,
+) -> int:
+    """Run trials until the study holds `total` (and, given a `share`, this worker ran that
+    many): ask, evaluate, tell. A trial interrupted (Ctrl-C) is told failed, never left
+    running. Returns the trials this worker ran."""
+    done = 0
+    while share is None or done < share:
+        if len(study.get_trials(deepcopy=False)) >= total:
+            break
+        trial = study.ask()
+        try:
+            values = run_trial(trial, problem, evaluator)
+        except BaseException:
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        frozen = study.tell(trial, values)
+        done += 1
+        if on_trial is not None:
+            on_trial(frozen)
+    return done
+
+
+def feasible(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.COMPLETE and trial.constraints.get(FEASIBLE, 1.0) <= 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Hypervolume
+# ----------------------------------------------------------------------------------------------
+
+REFERENCE = 2.0  # the hypervolume's reference point, per objective, in units of the default
+
+
+def losses(
+    values: Sequence[float], objectives: Sequence[Objective], scale: Sequence[float]
+) -> list[float]:
+    """Objective values in units of `scale` (the default's figures), lower better: a minimized
+    objective v/s, a maximized one 2 - v/s; the default sits at 1 on every axis and the
+    reference point at 2 (twice the default's cost, or nothing of what it maximizes)."""
+    return [
+        v / s if o.direction == "minimize" else REFERENCE - v / s
+        for v, o, s in zip(values, objectives, scale, strict=True)
+    ]
+
+
+def hypervolume_history(
+    trials: Sequence[FrozenTrial], objectives: Sequence[Objective], scale: Sequence[float]
+) -> list[float]:
+    """The hypervolume (:func:`losses`, reference 2 on every axis) of the feasible trials among
+    the first k, for k = 1 .. len(trials), in trial-number order."""
+    from optuna._hypervolume import compute_hypervolume
+
+    reference = np.full(len(objectives), REFERENCE)
+    points: list[list[float]] = []
+    history = []
+    volume = 0.0
+    for trial in sorted(trials, key=lambda t: t.number):
+        if feasible(trial):
+            loss = losses(trial.values, objectives, scale)
+            if all(x < REFERENCE for x in loss):
+                points.append(loss)
+                volume = float(compute_hypervolume(np.array(points), reference))
+        history.append(volume)
+    return history
+
+
+def front(study: optuna.Study) -> list[FrozenTrial]:
+    """The feasible Pareto front, one trial per distinct pipeline, best first objective first."""
+    signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
+
+    def order(trial: FrozenTrial) -> tuple:
+        return (*(s * v for s, v in zip(signs, trial.values, strict=True)), trial.number)
+
+    seen: set[str] = set()
+    out = []
+    for trial in sorted(study.best_trials, key=order):
+        pipeline = trial.user_attrs["pipeline"]
+        if pipeline not in seen:
+            seen.add(pipeline)
+            out.append(trial)
+    return out
