@@ -210,7 +210,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         evaluator = tuner.Evaluator(problem)
         default = evaluator.evaluate(problem.base)
         with _Progress(args.trials) as progress:
-            study = _optimize(args, problem, evaluator, study_name, startup, progress)
+            study, ran = _optimize(args, problem, evaluator, study_name, startup, progress)
             baseline = None
             if args.plot:
                 progress.phase = "random search"
@@ -218,6 +218,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     except tuner.TuneError as error:
         raise UserError(str(error)) from None
     report = _report(args, config, context, problem, study, default)
+    report["ran_here"] = ran
     if args.plot:
         _plot(args.plot, problem, study, baseline, default, report)
     if args.json:
@@ -238,23 +239,24 @@ def _optimize(args, problem, evaluator, study_name: str, startup: int, progress)
         sampler = tuner.make_sampler(args.sampler, problem.space, args.seed, startup)
         study = tuner.open_study(problem, storage, study_name, sampler)
         progress.count(study)
-        tuner.work(study, problem, evaluator, args.trials, on_trial=lambda t: progress.add(t))
-        return study
+        ran = tuner.work(study, problem, evaluator, args.trials, on_trial=progress.add)
+        return study, ran
     with tempfile.TemporaryDirectory(prefix="rdu-tune-") as scratch:
         url = args.storage or os.path.join(scratch, "study.journal")
         storage = tuner.open_storage(url)
         sampler = tuner.make_sampler(args.sampler, problem.space, args.seed, startup)
         study = tuner.open_study(problem, storage, study_name, sampler)
         progress.count(study)
-        remaining = max(0, args.trials - len(study.get_trials(deepcopy=False)))
+        queued = study.get_trials(deepcopy=False, states=(_optuna().trial.TrialState.WAITING,))
+        remaining = max(0, args.trials - len(study.get_trials(deepcopy=False)) + len(queued))
         shares = [remaining // args.jobs + (i < remaining % args.jobs) for i in range(args.jobs)]
-        _run_workers(url, study_name, problem, args, startup, shares, study, progress)
+        ran = _run_workers(url, study_name, problem, args, startup, shares, study, progress)
         if args.storage is None:  # the scratch journal goes away: keep the trials in memory
             kept = tuner.open_storage(None)
             optuna = _optuna()
             optuna.copy_study(from_study_name=study_name, from_storage=storage, to_storage=kept)
             study = optuna.load_study(study_name=study_name, storage=kept, sampler=sampler)
-        return study
+        return study, ran
 
 
 def _optuna():
@@ -263,9 +265,10 @@ def _optuna():
     return optuna
 
 
-def _run_workers(url, study_name, problem, args, startup, shares, study, progress) -> None:
+def _run_workers(url, study_name, problem, args, startup, shares, study, progress) -> int:
     """Worker processes (spawned: no storage connection crosses a fork), each running its
-    share; progress is read from the storage meanwhile; a worker's error stops the rest."""
+    share; progress is read from the storage meanwhile; a worker's error stops the rest.
+    Returns the trials they ran."""
     import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
@@ -296,8 +299,7 @@ def _run_workers(url, study_name, problem, args, startup, shares, study, progres
             for f in futures:
                 f.cancel()
             raise
-        for f in done:
-            f.result()  # re-raises a worker's error here
+        return sum(f.result() for f in futures)  # re-raises a worker's error here
 
 
 def _worker(url, study_name, problem, sampler_name, seed, startup, total, share) -> int:
@@ -317,7 +319,7 @@ def _random_baseline(problem, evaluator, args, startup, progress) -> Any:
     sampler = tuner.make_sampler("random", problem.space, args.seed, startup)
     study = tuner.open_study(problem, tuner.open_storage(None), "random-search", sampler)
     progress.done = 0
-    tuner.work(study, problem, evaluator, args.trials, on_trial=lambda t: progress.add(t))
+    tuner.work(study, problem, evaluator, args.trials, on_trial=progress.add)
     return study
 
 

@@ -563,10 +563,10 @@ def open_storage(url: str | None) -> optuna.storages.BaseStorage:
             raise TuneError(f"--storage {url}: {error.strerror}") from None
     if url.startswith(("postgresql", "postgres")):
         try:
-            import psycopg2  # noqa: F401
+            import psycopg  # noqa: F401  (SQLAlchemy's driver for postgresql://)
         except ImportError:
             raise TuneError(
-                "--storage postgresql://... needs the psycopg2 driver: "
+                "--storage postgresql://... needs the psycopg driver: "
                 "pip install 'rdu-compiler[postgres]'"
             ) from None
     try:
