@@ -247,8 +247,7 @@ def _optimize(args, problem, evaluator, study_name: str, startup: int, progress)
         sampler = tuner.make_sampler(args.sampler, problem.space, args.seed, startup)
         study = tuner.open_study(problem, storage, study_name, sampler)
         progress.count(study)
-        queued = study.get_trials(deepcopy=False, states=(_optuna().trial.TrialState.WAITING,))
-        remaining = max(0, args.trials - len(study.get_trials(deepcopy=False)) + len(queued))
+        remaining = max(0, args.trials - tuner.counted(study))
         shares = [remaining // args.jobs + (i < remaining % args.jobs) for i in range(args.jobs)]
         ran = _run_workers(url, study_name, problem, args, startup, shares, study, progress)
         if args.storage is None:  # the scratch journal goes away: keep the trials in memory

@@ -422,8 +422,17 @@ class Evaluator:
         self.problem = problem
         self._config = load_model_config(problem.model, layers=problem.layers)
         self._prepared: dict[tuple, Any] = {}
+        self._results: dict[str, Evaluation] = {}
 
     def evaluate(self, pipeline: RduPipeline) -> Evaluation:
+        """The objectives of `pipeline`, or why it is infeasible (a point proposed again is
+        not compiled again: compiling and timing are deterministic)."""
+        spec = pipeline.spec()
+        if spec not in self._results:
+            self._results[spec] = self._evaluate(pipeline)
+        return self._results[spec]
+
+    def _evaluate(self, pipeline: RduPipeline) -> Evaluation:
         from rdu_compiler.simulator.report import summarize
         from rdu_compiler.simulator.timing import simulate
 
@@ -661,6 +670,13 @@ def run_trial(trial: optuna.Trial, problem: Problem, evaluator: Evaluator) -> li
     return [outcome.objectives[o.name] for o in problem.objectives]
 
 
+def counted(study: optuna.Study) -> int:
+    """The trials that count towards the budget: finished or running (not the failed ones, an
+    interrupted trial, which a resumed run does again; not those only queued)."""
+    states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
 def work(
     study: optuna.Study,
     problem: Problem,
@@ -669,12 +685,12 @@ def work(
     share: int | None = None,
     on_trial: Callable[[FrozenTrial], None] | None = None,
 ) -> int:
-    """Run trials until the study holds `total` (and, given a `share`, this worker ran that
-    many): ask, evaluate, tell. A trial interrupted (Ctrl-C) is told failed, never left
-    running. Returns the trials this worker ran."""
+    """Run trials until the study holds `total` (:func:`counted`; and, given a `share`, this
+    worker ran that many): ask, evaluate, tell. A trial interrupted (Ctrl-C) is told failed,
+    never left running. Returns the trials this worker ran."""
     done = 0
     while share is None or done < share:
-        if len(study.get_trials(deepcopy=False)) >= total:
+        if counted(study) >= total:
             break
         trial = study.ask()
         try:
