@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES))
     args = parser.parse_args()
     objectives = tuple(tuner.parse_objectives("ms_per_token,pcus", tuner.report_keys()))
-    startup = max(4, min(10, args.budget // 5))
+    startup = max(4, min(10, args.budget // 10))
     print(
         f"budget {args.budget} trials per search, seeds 0-{args.seeds - 1}, TPE startup {startup}"
     )

@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
         "--startup",
         type=int,
         metavar="N",
-        help="random (prior-guided) trials before the model (default: trials/5, 4 to 10)",
+        help="random (prior-guided) trials before the model (default: trials/10, 4 to 10)",
     )
     p.add_argument(
         "--storage",
@@ -203,7 +203,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     context = default_context(config) if args.context is None else args.context
     try:
         problem = _problem(args, config)
-        startup = args.startup or max(4, min(10, args.trials // 5))
+        startup = args.startup or max(4, min(10, args.trials // 10))
         study_name = args.study or (
             f"{config.name}-{args.sockets.replace(',', '_')}s-b{args.batch}-c{context}"
         )

@@ -208,6 +208,8 @@ def parse_space(
             raise TuneError(f"{at}: log must be true or false")
         if kind in ("int", "float"):
             bounds = entry.get("range")
+            if isinstance(bounds, list):  # YAML 1.1 reads 1.0e12 (no exponent sign) as text
+                bounds = [_yaml_number(b) for b in bounds]
             if (
                 not isinstance(bounds, list)
                 or len(bounds) != 2
@@ -241,6 +243,16 @@ def parse_space(
             knob = replace(knob, prior=prior)
         knobs.append(knob)
     return knobs, fixed
+
+
+def _yaml_number(value: Any) -> Any:
+    """`value`, or the number a text such as `1.0e12` spells (else the text, refused later)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _knob_name(raw: str, where: str, hardware: bool) -> str:
@@ -407,9 +419,14 @@ class Evaluation:
 
 
 def _refusals() -> tuple[type[BaseException], ...]:
+    """What makes a point infeasible: the compiler's refusals (passes, fit checks, program
+    validation), a hardware figure the preset rejects, a simulation the timing engine refuses
+    (its reason is reported with the others)."""
     from xdsl.utils.exceptions import DiagnosticException
 
-    return (DiagnosticException, ProgramError, PresetError)
+    from rdu_compiler.simulator.timing import SimulationError
+
+    return (DiagnosticException, ProgramError, PresetError, SimulationError)
 
 
 class Evaluator:

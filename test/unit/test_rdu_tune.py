@@ -53,6 +53,16 @@ def test_default_space_is_the_pipelines_options():
     assert knobs["tile_bytes"].values == tuple(65536 * 2**i for i in range(-3, 4))
 
 
+def test_shipped_example_space_parses():
+    import yaml
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "tune_space.yaml")
+    with open(path) as stream:
+        knobs, fixed = tuner.parse_space(yaml.safe_load(stream), path)
+    assert [k.name for k in knobs] == ["matmul_par", "tile_bytes", "launch", "hw.hbm_bandwidth"]
+    assert fixed == {"fusion": "layer"} and knobs[1].prior == 262144 and knobs[1].log
+
+
 def test_pipeline_spec_round_trips():
     pipeline = RduPipeline(sockets=8, tile_bytes=262144, launch="hardware", hw_overrides="pcus=8")
     text = pipeline.spec()
