@@ -6,7 +6,7 @@ and seed: the trials TPE needs to reach random search's final hypervolume (as a 
 budget; goal: median at most 1/4), each search's best TPOT, the rate of infeasible proposals,
 and the wall time of one trial (goal for 70B on 16 sockets: at most 1.5 s).
 
-    python bench/tune.py                       # budget 60, seeds 0-4, all cases
+    python bench/tune.py                       # budget 60, seeds 0-4, all cases (hours here)
     python bench/tune.py --budget 30 --seeds 3 --cases 8b
 """
 
@@ -64,7 +64,7 @@ def main() -> None:
             tuple(tuner.default_space()),
             objectives,
         )
-        evaluator = tuner.Evaluator(problem)
+        evaluator = tuner.Evaluator(problem, remember=False)  # every trial compiled and timed
         started = time.perf_counter()
         default = evaluator.evaluate(problem.base)
         first = time.perf_counter() - started

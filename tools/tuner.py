@@ -433,18 +433,22 @@ class Evaluator:
     """Compiles and times pipelines of one problem, keeping each prepared module (the passes
     before the lowering) for the next trial with the same fusion, looping and sockets."""
 
-    def __init__(self, problem: Problem):
+    def __init__(self, problem: Problem, *, remember: bool = True):
         from rdu_compiler.frontend.config import load_model_config
 
         self.problem = problem
         self._config = load_model_config(problem.model, layers=problem.layers)
         self._prepared: dict[tuple, Any] = {}
         self._results: dict[str, Evaluation] = {}
+        self._remember = remember
 
     def evaluate(self, pipeline: RduPipeline) -> Evaluation:
-        """The objectives of `pipeline`, or why it is infeasible (a point proposed again is
-        not compiled again: compiling and timing are deterministic)."""
+        """The objectives of `pipeline`, or why it is infeasible. A point proposed again is
+        not compiled again (compiling and timing are deterministic) unless `remember` is off
+        (bench/tune.py times every trial)."""
         spec = pipeline.spec()
+        if not self._remember:
+            return self._evaluate(pipeline)
         if spec not in self._results:
             self._results[spec] = self._evaluate(pipeline)
         return self._results[spec]
