@@ -19,7 +19,8 @@ hardware-orchestrated launch side by side), with a per-kernel and a per-op break
 are computed, so weights, prompt and `--steps` do not apply (refused). `--generate N` times N
 decode steps instead, the KV cache growing from the prompt's length. Lists of `--batch`,
 `--context`, `--sockets` sweep their product (one row per case and variant; `--csv`, `--json`,
-`--plot`).
+`--plot`). `--pipeline 'rdu-pipeline{...}'` compiles with those options (a point of
+`rdu-tune`'s front, replayed: its sockets, launch, looping and hardware become the run's).
 
 Numbers (`--functional`, or `--engine reference`): the prompt (token ids, or text with a
 tokenizer) is fed one token per step (teacher forcing), then `--steps N` tokens are generated
