@@ -168,6 +168,12 @@ def _parser() -> argparse.ArgumentParser:
     numbers.add_argument("--logits-out", metavar="FILE.npy", help="save the last step's logits")
     sim = p.add_argument_group("simulator engine")
     sim.add_argument(
+        "--pipeline",
+        metavar="'rdu-pipeline{...}'",
+        help="compile with these pipeline options (as rdu-tune prints them: its sockets, "
+        "launch, looping and hardware become this run's)",
+    )
+    sim.add_argument(
         "--no-kernel-looping", action="store_true", help="compile without kernel looping only"
     )
     sim.add_argument(
@@ -219,6 +225,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.list_models:
         print(_list_models())
         return 0
+    if args.engine == "reference" and args.pipeline is not None:
+        raise UserError(f"--pipeline: {SIM_ONLY}")
+    args.compile_options = _apply_pipeline(args)
     preset = _hardware(args)
     if args.print_hardware:
         from rdu_compiler.simulator.hardware import describe_hardware, encode_hardware
@@ -260,6 +269,33 @@ def _model(args: argparse.Namespace):
     if args.no_kernel_looping and model.stage == "looped":
         raise UserError(f"--no-kernel-looping: {args.model} is kernel-looped already")
     return model
+
+
+def _apply_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    """--pipeline: rdu-tune's options replayed. Its sockets, launch, looping and hardware
+    become the run's (a flag that contradicts them is refused); returns the rest (fusion, the
+    lowering's knobs) for `compile_program`."""
+    if args.pipeline is None:
+        return {}
+    from rdu_compiler.lowering.pipeline import RduPipeline
+
+    pipeline = RduPipeline.parse(args.pipeline)
+    contradicting = [
+        flag
+        for flag, given in (
+            ("--sockets", args.sockets not in ([1], [pipeline.sockets])),
+            ("--launch", args.launch not in (None, pipeline.launch)),
+            ("--hardware", args.hardware not in ("sn40l", pipeline.hw)),
+            ("--hw-override", bool(args.hw_override)),
+        )
+        if given
+    ]
+    if contradicting:
+        raise UserError(f"{', '.join(contradicting)}: --pipeline sets these already")
+    args.sockets, args.launch, args.hardware = [pipeline.sockets], pipeline.launch, pipeline.hw
+    args.hw_override = [pipeline.hw_overrides] if pipeline.hw_overrides else []
+    args.no_kernel_looping = args.no_kernel_looping or not pipeline.kernel_looping
+    return {"fusion": pipeline.fusion, "mapping": pipeline.mapping()}
 
 
 def _hardware(args: argparse.Namespace):
@@ -462,7 +498,7 @@ def _sim_engine(args: argparse.Namespace, config, context: int, weights):
         args.launch or "software",
         "unlooped" if args.no_kernel_looping else "looped",
     )
-    program = Timer(config, args.dtype, get_preset("sn40l")).compile(case)
+    program = Timer(config, args.dtype, get_preset("sn40l"), args.compile_options).compile(case)
     try:
         return FunctionalSimulator(program, weights).decode
     except FunctionalError as error:
@@ -493,7 +529,7 @@ def _timing_run(args: argparse.Namespace, config, contexts: list[int], preset) -
     if getattr(config, "stage", None) == "looped":  # an .mlir MODEL looped already
         variants = ("looped",)
     sweep = len(args.batch) * len(contexts) * len(args.sockets) > 1
-    timer = T.Timer(config, args.dtype, preset)
+    timer = T.Timer(config, args.dtype, preset, args.compile_options)
     if args.generate is not None:
         return _generation_run(args, config, contexts[0], timer, launches, variants)
     todo = T.cases(args.sockets, args.batch, contexts, launches, variants)
