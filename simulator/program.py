@@ -94,7 +94,7 @@ class _Struct(
 # ----------------------------------------------------------------------------------------------
 
 
-class Value(_Struct, kw_only=True):
+class Value(_Struct, frozen=True, kw_only=True):
     """A whole, unsharded tensor of the decode step, bound or read by name at run time:
     ``param`` (a checkpoint tensor, HF name), ``input`` (a step argument: token ids,
     positions), ``output`` (a step result: logits, next token), ``state`` (an argument the
@@ -106,7 +106,7 @@ class Value(_Struct, kw_only=True):
     dtype: DType
 
 
-class Source(_Struct, kw_only=True):
+class Source(_Struct, frozen=True, kw_only=True):
     """The block ``value[start : start + shape]`` of a :class:`Value` that a tensor holds at
     ``at``. The block is aligned to the tensor's trailing dimensions (a ``[I, H]`` expert
     weight fills ``[1, I, H]`` of a stacked ``[E, I, H]`` tensor at ``[e, 0, 0]``; leading
@@ -124,7 +124,7 @@ class Source(_Struct, kw_only=True):
     socket_group: Count = 1
 
 
-class Tensor(_Struct, kw_only=True):
+class Tensor(_Struct, frozen=True, kw_only=True):
     """A buffer in off-chip memory (tier ``hbm`` or ``ddr``) that every socket holds.
 
     ``kind`` says how it is filled: ``weight`` from ``param`` values, ``input`` from step
@@ -148,7 +148,7 @@ class Tensor(_Struct, kw_only=True):
 # ----------------------------------------------------------------------------------------------
 
 
-class Param(_Struct, kw_only=True):
+class Param(_Struct, frozen=True, kw_only=True):
     """An off-chip argument of a kernel, bound to a tensor (or a view of one) at each launch.
     Only AGCU units access params; in a looped kernel a stacked param's shape is one trip's."""
 
@@ -157,7 +157,7 @@ class Param(_Struct, kw_only=True):
     dtype: DType
 
 
-class Buffer(_Struct, kw_only=True):
+class Buffer(_Struct, frozen=True, kw_only=True):
     """A logical on-chip tensor of one section: the value that passes through the PMUs / streams
     in one execution (per launch, or per trip of a loop). It names data for the functional
     simulator; its physical footprint is the PMUs' ``sram_bytes`` (tiles in flight), not its
@@ -168,7 +168,7 @@ class Buffer(_Struct, kw_only=True):
     dtype: DType
 
 
-class Access(_Struct, kw_only=True):
+class Access(_Struct, frozen=True, kw_only=True):
     """A block of a param or buffer: one ``[start, stop)`` range per dimension. Unit ``j`` of a
     group of ``count`` accesses the ranges shifted by ``j * step`` (per dimension; no step =
     every unit accesses the same block), so identical units are described once."""
@@ -182,7 +182,7 @@ class Access(_Struct, kw_only=True):
         return [b - a for a, b in self.ranges]
 
 
-class Work(_Struct, kw_only=True):
+class Work(_Struct, frozen=True, kw_only=True):
     """What one execution (per launch, or per trip) of the whole group of ``count`` units does:
     arithmetic (FLOPs, 2 per multiply-add), bytes consumed and produced (off-chip bytes for
     AGCU transfers, at their tensor's tier; per socket for collectives: the block it reads is
@@ -195,7 +195,7 @@ class Work(_Struct, kw_only=True):
     tiles: Index
 
 
-class _Unit(_Struct, tag_field="unit", kw_only=True):
+class _Unit(_Struct, frozen=True, tag_field="unit", kw_only=True):
     """Fields shared by every unit kind; ``unit`` (the JSON tag) says which kind it is."""
 
     id: Name
@@ -207,7 +207,7 @@ class _Unit(_Struct, tag_field="unit", kw_only=True):
     work: Work
 
 
-class Pcu(_Unit, tag="pcu", kw_only=True):
+class Pcu(_Unit, frozen=True, tag="pcu", kw_only=True):
     """Pattern compute units running ``op``, a :data:`~simulator.numerics.OPS` name other than
     a collective: reads are the op's operands in order, ``attrs`` its keyword attributes, the
     result's dtype that of the written buffer. ``kv_cache_write`` updates its first read in
@@ -216,7 +216,7 @@ class Pcu(_Unit, tag="pcu", kw_only=True):
     mode: Literal["simd", "systolic"]
 
 
-class Pmu(_Unit, tag="pmu", kw_only=True):
+class Pmu(_Unit, frozen=True, tag="pmu", kw_only=True):
     """Pattern memory units staging a buffer block (op ``copy``; reading and writing the same
     block = holding it), each with ``sram_bytes`` of scratchpad in ``buffers`` buffers (2 =
     double buffering): the capacity that bounds what is in flight (backpressure)."""
@@ -225,7 +225,7 @@ class Pmu(_Unit, tag="pmu", kw_only=True):
     buffers: Count = 1
 
 
-class Agcu(_Unit, tag="agcu", kw_only=True):
+class Agcu(_Unit, frozen=True, tag="agcu", kw_only=True):
     """Address generation and coalescing units: the only units touching off-chip memory or
     other sockets. ``load`` param -> buffer, ``store`` buffer -> param, ``copy`` param ->
     param, ``all_reduce`` buffer -> buffer summed over all sockets (f32 partials may be read;
@@ -238,7 +238,7 @@ class Agcu(_Unit, tag="agcu", kw_only=True):
 Unit = Pcu | Pmu | Agcu
 
 
-class Stream(_Struct, kw_only=True):
+class Stream(_Struct, frozen=True, kw_only=True):
     """An on-chip network edge from one unit group to another (multicast = several streams from
     one producer): ``bytes`` per execution in tiles of ``tile_bytes``, at most ``depth`` tiles
     in flight (credit flow control). For the time model; data semantics are in the accesses."""
@@ -250,7 +250,7 @@ class Stream(_Struct, kw_only=True):
     depth: Count
 
 
-class Resources(_Struct, kw_only=True):
+class Resources(_Struct, frozen=True, kw_only=True):
     """What a section occupies on one socket: PCUs and PMUs (sums of unit counts) and SRAM
     (sum of PMU ``sram_bytes x count``). Redundant with the units on purpose: the loader
     recomputes and compares, and checks the totals against the hardware preset."""
@@ -260,7 +260,7 @@ class Resources(_Struct, kw_only=True):
     sram_bytes: Index
 
 
-class Section(_Struct, kw_only=True):
+class Section(_Struct, frozen=True, kw_only=True):
     """One configuration of the chip. A kernel too large for one configuration has several,
     run in order with a Program Load between them (inside a loop: every trip)."""
 
@@ -270,7 +270,7 @@ class Section(_Struct, kw_only=True):
     streams: list[Stream]
 
 
-class Loop(_Struct, kw_only=True):
+class Loop(_Struct, frozen=True, kw_only=True):
     """The pipelined hardware loop kernel looping creates: every section runs ``trips`` times
     in one launch. ``stacked`` params take a different tensor per trip (bound to ``trips``
     views, or to one view whose leading dimension has ``trips`` entries); other params are the
@@ -285,7 +285,7 @@ class Loop(_Struct, kw_only=True):
     stacked: list[Name] = []
 
 
-class Kernel(_Struct, kw_only=True):
+class Kernel(_Struct, frozen=True, kw_only=True):
     """A kernel: its off-chip params, its sections (one or more configurations) and, if looped,
     its hardware loop. Each launch is a synchronization boundary."""
 
@@ -300,7 +300,7 @@ class Kernel(_Struct, kw_only=True):
 # ----------------------------------------------------------------------------------------------
 
 
-class View(_Struct, kw_only=True):
+class View(_Struct, frozen=True, kw_only=True):
     """``tensor[index...]``: a tensor, or the sub-tensor at leading indices (a layer's slice of
     the stacked KV cache)."""
 
@@ -308,7 +308,7 @@ class View(_Struct, kw_only=True):
     index: list[Index] = []
 
 
-class Binding(_Struct, kw_only=True):
+class Binding(_Struct, frozen=True, kw_only=True):
     """A kernel param bound for one launch: one view, or for a stacked param one per trip
     (or one stacked view)."""
 
@@ -316,11 +316,11 @@ class Binding(_Struct, kw_only=True):
     tensors: Annotated[list[View], Meta(min_length=1)]
 
 
-class _Step(_Struct, tag_field="step", kw_only=True):
+class _Step(_Struct, frozen=True, tag_field="step", kw_only=True):
     """A host schedule step; ``step`` (the JSON tag) says which."""
 
 
-class Launch(_Step, tag="launch", kw_only=True):
+class Launch(_Step, frozen=True, tag="launch", kw_only=True):
     """Run a kernel once (Program Load -> Argument Load -> Kernel Execute, in the program's
     launch mode), after the previous launch finished. ``label`` and ``layers`` (the decoder
     layers it computes, in order, split evenly over the trips) are for reports and traces."""
@@ -331,11 +331,11 @@ class Launch(_Step, tag="launch", kw_only=True):
     layers: list[Index] = []
 
 
-class Sync(_Step, tag="sync", kw_only=True):
+class Sync(_Step, frozen=True, tag="sync", kw_only=True):
     """The host waits until every launch so far has finished (outputs are then readable)."""
 
 
-class Program(_Struct, kw_only=True, omit_defaults=False):
+class Program(_Struct, frozen=True, kw_only=True, omit_defaults=False):
     """A whole program file: one decode step of ``model`` on ``sockets`` sockets of the
     ``hardware`` preset. ``format`` and ``version`` come first and are always written."""
 
@@ -872,7 +872,7 @@ def _check_unit(
     preset: HardwarePreset | None,
     sockets: int,
 ) -> None:
-    kind = unit.__struct_config__.tag
+    kind = str(unit.__struct_config__.tag)
     if kind == "pcu":
         signature = _COMPUTE.get(unit.op)
         if signature is None:
@@ -1185,7 +1185,8 @@ def _operand_problem(
             )
     elif op in ("add", "mul"):
         a, b = reads
-        if _broadcast(a, b) is None or math.prod(_broadcast(a, b)) != math.prod(write):
+        shape = _broadcast(a, b)
+        if shape is None or math.prod(shape) != math.prod(write):
             return f"operands {a} and {b} do not broadcast to the written {write}"
     elif op == "argmax":
         (x,) = reads
