@@ -18,17 +18,48 @@ from xdsl.ir import Operation
 from xdsl.parser import Parser
 from xdsl.utils.exceptions import ParseError, VerifyException
 from xdsl.utils.lexer import Span
+from xdsl.utils.mlir_lexer import MLIRTokenKind
 
+from rdu_compiler.tools import lexer_fix
 from rdu_compiler.tools.cli import UserError
+
+MAX_INTEGER_WIDTH = (1 << 24) - 1
+"""MLIR's widest integer type (`IntegerType::kMaxWidth`). xDSL has no limit and computes
+`1 << width` for a value's range, which for `i4294967296` runs for minutes."""
 
 
 class LocatingParser(Parser):
     """A parser that stamps every op written without `loc(...)` with its `file:line:col`
-    (`line_offset`: lines before this chunk, for `--split-input-file`)."""
+    (`line_offset`: lines before this chunk, for `--split-input-file`), and refuses, located,
+    what xDSL's parser would hang or crash on (`tools/lexer_fix.py`, integer types wider than
+    MLIR's, attributes xDSL cannot build)."""
 
     def __init__(self, *args, line_offset: int = 0, **kwargs):
+        lexer_fix.install()
         super().__init__(*args, **kwargs)
         self._line_offset = line_offset
+
+    def parse_module(self, allow_implicit_module: bool = True) -> ModuleOp:
+        try:
+            return super().parse_module(allow_implicit_module)
+        except (OverflowError, ValueError, NotImplementedError) as error:
+            # xDSL builds some attributes without range checks (a float too large for f16
+            # raises OverflowError, a dense array of i65536 NotImplementedError).
+            raise ParseError(
+                self._current_token.span, f"attribute not representable in its type ({error})"
+            ) from None
+
+    def _parse_optional_integer_or_float_type(self):
+        token = self._current_token
+        match = self._builtin_integer_type_regex.match(token.text)
+        if token.kind == MLIRTokenKind.BARE_IDENT and match is not None:
+            if int(match.group(1)) > MAX_INTEGER_WIDTH:
+                raise ParseError(
+                    token.span,
+                    f"integer type {token.text} is wider than MLIR's maximum of "
+                    f"{MAX_INTEGER_WIDTH} bits",
+                )
+        return super()._parse_optional_integer_or_float_type()
 
     def parse_operation(self) -> Operation:
         start = self._current_token.span

@@ -1,4 +1,5 @@
-"""A linear-time string-literal rule for xDSL's MLIR lexer, installed by `rdu-opt` at start-up.
+"""A linear-time string-literal rule for xDSL's MLIR lexer, installed by every tool that
+parses IR (`tools.ir_file.LocatingParser`).
 
 xDSL 0.74 lexes a string literal with ``"(?:[^"\\\n\v\f]+|\\(...))*"``: a repeated group
 around a repeated character class. On an unterminated literal (``"model.layers.0.mlp.up_p``)

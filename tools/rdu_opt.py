@@ -31,7 +31,6 @@ from xdsl.utils.lexer import Span
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from rdu_compiler import __version__
-from rdu_compiler.tools import lexer_fix
 from rdu_compiler.tools.cli import (
     UserError,
     describe_error,
@@ -105,15 +104,7 @@ class RduOptMain(xDSLOptMain):
                 self.get_input_name(),
                 line_offset=self._chunk_line_offset,
             )
-            try:
-                return parser.parse_module(not self.args.no_implicit_module)
-            except (OverflowError, ValueError, NotImplementedError) as error:
-                # xDSL builds some attributes without range checks (a float too large for
-                # f16 raises OverflowError, a dense array of i4294967296 NotImplementedError):
-                # locate them like any parse error.
-                raise ParseError(
-                    parser._current_token.span, f"attribute not representable in its type ({error})"
-                ) from None
+            return parser.parse_module(not self.args.no_implicit_module)
 
         self.available_frontends["mlir"] = parse_mlir
 
@@ -251,7 +242,6 @@ def _report(message: str) -> int:
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    lexer_fix.install()
     try:
         driver = RduOptMain(args=args)
     except UserError as error:

@@ -53,6 +53,9 @@
 // FLOAT-RANGE: float-overflow.mlir:2:33
 // FLOAT-RANGE: attribute not representable in its type
 
+// RUN: not rdu-opt %S/inputs/integer-width.mlir 2>&1 | filecheck %s --check-prefixes=INT-WIDTH,ALL
+// INT-WIDTH: integer-width.mlir:3:29: error: integer type i4294967296 is wider than MLIR's maximum of 16777215 bits
+
 // ALL-NOT: Traceback
 
 func.func @ok() {
