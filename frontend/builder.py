@@ -9,6 +9,7 @@ decides the op sequence, the source locations and the stacking of MoE experts.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
@@ -40,6 +41,7 @@ from rdu_compiler.rdu_dialect.llm import (
     LinearOp,
     MoEOp,
     MulOp,
+    NestedSources,
     ParamOp,
     RMSNormOp,
     RopeOp,
@@ -115,7 +117,9 @@ class _StepBuilder:
     def tensor(self, *shape: int) -> TensorType:
         return TensorType(self.element, shape)
 
-    def param(self, name: str, shape: Sequence[int], source: object = None) -> ParamOp:
+    def param(
+        self, name: str, shape: Sequence[int], source: NestedSources | None = None
+    ) -> ParamOp:
         op = ParamOp(name, self.tensor(*shape), name if source is None else source)
         op.location = _loc(name)
         self.params.append(op)
@@ -190,7 +194,7 @@ def _layer(
     prefix = f"model.layers.{i}"
     attn = f"{prefix}.self_attn"
 
-    layer_cache = slice_type(k_cache.type)
+    layer_cache = slice_type(cast(TensorType, k_cache.type))
     index = IntegerAttr(i, i64)
     kc = s.emit(SliceOp, [k_cache], layer_cache, "kv_cache", "kc", index=index)
     vc = s.emit(SliceOp, [v_cache], layer_cache, "kv_cache", "vc", index=index)

@@ -403,8 +403,8 @@ def _looped_body(
     groups = [
         [o for o in positions if classes[o] == g] for g in ("carried", "invariant", "stacked")
     ]
-    operands = [[outer_arg[o] for o in group] for group in groups]
-    inner = Block(arg_types=LoopOp.body_arg_types(*operands))
+    carried, invariant, stacked_args = ([outer_arg[o] for o in group] for group in groups)
+    inner = Block(arg_types=LoopOp.body_arg_types(carried, invariant, stacked_args))
     inner.args[0].name_hint = "i"
     inner_arg = dict(zip([o for group in groups for o in group], inner.args[1:], strict=True))
     returned: dict[Position, SSAValue] = {}
@@ -428,7 +428,7 @@ def _looped_body(
             stacked=[returned[o] for o in stacked],
         )
     )
-    loop = LoopOp(n, *operands, inner, pipeline_depth=depth)
+    loop = LoopOp(n, carried, invariant, stacked_args, inner, pipeline_depth=depth)
     outer.add_op(loop)
     result = {threading[o]: loop.res[k] for k, o in reversed(list(enumerate(groups[0])))}
     result |= {o: loop.res[len(groups[0]) + k] for k, o in enumerate(stacked)}
@@ -458,7 +458,7 @@ def _stacked_name(names: Sequence[str]) -> str:
 
 
 def _stack(
-    values: list[SSAValue], anchor: CallOp, subsumed: list[ParamOp], rewriter: PatternRewriter
+    values: list[SSAValue], anchor: Operation, subsumed: list[ParamOp], rewriter: PatternRewriter
 ) -> SSAValue:
     """One stacked value of `values`, inserted before `anchor`: the read of a stacked
     parameter if every value reads a parameter (all of one stacking depth and shard; their
@@ -904,8 +904,9 @@ class _LoopConsecutive(RewritePattern):
         if self.canonical and module is not None and NO_KERNEL_LOOPING in module.attributes:
             return
         calls, gaps = _calls(op)
-        callees = {name: lookup_symbol(c, name) for c in calls for name in (_callee(c),)}
-        if not all(isinstance(c, self.callee_type) for c in callees.values()):
+        found = {name: lookup_symbol(c, name) for c in calls for name in (_callee(c),)}
+        callees = {n: c for n, c in found.items() if isinstance(c, self.callee_type)}
+        if len(callees) != len(found):
             return  # unresolved callees: the verifier says so
         min_units = max(2, self.options.min_trip_count)
         for units, runs, breaks in _segments(calls, gaps, self.excluded(callees), min_units):
@@ -925,7 +926,7 @@ class _LoopConsecutive(RewritePattern):
                     )
         self.done(module, rewriter)
 
-    def excluded(self, callees: dict[str, Operation | None]) -> set[str]:
+    def excluded(self, callees: dict[str, Operation]) -> set[str]:
         """Callees whose calls take part in no run."""
         return set()
 
@@ -951,7 +952,7 @@ class LoopConsecutiveCalls(_LoopConsecutive):
     callee_type = KernelOp
     _subsumed: list[KernelOp | ParamOp] = field(default_factory=list)
 
-    def excluded(self, callees: dict[str, Operation | None]) -> set[str]:
+    def excluded(self, callees: dict[str, Operation]) -> set[str]:
         # a kernel already holding a loop (the chip has one outer loop)
         return {
             name

@@ -114,8 +114,10 @@ def _outline(
         r for o in group for r in o.results if any(u.operation not in inside for u in r.uses)
     ]
     last = group[-1]
+    block = last.parent_block()
+    assert block is not None, "grouped ops live in the function's block"
     for use in (u for r in outputs for u in r.uses):
-        user = last.parent_block().find_ancestor_op_in_block(use.operation)
+        user = block.find_ancestor_op_in_block(use.operation)
         if user is not None and user not in inside and position[user] < position[last]:
             raise PassFailedException(
                 f"cannot outline {_describe(base, layer)} as one kernel: "
