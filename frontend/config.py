@@ -490,6 +490,10 @@ MAX_LAYERS = 1024
 few hundred at most (Llama 3.1 405B: 126), and building the IR costs about 12 ms a layer, so a
 larger count is a mistake in the config, not a model (10^4 layers took two minutes)."""
 
+F32_MAX = 3.4028234663852886e38
+"""The largest finite f32: config floats (rope theta and scaling, norm epsilons) become f32
+attributes in the IR."""
+
 MAX_EXPERTS = 1024
 """The most experts an MoE layer may have: published MoE models have a few hundred at most
 (DeepSeek-V3: 256), and the IR holds a parameter per expert and layer."""
@@ -588,6 +592,8 @@ class _Reader:
             raise self._type_error(key, "a number", v)
         if not math.isfinite(v):
             raise self.error(key, f"must be finite, got {v!r}")
+        if abs(v) > F32_MAX:  # the IR keeps these as f32 attributes
+            raise self.error(key, f"must fit a 32-bit float (at most {F32_MAX:.8g}), got {v!r}")
         if positive and v <= 0:
             raise self.error(key, f"must be positive, got {v}")
         return float(v)

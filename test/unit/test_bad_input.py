@@ -124,6 +124,16 @@ def test_layer_counts_are_bounded(capsys, tmp_path):
         assert code == 1 and "at most 1024 are supported" in err, err
 
 
+def test_config_floats_fit_f32(capsys, tmp_path):
+    # rope_theta 1e308 became an f32 attribute: OverflowError in xDSL.
+    config = read_config_dict("tiny-mixtral")
+    config["rope_theta"] = 1e308
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    code, _, err = _run(capsys, rdu_import.main, path)
+    assert code == 1 and "rope_theta: must fit a 32-bit float" in err, err
+
+
 def test_expert_counts_are_bounded(capsys, tmp_path):
     # 10^20 experts hung: the parameter count enumerated every expert's tensors.
     config = read_config_dict("tiny-mixtral")
