@@ -9,7 +9,7 @@ decides the op sequence, the source locations and the stacking of MoE experts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Protocol, cast
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
@@ -65,7 +65,15 @@ DEFAULT_CONTEXT = 4096
 capped by the model's `max_position_embeddings`."""
 
 
-def default_context(config: ModelConfig) -> int:
+class _TrainedPositions(Protocol):
+    """Anything that knows the positions a model was trained for (a config, a decode step
+    read from an IR file)."""
+
+    @property
+    def max_position_embeddings(self) -> int: ...
+
+
+def default_context(config: ModelConfig | _TrainedPositions) -> int:
     """`min(max_position_embeddings, 4096)`: long enough for the paper's figures, never longer
     than the positions the model was trained for."""
     return min(config.max_position_embeddings, DEFAULT_CONTEXT)

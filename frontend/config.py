@@ -1,4 +1,5 @@
-"""Model configuration: a Hugging Face ``config.json`` (or a preset) -> a typed, validated ``ModelConfig``.
+"""Model configuration: a Hugging Face ``config.json`` (or a preset) -> a typed, validated
+``ModelConfig``.
 
 This module is the single place that knows how HF config fields are spelled and what
 transformers makes of them. Everything downstream (the llm IR builder, the weight loader, the

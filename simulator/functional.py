@@ -205,7 +205,7 @@ class FunctionalSimulator:
             k.name: [[_Unit(u) for u in s.units] for s in k.sections] for k in program.kernels
         }
         self.memory: list[dict[str, np.ndarray]] = []
-        for socket in range(program.sockets):
+        for _ in range(program.sockets):
             mem: dict[str, np.ndarray] = {}
             for t in program.tensors:
                 if t.aliases is None:
@@ -343,6 +343,7 @@ class FunctionalSimulator:
                 [a[slices[j]] for a, (_, slices) in zip(socket, unit.reads)] for socket in arrays
             ]
             if unit.op in COLLECTIVES:  # every socket gets the combination of all blocks
+                assert unit.fn is not None, "a collective is a compute op"
                 whole = unit.fn([b[0] for b in blocks], **unit.attrs, out_dtype=outs[0].dtype)
                 results = [whole] * len(storage)
             elif unit.fn is None:  # load / store / copy: the block itself

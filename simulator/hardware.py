@@ -242,7 +242,7 @@ def _parameter(note: str) -> Provenance:
 
 _MIB, _GIB, _TIB = 1 << 20, 1 << 30, 1 << 40
 
-_SN40L: dict[str, tuple[int | float, Provenance]] = {
+_SN40L: dict[str, tuple[int | float | str, Provenance]] = {
     "pcus": (1040, _source("1040 PCUs per socket.")),
     "pmus": (1040, _source("1040 PMUs per socket.")),
     "sram_bytes": (520 * _MIB, _source("520 MiB on-chip SRAM per socket (0.5 MiB per PMU).")),

@@ -123,8 +123,8 @@ def bounds(program: Program, preset: HardwarePreset) -> Bounds:
     """The :class:`Bounds` of ``program`` on ``preset``."""
     n = program.sockets
     tensors = {t.name: t for t in program.tensors}
-    moved = dict.fromkeys(TIERS, 0.0)
-    unique = dict.fromkeys(TIERS, 0.0)
+    moved: dict[str, float] = dict.fromkeys(TIERS, 0.0)
+    unique: dict[str, float] = dict.fromkeys(TIERS, 0.0)
     for _, nbytes, tensor in _transfers(program):
         moved[tensor.tier] += nbytes
         unique[tensor.tier] += nbytes / _held_by(tensor, tensors, n)
@@ -262,7 +262,7 @@ def breakdown(program: Program, preset: HardwarePreset, timing: StepTiming) -> B
         *((f"compute:{op}", activity[f"compute:{op}"]) for op in ops),
         ("fill_drain", activity.get("hop", [])),
     ]
-    causes = dict.fromkeys(CAUSES, 0.0)
+    causes: dict[str, float] = dict.fromkeys(CAUSES, 0.0)
     by_op: dict[str, float] = {}
     marked: list[tuple[float, float, str]] = []
     for kind, intervals in order:

@@ -40,6 +40,7 @@ def run_tool(
     """Run a tool's `main`, turning user errors (`errors`, default :func:`user_error_types`)
     into `prog: error: message` and exit 1. Tools that must not import xDSL (rdu-sim) pass
     their own `errors`."""
+    handled = user_error_types() if errors is None else errors
     try:
         code = main() or 0
         sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at exit
@@ -58,7 +59,7 @@ def run_tool(
             file=sys.stderr,
         )
         return 1
-    except user_error_types() if errors is None else errors as error:
+    except handled as error:
         print(describe_error(prog, error), file=sys.stderr)
         return 1
 

@@ -10,10 +10,18 @@ pass that refuses an op (the lowering's contract checks) names `file:line:col`.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import cast
 
 from xdsl.context import Context
 from xdsl.dialects import func
-from xdsl.dialects.builtin import FileLineColLoc, IntAttr, ModuleOp, StringAttr, UnknownLoc
+from xdsl.dialects.builtin import (
+    FileLineColLoc,
+    IntAttr,
+    ModuleOp,
+    StringAttr,
+    TensorType,
+    UnknownLoc,
+)
 from xdsl.ir import Operation
 from xdsl.parser import Parser
 from xdsl.utils.exceptions import ParseError, VerifyException
@@ -171,7 +179,9 @@ class IrModel:
 
     @property
     def num_layers(self) -> int:
-        return _shape(_entry(self.module).function_type.inputs.data[2])[0]
+        step = _entry(self.module)
+        assert step is not None, "checked when the file was read"
+        return _shape(step.function_type.inputs.data[2])[0]
 
     def checkpoint_tensors(self) -> list[CheckpointTensor]:
         """The checkpoint tensors the step reads (every `llm.param`'s sources), by name."""
@@ -274,7 +284,7 @@ def load_ir_model(path: str) -> IrModel:
             f"{where(step)}: @{ENTRY} must take (tokens, positions, k_cache, v_cache) and return "
             "(logits, next_token, k_cache, v_cache) (docs/decode_step.md)"
         )
-    dtype = str(outputs[0].element_type)
+    dtype = str(cast(TensorType, outputs[0]).element_type)
     if dtype not in DTYPES:
         raise UserError(f"{where(step)}: logits of type {dtype}: not a dtype the tools run")
     name = module.attributes.get("llm.model")

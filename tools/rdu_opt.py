@@ -75,7 +75,7 @@ class RduOptMain(xDSLOptMain):
         f"rdu-opt (rdu-compiler {__version__}) built from xdsl version {{xdsl_version}}"
     )
 
-    def __init__(self, description: str = __doc__.split("\n")[0], args=None):
+    def __init__(self, description: str = (__doc__ or "").split("\n")[0], args=None):
         self._op_spans: WeakKeyDictionary[Operation, Span] = WeakKeyDictionary()
         self._output = _OutputBuffer()
         self._chunk_line_offset = 0

@@ -33,7 +33,7 @@ PROG = "rdu-tune"
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
-        description=__doc__.split("\n\n")[0],
+        description=(__doc__ or "").split("\n\n")[0],
         epilog="example: rdu-tune llama-3.1-8b --sockets 8 --trials 60 --plot front.png",
     )
     p.add_argument("model", metavar="MODEL", help="preset name, HF config.json, or HF model folder")

@@ -115,7 +115,7 @@ def step_bound(result: Result) -> tuple[str, dict[str, float]]:
     from rdu_compiler.simulator.breakdown import BOUNDS, kernel_breakdown
 
     kernels = kernel_breakdown(result.program, result.timing)
-    shares = {f"{b}_ms": sum(k[f"{b}_ms"] for k in kernels) for b in BOUNDS}
+    shares = {f"{b}_ms": float(sum(k[f"{b}_ms"] for k in kernels)) for b in BOUNDS}
     return max(BOUNDS, key=lambda b: shares[f"{b}_ms"]), shares
 
 
