@@ -6,7 +6,6 @@ trace names kernels and layers and shows the memory idle between unlooped layers
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
 
 import msgspec
@@ -192,11 +191,10 @@ def test_split_kernels_reload_every_trip():
     assert s["calls"][1]["program_load_ms"] == pytest.approx(call.program_load_s * 1e3)
 
 
-def test_70b_on_16_sockets_simulates_in_under_two_seconds():
+def test_70b_on_16_sockets_simulates_all_80_trips():
+    """Simulation speed is a benchmark (bench/engine_speed.py, bench/decode_timing.py)."""
     program = compiled("llama-3.1-70b", sockets=16, context=4096)
-    start = time.perf_counter()
     timing = simulate(program, SN40L)
-    assert time.perf_counter() - start < 2.0
     assert len(timing.calls) == 3 and timing.calls[1].trips == 80
 
 
