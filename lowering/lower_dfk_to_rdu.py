@@ -81,6 +81,7 @@ from rdu_compiler.passes.cost_model import op_cost, tensor_bytes
 from rdu_compiler.rdu_dialect import dfk, llm, rdu
 from rdu_compiler.rdu_dialect.interpreter import ENTRY
 from rdu_compiler.rdu_dialect.llm import LAYER_ATTR, sockets_of
+from rdu_compiler.rdu_dialect.ssa import require_dominance
 from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
 from rdu_compiler.simulator.numerics import DTYPES, bytes_of
 
@@ -1529,6 +1530,7 @@ class LowerDfkToRdu(ModulePass):
     summary: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        require_dominance(op)
         try:
             preset = get_preset(self.hw)
             if self.hw_overrides:

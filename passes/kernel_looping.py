@@ -116,6 +116,7 @@ from rdu_compiler.rdu_dialect.dfk import (
     stacked_type,
 )
 from rdu_compiler.rdu_dialect.llm import LAYER_ATTR, ParamOp, WeightOp
+from rdu_compiler.rdu_dialect.ssa import require_dominance
 from rdu_compiler.rdu_dialect.symbols import lookup_symbol
 
 NO_KERNEL_LOOPING = "dfk.no_kernel_looping"
@@ -999,6 +1000,7 @@ class KernelLooping(ModulePass):
     remarks: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        require_dominance(op)
         for option in ("min_trip_count", "pipeline_depth"):
             if getattr(self, option) < 1:
                 raise PassFailedException(

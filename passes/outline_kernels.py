@@ -45,6 +45,7 @@ from xdsl.utils.exceptions import PassFailedException
 from rdu_compiler.passes.kernels import kernel_for
 from rdu_compiler.rdu_dialect.dfk import CallOp, KernelOp, ReturnOp
 from rdu_compiler.rdu_dialect.llm import LAYER_ATTR, ParamOp, WeightOp, layer_of
+from rdu_compiler.rdu_dialect.ssa import require_dominance
 
 
 def _outlinable(op: Operation) -> bool:
@@ -87,6 +88,7 @@ class OutlineKernels(ModulePass):
     policy: Literal["layer", "op"] = "layer"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        require_dominance(op)
         for function in [f for f in op.ops if isinstance(f, func.FuncOp)]:
             for block in function.body.blocks:
                 position = {o: i for i, o in enumerate(block.ops)}

@@ -67,6 +67,7 @@ from xdsl.utils.exceptions import PassFailedException
 
 from rdu_compiler.passes.kernels import kernel_for
 from rdu_compiler.rdu_dialect import dfk, llm
+from rdu_compiler.rdu_dialect.ssa import require_dominance
 from rdu_compiler.rdu_dialect.symbols import lookup_symbol
 
 SOCKET_COUNTS = (1, 2, 4, 8, 16)
@@ -447,6 +448,7 @@ class ShardTensorParallel(ModulePass):
     sockets: int = 1
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        require_dominance(op)
         if self.sockets not in SOCKET_COUNTS:
             raise PassFailedException(
                 f"sockets={self.sockets} is not supported (one of "

@@ -58,9 +58,9 @@ from xdsl.printer import Printer
 from xdsl.traits import (
     CallableOpInterface,
     EffectInstance,
+    HasAncestor,
     HasCanonicalizationPatternsTrait,
     HasParent,
-    IsolatedFromAbove,
     IsTerminator,
     MemoryEffect,
     MemoryEffectKind,
@@ -73,6 +73,7 @@ from xdsl.traits import (
 )
 from xdsl.utils.exceptions import VerifyException
 
+from rdu_compiler.rdu_dialect.ssa import IsolatedBody, NestedOpError, verify_dominance
 from rdu_compiler.rdu_dialect.symbols import lookup_symbol
 
 
@@ -84,6 +85,12 @@ def stacked_type(t: TensorType, n: int) -> TensorType:
 def slice_type(t: TensorType) -> TensorType:
     """One slice of a stacked `tensor<n x X>`: `tensor<X>`. `t` must have rank >= 1."""
     return TensorType(t.element_type, t.get_shape()[1:], t.encoding)
+
+
+def _is_call(op: Operation) -> bool:
+    """Whether `op` calls a symbol (`dfk.call`, `func.call`, or any op with a `callee`)."""
+    callee = op.properties.get("callee", op.attributes.get("callee"))
+    return isinstance(callee, SymbolRefAttr)
 
 
 def _types(types: Sequence[Attribute]) -> str:
@@ -139,7 +146,7 @@ class KernelOp(IRDLOperation):
     res_attrs = opt_prop_def(ArrayAttr[DictionaryAttr])
     body = region_def("single_block")
 
-    traits = traits_def(IsolatedFromAbove(), SymbolOpInterface(), KernelCallableInterface())
+    traits = traits_def(IsolatedBody(), SymbolOpInterface(), KernelCallableInterface())
 
     def __init__(
         self,
@@ -190,6 +197,14 @@ class KernelOp(IRDLOperation):
             )
         if not isinstance(self.body.block.last_op, ReturnOp):
             raise VerifyException(f"body of kernel @{self.sym_name.data} must end with dfk.return")
+        for op in self.body.walk():
+            if _is_call(op):
+                raise NestedOpError(
+                    op,
+                    f"calls are not allowed inside a kernel (in @{self.sym_name.data}): a "
+                    "kernel is one chip configuration and cannot launch another",
+                )
+        verify_dominance(self)
 
     @classmethod
     def parse(cls, parser: Parser) -> KernelOp:
@@ -419,9 +434,14 @@ class LoopOp(IRDLOperation):
     iterations may be in flight at once: while iteration i computes, the stacked inputs
     (weights, cache slices) of iterations up to i+d-1 may stream in. d = 1: no overlap;
     d = 2: double buffering (the next layer's weights load while this layer runs). It is a
-    schedule attribute only: it never changes the values computed. `trip_count` and `pipeline_depth` are properties; other (discardable)
-    attributes print as `attributes {...}` before the region. The body is one block, not
-    isolated from above (like `scf.for`), though passes pass everything explicitly.
+    schedule attribute only: it never changes the values computed. `trip_count` and
+    `pipeline_depth` are properties; other (discardable) attributes print as
+    `attributes {...}` before the region.
+
+    Where it may be: inside a `dfk.kernel` (the hardware loop is part of one configuration),
+    never nested in another `dfk.loop`. Its body is one block, isolated from above (unlike
+    `scf.for`): every value it uses comes in through an operand group, which is what tells
+    lowering how to map it (a carried buffer, an invariant load, a per-trip stacked slice).
 
     Python API (kernel looping, lowering and the interpreter rely on these):
     `trip_count`, `pipeline_depth` (ints; `*_attr` the IntegerAttrs); operand groups
@@ -442,7 +462,11 @@ class LoopOp(IRDLOperation):
     body = region_def("single_block")
 
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
-    traits = traits_def(RecursiveMemoryEffect())
+    traits = traits_def(
+        RecursiveMemoryEffect(),
+        HasAncestor(KernelOp),
+        IsolatedBody(hint="pass it in as an invariant operand"),
+    )
 
     def __init__(
         self,
@@ -539,6 +563,11 @@ class LoopOp(IRDLOperation):
         return tuple(self.res[len(self.carried) :])
 
     def verify_(self) -> None:
+        outer = self.parent_op()
+        while not isinstance(outer, KernelOp | None):
+            if isinstance(outer, LoopOp):
+                raise VerifyException("dfk.loop cannot be nested in another dfk.loop")
+            outer = outer.parent_op()
         n = self.trip_count
         if n < 1:
             raise VerifyException(f"dfk.loop trip count must be >= 1, got {n}")

@@ -19,7 +19,7 @@ from typing import IO
 from weakref import WeakKeyDictionary
 
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Operation
+from xdsl.ir import Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import (
     ArgSpecParseError,
@@ -27,10 +27,11 @@ from xdsl.utils.exceptions import (
     ParseError,
     VerifyException,
 )
-from xdsl.utils.lexer import Span
+from xdsl.utils.lexer import Location, Span
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from rdu_compiler import __version__
+from rdu_compiler.rdu_dialect.ssa import NestedOpError, UseBeforeDefinition, verify_dominance
 from rdu_compiler.tools.cli import (
     UserError,
     describe_error,
@@ -169,6 +170,10 @@ class RduOptMain(xDSLOptMain):
             # Remember which pass ran last and which runs next, to name them in errors.
             self._module = module
             self._finished_pass, self._running_pass = previous, None
+            if not self.args.disable_verify:
+                # Before the verifiers, which xDSL runs on IR in any order: a use before its
+                # definition (a cycle, even) is refused before anything walks use-def chains.
+                verify_dominance(module)
             if verify_and_print is not None:
                 verify_and_print(previous, module, next_pass)
             self._running_pass = next_pass
@@ -205,30 +210,51 @@ class RduOptMain(xDSLOptMain):
 
     # Diagnostics ------------------------------------------------------------------------
 
+    def _written_at(self, op: Operation) -> Location | None:
+        """Where `op` was written in the input, if it was."""
+        span = self._op_spans.get(op)
+        if span is None:
+            return None
+        return dataclasses.replace(span, line_offset=self._chunk_line_offset).get_location()
+
     def locate(self, op: Operation) -> str:
         """`file:line:col` of `op`, or of its nearest ancestor written in the input."""
         node: Operation | None = op
         while node is not None:
-            span = self._op_spans.get(node)
-            if span is not None:
-                span = dataclasses.replace(span, line_offset=self._chunk_line_offset)
-                location = str(span.get_location())
-                return location if node is op else f"{location} (in this op)"
+            location = self._written_at(node)
+            if location is not None:
+                return str(location) if node is op else f"{location} (in this op)"
             node = node.parent_op()
         return "<unknown location>"
 
     def describe_verify_failure(self, error: Exception) -> str:
-        found = first_failing_op(self._module) if self._module is not None else None
         after = f" (after pass '{self._finished_pass.name}')" if self._finished_pass else ""
+        if isinstance(error, UseBeforeDefinition):
+            found = error.op, error
+        else:
+            found = first_failing_op(self._module) if self._module is not None else None
         if found is None:
             return f"error: {error}{after}"
         op, op_error = found
-        message = (
-            str(op_error)
-            .removeprefix("Operation does not verify: ")
-            .removeprefix(f"{op.name}: ")  # our verifiers name the op themselves
-        )
+        if isinstance(op_error, NestedOpError):
+            # Found by an ancestor's verifier (a kernel checking its body): locate the op.
+            op, message = op_error.op, op_error.detail
+        else:
+            message = (
+                str(op_error)
+                .removeprefix("Operation does not verify: ")
+                .removeprefix(f"{op.name}: ")  # our verifiers name the op themselves
+                .removeprefix(f"'{op.name}' ")  # so do upstream traits (HasAncestor)
+            )
+        if isinstance(op_error, UseBeforeDefinition):
+            message += self._defined_at(op_error.value)
         return f"{self.locate(op)}: error: '{op.name}' op {message}{after}\n  {_one_line(op)}"
+
+    def _defined_at(self, value: SSAValue) -> str:
+        """` (defined at line:col)`, where the definition of `value` was written, if known."""
+        owner = value.owner
+        location = self._written_at(owner) if isinstance(owner, Operation) else None
+        return "" if location is None else f" (defined at {location.line}:{location.col})"
 
     def describe_pass_failure(self, error: Exception) -> str:
         if self._running_pass is None:

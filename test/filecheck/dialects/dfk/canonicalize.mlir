@@ -97,14 +97,14 @@ func.func @unused_call(%a: tensor<4xf32>) {
 // CHECK-LABEL: func.func @unused_call
 // CHECK-NEXT:    {{%.*}} = dfk.call @k
 
-// A loop whose body launches a kernel keeps the launch's effect: it stays without uses.
-func.func @loop_with_call(%a: tensor<4xf32>) {
-  dfk.loop %i = 0 to 2 invariant(%x = %a : tensor<4xf32>) {
-    %r = dfk.call @k(%x) : (tensor<4xf32>) -> tensor<4xf32>
-    dfk.yield
-  }
-  func.return
+// A loop only computes values (calls are not allowed in its kernel): canonicalize erases an
+// unused one.
+dfk.kernel @unused_loop(%a: tensor<4xf32>) {
+  %r = dfk.loop %i = 0 to 2 carried(%x = %a : tensor<4xf32>) {
+    %y = arith.addf %x, %x : tensor<4xf32>
+    dfk.yield carried(%y : tensor<4xf32>)
+  } -> (tensor<4xf32>)
+  dfk.return
 }
-// CHECK-LABEL: func.func @loop_with_call
-// CHECK-NEXT:    dfk.loop
-// CHECK-NEXT:      {{%.*}} = dfk.call @k
+// CHECK-LABEL: dfk.kernel @unused_loop
+// CHECK-NEXT:    dfk.return

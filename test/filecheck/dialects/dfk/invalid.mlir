@@ -99,73 +99,73 @@ func.func @f(%x: tensor<2xf32>) {
 
 // dfk.loop
 
-func.func @f() {
+dfk.kernel @k() {
   dfk.loop %i = 0 to 0 {
     dfk.yield
   }
-  func.return
+  dfk.return
 }
 // CHECK: dfk.loop trip count must be >= 1, got 0
 
 // -----
 
-func.func @f() {
+dfk.kernel @k() {
   dfk.loop %i = 0 to 4 pipeline_depth 0 {
     dfk.yield
   }
-  func.return
+  dfk.return
 }
 // CHECK: dfk.loop pipeline_depth must be >= 1, got 0
 
 // -----
 
-func.func @f(%a: tensor<2x8xf32>, %b: tensor<3x8xf32>) {
+dfk.kernel @k(%a: tensor<2x8xf32>, %b: tensor<3x8xf32>) {
   dfk.loop %i = 0 to 3 stacked(%x = %b : tensor<3x8xf32>, %y = %a : tensor<2x8xf32>) {
     dfk.yield
   }
-  func.return
+  dfk.return
 }
 // CHECK: dfk.loop stacked operand #1 (tensor<2x8xf32>) has leading dimension 2, but the trip count is 3
 
 // -----
 
-func.func @f(%a: tensor<2x8xf32>) {
+dfk.kernel @k(%a: tensor<2x8xf32>) {
   "dfk.loop"(%a) <{trip_count = 2 : i64, operandSegmentSizes = array<i32: 0, 0, 1>}> ({
   ^bb0(%i: index, %x: tensor<2x8xf32>):
     "dfk.yield"() <{operandSegmentSizes = array<i32: 0, 0>}> : () -> ()
   }) : (tensor<2x8xf32>) -> ()
-  func.return
+  dfk.return
 }
 // CHECK: dfk.loop body argument types (index, tensor<2x8xf32>) do not match the expected (index, tensor<8xf32>) (index, carried, invariant, stacked slices)
 
 // -----
 
-func.func @f() {
+dfk.kernel @k() {
   "dfk.loop"() <{trip_count = 4 : i64, operandSegmentSizes = array<i32: 0, 0, 0>}> ({
   ^bb0(%i: index):
     "test.termop"() : () -> ()
   }) : () -> ()
-  func.return
+  dfk.return
 }
 // CHECK: dfk.loop body must end with dfk.yield
 
 // -----
 
-func.func @f(%h: tensor<4xf32>, %g: tensor<4xbf16>) {
+dfk.kernel @k(%h: tensor<4xf32>, %g: tensor<4xbf16>) {
   %r = dfk.loop %i = 0 to 2 carried(%x = %h : tensor<4xf32>) invariant(%y = %g : tensor<4xbf16>) {
     dfk.yield carried(%y : tensor<4xbf16>)
   } -> (tensor<4xf32>)
-  func.return
+  dfk.return
 }
 // CHECK: dfk.yield carried types (tensor<4xbf16>) do not match the loop's carried types (tensor<4xf32>)
 
 // -----
 
-func.func @f(%h: tensor<4xf32>) {
+dfk.kernel @k(%h: tensor<4xf32>) {
   %r = dfk.loop %i = 0 to 2 invariant(%x = %h : tensor<4xf32>) {
     dfk.yield stacked(%x : tensor<4xf32>)
   } -> (tensor<4x4xf32>)
-  func.return
+  dfk.return
 }
 // CHECK: dfk.loop result types (tensor<4x4xf32>) do not match the expected (tensor<2x4xf32>) (carried types, then 2 x each yielded stacked type)
 

@@ -59,14 +59,14 @@ dfk.kernel @layer.looped(%h: tensor<1x64xbf16>, %pos: tensor<1xi32>, %ws: tensor
 // CHECK-NEXT:    dfk.return [[R0]], [[R1]]
 
 // Each group alone, all groups empty, the default pipeline depth (not printed), and a
-// body that launches a kernel and uses the induction variable.
+// body that uses the induction variable.
 
-func.func @loops(%h: tensor<4xf32>, %pos: tensor<1xi32>, %ws: tensor<3x4xf32>) -> (tensor<4xf32>, tensor<3x4xf32>) {
+dfk.kernel @loops(%h: tensor<4xf32>, %pos: tensor<1xi32>, %ws: tensor<3x4xf32>) -> (tensor<4xf32>, tensor<3x4xf32>) {
   dfk.loop %i = 0 to 1 {
     dfk.yield
   }
   %c = dfk.loop %i = 0 to 3 carried(%x = %h : tensor<4xf32>) {
-    %n = dfk.call @double(%x) : (tensor<4xf32>) -> tensor<4xf32>
+    %n = arith.addf %x, %x : tensor<4xf32>
     dfk.yield carried(%n : tensor<4xf32>)
   } -> (tensor<4xf32>)
   dfk.loop %i = 0 to 2 pipeline_depth 1 invariant(%p = %pos : tensor<1xi32>) {
@@ -74,18 +74,18 @@ func.func @loops(%h: tensor<4xf32>, %pos: tensor<1xi32>, %ws: tensor<3x4xf32>) -
     dfk.yield
   }
   %s = dfk.loop %i = 0 to 3 stacked(%w = %ws : tensor<3x4xf32>) {
-    %n = dfk.call @double(%w) : (tensor<4xf32>) -> tensor<4xf32>
+    %n = arith.mulf %w, %w : tensor<4xf32>
     dfk.yield stacked(%n : tensor<4xf32>)
   } -> (tensor<3x4xf32>)
-  func.return %c, %s : tensor<4xf32>, tensor<3x4xf32>
+  dfk.return %c, %s : tensor<4xf32>, tensor<3x4xf32>
 }
-// CHECK-LABEL: func.func @loops
+// CHECK-LABEL: dfk.kernel @loops
 // CHECK-SAME:    ([[H:%.*]]: tensor<4xf32>, [[POS:%.*]]: tensor<1xi32>, [[WS:%.*]]: tensor<3x4xf32>)
 // CHECK-NEXT:    dfk.loop [[I:%.*]] = 0 to 1 {
 // CHECK-NEXT:      dfk.yield
 // CHECK-NEXT:    }
 // CHECK-NEXT:    [[C:%.*]] = dfk.loop [[I:%.*]] = 0 to 3 carried([[X:%.*]] = [[H]] : tensor<4xf32>) {
-// CHECK-NEXT:      [[N:%.*]] = dfk.call @double([[X]]) : (tensor<4xf32>) -> tensor<4xf32>
+// CHECK-NEXT:      [[N:%.*]] = arith.addf [[X]], [[X]] : tensor<4xf32>
 // CHECK-NEXT:      dfk.yield carried([[N]] : tensor<4xf32>)
 // CHECK-NEXT:    } -> (tensor<4xf32>)
 // CHECK-NEXT:    dfk.loop [[I:%.*]] = 0 to 2 invariant([[P:%.*]] = [[POS]] : tensor<1xi32>) {
@@ -93,10 +93,10 @@ func.func @loops(%h: tensor<4xf32>, %pos: tensor<1xi32>, %ws: tensor<3x4xf32>) -
 // CHECK-NEXT:      dfk.yield
 // CHECK-NEXT:    }
 // CHECK-NEXT:    [[S:%.*]] = dfk.loop [[I:%.*]] = 0 to 3 stacked([[W:%.*]] = [[WS]] : tensor<3x4xf32>) {
-// CHECK-NEXT:      [[N:%.*]] = dfk.call @double([[W]]) : (tensor<4xf32>) -> tensor<4xf32>
+// CHECK-NEXT:      [[N:%.*]] = arith.mulf [[W]], [[W]] : tensor<4xf32>
 // CHECK-NEXT:      dfk.yield stacked([[N]] : tensor<4xf32>)
 // CHECK-NEXT:    } -> (tensor<3x4xf32>)
-// CHECK-NEXT:    func.return [[C]], [[S]]
+// CHECK-NEXT:    dfk.return [[C]], [[S]]
 
 // Stacking and slicing.
 
