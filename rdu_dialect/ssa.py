@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xdsl.dialects.builtin import ModuleOp, NameLoc, StringAttr
+from xdsl.dialects.builtin import ModuleOp, StringAttr, UnknownLoc
 from xdsl.ir import Block, BlockArgument, Operation, OpResult, Region, SSAValue
 from xdsl.irdl.dominance import DominanceInfo
 from xdsl.traits import IsolatedFromAbove
@@ -171,11 +171,11 @@ def verify_dominance(root: Operation) -> None:
 
 def where(op: Operation) -> str:
     """`'llm.rope' at loc("model.layers.0.self_attn.rope") in @decode_step`: the op, its
-    source name if it has one, and the symbol that holds it, for messages that have no file
+    location if it has one, and the symbol that holds it, for messages that have no file
     position (passes run by plain xdsl-opt)."""
     text = describe_op(op)
-    if isinstance(op.location, NameLoc):
-        text += f' at loc("{op.location.name.data}")'
+    if not isinstance(op.location, UnknownLoc):
+        text += f" at {op.location}"
     holder = op.parent_op()
     while holder is not None and symbol_name(holder) is None:
         holder = holder.parent_op()

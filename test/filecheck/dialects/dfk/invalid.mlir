@@ -1,4 +1,7 @@
 // RUN: rdu-opt %s --split-input-file --verify-diagnostics | filecheck %s
+// Plain xdsl-opt (our dialects through the xdsl.universe plugin) gives the same messages: the
+// kernel's verifier checks dominance in its body.
+// RUN: xdsl-opt %s --split-input-file --verify-diagnostics | filecheck %s
 
 // dfk.kernel
 
@@ -237,3 +240,116 @@ func.func @f(%a: tensor<4x2xf32>) {
   func.return
 }
 // CHECK: dfk.slice result type tensor<4xf32> does not match tensor<2xf32> (the source type without its leading dimension)
+
+// -----
+
+// Where a dfk.loop may be: inside a kernel, not nested, its body isolated from above.
+
+func.func @f() {
+  dfk.loop %i = 0 to 2 {
+    dfk.yield
+  }
+  func.return
+}
+// CHECK: 'dfk.loop' expects ancestor op 'dfk.kernel'
+
+// -----
+
+dfk.kernel @k() {
+  dfk.loop %i = 0 to 2 {
+    dfk.loop %j = 0 to 3 {
+      dfk.yield
+    }
+    dfk.yield
+  }
+  dfk.return
+}
+// CHECK: dfk.loop cannot be nested in another dfk.loop
+
+// -----
+
+dfk.kernel @k(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %r = dfk.loop %i = 0 to 2 carried(%x = %a : tensor<4xf32>) {
+    %y = arith.addf %x, %a : tensor<4xf32>
+    dfk.yield carried(%y : tensor<4xf32>)
+  } -> (tensor<4xf32>)
+  dfk.return %r : tensor<4xf32>
+}
+// CHECK: 'arith.addf' op operand #1 (argument #0 of 'dfk.kernel' @k) is defined outside the enclosing 'dfk.loop', which is isolated from above: pass it in as an invariant operand
+
+// -----
+
+// Kernels are isolated from above and make no calls.
+
+func.func @f(%a: tensor<4xf32>) {
+  dfk.kernel @k() {
+    %y = arith.addf %a, %a : tensor<4xf32>
+    dfk.return
+  }
+  func.return
+}
+// CHECK: 'arith.addf' op operand #0 (argument #0 of 'func.func' @f) is defined outside the enclosing 'dfk.kernel' @k, which is isolated from above
+
+// -----
+
+dfk.kernel @k(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %r = dfk.call @k(%a) : (tensor<4xf32>) -> tensor<4xf32>
+  dfk.return %r : tensor<4xf32>
+}
+// CHECK: 'dfk.call' op calls are not allowed inside a kernel (in @k): a kernel is one chip configuration and cannot launch another
+
+// -----
+
+func.func @g(%a: tensor<4xf32>) -> tensor<4xf32> {
+  func.return %a : tensor<4xf32>
+}
+dfk.kernel @k(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %r = func.call @g(%a) : (tensor<4xf32>) -> tensor<4xf32>
+  dfk.return %r : tensor<4xf32>
+}
+// CHECK: 'func.call' op calls are not allowed inside a kernel (in @k): a kernel is one chip configuration and cannot launch another
+
+// -----
+
+dfk.kernel @inner(%a: tensor<4xf32>) -> tensor<4xf32> {
+  dfk.return %a : tensor<4xf32>
+}
+dfk.kernel @k(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %r = dfk.loop %i = 0 to 2 carried(%x = %a : tensor<4xf32>) {
+    %y = dfk.call @inner(%x) : (tensor<4xf32>) -> tensor<4xf32>
+    dfk.yield carried(%y : tensor<4xf32>)
+  } -> (tensor<4xf32>)
+  dfk.return %r : tensor<4xf32>
+}
+// CHECK: 'dfk.call' op calls are not allowed inside a kernel (in @k): a kernel is one chip configuration and cannot launch another
+
+// -----
+
+// Dominance: a kernel's body uses values after their definition.
+
+dfk.kernel @k(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %y = arith.mulf %x, %x : tensor<4xf32>
+  %x = arith.addf %a, %a : tensor<4xf32>
+  dfk.return %y : tensor<4xf32>
+}
+// CHECK: 'arith.mulf' op operand #0 (the result of 'arith.addf') is used before its definition
+
+// -----
+
+dfk.kernel @k(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %r = dfk.loop %i = 0 to 2 carried(%x = %a : tensor<4xf32>) {
+    %y = arith.addf %x, %z : tensor<4xf32>
+    %z = arith.addf %x, %x : tensor<4xf32>
+    dfk.yield carried(%y : tensor<4xf32>)
+  } -> (tensor<4xf32>)
+  dfk.return %r : tensor<4xf32>
+}
+// CHECK: 'arith.addf' op operand #1 (the result of 'arith.addf') is used before its definition
+
+// -----
+
+dfk.kernel @k(%a: tensor<4xf32>) -> tensor<4xf32> {
+  %x = arith.addf %a, %x : tensor<4xf32>
+  dfk.return %x : tensor<4xf32>
+}
+// CHECK: 'arith.addf' op operand #1 (the result of 'arith.addf') is the op's own result
