@@ -21,13 +21,14 @@ from xdsl.dialects.builtin import (
     IntegerAttr,
     ModuleOp,
     StringAttr,
+    UnitAttr,
 )
 from xdsl.ir import Attribute
 from xdsl.utils.target import Target
 
 from rdu_compiler.lowering.lower_dfk_to_rdu import HARDWARE_ATTR
 from rdu_compiler.rdu_dialect import rdu
-from rdu_compiler.rdu_dialect.llm import sockets_of
+from rdu_compiler.rdu_dialect.llm import RopeScalingAttr, sockets_of
 from rdu_compiler.simulator.program import (
     Access,
     Agcu,
@@ -70,14 +71,19 @@ def _ints(attr: Any) -> list[int]:
 
 
 def _json(attr: Attribute) -> Any:
-    """An op attribute as plain JSON (the numerics keyword value)."""
+    """An op attribute as plain JSON (the numerics keyword value): a unit attribute is `true`,
+    a rope scaling a dictionary of its kind and fields, a float of any width its value."""
     if isinstance(attr, StringAttr):
         return attr.data
+    if isinstance(attr, UnitAttr):
+        return True
     if isinstance(attr, IntegerAttr):
         value = attr.value.data
         return bool(value) if str(attr.type) == "i1" else value
     if isinstance(attr, FloatAttr):
         return attr.value.data
+    if isinstance(attr, RopeScalingAttr):
+        return {"kind": attr.kind.data, **attr.values()}
     if isinstance(attr, DictionaryAttr):
         return {k: _json(v) for k, v in attr.data.items()}
     if isinstance(attr, ArrayAttr):
@@ -92,7 +98,7 @@ def _access(attr: rdu.AccessAttr) -> Access:
 def _unit(op: rdu.UnitOp) -> Pcu | Pmu | Agcu:
     common: dict[str, Any] = dict(
         id=op.id.data,
-        op=op.op.data,
+        op=op.op_name,
         count=op.count.value.data,
         reads=[_access(a) for a in op.reads],
         write=_access(op.write),
@@ -172,7 +178,7 @@ def _tensor(op: rdu.TensorOp) -> Tensor:
     ]
     return Tensor(
         name=op.sym_name.data,
-        kind=op.kind.data,
+        kind=op.kind.data.value,
         shape=shape,
         dtype=dtype,
         tier=op.tier.data.value,
@@ -200,7 +206,9 @@ def build_program(module: ModuleOp) -> Program:
     for op in module.ops:
         if isinstance(op, rdu.ValueOp):
             shape, dtype = _type(op.type)
-            values.append(Value(name=op.value.data, role=op.role.data, shape=shape, dtype=dtype))
+            values.append(
+                Value(name=op.value.data, role=op.role.data.value, shape=shape, dtype=dtype)
+            )
         elif isinstance(op, rdu.TensorOp):
             tensors.append(_tensor(op))
         elif isinstance(op, rdu.KernelOp):

@@ -61,7 +61,6 @@ from xdsl.dialects.builtin import (
     FileLineColLoc,
     Float16Type,
     Float32Type,
-    FloatAttr,
     IntegerAttr,
     IntegerType,
     ModuleOp,
@@ -69,8 +68,6 @@ from xdsl.dialects.builtin import (
     StringAttr,
     SymbolRefAttr,
     TensorType,
-    UnitAttr,
-    f64,
     i64,
 )
 from xdsl.ir import Attribute, Block, BlockArgument, Operation, OpResult, Region, SSAValue
@@ -441,27 +438,12 @@ class _KernelLowering:
         )
 
     def _attrs(self, op: Operation, **overrides: Any) -> dict[str, Attribute]:
-        """The op's properties as the numerics keywords (plain JSON-able attributes)."""
+        """The op's properties, typed as on the op, as the numerics keywords."""
         attrs: dict[str, Attribute] = {}
         for name in type(op).get_irdl_definition().properties:
             attr = op.properties.get(name)
-            if attr is None:
-                continue
-            if isinstance(attr, FloatAttr):
-                attr = FloatAttr(attr.value.data, f64)
-            elif isinstance(attr, UnitAttr):
-                attr = BoolAttr.from_bool(True)
-            elif isinstance(attr, llm.RopeScalingAttr):
-                attr = DictionaryAttr(
-                    {
-                        "kind": StringAttr(attr.kind.data),
-                        **{
-                            k: FloatAttr(v, f64) if isinstance(v, float) else IntegerAttr(v, i64)
-                            for k, v in attr.values().items()
-                        },
-                    }
-                )
-            attrs[name] = attr
+            if attr is not None:
+                attrs[name] = attr
         for name, value in overrides.items():
             attrs[name] = IntegerAttr(value, i64)
         return attrs
@@ -749,7 +731,9 @@ def _materialize_section(lowering: _KernelLowering, units: list[Unit]) -> rdu.Se
         )
         stream_type = rdu.StreamType(TensorType(_element(space[1]), [elements]), knobs.buffer_depth)
         props: dict[str, Attribute] = {
-            "op": StringAttr(unit.op),
+            "op": rdu.PcuComputeAttr(rdu.PcuCompute(unit.op))
+            if unit.kind == "pcu"
+            else StringAttr(unit.op),
             "id": StringAttr(unit.id),
             "count": IntegerAttr(unit.count, i64),
             "reads": ArrayAttr([a.attr() for a in unit.reads]),
@@ -1118,7 +1102,7 @@ class _Host:
             self.values[name] = rdu.ValueOp(
                 properties={
                     "value": StringAttr(name),
-                    "role": StringAttr(role),
+                    "role": rdu.ValueRoleAttr(rdu.ValueRole(role)),
                     "type": TensorType(_element(dtype), list(shape)),
                 }
             )
@@ -1595,7 +1579,7 @@ class LowerDfkToRdu(ModulePass):
             props: dict[str, Attribute] = {
                 "sym_name": StringAttr(t.name),
                 "type": TensorType(_element(t.dtype), t.shape),
-                "kind": StringAttr(t.kind),
+                "kind": rdu.TensorKindAttr(rdu.TensorKind(t.kind)),
                 "tier": rdu.MemoryTierAttr(rdu.MemoryTier(t.tier)),
             }
             if t.sources:

@@ -67,7 +67,14 @@ from xdsl.irdl import (
 )
 from xdsl.parser import AttrParser
 from xdsl.printer import Printer
-from xdsl.traits import HasParent, IsolatedFromAbove, NoTerminator, SymbolOpInterface
+from xdsl.traits import (
+    HasAncestor,
+    HasParent,
+    IsolatedFromAbove,
+    NoTerminator,
+    SymbolOpInterface,
+    SymbolUserOpInterface,
+)
 from xdsl.utils.exceptions import VerifyException
 from xdsl.utils.hints import isa
 
@@ -92,6 +99,45 @@ class LaunchMode(StrEnum):
 class PcuMode(StrEnum):
     SIMD = "simd"
     SYSTOLIC = "systolic"
+
+
+class ValueRole(StrEnum):
+    """The program schema's `Value.role`."""
+
+    PARAM = "param"
+    INPUT = "input"
+    OUTPUT = "output"
+    STATE = "state"
+
+
+class TensorKind(StrEnum):
+    """The program schema's `Tensor.kind`."""
+
+    WEIGHT = "weight"
+    KV_CACHE = "kv_cache"
+    INPUT = "input"
+    OUTPUT = "output"
+    ACTIVATION = "activation"
+
+
+class PcuCompute(StrEnum):
+    """What a PCU computes: a `simulator.numerics.OPS` name other than a collective (those run
+    on AGCUs), i.e. an llm op's short name."""
+
+    EMBEDDING = "embedding"
+    RMS_NORM = "rms_norm"
+    LAYER_NORM = "layer_norm"
+    LINEAR = "linear"
+    ROPE = "rope"
+    KV_CACHE_WRITE = "kv_cache_write"
+    ATTENTION = "attention"
+    SILU = "silu"
+    GELU = "gelu"
+    ADD = "add"
+    MUL = "mul"
+    SOFTMAX = "softmax"
+    ARGMAX = "argmax"
+    MOE = "moe"
 
 
 @irdl_attr_definition
@@ -119,6 +165,30 @@ class PcuModeAttr(EnumAttribute[PcuMode], SpacedOpaqueSyntaxAttribute):
     matrix multiplication). The timing model takes the unit's throughput from the mode."""
 
     name = "rdu.pcu_mode"
+
+
+@irdl_attr_definition
+class ValueRoleAttr(EnumAttribute[ValueRole], SpacedOpaqueSyntaxAttribute):
+    """`#rdu<role state>`: how the run binds a value: a checkpoint `param`, a step `input`,
+    an `output` read after the step, or `state` the step updates in place (the KV caches)."""
+
+    name = "rdu.role"
+
+
+@irdl_attr_definition
+class TensorKindAttr(EnumAttribute[TensorKind], SpacedOpaqueSyntaxAttribute):
+    """`#rdu<kind kv_cache>`: how an off-chip tensor is filled: `weight` from params, `input`
+    from step inputs, `kv_cache` from state, `output` read into outputs after the step,
+    `activation` scratch between kernels."""
+
+    name = "rdu.kind"
+
+
+@irdl_attr_definition
+class PcuComputeAttr(EnumAttribute[PcuCompute], SpacedOpaqueSyntaxAttribute):
+    """`#rdu<pcu_op linear>`: the numerics op a PCU group runs."""
+
+    name = "rdu.pcu_op"
 
 
 def _bytes(tensor: TensorType[Attribute]) -> int:
@@ -448,20 +518,16 @@ def _check_shape(op: Operation, what: str, tensor: Attribute) -> None:
         raise VerifyException(f"'{op.name}' {what}: {problem}")
 
 
-VALUE_ROLES = ("param", "input", "output", "state")
-TENSOR_KINDS = ("weight", "kv_cache", "input", "output", "activation")
-
-
 @irdl_op_definition
 class ValueOp(IRDLOperation):
-    """`rdu.value "model.norm.weight" "param" : tensor<4096xbf16>`: a whole, unsharded tensor
+    """`rdu.value "model.norm.weight" param : tensor<4096xbf16>`: a whole, unsharded tensor
     of the decode step, bound or read by name at run time: a checkpoint `param` (HF name), an
     `input`, an `output`, or `state` the step updates in place (the KV caches)."""
 
     name = "rdu.value"
 
     value = prop_def(StringAttr)
-    role = prop_def(StringAttr)
+    role = prop_def(ValueRoleAttr)
     type = prop_def(TensorType[Attribute])
 
     traits = traits_def(HasParent(ModuleOp))
@@ -470,15 +536,11 @@ class ValueOp(IRDLOperation):
 
     def verify_(self) -> None:
         _check_shape(self, f'"{self.value.data}"', self.type)
-        if self.role.data not in VALUE_ROLES:
-            raise VerifyException(
-                f"'rdu.value' role must be one of {', '.join(VALUE_ROLES)}, got {self.role.data!r}"
-            )
 
 
 @irdl_op_definition
 class TensorOp(IRDLOperation):
-    """`rdu.tensor @name : tensor<...> "weight" tier hbm [sources [...]] [aliases @other]`: a
+    """`rdu.tensor @name : tensor<...> weight tier hbm [sources [...]] [aliases @other]`: a
     buffer in off-chip memory that every socket holds (its per-socket shape), filled per its
     kind (`weight` from params, `input`, `kv_cache`, `output`, `activation` scratch) from the
     value blocks its sources name. `aliases @other`: this buffer IS `@other`'s (the updated KV
@@ -488,7 +550,7 @@ class TensorOp(IRDLOperation):
 
     sym_name = prop_def(SymbolNameConstraint())
     type = prop_def(TensorType[Attribute])
-    kind = prop_def(StringAttr)
+    kind = prop_def(TensorKindAttr)
     tier = prop_def(MemoryTierAttr)
     sources = opt_prop_def(ArrayAttr[SourceAttr])
     aliases = opt_prop_def(FlatSymbolRefAttrConstr)
@@ -503,11 +565,6 @@ class TensorOp(IRDLOperation):
     def verify_(self) -> None:
         name = self.sym_name.data
         _check_shape(self, f"@{name}", self.type)
-        if self.kind.data not in TENSOR_KINDS:
-            raise VerifyException(
-                f"'rdu.tensor' @{name}: kind must be one of "
-                f"{', '.join(TENSOR_KINDS)}, got {self.kind.data!r}"
-            )
         if self.aliases is None:
             return
         other = lookup_symbol(self, self.aliases.root_reference.data)
@@ -696,7 +753,8 @@ class UnitOp(IRDLOperation):
     """Fields every unit kind shares: `count` identical units named `id`, running `op` on the
     blocks `reads` name and storing into the block `write` names (unit j shifted by j x step),
     with `work` per execution of the group; its input streams come from the units that
-    produced what it reads, and its result stream carries what it writes."""
+    produced what it reads, and its result stream carries what it writes. `op` is a string
+    (`copy`, `load`, ...) but on PCUs, where it is a `PcuComputeAttr`."""
 
     op = prop_def(StringAttr)
     id = prop_def(StringAttr)
@@ -709,9 +767,18 @@ class UnitOp(IRDLOperation):
 
     traits = lazy_traits_def(lambda: (HasParent(SectionOp),))
 
+    @property
+    def op_name(self) -> str:
+        """What the units run, as the program names it."""
+        op = self.properties["op"]
+        if isinstance(op, PcuComputeAttr):
+            return op.data.value
+        assert isinstance(op, StringAttr)
+        return op.data
+
     def verify_(self) -> None:
         _at_least(self, "count", 1)
-        if not self.op.data or not self.id.data:
+        if not self.op_name or not self.id.data:
             raise VerifyException(f"'{self.name}' needs a non-empty op and id")
 
 
@@ -723,12 +790,14 @@ _UNIT_FORMAT = (
 
 @irdl_op_definition
 class PcuOp(UnitOp):
-    """`rdu.pcu "linear" "q" count 16 systolic ...`: pattern compute units running a numerics
+    """`rdu.pcu linear "q" count 16 systolic ...`: pattern compute units running a numerics
     op (`simulator.numerics.OPS`) on buffer blocks, in SIMD or systolic mode, with the op's
-    keyword attributes in `attrs`."""
+    keyword attributes in `attrs`, typed as on the llm op they come from (an `f32` epsilon,
+    a `#llm.rope_scaling`)."""
 
     name = "rdu.pcu"
 
+    op = prop_def(PcuComputeAttr)
     mode = prop_def(PcuModeAttr)
     attrs = opt_prop_def(DictionaryAttr)
 
@@ -775,13 +844,22 @@ class AgcuOp(UnitOp):
 # ----------------------------------------------------------------------------------------------
 
 
-def _verify_host_op(op: Operation) -> None:
-    """Host ops live inside a func.func (the host program)."""
-    parent = op.parent_op()
-    while parent is not None and not isinstance(parent, FuncOp):
-        parent = parent.parent_op()
-    if parent is None:
-        raise VerifyException(f"'{op.name}' must be inside a func.func (the host program)")
+class LaunchSymbolUser(SymbolUserOpInterface):
+    """`rdu.launch @k` names an `rdu.kernel` and binds each of its params once (resolved through
+    the module's cached symbol table: one table per module, not a scan per launch)."""
+
+    def verify(self, op: Operation) -> None:
+        assert isinstance(op, LaunchOp)
+        name = op.kernel.root_reference.data
+        kernel = lookup_symbol(op, name)
+        if not isinstance(kernel, KernelOp):
+            raise VerifyException(f"'rdu.launch' @{name} is no rdu.kernel")
+        params = [p.param.data for p in kernel.params]
+        bound = [b.param.data for b in op.bindings]
+        if sorted(bound) != sorted(params):
+            raise VerifyException(
+                f"'rdu.launch' @{name} must bind each of its params {params} once, binds {bound}"
+            )
 
 
 @irdl_op_definition
@@ -799,21 +877,11 @@ class LaunchOp(IRDLOperation):
     label = prop_def(StringAttr)
     layers = prop_def(DenseArrayBase)
 
+    # Host ops live in the host program, a func.func.
+    traits = traits_def(HasAncestor(FuncOp), LaunchSymbolUser())
+
     assembly_format = "$kernel `mode` $mode `label` $label `bindings` $bindings attr-dict"
     irdl_options = (ParsePropInAttrDict(),)
-
-    def verify_(self) -> None:
-        _verify_host_op(self)
-        name = self.kernel.root_reference.data
-        kernel = lookup_symbol(self, name)
-        if not isinstance(kernel, KernelOp):
-            raise VerifyException(f"'rdu.launch' @{name} is no rdu.kernel")
-        params = [p.param.data for p in kernel.params]
-        bound = [b.param.data for b in self.bindings]
-        if sorted(bound) != sorted(params):
-            raise VerifyException(
-                f"'rdu.launch' @{name} must bind each of its params {params} once, binds {bound}"
-            )
 
 
 @irdl_op_definition
@@ -822,10 +890,9 @@ class SyncOp(IRDLOperation):
 
     name = "rdu.sync"
 
-    assembly_format = "attr-dict"
+    traits = traits_def(HasAncestor(FuncOp))
 
-    def verify_(self) -> None:
-        _verify_host_op(self)
+    assembly_format = "attr-dict"
 
 
 RDU = Dialect(
@@ -848,6 +915,9 @@ RDU = Dialect(
         MemoryTierAttr,
         LaunchModeAttr,
         PcuModeAttr,
+        ValueRoleAttr,
+        TensorKindAttr,
+        PcuComputeAttr,
         StreamType,
         AccessAttr,
         WorkAttr,

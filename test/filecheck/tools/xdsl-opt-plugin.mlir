@@ -6,7 +6,7 @@
 
 builtin.module {
   llm.param @w "model.norm.weight" : tensor<8xbf16>
-  rdu.tensor @t : tensor<4x8xbf16> "activation" tier hbm
+  rdu.tensor @t : tensor<4x8xbf16> activation tier hbm
 
   func.func @f(%x: tensor<1x8xbf16>, %s: tensor<2x1x8xbf16>) -> (tensor<1x8xbf16>, tensor<2x1x8xbf16>) {
     %w = llm.weight @w : tensor<8xbf16>
@@ -19,7 +19,7 @@ builtin.module {
 }
 
 // CHECK: llm.param @w "model.norm.weight" : tensor<8xbf16>
-// CHECK: rdu.tensor @t : tensor<4x8xbf16> "activation" tier hbm
+// CHECK: rdu.tensor @t : tensor<4x8xbf16> activation tier hbm
 // CHECK: llm.rms_norm
 // CHECK: dfk.stack
 

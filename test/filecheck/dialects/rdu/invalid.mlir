@@ -2,11 +2,11 @@
 
 // --- types and attributes: located parse errors ---
 
-rdu.tensor @t : tensor<4xbf16> "activation" tier sram
-// CHECK:      invalid.mlir:[[# @LINE - 1]]:50
-// CHECK-NEXT: rdu.tensor @t : tensor<4xbf16> "activation" tier sram
-// CHECK-NEXT:                                                  ^^^^
-// CHECK-NEXT:                                                  Expected `hbm`, or `ddr`.
+rdu.tensor @t : tensor<4xbf16> activation tier sram
+// CHECK:      invalid.mlir:[[# @LINE - 1]]:48
+// CHECK-NEXT: rdu.tensor @t : tensor<4xbf16> activation tier sram
+// CHECK-NEXT:                                                ^^^^
+// CHECK-NEXT:                                                Expected `hbm`, or `ddr`.
 
 // -----
 
@@ -58,33 +58,41 @@ builtin.module {
 
 // -----
 
-rdu.value "x" "weights" : tensor<4xbf16>
-// CHECK: 'rdu.value' role must be one of param, input, output, state, got 'weights'
+rdu.value "x" weights : tensor<4xbf16>
+// CHECK:      invalid.mlir:[[# @LINE - 1]]:15
+// CHECK:      Expected `param`, `input`, `output`, or `state`.
 
 // -----
 
-rdu.tensor @t : tensor<?x4xbf16> "activation" tier hbm
+rdu.tensor @t : tensor<?x4xbf16> activation tier hbm
 // CHECK: 'rdu.tensor' @t: expected a static shape, got tensor<?x4xbf16>
 
 // -----
 
-rdu.tensor @t : tensor<4xbf16> "scratch" tier hbm
-// CHECK: 'rdu.tensor' @t: kind must be one of weight, kv_cache, input, output, activation, got 'scratch'
+rdu.tensor @t : tensor<4xbf16> scratch tier hbm
+// CHECK:      invalid.mlir:[[# @LINE - 1]]:32
+// CHECK:      Expected `weight`, `kv_cache`, `input`, `output`, or `activation`.
 
 // -----
 
-rdu.tensor @t : tensor<4xbf16> "kv_cache" tier hbm aliases @t
+// The generic form states enum attributes in full; a string is no role.
+"rdu.value"() <{value = "x", role = "param", type = tensor<4xbf16>}> : () -> ()
+// CHECK: "param" should be of base attribute rdu.role
+
+// -----
+
+rdu.tensor @t : tensor<4xbf16> kv_cache tier hbm aliases @t
 // CHECK: 'rdu.tensor' @t aliases itself
 
 // -----
 
-rdu.tensor @t : tensor<4xbf16> "kv_cache" tier hbm aliases @nowhere
+rdu.tensor @t : tensor<4xbf16> kv_cache tier hbm aliases @nowhere
 // CHECK: 'rdu.tensor' @t aliases @nowhere, which is no rdu.tensor
 
 // -----
 
-rdu.tensor @a : tensor<4xbf16> "kv_cache" tier hbm
-rdu.tensor @t : tensor<4xbf16> "kv_cache" tier ddr aliases @a
+rdu.tensor @a : tensor<4xbf16> kv_cache tier hbm
+rdu.tensor @t : tensor<4xbf16> kv_cache tier ddr aliases @a
 // CHECK: 'rdu.tensor' @t aliases @a: it needs the same type and tier and no sources of its own
 
 // --- kernels, sections, units ---
@@ -101,7 +109,7 @@ rdu.kernel @k {
 rdu.kernel @k {
   rdu.section pcus 2 pmus 0 sram_bytes 0 {
     rdu.buffer "x" : tensor<4xbf16>
-    %s = rdu.pcu "silu" "s" count 1 simd reads [#rdu.access<"x" [0:4]>] write <"x" [0:4]> work <flops 0 bytes_read 8 bytes_written 8 tiles 1> : () -> !rdu.stream<tensor<4xbf16>, 2>
+    %s = rdu.pcu silu "s" count 1 simd reads [#rdu.access<"x" [0:4]>] write <"x" [0:4]> work <flops 0 bytes_read 8 bytes_written 8 tiles 1> : () -> !rdu.stream<tensor<4xbf16>, 2>
   }
 }
 // CHECK: 'rdu.section' declares pcus 2 but its units use 1
@@ -132,10 +140,21 @@ rdu.kernel @k {
 
 rdu.kernel @k {
   rdu.section pcus 0 pmus 0 sram_bytes 0 {
-    %s = rdu.pcu "silu" "s" count 0 simd reads [#rdu.access<"x" [0:4]>] write <"x" [0:4]> work <flops 0 bytes_read 8 bytes_written 8 tiles 1> : () -> !rdu.stream<tensor<4xbf16>, 2>
+    %s = rdu.pcu silu "s" count 0 simd reads [#rdu.access<"x" [0:4]>] write <"x" [0:4]> work <flops 0 bytes_read 8 bytes_written 8 tiles 1> : () -> !rdu.stream<tensor<4xbf16>, 2>
   }
 }
 // CHECK: 'rdu.pcu' count must be >= 1, got 0
+
+// -----
+
+// A PCU runs a compute op of the numerics (collectives run on AGCUs).
+rdu.kernel @k {
+  rdu.section pcus 1 pmus 0 sram_bytes 0 {
+    %s = rdu.pcu all_reduce "s" count 1 simd reads [#rdu.access<"x" [0:4]>] write <"x" [0:4]> work <flops 0 bytes_read 8 bytes_written 8 tiles 1> : () -> !rdu.stream<tensor<4xbf16>, 2>
+  }
+}
+// CHECK:      invalid.mlir:[[# @LINE - 3]]:18
+// CHECK:      Expected `embedding`, `rms_norm`,
 
 // -----
 
@@ -174,7 +193,20 @@ rdu.kernel @k {
   }
 }
 rdu.launch @k mode hardware label "" bindings [#rdu.bind<"x" [@t[0, 1], @u]>] {layers = array<i64>}
-// CHECK: 'rdu.launch' must be inside a func.func (the host program)
+// CHECK: 'rdu.launch' expects ancestor op 'func.func'
+
+// -----
+
+rdu.sync
+// CHECK: 'rdu.sync' expects ancestor op 'func.func'
+
+// -----
+
+func.func @main() {
+  rdu.launch @nowhere mode software label "" bindings [] {layers = array<i64>}
+  func.return
+}
+// CHECK: 'rdu.launch' @nowhere is no rdu.kernel
 
 // -----
 
