@@ -439,9 +439,10 @@ class LoopOp(IRDLOperation):
     `attributes {...}` before the region.
 
     Where it may be: inside a `dfk.kernel` (the hardware loop is part of one configuration),
-    never nested in another `dfk.loop`. Its body is one block, isolated from above (unlike
-    `scf.for`): every value it uses comes in through an operand group, which is what tells
-    lowering how to map it (a carried buffer, an invariant load, a per-trip stacked slice).
+    never nested in another `dfk.loop`. Its body is one block, not isolated from above (like
+    `scf.for`): it may read a value of the enclosing kernel directly, the same value every
+    trip (lowering maps a captured kernel argument as it maps an invariant operand); the
+    operand groups are what passes produce.
 
     Python API (kernel looping, lowering and the interpreter rely on these):
     `trip_count`, `pipeline_depth` (ints; `*_attr` the IntegerAttrs); operand groups
@@ -462,11 +463,7 @@ class LoopOp(IRDLOperation):
     body = region_def("single_block")
 
     irdl_options = (AttrSizedOperandSegments(as_property=True),)
-    traits = traits_def(
-        RecursiveMemoryEffect(),
-        HasAncestor(KernelOp),
-        IsolatedBody(hint="pass it in as an invariant operand"),
-    )
+    traits = traits_def(RecursiveMemoryEffect(), HasAncestor(KernelOp))
 
     def __init__(
         self,

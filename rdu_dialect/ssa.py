@@ -20,9 +20,7 @@ Messages describe values by what defines them (`describe_value`), never by a Pyt
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from xdsl.dialects.builtin import ModuleOp, StringAttr, UnknownLoc
+from xdsl.dialects.builtin import FileLineColLoc, ModuleOp, StringAttr, UnknownLoc
 from xdsl.ir import Block, BlockArgument, Operation, OpResult, Region, SSAValue
 from xdsl.irdl.dominance import DominanceInfo
 from xdsl.traits import IsolatedFromAbove
@@ -157,7 +155,13 @@ def _problem(op: Operation, index: int) -> str:
         if user is definer:
             return f"{what} is the op's own result"
         if user is not None and user.is_before_in_block(definer):
-            return f"{what} is used before its definition"
+            site = definer.location
+            at = (
+                f" (defined at {site.line.data}:{site.column.data})"
+                if isinstance(site, FileLineColLoc)
+                else ""
+            )
+            return f"{what} is used before its definition{at}"
     return f"{what} is not visible here: it is defined in a region that does not enclose this use"
 
 
@@ -193,12 +197,9 @@ def require_dominance(module: ModuleOp) -> None:
         raise PassFailedException(f"{where(found[0])}: {_problem(*found)}")
 
 
-@dataclass(frozen=True)
 class IsolatedBody(IsolatedFromAbove):
     """`IsolatedFromAbove`, failing with a `NestedOpError` on the op that uses a value from
-    above (the upstream message prints the whole op, regions included), followed by `hint`."""
-
-    hint: str = ""
+    above (the upstream message prints the whole op, regions included)."""
 
     def verify(self, op: Operation) -> None:
         for nested in op.walk():
@@ -207,6 +208,5 @@ class IsolatedBody(IsolatedFromAbove):
                     raise NestedOpError(
                         nested,
                         f"operand #{index} ({describe_value(operand)}) is defined outside "
-                        f"the enclosing {describe_op(op)}, which is isolated from above"
-                        + (f": {self.hint}" if self.hint else ""),
+                        f"the enclosing {describe_op(op)}, which is isolated from above",
                     )

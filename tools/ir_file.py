@@ -28,6 +28,7 @@ from xdsl.utils.exceptions import ParseError, VerifyException
 from xdsl.utils.lexer import Span
 from xdsl.utils.mlir_lexer import MLIRTokenKind
 
+from rdu_compiler.rdu_dialect.ssa import NestedOpError, verify_dominance
 from rdu_compiler.tools import lexer_fix
 from rdu_compiler.tools.cli import UserError
 
@@ -142,15 +143,26 @@ def parse_ir(path: str) -> ModuleOp:
     except ParseError as error:  # one line, not xDSL's rendering with a caret
         raise UserError(f"{error.span.get_location()}: {error.msg}") from None
     try:
+        # Dominance first (xDSL's verifier does not check it): nothing may walk the use-def
+        # chains of IR with a use before its definition.
+        verify_dominance(module)
         module.verify()
+    except NestedOpError as error:  # a use before its definition, or found by a kernel
+        raise UserError(f"{where(error.op)}: '{error.op.name}' op {error.detail}") from None
     except VerifyException as error:
         found = first_failing_op(module)
         if found is None:
             raise UserError(f"{path}: {error}") from None
         op, op_error = found
-        message = (
-            str(op_error).removeprefix("Operation does not verify: ").removeprefix(f"{op.name}: ")
-        )
+        if isinstance(op_error, NestedOpError):
+            op, message = op_error.op, op_error.detail
+        else:
+            message = (
+                str(op_error)
+                .removeprefix("Operation does not verify: ")
+                .removeprefix(f"{op.name}: ")
+                .removeprefix(f"'{op.name}' ")
+            )
         raise UserError(f"{where(op)}: '{op.name}' op {message}") from None
     return module
 

@@ -19,7 +19,7 @@ from typing import IO
 from weakref import WeakKeyDictionary
 
 from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import (
     ArgSpecParseError,
@@ -246,15 +246,7 @@ class RduOptMain(xDSLOptMain):
                 .removeprefix(f"{op.name}: ")  # our verifiers name the op themselves
                 .removeprefix(f"'{op.name}' ")  # so do upstream traits (HasAncestor)
             )
-        if isinstance(op_error, UseBeforeDefinition):
-            message += self._defined_at(op_error.value)
         return f"{self.locate(op)}: error: '{op.name}' op {message}{after}\n  {_one_line(op)}"
-
-    def _defined_at(self, value: SSAValue) -> str:
-        """` (defined at line:col)`, where the definition of `value` was written, if known."""
-        owner = value.owner
-        location = self._written_at(owner) if isinstance(owner, Operation) else None
-        return "" if location is None else f" (defined at {location.line}:{location.col})"
 
     def describe_pass_failure(self, error: Exception) -> str:
         if self._running_pass is None:

@@ -243,7 +243,7 @@ func.func @f(%a: tensor<4x2xf32>) {
 
 // -----
 
-// Where a dfk.loop may be: inside a kernel, not nested, its body isolated from above.
+// Where a dfk.loop may be: inside a kernel, not nested.
 
 func.func @f() {
   dfk.loop %i = 0 to 2 {
@@ -268,14 +268,16 @@ dfk.kernel @k() {
 
 // -----
 
+// A loop body may read the kernel's values (captures), but only those defined before the loop.
 dfk.kernel @k(%a: tensor<4xf32>) -> tensor<4xf32> {
   %r = dfk.loop %i = 0 to 2 carried(%x = %a : tensor<4xf32>) {
-    %y = arith.addf %x, %a : tensor<4xf32>
+    %y = arith.addf %x, %b : tensor<4xf32>
     dfk.yield carried(%y : tensor<4xf32>)
   } -> (tensor<4xf32>)
+  %b = arith.addf %a, %a : tensor<4xf32>
   dfk.return %r : tensor<4xf32>
 }
-// CHECK: 'arith.addf' op operand #1 (argument #0 of 'dfk.kernel' @k) is defined outside the enclosing 'dfk.loop', which is isolated from above: pass it in as an invariant operand
+// CHECK: 'arith.addf' op operand #1 (the result of 'arith.addf') is used before its definition
 
 // -----
 

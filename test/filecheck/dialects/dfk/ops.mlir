@@ -98,6 +98,20 @@ dfk.kernel @loops(%h: tensor<4xf32>, %pos: tensor<1xi32>, %ws: tensor<3x4xf32>) 
 // CHECK-NEXT:    } -> (tensor<3x4xf32>)
 // CHECK-NEXT:    dfk.return [[C]], [[S]]
 
+// A loop body may read a value of its kernel directly (a capture: the same value every trip).
+
+dfk.kernel @captures(%h: tensor<4xf32>, %b: tensor<4xf32>) -> tensor<4xf32> {
+  %c = dfk.loop %i = 0 to 2 carried(%x = %h : tensor<4xf32>) {
+    %n = arith.addf %x, %b : tensor<4xf32>
+    dfk.yield carried(%n : tensor<4xf32>)
+  } -> (tensor<4xf32>)
+  dfk.return %c : tensor<4xf32>
+}
+// CHECK-LABEL: dfk.kernel @captures
+// CHECK-SAME:    ([[H:%.*]]: tensor<4xf32>, [[B:%.*]]: tensor<4xf32>)
+// CHECK-NEXT:    [[C:%.*]] = dfk.loop [[I:%.*]] = 0 to 2 carried([[X:%.*]] = [[H]] : tensor<4xf32>) {
+// CHECK-NEXT:      [[N:%.*]] = arith.addf [[X]], [[B]] : tensor<4xf32>
+
 // Stacking and slicing.
 
 func.func @stack_slice(%a: tensor<2x8xbf16>, %b: tensor<2x8xbf16>) -> (tensor<2x2x8xbf16>, tensor<1x2x8xbf16>, tensor<2x8xbf16>) {
