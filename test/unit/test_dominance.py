@@ -22,6 +22,8 @@ from rdu_compiler.passes.outline_kernels import OutlineKernels
 from rdu_compiler.rdu_dialect import llm
 from rdu_compiler.rdu_dialect.dfk import CallOp
 from rdu_compiler.rdu_dialect.ssa import first_dominance_violation
+from rdu_compiler.tools.cli import UserError
+from rdu_compiler.tools.ir_file import parse_ir
 
 RDU_OPT = os.path.join(os.path.dirname(sys.executable), "rdu-opt")
 
@@ -210,4 +212,20 @@ def test_the_module_body_is_a_graph_region():
     %x = "test.op"() : () -> i32
     """)
         is None
+    )
+
+
+def test_an_ir_model_file_is_refused_located(tmp_path):
+    """`rdu-run` / `rdu-sim` take an .mlir decode step: the same swap, refused on loading."""
+    module = tiny_step()
+    swap_rope_and_cache_write(module)
+    source = tmp_path / "step.mlir"
+    source.write_text(str(module))
+    lines = source.read_text().splitlines()
+    use = next(n for n, line in enumerate(lines, 1) if "llm.kv_cache_write" in line)
+    with pytest.raises(UserError) as error:
+        parse_ir(str(source))
+    assert str(error.value) == (
+        f"{source}:{use}:5: 'llm.kv_cache_write' op operand #1 (the result of 'llm.rope') is "
+        f"used before its definition (defined at {use + 1}:5)"
     )
