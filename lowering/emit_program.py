@@ -108,7 +108,8 @@ def _unit(op: rdu.UnitOp) -> Pcu | Pmu | Agcu:
         return Pmu(**common, sram_bytes=op.sram_bytes.value.data, buffers=op.buffers.value.data)
     attrs = _json(op.attrs) if op.attrs is not None else {}
     if isinstance(op, rdu.PcuOp):
-        return Pcu(**common, attrs=attrs, mode=op.mode.data.value)
+        attr_step = _json(op.attr_step) if op.attr_step is not None else {}
+        return Pcu(**common, attrs=attrs, mode=op.mode.data.value, attr_step=attr_step)
     return Agcu(**common, attrs=attrs)
 
 

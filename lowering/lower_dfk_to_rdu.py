@@ -74,6 +74,7 @@ from xdsl.ir import Attribute, Block, BlockArgument, Operation, OpResult, Region
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
+from rdu_compiler.lowering.allocation import Allocation, allocate
 from rdu_compiler.passes.cost_model import op_cost, tensor_bytes
 from rdu_compiler.rdu_dialect import dfk, llm, rdu
 from rdu_compiler.rdu_dialect.interpreter import ENTRY
@@ -131,6 +132,11 @@ def _divisor(n: int, at_most: int) -> int:
     return max(d for d in range(1, min(n, max(at_most, 1)) + 1) if n % d == 0)
 
 
+def _divisor_at_least(n: int, at_least: int) -> int:
+    """The smallest divisor of n that is >= at_least (n itself if none is smaller)."""
+    return next(d for d in range(max(1, min(at_least, n)), n + 1) if n % d == 0)
+
+
 def _shape(value: SSAValue | Attribute) -> list[int]:
     t = value.type if isinstance(value, SSAValue) else value
     assert isinstance(t, TensorType)
@@ -152,23 +158,38 @@ def _whole(shape: Sequence[int]) -> list[tuple[int, int]]:
 # ----------------------------------------------------------------------------------------------
 
 
+STREAM_TILE = 65536
+"""Bytes per stream tile (and per staging buffer when `tile-bytes` is given but no more)."""
+
+
 @dataclass(frozen=True)
 class Mapping:
-    """The knobs of the mapping (pass options of the same names, dashed)."""
+    """The knobs of the mapping (pass options of the same names, dashed). -1 leaves a knob to
+    the cost-model allocation (`lowering/allocation.py`); a value overrides it."""
 
-    matmul_par: int = 64
+    matmul_par: int = -1  # PCUs per linear (largest divisor of its output features <= this)
+    attention_par: int = -1  # PCUs per attention (kv-head groups x context blocks)
     simd_par: int = 8
     agcus: int = 4
-    tile_bytes: int = 65536
+    tile_bytes: int = -1  # staging per PMU buffer (-1: the SRAM plan); stream tiles 64 KiB
     buffer_depth: int = 2
     prefetch: int = -1  # -1: the dfk.loop's pipeline depth - 1 (iterations in flight)
 
     def check(self) -> None:
-        for name in ("matmul_par", "simd_par", "agcus", "tile_bytes", "buffer_depth"):
+        for name in ("simd_par", "agcus", "buffer_depth"):
             if getattr(self, name) < 1:
                 raise _fail(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.prefetch < -1:
-            raise _fail(f"prefetch must be >= 0 (or -1: from the loop), got {self.prefetch}")
+        for name in ("matmul_par", "attention_par", "tile_bytes", "prefetch"):
+            if getattr(self, name) < -1 or getattr(self, name) == 0 and name != "prefetch":
+                raise _fail(
+                    f"{name.replace('_', '-')} must be >= 1 (or -1: from the "
+                    f"{'loop' if name == 'prefetch' else 'allocation'}), got {getattr(self, name)}"
+                )
+
+    @property
+    def tile(self) -> int:
+        """Bytes per stream tile."""
+        return self.tile_bytes if self.tile_bytes > 0 else STREAM_TILE
 
 
 # ----------------------------------------------------------------------------------------------
@@ -205,6 +226,7 @@ class Unit:
     bytes_written: int = 0
     tiles: int = 0
     attrs: dict[str, Attribute] = field(default_factory=dict)
+    attr_step: dict[str, int] = field(default_factory=dict)
     mode: str = "simd"
     sram_bytes: int = 0
     buffers: int = 1
@@ -234,6 +256,7 @@ class KernelPlan:
     layers_per_trip: int
     spills: list[tuple[str, list[int], str]]  # scratch params: name, shape, dtype
     op: rdu.KernelOp
+    allocation: Allocation
 
 
 class _KernelLowering:
@@ -242,6 +265,7 @@ class _KernelLowering:
     def __init__(self, knobs: Mapping, preset: HardwarePreset):
         self.knobs = knobs
         self.preset = preset
+        self.alloc = Allocation()
         self.units: list[Unit] = []
         self.params: dict[str, tuple[list[int], str]] = {}  # name -> shape, dtype (ordered)
         self.buffers: dict[str, tuple[list[int], str]] = {}
@@ -279,23 +303,27 @@ class _KernelLowering:
         unit.group = self.group
         if not unit.tiles and (unit.bytes_read or unit.bytes_written):
             moved = max(unit.bytes_read, unit.bytes_written)
-            unit.tiles = max(unit.count, -(-moved // self.knobs.tile_bytes))
+            unit.tiles = max(unit.count, -(-moved // self.knobs.tile))
         self.units.append(unit)
         return unit
 
     # -- params in, results out -------------------------------------------------------------
 
-    def _load(self, value: SSAValue, split_rows: bool = False) -> str:
-        """The buffer holding kernel param `value` (loaded by AGCUs on first use)."""
+    def _load(self, value: SSAValue, split_dim: int | None = None) -> str:
+        """The buffer holding kernel param `value` (loaded by AGCUs on first use; `agcus` of
+        them over `split_dim`: a weight's rows, a KV cache's context rows)."""
         param = self.param_of[value]
         if param in self.loaded:
             return self.loaded[param]
         shape, dtype = self.params[param]
         buffer = self._buffer(f"{param}.ld", shape, dtype)
-        count = _divisor(shape[0], self.knobs.agcus) if split_rows else 1
-        rows = shape[0] // count
-        step = [rows] + [0] * (len(shape) - 1) if count > 1 else None
-        block = [(0, rows)] + _whole(shape[1:])
+        dim = 0 if split_dim is None else split_dim
+        count = _divisor(shape[dim], self.knobs.agcus) if split_dim is not None else 1
+        step = [0] * len(shape)
+        step[dim] = shape[dim] // count
+        block = _whole(shape)
+        block[dim] = (0, step[dim])
+        step = step if count > 1 else None
         size = bytes_of(shape, dtype)
         self.load_unit[param] = self._unit(
             Unit(
@@ -312,6 +340,12 @@ class _KernelLowering:
         self.loaded[param] = buffer
         return buffer
 
+    def _read_cache(self, value: SSAValue) -> str:
+        """The buffer holding a KV cache: loaded by AGCUs over its context rows."""
+        if value in self.param_of and value not in self.buffer_of:
+            return self._load(value, split_dim=2)
+        return self._read(value)
+
     def _read(self, value: SSAValue) -> str:
         """The buffer holding `value`: a param (loaded on first use) or an op's result."""
         if value in self.buffer_of:
@@ -324,7 +358,7 @@ class _KernelLowering:
         """A load moves what its consumer really reads (attended KV rows, gathered rows)."""
         unit = self.load_unit[param]
         unit.bytes_read = unit.bytes_written = size
-        unit.tiles = 0 if size == 0 else max(unit.count, -(-size // self.knobs.tile_bytes))
+        unit.tiles = 0 if size == 0 else max(unit.count, -(-size // self.knobs.tile))
 
     def store(self, value: SSAValue, param: str, size: int | None = None) -> None:
         buffer = self._read(value)
@@ -361,6 +395,9 @@ class _KernelLowering:
         attrs: dict[str, Attribute] | None = None,
         bytes_read: int | None = None,
         bytes_written: int | None = None,
+        attr_step: dict[str, int] | None = None,
+        op_name: str | None = None,
+        flops: int | None = None,
     ) -> Unit:
         """A PCU group; its bytes are the regions it accesses unless the op touches less (a
         gather, the attended KV rows, a KV write's new rows)."""
@@ -372,15 +409,16 @@ class _KernelLowering:
         return self._unit(
             Unit(
                 "pcu",
-                op.name.removeprefix("llm."),
+                op_name or op.name.removeprefix("llm."),
                 write.name,
                 reads,
                 write,
                 count=count,
-                flops=op_cost(op).flops,
+                flops=op_cost(op).flops if flops is None else flops,
                 bytes_read=sum(map(region_bytes, reads)) if bytes_read is None else bytes_read,
                 bytes_written=region_bytes(write) if bytes_written is None else bytes_written,
                 attrs=attrs or {},
+                attr_step=attr_step or {},
                 mode=mode,
             )
         )
@@ -474,34 +512,58 @@ class _KernelLowering:
             bytes_read=bytes_read,
         )
 
+    def _units(self, op: Operation, extent: int, knob: int) -> int:
+        """How many PCUs split `extent` (always a divisor): the knob's largest divisor not
+        above it, or the allocation's smallest divisor not below what it wants."""
+        count = (
+            _divisor(extent, knob)
+            if knob > 0
+            else _divisor_at_least(extent, self.alloc.pcus(op) or 1)
+        )
+        self.alloc.placed[op] = count
+        return count
+
+    def _stage_weight(self, value: SSAValue, outs: int, ins: int, pcus: int) -> str:
+        """Load a linear weight and stage it in PMUs (their SRAM from the allocation, or one
+        PMU per PCU with `tile-bytes` x `buffer-depth`): the buffer the `pcus` PCUs read."""
+        loaded = self._load(value, split_dim=0)
+        param = self.param_of[value]
+        dtype = _dtype(value)
+        size = bytes_of([outs, ins], dtype)
+        depth = self.knobs.buffer_depth
+        if self.knobs.tile_bytes > 0:
+            count = pcus
+            per_pmu = min(self.knobs.tile_bytes, size // count) * depth
+        else:
+            staged_bytes = self.alloc.staging.get(value, self.preset.pmu_bytes)
+            count = _divisor_at_least(outs, -(-staged_bytes // self.preset.pmu_bytes))
+            per_pmu = staged_bytes // count
+        rows = outs // count
+        block = [(0, rows), (0, ins)]
+        staged = self._buffer(f"{param}.pmu", [outs, ins], dtype)
+        self._unit(
+            Unit(
+                "pmu",
+                "copy",
+                f"pmu.{param}",
+                [Access(loaded, block, [rows, 0] if count > 1 else None)],
+                Access(staged, block, [rows, 0] if count > 1 else None),
+                count=count,
+                bytes_read=size,
+                bytes_written=size,
+                sram_bytes=max(1, min(self.preset.pmu_bytes, per_pmu)),
+                buffers=depth,
+            )
+        )
+        return staged
+
     def _linear(self, op: llm.LinearOp) -> None:
         outs, ins = _shape(op.weight)
-        count = _divisor(outs, self.knobs.matmul_par)
+        count = self._units(op, outs, self.knobs.matmul_par)
         rows = outs // count
         x = self._read(op.input)
         if op.weight in self.param_of:
-            loaded = self._load(op.weight, split_rows=True)
-            param = self.param_of[op.weight]
-            dtype = _dtype(op.weight)
-            block = [(0, rows), (0, ins)]
-            staged = self._buffer(f"{param}.pmu", [outs, ins], dtype)
-            size = bytes_of([outs, ins], dtype)
-            tile = min(self.knobs.tile_bytes, bytes_of([rows, ins], dtype))
-            self._unit(
-                Unit(
-                    "pmu",
-                    "copy",
-                    f"pmu.{param}",
-                    [Access(loaded, block, [rows, 0])],
-                    Access(staged, block, [rows, 0]),
-                    count=count,
-                    bytes_read=size,
-                    bytes_written=size,
-                    sram_bytes=min(self.preset.pmu_bytes, tile * self.knobs.buffer_depth),
-                    buffers=self.knobs.buffer_depth,
-                )
-            )
-            w = staged
+            w = self._stage_weight(op.weight, outs, ins, count)
         else:
             w = self._read(op.weight)
         batch = _shape(op.input)[0]
@@ -549,7 +611,7 @@ class _KernelLowering:
         b, kvh, s, d = _shape(op.cache)
         count = self._heads(kvh)
         kh = kvh // count
-        cache = self._read(op.cache)
+        cache = self._read_cache(op.cache)
         if op.cache in self.param_of:
             self.cache_param_of[op.results[0]] = self.param_of[op.cache]
         elif op.cache in self.cache_param_of:
@@ -575,33 +637,84 @@ class _KernelLowering:
         )
 
     def _attention(self, op: llm.AttentionOp) -> None:
+        """Attention over kv-head groups (each unit its heads' whole context) while there are
+        enough kv heads for the PCUs it gets; beyond that over context blocks, flash-decoding
+        style: `attention_partial` units each attend one block of every kv head's rows
+        (f32 partials: weighted sum, maximum, sum of exponentials), `attention_combine` units
+        merge the blocks per query head."""
         b, kvh, s, d = _shape(op.k_cache)
         heads = op.num_heads.value.data
-        count = self._heads(kvh)
-        kh, qh = kvh // count, heads // count
-        multi = count > 1
+        knob = self.knobs.attention_par
+        want = knob if knob > 0 else (self.alloc.pcus(op) or self.knobs.simd_par)
         kv_read = op_cost(op).kv_read_bytes
+        k_cache, v_cache = (self._read_cache(c) for c in (op.k_cache, op.v_cache))
         for cache in (op.k_cache, op.v_cache):
             param = self.cache_param_of.get(cache, self.param_of.get(cache))
             if param is not None and param in self.load_unit:
                 self._set_load_bytes(param, kv_read // 2)
-        q = Access(self._read(op.query), [(0, b), (0, qh * d)], [0, qh * d] if multi else None)
-        caches = [
-            Access(
-                self._read(c), [(0, b), (0, kh), (0, s), (0, d)], [0, kh, 0, 0] if multi else None
-            )
-            for c in (op.k_cache, op.v_cache)
-        ]
         pos = Access(self._read(op.positions), _whole(_shape(op.positions)))
+        query = self._read(op.query)
+        bytes_read = tensor_bytes(op.query) + kv_read + tensor_bytes(op.positions)
+        if want <= kvh or s == 1:
+            count = self.alloc.placed[op] = _divisor(kvh, want)
+            kh, qh = kvh // count, heads // count
+            multi = count > 1
+            q = Access(query, [(0, b), (0, qh * d)], [0, qh * d] if multi else None)
+            caches = [
+                Access(c, [(0, b), (0, kh), (0, s), (0, d)], [0, kh, 0, 0] if multi else None)
+                for c in (k_cache, v_cache)
+            ]
+            out, _, _ = self._result(op)
+            self._pcu(
+                op,
+                [q, *caches, pos],
+                Access(out, q.ranges, q.step),
+                count,
+                mode="systolic",
+                attrs=self._attrs(op, num_heads=qh, num_kv_heads=kh),
+                bytes_read=bytes_read,
+            )
+            return
+        blocks = _divisor(s, want) if knob > 0 else _divisor_at_least(s, want)
+        self.alloc.placed[op] = blocks
+        rows = s // blocks
+        partial = self._buffer(
+            f"{op.results[0].name_hint or 'attn'}.part", [b, blocks, heads, d + 2], "f32"
+        )
+        caches = [
+            Access(c, [(0, b), (0, kvh), (0, rows), (0, d)], [0, 0, rows, 0])
+            for c in (k_cache, v_cache)
+        ]
+        written = [(0, b), (0, 1), (0, heads), (0, d + 2)]
+        self._pcu(
+            op,
+            [Access(query, _whole([b, heads * d])), *caches, pos],
+            Access(partial, written, [0, 1, 0, 0]),
+            blocks,
+            mode="systolic",
+            attrs=self._attrs(op, block_start=0),
+            attr_step={"block_start": rows},
+            op_name="attention_partial",
+            bytes_read=bytes_read,
+        )
+        self.group += 1
+        count = _divisor(heads, self.knobs.simd_par)
+        qh = heads // count
+        multi = count > 1
         out, _, _ = self._result(op)
         self._pcu(
             op,
-            [q, *caches, pos],
-            Access(out, q.ranges, q.step),
+            [
+                Access(
+                    partial,
+                    [(0, b), (0, blocks), (0, qh), (0, d + 2)],
+                    [0, 0, qh, 0] if multi else None,
+                )
+            ],
+            Access(out, [(0, b), (0, qh * d)], [0, qh * d] if multi else None),
             count,
-            mode="systolic",
-            attrs=self._attrs(op, num_heads=qh, num_kv_heads=kh),
-            bytes_read=tensor_bytes(op.query) + kv_read + tensor_bytes(op.positions),
+            op_name="attention_combine",
+            flops=0,
         )
 
 
@@ -727,7 +840,7 @@ def _materialize_section(lowering: _KernelLowering, units: list[Unit]) -> rdu.Se
                 inputs.append(stream)
         space = lowering.buffers.get(unit.write.name) or lowering.params[unit.write.name]
         elements = max(
-            1, min(math.prod(unit.write.block()), knobs.tile_bytes // DTYPES[space[1]].itemsize)
+            1, min(math.prod(unit.write.block()), knobs.tile // DTYPES[space[1]].itemsize)
         )
         stream_type = rdu.StreamType(TensorType(_element(space[1]), [elements]), knobs.buffer_depth)
         props: dict[str, Attribute] = {
@@ -751,6 +864,10 @@ def _materialize_section(lowering: _KernelLowering, units: list[Unit]) -> rdu.Se
             cls = rdu.AgcuOp
         if unit.attrs:
             props["attrs"] = DictionaryAttr(unit.attrs)
+        if unit.attr_step:
+            props["attr_step"] = DictionaryAttr(
+                {k: IntegerAttr(v, i64) for k, v in unit.attr_step.items()}
+            )
         op = cls.create(operands=inputs, result_types=[stream_type], properties=props)
         block.add_op(op)
         ops.append(op)
@@ -875,6 +992,15 @@ def _lower_kernel(
         for r, v in enumerate(outputs)
         if r not in inplace and not isinstance(v.owner, llm.KVCacheWriteOp)
     }
+    lowering.alloc = allocate(
+        body_ops,
+        preset,
+        weights={v: True for v in lowering.param_of},
+        small_pcus=knobs.simd_par * sum(1 for op in body_ops if _stage_free(op)),
+        prefetch=0 if loop is None else _wanted_prefetch(loop, knobs),
+        staging_override=knobs.tile_bytes if knobs.tile_bytes > 0 else None,
+        buffer_depth=knobs.buffer_depth,
+    )
     for op in body_ops:
         lowering.lower_op(op)
     # results: KV caches into params bound to aliases of their inputs (only the new rows
@@ -943,6 +1069,7 @@ def _lower_kernel(
         layers,
         spills,
         op,
+        lowering.alloc,
     )
 
 
@@ -968,13 +1095,22 @@ def _check_in_place_updates(ops: Sequence[Operation]) -> None:
                 )
 
 
+def _wanted_prefetch(loop: dfk.LoopOp, knobs: Mapping) -> int:
+    return knobs.prefetch if knobs.prefetch >= 0 else loop.pipeline_depth - 1
+
+
+def _stage_free(op: Operation) -> bool:
+    """An op that streams nothing off-chip (its units are `simd-par`, not allocated)."""
+    return not isinstance(op, llm.LinearOp | llm.AttentionOp | llm.MoEOp)
+
+
 def _prefetch(
     sections: list[rdu.SectionOp], loop: dfk.LoopOp, knobs: Mapping, preset: HardwarePreset
 ) -> int:
     """Trips whose loads may run ahead (the knob, or the loop's pipeline depth - 1): each
     needs its own copy of the staged weight tiles, so the depth is bounded by the SRAM the
     sections leave free."""
-    wanted = knobs.prefetch if knobs.prefetch >= 0 else loop.pipeline_depth - 1
+    wanted = _wanted_prefetch(loop, knobs)
     staged = max(s.sram_bytes.value.data for s in sections)
     return wanted if staged == 0 else min(wanted, (preset.sram_bytes - staged) // staged)
 
@@ -1506,6 +1642,7 @@ class LowerDfkToRdu(ModulePass):
     hw_overrides: str = ""
     launch: str = "software"
     matmul_par: int = Mapping.matmul_par
+    attention_par: int = Mapping.attention_par
     simd_par: int = Mapping.simd_par
     agcus: int = Mapping.agcus
     tile_bytes: int = Mapping.tile_bytes
@@ -1524,12 +1661,13 @@ class LowerDfkToRdu(ModulePass):
         if self.launch not in ("software", "hardware"):
             raise _fail(f"launch must be software or hardware, got {self.launch!r}")
         knobs = Mapping(
-            self.matmul_par,
-            self.simd_par,
-            self.agcus,
-            self.tile_bytes,
-            self.buffer_depth,
-            self.prefetch,
+            matmul_par=self.matmul_par,
+            attention_par=self.attention_par,
+            simd_par=self.simd_par,
+            agcus=self.agcus,
+            tile_bytes=self.tile_bytes,
+            buffer_depth=self.buffer_depth,
+            prefetch=self.prefetch,
         )
         knobs.check()
         step = next(
@@ -1559,6 +1697,8 @@ class LowerDfkToRdu(ModulePass):
         if self.summary:
             print(f"remark: lower-dfk-to-rdu: {summary}", file=sys.stderr)
             for plan in plans.values():
+                for line in plan.allocation.report(preset):
+                    print(f"remark: lower-dfk-to-rdu: kernel @{plan.name}: {line}", file=sys.stderr)
                 sections = len(plan.op.sections)
                 if sections > 1:
                     print(

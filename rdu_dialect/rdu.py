@@ -131,6 +131,8 @@ class PcuCompute(StrEnum):
     ROPE = "rope"
     KV_CACHE_WRITE = "kv_cache_write"
     ATTENTION = "attention"
+    ATTENTION_PARTIAL = "attention_partial"
+    ATTENTION_COMBINE = "attention_combine"
     SILU = "silu"
     GELU = "gelu"
     ADD = "add"
@@ -138,6 +140,8 @@ class PcuCompute(StrEnum):
     SOFTMAX = "softmax"
     ARGMAX = "argmax"
     MOE = "moe"
+    MOE_PARTIAL = "moe_partial"
+    MOE_COMBINE = "moe_combine"
 
 
 @irdl_attr_definition
@@ -793,15 +797,30 @@ class PcuOp(UnitOp):
     """`rdu.pcu linear "q" count 16 systolic ...`: pattern compute units running a numerics
     op (`simulator.numerics.OPS`) on buffer blocks, in SIMD or systolic mode, with the op's
     keyword attributes in `attrs`, typed as on the llm op they come from (an `f32` epsilon,
-    a `#llm.rope_scaling`)."""
+    a `#llm.rope_scaling`); `attr_step` shifts integer attributes per unit (unit j runs with
+    attrs[k] + j x attr_step[k]), as an access's step shifts its block."""
 
     name = "rdu.pcu"
 
     op = prop_def(PcuComputeAttr)
     mode = prop_def(PcuModeAttr)
     attrs = opt_prop_def(DictionaryAttr)
+    attr_step = opt_prop_def(DictionaryAttr)
 
-    assembly_format = "$op $id `count` $count $mode (`attrs` $attrs^)? " + _UNIT_FORMAT
+    assembly_format = (
+        "$op $id `count` $count $mode (`attrs` $attrs^)? (`attr_step` $attr_step^)? " + _UNIT_FORMAT
+    )
+
+    def verify_(self) -> None:
+        super().verify_()
+        if self.attr_step is None:
+            return
+        attrs = self.attrs.data if self.attrs is not None else {}
+        for key, step in self.attr_step.data.items():
+            if not isinstance(step, IntegerAttr) or not isinstance(attrs.get(key), IntegerAttr):
+                raise VerifyException(
+                    f"'{self.name}' attr_step '{key}' must step an integer attribute by an integer"
+                )
 
 
 @irdl_op_definition

@@ -134,7 +134,8 @@ _SEPARABLE: dict[str, Callable[[list[int | None], int | None], bool]] = {
 
 
 class _Unit:
-    """A unit prepared for execution: per copy ``j``, the read blocks and the written block.
+    """A unit prepared for execution: per copy ``j``, the read blocks, the written block and
+    the attributes (``attr_step`` shifts them per copy).
 
     A counted group whose copies tile contiguous ranges of an op that is separable along them
     (``_SEPARABLE``: elementwise ops, linears split over output features, rope over heads) runs
@@ -148,9 +149,11 @@ class _Unit:
         self.id, self.op = unit.id, unit.op
         count = unit.count
         rule = _SEPARABLE.get(unit.op)
+        attr_step = unit.attr_step if isinstance(unit, Pcu) else {}
         if (
             count > 1
             and isinstance(unit, Pcu)
+            and not attr_step
             and rule is not None
             and rule([_split_dim(a) for a in unit.reads], _split_dim(unit.write))
         ):
@@ -163,7 +166,10 @@ class _Unit:
         self.write = write.name
         self.writes = [_slices(write.ranges, write.step, j) for j in range(count)]
         self.shapes = [tuple(s.stop - s.start for s in w) for w in self.writes]
-        self.attrs = dict(unit.attrs)
+        self.attrs = [
+            {k: v + j * attr_step[k] if k in attr_step else v for k, v in unit.attrs.items()}
+            for j in range(count)
+        ]
         moves = (isinstance(unit, Agcu) and unit.op not in COLLECTIVES) or unit.op == "copy"
         self.fn: Callable[..., Any] | None = None if moves else N.OPS[unit.op]
 
@@ -344,7 +350,7 @@ class FunctionalSimulator:
             ]
             if unit.op in COLLECTIVES:  # every socket gets the combination of all blocks
                 assert unit.fn is not None, "a collective is a compute op"
-                whole = unit.fn([b[0] for b in blocks], **unit.attrs, out_dtype=outs[0].dtype)
+                whole = unit.fn([b[0] for b in blocks], **unit.attrs[j], out_dtype=outs[0].dtype)
                 results = [whole] * len(storage)
             elif unit.fn is None:  # load / store / copy: the block itself
                 results = [b[0] for b in blocks]
@@ -354,7 +360,7 @@ class FunctionalSimulator:
                 continue
             else:
                 results = [
-                    unit.fn(*b, **unit.attrs, out_dtype=o.dtype) for b, o in zip(blocks, outs)
+                    unit.fn(*b, **unit.attrs[j], out_dtype=o.dtype) for b, o in zip(blocks, outs)
                 ]
             for o, r in zip(outs, results):
                 o[where] = r if r.shape == shape else r.reshape(shape)

@@ -25,7 +25,8 @@ Conventions (the contract)
   heads are not separate dims (``q`` is ``[B, num_heads * head_dim]``, head ``h`` occupying columns
   ``h*head_dim : (h+1)*head_dim``). Positions are one int per batch entry (entries may differ).
   Weights use the Hugging Face layout (``linear`` weight ``[out, in]``).
-* **Dispatch.** ``OPS[name]`` maps an llm op's short name to its function. Positional parameters
+* **Dispatch.** ``OPS[name]`` maps an llm op's short name (and the parts of an op that units
+  split: ``attention_partial`` / ``attention_combine``) to its function. Positional parameters
   are the op's operands in IR order; keyword parameters are its attributes. Every op accepts
   ``out_dtype=`` to override the result dtype.
 * **Split reductions.** ``linear(..., accumulate_only=True)`` returns the float32 accumulator
@@ -62,6 +63,8 @@ __all__ = [
     "all_reduce",
     "argmax",
     "attention",
+    "attention_combine",
+    "attention_partial",
     "bytes_of",
     "dtype_from_name",
     "dtype_name",
@@ -632,6 +635,83 @@ def attention(
     return round_to(out.reshape(b, num_heads * head_dim), result_dtype(q, out_dtype=out_dtype))
 
 
+def attention_partial(
+    q: np.ndarray,
+    k_block: np.ndarray,
+    v_block: np.ndarray,
+    pos: Any,
+    *,
+    num_heads: int,
+    num_kv_heads: int,
+    head_dim: int,
+    block_start: int,
+    scale: float | None = None,
+    sliding_window: int | None = None,
+    out_dtype: DTypeLike = None,
+) -> np.ndarray:
+    """One context block of a split (flash-decoding) :func:`attention`: the cache rows
+    ``block_start .. block_start + L - 1`` given as ``k_block, v_block [B, KVH, L, D]``.
+
+    Returns float32 ``[B, NH, D + 2]``, per query head: the unnormalized weighted sum of the
+    block's attended v rows (``sum_r exp(s_r - m) v_r``, ``D`` values), the block's largest
+    score ``m`` and ``sum_r exp(s_r - m)``; a block with no attended row (all after ``pos`` or
+    before the window) gives ``m = -inf`` and zeros. :func:`attention_combine` merges the
+    blocks. Never rounded (``out_dtype`` is accepted for the dispatch convention only): the
+    partials are f32 accumulators, like ``linear(accumulate_only=True)``."""
+    del out_dtype
+    q32 = to_f32(q)
+    b = q32.shape[0]
+    kb = np.asarray(k_block)
+    _, kvh, rows, d = _check_cache(kb, "k block")
+    if num_heads % num_kv_heads or kvh != num_kv_heads or d != head_dim:
+        raise ValueError(
+            f"attention_partial: block {kb.shape} does not match {num_kv_heads} kv heads of "
+            f"dim {head_dim} for {num_heads} query heads"
+        )
+    p = _ints(pos, "attention_partial positions").reshape(-1)
+    sc = np.float32(1.0 / math.sqrt(head_dim) if scale is None else scale)
+    g = num_heads // num_kv_heads
+    out = np.zeros((b, num_kv_heads, g, head_dim + 2), dtype=np.float32)
+    out[..., head_dim] = -np.inf
+    for i in range(b):
+        hi = int(p[i]) + 1
+        lo = 0 if sliding_window is None else max(0, hi - sliding_window)
+        first, last = max(lo, block_start) - block_start, min(hi, block_start + rows) - block_start
+        if first >= last:
+            continue
+        k = to_f32(kb[i, :, first:last, :])  # [KVH, L, D]
+        v = to_f32(np.asarray(v_block)[i, :, first:last, :])
+        qi = q32[i].reshape(num_kv_heads, g, head_dim)
+        scores = np.matmul(qi, k.transpose(0, 2, 1)) * sc  # [KVH, G, L]
+        m = np.max(scores, axis=-1, keepdims=True)
+        e = np.exp(scores - m)
+        out[i, :, :, :head_dim] = np.matmul(e, v)
+        out[i, :, :, head_dim] = m[..., 0]
+        out[i, :, :, head_dim + 1] = np.sum(e, axis=-1, dtype=np.float32)
+    return out.reshape(b, num_heads, head_dim + 2)
+
+
+def attention_combine(partials: np.ndarray, *, out_dtype: DTypeLike = None) -> np.ndarray:
+    """Merge the blocks of :func:`attention_partial`: ``partials [B, blocks, NH, D + 2]`` (f32)
+    -> ``[B, NH * D]``, ``sum_j e^(m_j - M) o_j / sum_j e^(m_j - M) l_j`` with ``M`` the largest
+    block maximum, in f32, rounded once (default: bf16, attention's storage dtype)."""
+    p32 = to_f32(partials)
+    if p32.ndim != 4:
+        raise ValueError(
+            f"attention_combine: partials must be [B, blocks, NH, D+2], got {p32.shape}"
+        )
+    b, _, heads, width = p32.shape
+    d = width - 2
+    m = p32[..., d]
+    top = np.max(m, axis=1, keepdims=True)  # [B, 1, NH]: finite, the current row is attended
+    with np.errstate(invalid="ignore"):
+        w = np.where(np.isneginf(m), np.float32(0), np.exp(m - top))  # [B, blocks, NH]
+    num = np.sum(w[..., None] * p32[..., :d], axis=1, dtype=np.float32)
+    den = np.sum(w * p32[..., d + 1], axis=1, dtype=np.float32)
+    out = num / den[..., None]
+    return round_to(out.reshape(b, heads * d), BF16 if out_dtype is None else out_dtype)
+
+
 # --------------------------------------------------------------------------------------------
 # mixture of experts
 # --------------------------------------------------------------------------------------------
@@ -745,6 +825,8 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
     "rope": rope,
     "kv_cache_write": kv_cache_write,
     "attention": attention,
+    "attention_partial": attention_partial,
+    "attention_combine": attention_combine,
     "silu": silu,
     "gelu": gelu,
     "add": add,

@@ -211,9 +211,12 @@ class Pcu(_Unit, frozen=True, tag="pcu", kw_only=True):
     """Pattern compute units running ``op``, a :data:`~simulator.numerics.OPS` name other than
     a collective: reads are the op's operands in order, ``attrs`` its keyword attributes, the
     result's dtype that of the written buffer. ``kv_cache_write`` updates its first read in
-    place (its write is that same block). ``mode`` sets the throughput the time model uses."""
+    place (its write is that same block). ``mode`` sets the throughput the time model uses.
+    ``attr_step`` shifts integer attributes per unit like ``step`` shifts accesses: unit ``j``
+    runs with ``attrs[k] + j * attr_step[k]`` (a context block's first cache row)."""
 
     mode: Literal["simd", "systolic"]
+    attr_step: dict[str, int] = {}
 
 
 class Pmu(_Unit, frozen=True, tag="pmu", kw_only=True):
@@ -1039,6 +1042,12 @@ def _check_compute(
             f"{unit.op} has no attribute {key!r}; it takes "
             f"{', '.join(sorted(signature.allowed)) or 'none'}",
         )
+    for key, step in getattr(unit, "attr_step", {}).items():
+        if type(unit.attrs.get(key)) is not int or type(step) is not int:
+            bad(
+                f"{path}.attr_step.{key}",
+                f"steps an integer attribute of the unit, but {key!r} is not one",
+            )
     if unit.op == "kv_cache_write" and unit.reads and unit.reads[0] != unit.write:
         bad(
             f"{path}.write",

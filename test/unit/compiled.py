@@ -3,8 +3,10 @@ its tools compile the same few models many times)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from functools import cache
 
+from rdu_compiler.lowering.lower_dfk_to_rdu import Mapping
 from rdu_compiler.simulator.program import Program
 
 
@@ -19,11 +21,14 @@ def compiled(
     launch: str = "software",
     fusion: str = "layer",
     hw_overrides: str = "",
+    mapping: Mapping | None = None,
 ) -> Program:
     """``compile_program``; with ``hw_overrides`` (e.g. fewer PCUs, to force kernels split
-    into sections) the same passes with the lowering's ``hw-overrides`` option."""
+    into sections) the same passes with the lowering's ``hw-overrides`` option; ``mapping``:
+    the lowering's knobs."""
     from rdu_compiler.lowering.pipeline import compile_program
 
+    mapping = mapping or Mapping()
     if not hw_overrides:
         return compile_program(
             model,
@@ -33,6 +38,7 @@ def compiled(
             context=context,
             launch=launch,
             fusion=fusion,
+            mapping=mapping,
         )
     from xdsl.context import Context
 
@@ -45,6 +51,7 @@ def compiled(
     module = build_decode_step(load_model_config(model), batch=batch, context=context)
     ctx = Context()
     passes = pipeline_passes(sockets=sockets, kernel_looping=looped, launch=launch, fusion=fusion)
-    for p in (*passes[:-1], LowerDfkToRdu(launch=launch, hw_overrides=hw_overrides)):
+    lower = LowerDfkToRdu(launch=launch, hw_overrides=hw_overrides, **asdict(mapping))
+    for p in (*passes[:-1], lower):
         p.apply(ctx, module)
     return build_program(module)

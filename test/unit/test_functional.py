@@ -14,6 +14,7 @@ from compiled import compiled
 from logit_tolerance import BF16_ULPS, SAME_ROUNDING_ULPS, check_logits, logit_tolerance
 from toy_program import B, build_toy, reference, toy_data
 
+from rdu_compiler.lowering.lower_dfk_to_rdu import Mapping
 from rdu_compiler.simulator import numerics as N
 from rdu_compiler.simulator.functional import FunctionalError, FunctionalSimulator, memory_needed
 from rdu_compiler.simulator.program import load_program
@@ -113,6 +114,30 @@ def test_matches_reference_with_teacher_forcing(preset, sockets, looped, fusion)
         check_logits(got, tokens, logits, ulps, f"{preset} x{sockets} step {position}")
 
 
+# Every mapping feature at once, on shapes the tiny presets have: attention split over context
+# blocks (flash-decoding partials and their combine stage).
+FEATURES = Mapping(attention_par=4)
+
+
+@pytest.mark.parametrize("looped", [True, False], ids=["looped", "unlooped"])
+@pytest.mark.parametrize("sockets", [1, 2, 4])
+@pytest.mark.parametrize("preset", TINY)
+def test_mapping_features_match_reference(preset, sockets, looped):
+    fed, want = reference_run(preset)
+    program = compiled(
+        preset, sockets=sockets, looped=looped, batch=BATCH, context=CONTEXT, mapping=FEATURES
+    )
+    ops = {u.op for k in program.kernels for s in k.sections for u in s.units}
+    assert {"attention_partial", "attention_combine"} <= ops
+    sim = FunctionalSimulator(program, RandomWeights(SEED))
+    ulps = SAME_ROUNDING_ULPS if sockets == 1 else BF16_ULPS
+    for position, logits in enumerate(want):
+        got, tokens = sim.decode(
+            np.full(BATCH, fed[position], np.int32), np.full(BATCH, position, np.int32)
+        )
+        check_logits(got, tokens, logits, ulps, f"{preset} x{sockets} step {position}")
+
+
 def corrupt(program, unit_id: str, mutate) -> object:
     """The program with one unit's JSON changed (still a valid program)."""
     builtins = msgspec.to_builtins(program)
@@ -133,17 +158,46 @@ def corrupt(program, unit_id: str, mutate) -> object:
 )
 def test_corrupted_tile_offset_gives_a_mismatch(unit_id, mutate):
     program = compiled("tiny-llama", batch=BATCH, context=CONTEXT)
-    bad = corrupt(program, unit_id, mutate)
+    _assert_mismatch(program, corrupt(program, unit_id, mutate), steps=1)
+
+
+def _assert_mismatch(program, bad, steps: int, factor: float = 10) -> None:
+    """`program` matches the reference over `steps` steps; `bad` is off by more than `factor`
+    times the tolerance at the last, in every batch row."""
     fed, want = reference_run("tiny-llama")
-    got = [
-        FunctionalSimulator(p, RandomWeights(SEED)).decode(
-            np.full(BATCH, fed[0], np.int32), np.zeros(BATCH, np.int32)
-        )[0]
-        for p in (program, bad)
-    ]
-    assert np.array_equal(f32(got[0]), f32(want[0]))
-    tol = logit_tolerance(f32(want[0]), BF16_ULPS)
-    assert (np.abs(f32(got[1]) - f32(want[0])).max(axis=-1) > 10 * tol).all()
+    sims = [FunctionalSimulator(p, RandomWeights(SEED)) for p in (program, bad)]
+    for position in range(steps):
+        got = [
+            sim.decode(np.full(BATCH, fed[position], np.int32), np.full(BATCH, position, np.int32))[
+                0
+            ]
+            for sim in sims
+        ]
+    assert np.array_equal(f32(got[0]), f32(want[steps - 1]))
+    tol = logit_tolerance(f32(want[steps - 1]), BF16_ULPS)
+    assert (np.abs(f32(got[1]) - f32(want[steps - 1])).max(axis=-1) > factor * tol).all()
+
+
+@pytest.mark.parametrize(
+    "unit_id, mutate",
+    [
+        # every partial attends the first context block's rows (its cache read does not step)
+        ("attn.part", lambda u: u["reads"][1].update(step=[0, 0, 0, 0])),
+        # the partials think their blocks start one block later (masking the wrong rows)
+        (
+            "attn.part",
+            lambda u: u["attr_step"].update(block_start=2 * u["attr_step"]["block_start"]),
+        ),
+        # the combine merges only the first block's partials
+        ("attn", lambda u: u["reads"][0]["ranges"].__setitem__(1, [0, 1])),
+    ],
+    ids=["partial-cache-step", "partial-block-start", "combine-blocks"],
+)
+def test_corrupted_attention_split_gives_a_mismatch(unit_id, mutate):
+    program = compiled("tiny-llama", batch=BATCH, context=CONTEXT, mapping=FEATURES)
+    # positions 0 .. 5 reach the second block of 4 rows: two of six rows go astray
+    bad = corrupt(program, unit_id, mutate)
+    _assert_mismatch(program, bad, steps=len(PROMPT) + STEPS - 1, factor=2)
 
 
 @pytest.mark.parametrize("looped", [True, False], ids=["looped", "unlooped"])
@@ -151,7 +205,12 @@ def test_kernels_split_into_sections_compute_the_same(looped):
     """A chip with 150 PCUs / PMUs: the layer kernel is split into sections that pass data
     through HBM scratch tensors; the numbers do not change."""
     split = compiled(
-        "tiny-llama", looped=looped, batch=BATCH, context=CONTEXT, hw_overrides="pcus=150,pmus=150"
+        "tiny-llama",
+        looped=looped,
+        batch=BATCH,
+        context=CONTEXT,
+        hw_overrides="pcus=150,pmus=150",
+        mapping=Mapping(matmul_par=64),
     )
     assert max(len(k.sections) for k in split.kernels) > 1
     whole = compiled("tiny-llama", looped=looped, batch=BATCH, context=CONTEXT)

@@ -198,7 +198,11 @@ def test_sections_compute_what_the_reference_does(preset, looped):
     """A chip of 200 PCUs / PMUs splits the layer into sections (data crossing them through
     scratch tensors); the program still matches the reference exactly."""
     program = compile_program(
-        preset, kernel_looping=looped, batch=2, hw_overrides="pcus=200,pmus=200"
+        preset,
+        kernel_looping=looped,
+        batch=2,
+        hw_overrides="pcus=200,pmus=200",
+        mapping=Mapping(matmul_par=64),
     )
     assert len(_layer_kernel(program).sections) > 1
     ref = ReferenceEngine(build_decode_step(load_model_config(preset), batch=2), RandomWeights(0))

@@ -12,6 +12,7 @@ import msgspec
 import pytest
 from compiled import compiled
 
+from rdu_compiler.lowering.lower_dfk_to_rdu import Mapping
 from rdu_compiler.simulator.hardware import get_preset
 from rdu_compiler.simulator.report import (
     CAUSES,
@@ -175,7 +176,9 @@ def test_hardware_launch_cuts_launch_and_sync():
 
 
 def test_split_kernels_reload_every_trip():
-    program = compiled("tiny-llama", context=64, hw_overrides="pcus=150,pmus=150")
+    program = compiled(
+        "tiny-llama", context=64, hw_overrides="pcus=150,pmus=150", mapping=Mapping(matmul_par=64)
+    )
     layer = program.kernels[1]
     trips, sections = layer.loop.trips, len(layer.sections)
     assert sections > 1

@@ -1,0 +1,176 @@
+"""Cost-model-driven allocation of a kernel body's units (the first job of `lower-dfk-to-rdu`).
+
+A fused layer is a pipeline: while one stage computes, the socket's HBM streams the next
+stages' weights and KV rows. The HBM stays busy only if no stage is slower than the data it
+consumes arrives. So, per op of the body, from `passes.cost_model.op_cost` and the op's
+operand types:
+
+* its **work**: off-chip bytes (the weights it streams, the KV rows it attends: what it costs
+  the socket's HBM), FLOPs, and the on-chip bytes its units read (one f32 vector per cycle);
+* its **rate target**: it must finish its work in at most `PACE` times the time the socket's
+  HBM (`hbm_bandwidth x hbm_efficiency`) needs for its off-chip bytes. Summed over the ops of
+  a layer, compute then takes at most `PACE` of the layer's HBM time, which leaves the rest
+  for the all-reduce barriers and pipeline fill;
+* its **PCUs**: the fewest that meet the target at its rate (a systolic PCU does
+  `lanes x 2 x stages x clock` FLOP/s, any unit moves `lanes x 4 bytes x clock`). The FLOPs
+  grow with the batch, so a large batch gets more PCUs, up to the chip's budget: if the ops
+  want more than the chip has, every op's share is scaled down alike (the step is then
+  compute-bound, and every PCU works on it).
+
+Ops without off-chip bytes (norms, rope, elementwise ops, the KV write) touch a few kB and keep
+`simd-par` units. The weight **staging** (PMUs between a weight's loads and its PCUs) gets the
+chip's SRAM: each linear weight of a trip is staged whole while `1 + prefetch` trips' worth fit
+(so the loads of the MLP stream during attention and the next trip's during this one's tail),
+otherwise every weight the same fraction; each PMU holds at most its SRAM. The knobs
+(`matmul-par`, `attention-par`, `tile-bytes`) override the allocation where given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from xdsl.ir import Operation, SSAValue
+
+from rdu_compiler.passes.cost_model import op_cost, tensor_bytes
+from rdu_compiler.rdu_dialect import llm
+from rdu_compiler.simulator.hardware import HardwarePreset
+
+__all__ = ["PACE", "Allocation", "Stage", "allocate"]
+
+PACE = 0.5
+"""Fraction of its off-chip bytes' HBM time a stage may compute for (see the module doc)."""
+
+STAGING_FLOOR = 65536
+"""The least SRAM a weight's staging gets when SRAM is short (two 32 KiB tiles)."""
+
+SRAM_FILL = 0.9
+"""Fraction of the SRAM the staging plans for (the rest: tiles of the non-linear ops)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What the allocation decided for one op: `pcus` wanted (before the lowering rounds it to
+    a divisor of the split dimension), its work, and its expected time at that count."""
+
+    op: str
+    pcus: int
+    offchip_bytes: int
+    flops: int
+    onchip_bytes: int
+    systolic: bool
+
+    def seconds(self, preset: HardwarePreset, pcus: int | None = None) -> float:
+        n = pcus or self.pcus
+        flop_rate = n * preset.pcu_lanes * 2 * preset.clock_hz
+        if self.systolic:
+            flop_rate *= preset.pcu_stages
+        byte_rate = n * preset.pcu_lanes * 4 * preset.clock_hz
+        return max(self.flops / flop_rate, self.onchip_bytes / byte_rate)
+
+
+@dataclass
+class Allocation:
+    """Per op of a kernel body: its stage (PCUs), and per staged weight its SRAM bytes."""
+
+    stages: dict[Operation, Stage] = field(default_factory=dict)
+    staging: dict[SSAValue, int] = field(default_factory=dict)
+    hbm_rate: float = 0.0
+    placed: dict[Operation, int] = field(default_factory=dict)  # PCUs the lowering used
+
+    def pcus(self, op: Operation) -> int:
+        stage = self.stages.get(op)
+        return stage.pcus if stage is not None else 0
+
+    def report(self, preset: HardwarePreset) -> list[str]:
+        """One line per allocated stage: PCUs, work, expected time against its HBM time."""
+        lines = []
+        for op, stage in self.stages.items():
+            pcus = self.placed.get(op, stage.pcus)
+            name = op.results[0].name_hint or stage.op
+            hbm_us = stage.offchip_bytes / self.hbm_rate * 1e6 if self.hbm_rate else 0.0
+            lines.append(
+                f"{stage.op} '{name}': {pcus} PCUs, {stage.offchip_bytes} bytes off-chip, "
+                f"{stage.flops} FLOPs: {stage.seconds(preset, pcus) * 1e6:.2f} us "
+                f"(its bytes at HBM rate: {hbm_us:.2f} us)"
+            )
+        staged = sum(self.staging.values())
+        if staged:
+            lines.append(f"weight staging: {staged} bytes of SRAM over {len(self.staging)} weights")
+        return lines
+
+
+def _stage(op: Operation) -> Stage | None:
+    """The work of an op that streams off-chip data (linear, attention, MoE), else None."""
+    cost = op_cost(op)
+    name = op.name.removeprefix("llm.")
+    if isinstance(op, llm.LinearOp):
+        onchip = tensor_bytes(op.weight) + tensor_bytes(op.input)
+        return Stage(name, 1, cost.weight_bytes, cost.flops, onchip, True)
+    if isinstance(op, llm.AttentionOp):
+        onchip = cost.kv_read_bytes + tensor_bytes(op.query)
+        return Stage(name, 1, cost.kv_read_bytes, cost.flops, onchip, True)
+    if isinstance(op, llm.MoEOp):
+        onchip = cost.weight_bytes + tensor_bytes(op.input)
+        return Stage(name, 1, cost.weight_bytes, cost.flops, onchip, True)
+    return None
+
+
+def allocate(
+    ops: Sequence[Operation],
+    preset: HardwarePreset,
+    *,
+    weights: dict[SSAValue, bool],
+    small_pcus: int,
+    prefetch: int,
+    staging_override: int | None,
+    buffer_depth: int,
+) -> Allocation:
+    """The allocation of one kernel body (`ops`, in order). `weights` says, per linear weight
+    value, whether it is streamed from off-chip (a kernel argument); `small_pcus` is what the
+    ops without off-chip bytes take; `prefetch` the trips whose weights are staged ahead;
+    `staging_override` (tile-bytes x buffer-depth per PMU) replaces the SRAM plan."""
+    hbm = preset.hbm_bandwidth * preset.hbm_efficiency
+    alloc = Allocation(hbm_rate=hbm)
+    stages = {op: s for op in ops if (s := _stage(op)) is not None}
+    wanted: dict[Operation, int] = {}
+    for op, stage in stages.items():
+        if stage.offchip_bytes == 0 or (
+            isinstance(op, llm.LinearOp) and not weights.get(op.weight, False)
+        ):
+            wanted[op] = 1
+            continue
+        target = PACE * stage.offchip_bytes / hbm
+        wanted[op] = max(1, math.ceil(stage.seconds(preset, 1) / target))
+    budget = max(len(wanted), preset.pcus - small_pcus)
+    total = sum(wanted.values())
+    if total > budget:  # compute-bound: every op gets the same share of what it wanted
+        wanted = {op: max(1, n * budget // total) for op, n in wanted.items()}
+    for op, stage in stages.items():
+        alloc.stages[op] = Stage(
+            stage.op,
+            wanted[op],
+            stage.offchip_bytes,
+            stage.flops,
+            stage.onchip_bytes,
+            stage.systolic,
+        )
+    streamed = [
+        op.weight for op in stages if isinstance(op, llm.LinearOp) and weights.get(op.weight)
+    ]
+    if staging_override is not None:
+        return alloc
+    per_trip = sum(tensor_bytes(w) for w in streamed)
+    if per_trip:
+        room = SRAM_FILL * min(preset.sram_bytes, preset.pmus * preset.pmu_bytes)
+        fraction = min(1.0, room / (per_trip * (1 + prefetch) * _depth_factor(buffer_depth)))
+        for w in streamed:
+            whole = tensor_bytes(w) * _depth_factor(buffer_depth)
+            alloc.staging[w] = int(max(min(whole, STAGING_FLOOR), whole * fraction))
+    return alloc
+
+
+def _depth_factor(buffer_depth: int) -> float:
+    """SRAM per byte that may run ahead: with `buffer_depth` buffers, one is being consumed."""
+    return buffer_depth / max(1, buffer_depth - 1)
