@@ -147,6 +147,14 @@ def allocate(
     total = sum(wanted.values())
     if total > budget:  # compute-bound: every op gets the same share of what it wanted
         wanted = {op: max(1, n * budget // total) for op, n in wanted.items()}
+    choices = {op: _choices(op) for op in wanted}
+    wanted = {op: _pick(choices[op], n) for op, n in wanted.items()}
+    while sum(wanted.values()) > budget:  # rounding to divisors went over: step the largest down
+        op = max(wanted, key=lambda o: (wanted[o], -list(wanted).index(o)))
+        smaller = [d for d in choices[op] if d < wanted[op]]
+        if not smaller:
+            break
+        wanted[op] = smaller[-1]
     for op, stage in stages.items():
         alloc.stages[op] = Stage(
             stage.op,
@@ -169,6 +177,32 @@ def allocate(
             whole = tensor_bytes(w) * _depth_factor(buffer_depth)
             alloc.staging[w] = int(max(min(whole, STAGING_FLOOR), whole * fraction))
     return alloc
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted({*small, *(n // d for d in small)})
+
+
+def _choices(op: Operation) -> list[int]:
+    """The PCU counts an op's units can split it into exactly: divisors of a linear's output
+    features; an attention's kv heads, or beyond them its context rows (blocks)."""
+    if isinstance(op, llm.LinearOp):
+        return _divisors(op.weight.type.get_shape()[0])
+    if isinstance(op, llm.AttentionOp):
+        _, kv_heads, context, _ = op.k_cache.type.get_shape()
+        heads = _divisors(kv_heads)
+        return heads + [d for d in _divisors(context) if d > heads[-1]]
+    return [1]
+
+
+def _pick(choices: list[int], want: int) -> int:
+    """The choice nearest `want`: the smallest not below it unless that overshoots by half."""
+    above = [d for d in choices if d >= want]
+    below = [d for d in choices if d <= want]
+    if above and (not below or above[0] <= 1.5 * want):
+        return above[0]
+    return below[-1]
 
 
 def _depth_factor(buffer_depth: int) -> float:
