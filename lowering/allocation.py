@@ -164,19 +164,33 @@ def allocate(
             stage.onchip_bytes,
             stage.systolic,
         )
-    streamed = [
-        op.weight for op in stages if isinstance(op, llm.LinearOp) and weights.get(op.weight)
-    ]
     if staging_override is not None:
         return alloc
-    per_trip = sum(tensor_bytes(w) for w in streamed)
+    streamed = _streamed(stages, weights)
+    per_trip = sum(streamed.values())
     if per_trip:
         room = SRAM_FILL * min(preset.sram_bytes, preset.pmus * preset.pmu_bytes)
         fraction = min(1.0, room / (per_trip * (1 + prefetch) * _depth_factor(buffer_depth)))
-        for w in streamed:
-            whole = tensor_bytes(w) * _depth_factor(buffer_depth)
+        for w, moved in streamed.items():
+            whole = moved * _depth_factor(buffer_depth)
             alloc.staging[w] = int(max(min(whole, STAGING_FLOOR), whole * fraction))
     return alloc
+
+
+def _streamed(stages: dict[Operation, Stage], weights: dict[SSAValue, bool]) -> dict[SSAValue, int]:
+    """The weights staged through PMUs, with the bytes a trip moves: a linear's whole weight,
+    the routed share of an MoE's expert weights."""
+    out: dict[SSAValue, int] = {}
+    for op in stages:
+        if isinstance(op, llm.LinearOp) and weights.get(op.weight):
+            out[op.weight] = tensor_bytes(op.weight)
+        elif isinstance(op, llm.MoEOp):
+            cost, router = op_cost(op), tensor_bytes(op.router)
+            routed, every = cost.weight_bytes - router, cost.dense_weight_bytes - router
+            for w in (op.gate, op.up, op.down):
+                if weights.get(w):
+                    out[w] = tensor_bytes(w) * routed // every
+    return out
 
 
 def _divisors(n: int) -> list[int]:
@@ -189,6 +203,8 @@ def _choices(op: Operation) -> list[int]:
     features; an attention's kv heads, or beyond them its context rows (blocks)."""
     if isinstance(op, llm.LinearOp):
         return _divisors(op.weight.type.get_shape()[0])
+    if isinstance(op, llm.MoEOp):
+        return _divisors(op.gate.type.get_shape()[1])
     if isinstance(op, llm.AttentionOp):
         _, kv_heads, context, _ = op.k_cache.type.get_shape()
         heads = _divisors(kv_heads)

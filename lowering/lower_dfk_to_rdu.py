@@ -158,6 +158,10 @@ def _whole(shape: Sequence[int]) -> list[tuple[int, int]]:
 # ----------------------------------------------------------------------------------------------
 
 
+STAGED_TRIPS_AHEAD = 1
+"""Trips ahead whose weights the SRAM plan leaves room for unless `prefetch` says (kernel
+looping's default pipeline depth 2 keeps one trip in flight)."""
+
 STREAM_TILE = 65536
 """Bytes per stream tile (and per staging buffer when `tile-bytes` is given but no more)."""
 
@@ -442,16 +446,13 @@ class _KernelLowering:
             return self._split_features(op, op.head_dim.value.data)
         if isinstance(op, llm.SiluOp | llm.GeluOp | llm.AddOp | llm.MulOp):
             return self._split_features(op, 1)
+        if isinstance(op, llm.MoEOp):
+            return self._moe(op)
         if isinstance(op, llm.AllReduceOp | llm.AllGatherOp):
             return self._collective(op)
         if isinstance(
             op,
-            llm.EmbeddingOp
-            | llm.RMSNormOp
-            | llm.LayerNormOp
-            | llm.ArgmaxOp
-            | llm.SoftmaxOp
-            | llm.MoEOp,
+            llm.EmbeddingOp | llm.RMSNormOp | llm.LayerNormOp | llm.ArgmaxOp | llm.SoftmaxOp,
         ):
             return self._whole_op(op)
         raise _fail_at(op, f"no mapping for '{op.name}' onto RDU units")
@@ -495,19 +496,11 @@ class _KernelLowering:
             if op.table in self.param_of:
                 self._set_load_bytes(self.param_of[op.table], gathered)
             bytes_read = gathered + tensor_bytes(op.ids)
-        if isinstance(op, llm.MoEOp):
-            # the routed experts' share of the expert weights (cost model's assumption)
-            cost, router = op_cost(op), tensor_bytes(op.router)
-            routed, every = cost.weight_bytes - router, cost.dense_weight_bytes - router
-            for w in (op.gate, op.up, op.down):
-                if w in self.param_of:
-                    self._set_load_bytes(self.param_of[w], tensor_bytes(w) * routed // every)
         self._pcu(
             op,
             [Access(r, _whole(self.buffers[r][0])) for r in reads],
             Access(out, _whole(shape)),
             1,
-            mode="systolic" if isinstance(op, llm.MoEOp) else "simd",
             attrs=self._attrs(op),
             bytes_read=bytes_read,
         )
@@ -523,31 +516,36 @@ class _KernelLowering:
         self.alloc.placed[op] = count
         return count
 
-    def _stage_weight(self, value: SSAValue, outs: int, ins: int, pcus: int) -> str:
-        """Load a linear weight and stage it in PMUs (their SRAM from the allocation, or one
-        PMU per PCU with `tile-bytes` x `buffer-depth`): the buffer the `pcus` PCUs read."""
-        loaded = self._load(value, split_dim=0)
+    def _stage_weight(self, value: SSAValue, dim: int, pcus: int, moved: int | None = None) -> str:
+        """Load a weight (by AGCUs over `dim`) and stage it in PMUs over `dim` (their SRAM from
+        the allocation, or one PMU per PCU with `tile-bytes` x `buffer-depth`): the buffer the
+        `pcus` PCUs read. `moved`: the bytes really read (the routed experts' share)."""
+        loaded = self._load(value, split_dim=dim)
         param = self.param_of[value]
-        dtype = _dtype(value)
-        size = bytes_of([outs, ins], dtype)
+        shape, dtype = _shape(value), _dtype(value)
+        size = bytes_of(shape, dtype) if moved is None else moved
+        if moved is not None:
+            self._set_load_bytes(param, moved)
         depth = self.knobs.buffer_depth
         if self.knobs.tile_bytes > 0:
             count = pcus
             per_pmu = min(self.knobs.tile_bytes, size // count) * depth
         else:
             staged_bytes = self.alloc.staging.get(value, self.preset.pmu_bytes)
-            count = _divisor_at_least(outs, -(-staged_bytes // self.preset.pmu_bytes))
+            count = _divisor_at_least(shape[dim], -(-staged_bytes // self.preset.pmu_bytes))
             per_pmu = staged_bytes // count
-        rows = outs // count
-        block = [(0, rows), (0, ins)]
-        staged = self._buffer(f"{param}.pmu", [outs, ins], dtype)
+        block = _whole(shape)
+        block[dim] = (0, shape[dim] // count)
+        step = [0] * len(shape)
+        step[dim] = shape[dim] // count
+        staged = self._buffer(f"{param}.pmu", shape, dtype)
         self._unit(
             Unit(
                 "pmu",
                 "copy",
                 f"pmu.{param}",
-                [Access(loaded, block, [rows, 0] if count > 1 else None)],
-                Access(staged, block, [rows, 0] if count > 1 else None),
+                [Access(loaded, block, step if count > 1 else None)],
+                Access(staged, block, step if count > 1 else None),
                 count=count,
                 bytes_read=size,
                 bytes_written=size,
@@ -557,13 +555,77 @@ class _KernelLowering:
         )
         return staged
 
+    def _moe(self, op: llm.MoEOp) -> None:
+        """Experts over PCUs: every unit takes one block of every expert's intermediate dim
+        (gate / up rows, down columns) and computes the routed experts' partial down
+        projections (`moe_partial`, f32); `moe_combine` units (over hidden features) sum the
+        blocks, round each expert once and weight them. Each unit routes the real tokens
+        itself (the router is small); the weights staged are the routed share (the cost
+        model's assumption: `min(E, B x top_k)` distinct experts per step)."""
+        experts, inter, hidden = _shape(op.gate)
+        batch, top_k = _shape(op.input)[0], op.top_k.value.data
+        count = self._units(op, inter, self.knobs.matmul_par)
+        block = inter // count
+        cost, router_bytes = op_cost(op), tensor_bytes(op.router)
+        routed, every = cost.weight_bytes - router_bytes, cost.dense_weight_bytes - router_bytes
+        x, router = self._read(op.input), self._read(op.router)
+        weights = []
+        for w, dim in ((op.gate, 1), (op.up, 1), (op.down, 2)):
+            if w in self.param_of:
+                weights.append(self._stage_weight(w, dim, count, tensor_bytes(w) * routed // every))
+            else:
+                weights.append(self._read(w))
+        multi = count > 1
+        rows = [(0, experts), (0, block), (0, hidden)]
+        cols = [(0, experts), (0, hidden), (0, block)]
+        partial = self._buffer(
+            f"{op.results[0].name_hint or 'moe'}.part", [batch, count, top_k, hidden], "f32"
+        )
+        shared = [Access(x, _whole([batch, hidden])), Access(router, _whole([experts, hidden]))]
+        self._pcu(
+            op,
+            [
+                *shared,
+                Access(weights[0], rows, [0, block, 0] if multi else None),
+                Access(weights[1], rows, [0, block, 0] if multi else None),
+                Access(weights[2], cols, [0, 0, block] if multi else None),
+            ],
+            Access(partial, [(0, batch), (0, 1), (0, top_k), (0, hidden)], [0, 1, 0, 0]),
+            count,
+            mode="systolic",
+            attrs=self._attrs(op),
+            op_name="moe_partial",
+            bytes_read=routed + router_bytes + tensor_bytes(op.input),
+        )
+        self.group += 1
+        parts = _divisor(hidden, self.knobs.simd_par)
+        width = hidden // parts
+        out, _, _ = self._result(op)
+        split = parts > 1
+        self._pcu(
+            op,
+            [
+                *shared,
+                Access(
+                    partial,
+                    [(0, batch), (0, count), (0, top_k), (0, width)],
+                    [0, 0, 0, width] if split else None,
+                ),
+            ],
+            Access(out, [(0, batch), (0, width)], [0, width] if split else None),
+            parts,
+            attrs=self._attrs(op),
+            op_name="moe_combine",
+            flops=0,
+        )
+
     def _linear(self, op: llm.LinearOp) -> None:
         outs, ins = _shape(op.weight)
         count = self._units(op, outs, self.knobs.matmul_par)
         rows = outs // count
         x = self._read(op.input)
         if op.weight in self.param_of:
-            w = self._stage_weight(op.weight, outs, ins, count)
+            w = self._stage_weight(op.weight, 0, count)
         else:
             w = self._read(op.weight)
         batch = _shape(op.input)[0]
@@ -997,7 +1059,8 @@ def _lower_kernel(
         preset,
         weights={v: True for v in lowering.param_of},
         small_pcus=knobs.simd_par * sum(1 for op in body_ops if _stage_free(op)),
-        prefetch=0 if loop is None else _wanted_prefetch(loop, knobs),
+        # the same in a looped and an unlooped kernel, so that both map a layer alike
+        prefetch=knobs.prefetch if knobs.prefetch >= 0 else STAGED_TRIPS_AHEAD,
         staging_override=knobs.tile_bytes if knobs.tile_bytes > 0 else None,
         buffer_depth=knobs.buffer_depth,
     )
@@ -1320,7 +1383,12 @@ class _Host:
                 self._value(ckpt, "param", whole, dtype)
                 at = list(_unravel(k, stacked_dims)) + [0] * len(piece)
                 sources.append(self._whole_source(ckpt, piece, at, param.shard))
-            tensor = _Tensor(_common_name(flat), list(inner), dtype, "weight", sources)
+            name = _common_name(flat)
+            if name in self.tensors and self.tensors[name].sources != sources:
+                # another parameter reading the same checkpoint tensor, cut differently (the
+                # untied LM head's shard of the embedding table): named after its symbol
+                name = param.sym_name.data
+            tensor = _Tensor(name, list(inner), dtype, "weight", sources)
             views.append((self._tensor(tensor), []))
         return views
 

@@ -9,8 +9,9 @@ stamped `llm.sockets = N` (later stages read it). What is split (docs/tensor_par
   `llm.all_reduce` of the layer's output;
 - LM head: split by vocab rows when the vocab divides by N (each rank computes `vocab / N`
   logits), then `llm.all_gather` of the logits, so the argmax and the returned logits are
-  whole; replicated when the vocab does not divide, or when it is tied to the embedding
-  (the embedding gathers rows of the whole table, so that table stays whole);
+  whole; replicated when the vocab does not divide. A head tied to the embedding first gets
+  a parameter symbol of its own for its read of the table (the embedding gathers rows of the
+  whole table, which stays whole);
 - embedding, norms and argmax: replicated.
 KV heads fewer than sockets (N = m * kv_heads): the kv-head dim is cut in `kv_heads` parts, so
 each rank holds the one kv head its query heads use (group mapping: rank r holds q heads
@@ -60,7 +61,7 @@ from xdsl.dialects.builtin import (
     TensorType,
     i64,
 )
-from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.ir import Attribute, BlockArgument, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.utils.exceptions import PassFailedException
@@ -278,6 +279,44 @@ def _check(op: Operation, splits: _Splits) -> None:
         raise PassFailedException("an llm.rms_norm normalizes over features split across sockets")
 
 
+def _untie_lm_heads(module: ModuleOp) -> None:
+    """A tied LM head reads the embedding's table: its `llm.weight` gets a parameter symbol of
+    its own (`@<table>.lm_head`, the same checkpoint tensor), so the head can be split by vocab
+    while the embedding gathers rows of the whole table. Only a head whose weight comes
+    straight from an `llm.weight` used by nothing else (the frontend's form) is untied."""
+    classes = _Splits()
+    _link(module, classes)
+    ops = list(module.walk())
+    tables = {classes.find(op.table) for op in ops if isinstance(op, llm.EmbeddingOp)}
+    calls = defaultdict(list)
+    for op in ops:
+        if isinstance(op, dfk.CallOp):
+            calls[op.callee.string_value()].append(op)
+    for head in ops:
+        if not (
+            isinstance(head, llm.LinearOp)
+            and any(isinstance(use.operation, llm.ArgmaxOp) for use in head.result.uses)
+            and classes.find(head.weight) in tables
+        ):
+            continue
+        read = head.weight
+        kernel = head.parent_op()
+        if isinstance(read, BlockArgument) and isinstance(kernel, dfk.KernelOp):
+            sites = calls[kernel.sym_name.data]
+            if len(sites) != 1:
+                continue
+            read = sites[0].arguments[read.index]
+        weight = read.owner
+        if not isinstance(weight, llm.WeightOp) or len(list(read.uses)) != 1:
+            continue
+        param = lookup_symbol(weight, weight.param.root_reference.data)
+        assert isinstance(param, llm.ParamOp), "verified IR: llm.weight reads an llm.param"
+        untied = param.clone()
+        untied.properties["sym_name"] = StringAttr(f"{param.sym_name.data}.lm_head")
+        Rewriter.insert_op(untied, InsertPoint.after(param))
+        weight.properties["param"] = SymbolRefAttr(untied.sym_name.data)
+
+
 def _lm_heads(module: ModuleOp, sockets: int) -> list[llm.LinearOp]:
     """The LM heads to split by vocab rows: linears read by an `llm.argmax`, whose vocab is a
     multiple of `sockets` and whose weight is not also an embedding table (tied embeddings:
@@ -462,6 +501,7 @@ class ShardTensorParallel(ModulePass):
             )
         if stamped == 1 and self.sockets > 1:
             copies = _privatize(op)
+            _untie_lm_heads(op)
             heads = _lm_heads(op, self.sockets)
             for head in heads:  # the logits [B, vocab] are gathered along the vocab
                 _collective_after(head, llm.AllGatherOp, dim=IntegerAttr(1, i64))

@@ -26,7 +26,8 @@ Conventions (the contract)
   ``h*head_dim : (h+1)*head_dim``). Positions are one int per batch entry (entries may differ).
   Weights use the Hugging Face layout (``linear`` weight ``[out, in]``).
 * **Dispatch.** ``OPS[name]`` maps an llm op's short name (and the parts of an op that units
-  split: ``attention_partial`` / ``attention_combine``) to its function. Positional parameters
+  split: ``attention_partial`` / ``attention_combine``, ``moe_partial`` / ``moe_combine``) to its
+  function. Positional parameters
   are the op's operands in IR order; keyword parameters are its attributes. Every op accepts
   ``out_dtype=`` to override the result dtype.
 * **Split reductions.** ``linear(..., accumulate_only=True)`` returns the float32 accumulator
@@ -76,6 +77,8 @@ __all__ = [
     "linear",
     "moe",
     "moe_expert",
+    "moe_combine",
+    "moe_partial",
     "moe_route",
     "moe_selected_experts",
     "mul",
@@ -751,14 +754,109 @@ def moe_expert(
     up: np.ndarray,
     down: np.ndarray,
     *,
+    accumulate_only: bool = False,
     out_dtype: DTypeLike = None,
 ) -> np.ndarray:
     """One SiLU-gated expert, rounded exactly like the dense llm MLP built from separate ops:
-    ``linear(mul(silu(linear(x, gate)), linear(x, up)), down)`` (each op rounds once)."""
+    ``linear(mul(silu(linear(x, gate)), linear(x, up)), down)`` (each op rounds once; with
+    ``accumulate_only`` the down projection's f32 accumulator, for a split intermediate dim)."""
     dt = result_dtype(x, out_dtype=out_dtype)
     g = linear(x, gate, out_dtype=dt)
     u = linear(x, up, out_dtype=dt)
-    return linear(mul(silu(g), u), down, out_dtype=dt)
+    return linear(mul(silu(g), u), down, accumulate_only=accumulate_only, out_dtype=dt)
+
+
+def _check_moe(x: np.ndarray, router: Any, gate: Any, up: Any, down: Any, num_experts: Any) -> None:
+    e, inter, hidden = np.asarray(gate).shape
+    if np.asarray(up).shape != (e, inter, hidden) or np.asarray(down).shape != (e, hidden, inter):
+        raise ValueError(
+            f"moe: expert weight shapes gate {np.shape(gate)}, up {np.shape(up)}, "
+            f"down {np.shape(down)} do not agree ([E,I,H],[E,I,H],[E,H,I])"
+        )
+    if num_experts is not None and num_experts != e:
+        raise ValueError(f"moe: num_experts {num_experts} but expert weights hold {e}")
+    if np.asarray(router).shape != (e, hidden) or x.shape[-1] != hidden:
+        raise ValueError(
+            f"moe: router {np.shape(router)} / x {x.shape} do not match "
+            f"{e} experts, hidden {hidden}"
+        )
+
+
+def moe_partial(
+    x: np.ndarray,
+    router: np.ndarray,
+    gate: np.ndarray,
+    up: np.ndarray,
+    down: np.ndarray,
+    *,
+    top_k: int,
+    normalize_top_k: bool,
+    num_experts: int | None = None,
+    out_dtype: DTypeLike = None,
+) -> np.ndarray:
+    """The routed experts of :func:`moe` over one block of their intermediate dim: ``gate, up
+    [E, I', H]`` and ``down [E, H, I']`` hold rows / columns of that block. Returns float32
+    ``[B, top_k, H]``: per batch entry and routing slot, its expert's down projection over the
+    block, unrounded (gate, up, silu and mul round as in :func:`moe_expert`, each element being
+    whole). :func:`moe_combine` sums the blocks, rounds each expert's output once and weights
+    them; one block of the whole dim is :func:`moe` itself."""
+    del out_dtype  # the partials are f32; the experts round to x's storage dtype
+    xa = np.asarray(x)
+    return _moe_blocks(xa, router, gate, up, down, top_k, normalize_top_k, num_experts, None)
+
+
+def _moe_blocks(
+    x: np.ndarray,
+    router: Any,
+    gate: Any,
+    up: Any,
+    down: Any,
+    top_k: int,
+    normalize_top_k: bool,
+    num_experts: int | None,
+    out_dtype: DTypeLike,
+) -> np.ndarray:
+    """:func:`moe_partial`, its experts rounding to ``result_dtype(x, out_dtype)``."""
+    _check_moe(x, router, gate, up, down, num_experts)
+    dt = result_dtype(x, out_dtype=out_dtype)
+    experts, _ = moe_route(x, router, top_k=top_k, normalize_top_k=normalize_top_k)
+    ys = np.zeros((x.shape[0], top_k, x.shape[-1]), dtype=np.float32)
+    for ex in np.unique(experts):  # each expert once, on the entries that selected it
+        rows, slot = np.nonzero(experts == ex)
+        ys[rows, slot] = moe_expert(
+            x[rows], gate[ex], up[ex], down[ex], accumulate_only=True, out_dtype=dt
+        )
+    return ys
+
+
+def moe_combine(
+    x: np.ndarray,
+    router: np.ndarray,
+    partials: np.ndarray,
+    *,
+    top_k: int,
+    normalize_top_k: bool,
+    num_experts: int | None = None,
+    out_dtype: DTypeLike = None,
+) -> np.ndarray:
+    """Finish :func:`moe` from the blocks of :func:`moe_partial` (``partials [B, blocks,
+    top_k, H]``, f32): each routed expert's output is the blocks' sum rounded once, weighted by
+    its routing weight (rounded to the storage dtype) and accumulated in f32 in
+    descending-weight order, rounded once. The router runs again (it is cheap and its weights
+    are on chip), so the partials carry no routing state."""
+    xa = np.asarray(x)
+    dt = result_dtype(xa, out_dtype=out_dtype)
+    if num_experts is not None and num_experts != np.asarray(router).shape[0]:
+        raise ValueError(f"moe: num_experts {num_experts} but the router has {np.shape(router)[0]}")
+    _, w = moe_route(xa, router, top_k=top_k, normalize_top_k=normalize_top_k)
+    w = to_f32(round_to(w, dt))
+    p32 = to_f32(partials)
+    ys = p32[:, 0] if p32.shape[1] == 1 else np.sum(p32, axis=1, dtype=np.float32)
+    ys = to_f32(round_to(ys, dt))
+    acc = w[:, 0, None] * ys[:, 0]
+    for k in range(1, top_k):
+        acc = acc + w[:, k, None] * ys[:, k]
+    return round_to(acc, dt)
 
 
 def moe(
@@ -782,33 +880,19 @@ def moe(
     rounded to the storage dtype (HF ``routing_weights.to(hidden_states.dtype)``); each selected
     expert computed by :func:`moe_expert` (rounded like the dense MLP); then ``sum_k w_k *
     expert_k`` accumulated in f32 in descending-weight order and rounded once (HF multiplies and
-    index-adds in bf16, in expert-index order - a difference of at most about one bf16 ulp)."""
+    index-adds in bf16, in expert-index order - a difference of at most about one bf16 ulp).
+    It is :func:`moe_partial` over the whole intermediate dim, then :func:`moe_combine`."""
     xa = np.asarray(x)
-    dt = result_dtype(xa, out_dtype=out_dtype)
-    e, inter, hidden = np.asarray(gate).shape
-    if np.asarray(up).shape != (e, inter, hidden) or np.asarray(down).shape != (e, hidden, inter):
-        raise ValueError(
-            f"moe: expert weight shapes gate {np.shape(gate)}, up {np.shape(up)}, "
-            f"down {np.shape(down)} do not agree ([E,I,H],[E,I,H],[E,H,I])"
-        )
-    if num_experts is not None and num_experts != e:
-        raise ValueError(f"moe: num_experts {num_experts} but expert weights hold {e}")
-    if np.asarray(router).shape != (e, hidden) or xa.shape[-1] != hidden:
-        raise ValueError(
-            f"moe: router {np.shape(router)} / x {xa.shape} do not match "
-            f"{e} experts, hidden {hidden}"
-        )
-    experts, w = moe_route(xa, router, top_k=top_k, normalize_top_k=normalize_top_k)
-    w = to_f32(round_to(w, dt))
-    b = xa.shape[0]
-    ys = np.zeros((b, top_k, hidden), dtype=np.float32)
-    for ex in np.unique(experts):  # each expert once, on the entries that selected it
-        rows, slot = np.nonzero(experts == ex)
-        ys[rows, slot] = to_f32(moe_expert(xa[rows], gate[ex], up[ex], down[ex], out_dtype=dt))
-    acc = w[:, 0, None] * ys[:, 0]
-    for k in range(1, top_k):
-        acc = acc + w[:, k, None] * ys[:, k]
-    return round_to(acc, dt)
+    blocks = _moe_blocks(xa, router, gate, up, down, top_k, normalize_top_k, num_experts, out_dtype)
+    return moe_combine(
+        xa,
+        router,
+        blocks[:, None],
+        top_k=top_k,
+        normalize_top_k=normalize_top_k,
+        num_experts=num_experts,
+        out_dtype=out_dtype,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -834,6 +918,8 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
     "softmax": softmax,
     "argmax": argmax,
     "moe": moe,
+    "moe_partial": moe_partial,
+    "moe_combine": moe_combine,
     "all_reduce": all_reduce,
     "all_gather": all_gather,
 }

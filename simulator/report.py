@@ -301,7 +301,9 @@ def summarize(program: Program, preset: HardwarePreset, timing: StepTiming) -> d
     split = breakdown(program, preset, timing)
     roofline_s = max(bound.memory_s, bound.compute_s)
     launch_sync = sum(c.launch_s + c.sync_s for c in timing.calls)
-    moe = any(u.op == "moe" for k in program.kernels for s in k.sections for u in s.units)
+    moe = any(
+        u.op in ("moe", "moe_partial") for k in program.kernels for s in k.sections for u in s.units
+    )
     calls = [
         {
             "label": c.label,

@@ -115,8 +115,9 @@ def test_matches_reference_with_teacher_forcing(preset, sockets, looped, fusion)
 
 
 # Every mapping feature at once, on shapes the tiny presets have: attention split over context
-# blocks (flash-decoding partials and their combine stage).
-FEATURES = Mapping(attention_par=4)
+# blocks (flash-decoding partials and their combine stage), experts split over PCUs (partial
+# down projections and their combine stage).
+FEATURES = Mapping(attention_par=4, matmul_par=4)
 
 
 @pytest.mark.parametrize("looped", [True, False], ids=["looped", "unlooped"])
@@ -127,8 +128,9 @@ def test_mapping_features_match_reference(preset, sockets, looped):
     program = compiled(
         preset, sockets=sockets, looped=looped, batch=BATCH, context=CONTEXT, mapping=FEATURES
     )
-    ops = {u.op for k in program.kernels for s in k.sections for u in s.units}
-    assert {"attention_partial", "attention_combine"} <= ops
+    counts = {u.op: u.count for k in program.kernels for s in k.sections for u in s.units}
+    assert counts["attention_partial"] > 1 and "attention_combine" in counts
+    assert preset != "tiny-mixtral" or counts["moe_partial"] > 1 and "moe_combine" in counts
     sim = FunctionalSimulator(program, RandomWeights(SEED))
     ulps = SAME_ROUNDING_ULPS if sockets == 1 else BF16_ULPS
     for position, logits in enumerate(want):
@@ -158,13 +160,13 @@ def corrupt(program, unit_id: str, mutate) -> object:
 )
 def test_corrupted_tile_offset_gives_a_mismatch(unit_id, mutate):
     program = compiled("tiny-llama", batch=BATCH, context=CONTEXT)
-    _assert_mismatch(program, corrupt(program, unit_id, mutate), steps=1)
+    _assert_mismatch("tiny-llama", program, corrupt(program, unit_id, mutate), steps=1)
 
 
-def _assert_mismatch(program, bad, steps: int, factor: float = 10) -> None:
+def _assert_mismatch(preset: str, program, bad, steps: int, factor: float = 10) -> None:
     """`program` matches the reference over `steps` steps; `bad` is off by more than `factor`
     times the tolerance at the last, in every batch row."""
-    fed, want = reference_run("tiny-llama")
+    fed, want = reference_run(preset)
     sims = [FunctionalSimulator(p, RandomWeights(SEED)) for p in (program, bad)]
     for position in range(steps):
         got = [
@@ -179,25 +181,38 @@ def _assert_mismatch(program, bad, steps: int, factor: float = 10) -> None:
 
 
 @pytest.mark.parametrize(
-    "unit_id, mutate",
+    "preset, unit_id, mutate",
     [
         # every partial attends the first context block's rows (its cache read does not step)
-        ("attn.part", lambda u: u["reads"][1].update(step=[0, 0, 0, 0])),
+        ("tiny-llama", "attn.part", lambda u: u["reads"][1].update(step=[0, 0, 0, 0])),
         # the partials think their blocks start one block later (masking the wrong rows)
         (
+            "tiny-llama",
             "attn.part",
             lambda u: u["attr_step"].update(block_start=2 * u["attr_step"]["block_start"]),
         ),
         # the combine merges only the first block's partials
-        ("attn", lambda u: u["reads"][0]["ranges"].__setitem__(1, [0, 1])),
+        ("tiny-llama", "attn", lambda u: u["reads"][0]["ranges"].__setitem__(1, [0, 1])),
+        # every expert block reads the first block of the down projection's columns
+        ("tiny-mixtral", "moe.part", lambda u: u["reads"][4].update(step=[0, 0, 0])),
+        # the combine sums only the first block's partial down projections
+        ("tiny-mixtral", "moe", lambda u: u["reads"][2]["ranges"].__setitem__(1, [0, 1])),
     ],
-    ids=["partial-cache-step", "partial-block-start", "combine-blocks"],
+    ids=[
+        "partial-cache-step",
+        "partial-block-start",
+        "combine-blocks",
+        "moe-partial-step",
+        "moe-combine-blocks",
+    ],
 )
-def test_corrupted_attention_split_gives_a_mismatch(unit_id, mutate):
-    program = compiled("tiny-llama", batch=BATCH, context=CONTEXT, mapping=FEATURES)
+def test_corrupted_split_gives_a_mismatch(preset, unit_id, mutate):
+    """The combine stages (attention over context blocks, experts over PCUs) and their
+    partials: a wrong offset or block count changes the answer."""
+    program = compiled(preset, batch=BATCH, context=CONTEXT, mapping=FEATURES)
     # positions 0 .. 5 reach the second block of 4 rows: two of six rows go astray
     bad = corrupt(program, unit_id, mutate)
-    _assert_mismatch(program, bad, steps=len(PROMPT) + STEPS - 1, factor=2)
+    _assert_mismatch(preset, program, bad, steps=len(PROMPT) + STEPS - 1, factor=2)
 
 
 @pytest.mark.parametrize("looped", [True, False], ids=["looped", "unlooped"])

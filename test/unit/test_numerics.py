@@ -639,6 +639,57 @@ def test_moe_forced_routing():
     assert np.all(w.sum(-1) < 1.0)
 
 
+@pytest.mark.parametrize("blocks", [1, 2, 3, 6])
+def test_moe_split_over_intermediate_blocks_equals_moe(blocks):
+    """moe_partial over blocks of the intermediate dim, merged by moe_combine, is moe (f32
+    partial sums re-associate only; on these inputs bit-identical)."""
+    e, h, i = 4, 8, 6
+    gate, up, down = moe_weights(e, h, i, 31, BF16)
+    x, router = rnd((3, h), 32, dtype=BF16), rnd((e, h), 33, dtype=BF16)
+    kw = {"top_k": 2, "normalize_top_k": True}
+    n = i // blocks
+    parts = np.stack(
+        [
+            N.moe_partial(
+                x, router, gate[:, j : j + n], up[:, j : j + n], down[:, :, j : j + n], **kw
+            )
+            for j in range(0, i, n)
+        ],
+        axis=1,
+    )
+    assert parts.dtype == np.float32 and parts.shape == (3, blocks, 2, h)
+    got = N.moe_combine(x, router, parts, **kw)
+    assert np.array_equal(f64(got), f64(N.moe(x, router, gate, up, down, **kw)))
+
+
+@pytest.mark.parametrize("window", [None, 3])
+@pytest.mark.parametrize("rows", [1, 2, 4, 8])
+def test_attention_split_over_context_blocks_equals_attention(rows, window):
+    """attention_partial over context blocks, merged by attention_combine, is attention: rows
+    after each entry's position and before its window are masked per block, wholly masked
+    blocks drop out."""
+    b, kvh, s, d, nh = 3, 2, 8, 4, 4
+    q = rnd((b, nh * d), 41, dtype=BF16)
+    k, v = rnd((b, kvh, s, d), 42, dtype=BF16), rnd((b, kvh, s, d), 43, dtype=BF16)
+    pos = np.array([0, 3, 7])
+    kw = {"num_heads": nh, "num_kv_heads": kvh, "head_dim": d, "sliding_window": window}
+    parts = np.stack(
+        [
+            N.attention_partial(
+                q, k[:, :, j : j + rows], v[:, :, j : j + rows], pos, **kw, block_start=j
+            )
+            for j in range(0, s, rows)
+        ],
+        axis=1,
+    )
+    got = N.attention_combine(parts)
+    want = N.attention(q, k, v, pos, **kw)
+    assert got.dtype == BF16
+    np.testing.assert_allclose(f64(got), f64(want), rtol=2**-7, atol=1e-6)
+    # a block wholly after every position contributes nothing
+    assert np.all(np.isneginf(parts[0, 1:, :, d]))
+
+
 def test_moe_ties_pick_lower_index():
     e, h = 5, 4
     router = np.zeros((e, h), np.float32)
@@ -689,6 +740,8 @@ def test_ops_table():
         "rope",
         "kv_cache_write",
         "attention",
+        "attention_partial",
+        "attention_combine",
         "silu",
         "gelu",
         "add",
@@ -696,6 +749,8 @@ def test_ops_table():
         "softmax",
         "argmax",
         "moe",
+        "moe_partial",
+        "moe_combine",
         "all_reduce",
         "all_gather",
     }

@@ -125,18 +125,26 @@ def test_same_answer_wherever_sharding_runs(preset):
 def _lm_head(module) -> tuple[ParamOp, list[AllGatherOp]]:
     """The parameter the LM head reads (the one the argmax's linear reads), and the gathers."""
     params = {p.sym_name.data: p for p in module.ops if isinstance(p, ParamOp)}
-    name = "lm_head.weight" if "lm_head.weight" in params else "model.embed_tokens.weight"
+    name = "lm_head.weight" if "lm_head.weight" in params else "model.embed_tokens.weight.lm_head"
     return params[name], [op for op in module.walk() if isinstance(op, AllGatherOp)]
 
 
-def test_lm_head_is_split_by_vocab_unless_tied_or_indivisible():
+def test_lm_head_is_split_by_vocab_unless_indivisible():
     head, gathers = _lm_head(apply(build("tiny-qwen2", layers=1), shard(4)))
     assert head.shard == ShardAttr(0, 4) and head.type.get_shape() == (64, 64)
     assert len(gathers) == 1 and gathers[0].result.type.get_shape() == (2, 256)
     assert gathers[0].input.type.get_shape() == (2, 64)
-    # tied: the embedding reads the same parameter, which stays whole
-    head, gathers = _lm_head(apply(build("tiny-llama", layers=1), shard(4)))
-    assert head.shard is None and head.type.get_shape() == (256, 64) and not gathers
+    # tied: the head's read gets a parameter of its own (the same checkpoint tensor), split;
+    # the embedding's stays whole
+    module = apply(build("tiny-llama", layers=1), shard(4))
+    head, gathers = _lm_head(module)
+    assert head.shard == ShardAttr(0, 4) and head.type.get_shape() == (64, 64) and gathers
+    table = next(
+        p
+        for p in module.ops
+        if isinstance(p, ParamOp) and p is not head and p.source == head.source
+    )
+    assert table.shard is None and table.type.get_shape() == (256, 64)
     # a vocab of 250 does not split in 4 (but does in 2)
     config = dataclasses.replace(load_model_config("tiny-qwen2", layers=1), vocab_size=250)
     for n, split in ((4, False), (2, True)):

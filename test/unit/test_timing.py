@@ -119,8 +119,8 @@ def test_looping_gain_comes_from_calls_fill_drain_and_prefetch(model, sockets, s
 
 def test_the_loop_streams_next_trip_loads_during_attention_and_all_reduce():
     """The pipelined loop's own gain, with every per-call cost at zero: loads of layer t + 1
-    stage into the loop's reserved buffers while layer t's attention (one compute-bound PCU
-    group per KV head) and its all-reduces leave HBM idle, so the next layer's linears find
+    stage into the loop's reserved buffers while layer t's attention and its all-reduces
+    leave HBM idle, so the next layer's linears find
     their weights on chip. Unlooped, each layer's loads wait for its launch; without the
     reservation (prefetch 0) the loop is back to unlooped time."""
     preset = SN40L.replace(**PER_CALL)
@@ -131,11 +131,12 @@ def test_the_loop_streams_next_trip_loads_during_attention_and_all_reduce():
     assert timing.step_s < 0.9 * plain.step_s
     assert step_ms(without_prefetch(looped), preset) == pytest.approx(plain.step_s * 1e3, rel=0.01)
     overlap, idle = breakdown(looped, preset, timing).causes, breakdown(unlooped, preset, plain)
-    for cause in ("memory_idle_compute", "memory_idle_collectives"):
-        assert overlap[cause] < 0.5 * idle.causes[cause], cause
+    assert overlap["memory_idle_collectives"] < 0.5 * idle.causes["memory_idle_collectives"]
+    # the allocation keeps compute from idling HBM in both (attention over context blocks)
+    assert overlap["memory_idle_compute"] <= idle.causes["memory_idle_compute"] < 1e-6
     # the mechanism itself: layer t + 1's weight loads run before layer t's attention ends
     spans = [s for s in timing.spans if s.call == 1]
-    attention_end = {s.trip: s.end for s in spans if s.name == "attention"}
+    attention_end = {s.trip: s.end for s in spans if s.name == "attention_combine"}
     early = {
         s.track
         for s in spans
@@ -146,7 +147,10 @@ def test_the_loop_streams_next_trip_loads_during_attention_and_all_reduce():
 
 @pytest.mark.parametrize("looped", [True, False])
 def test_the_time_breakdown_adds_up_to_the_gap_above_the_memory_roofline(looped):
-    program = compiled("llama-3.1-8b", sockets=8, looped=looped, context=4096)
+    # the fixed mapping of old (attention on one PCU per socket, 64 KiB tiles staged per weight
+    # PCU), so that HBM idles behind attention and the breakdown names it
+    old = Mapping(attention_par=1, matmul_par=64, tile_bytes=65536)
+    program = compiled("llama-3.1-8b", sockets=8, looped=looped, context=4096, mapping=old)
     s = summarize(program, SN40L, simulate(program, SN40L))
     causes = s["time_breakdown"]
     assert list(causes) == list(CAUSES) and all(v >= 0 for v in causes.values())

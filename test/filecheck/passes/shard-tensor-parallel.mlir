@@ -69,6 +69,7 @@ builtin.module attributes {llm.model = "toy"} {
 
 // TP2:      builtin.module attributes {llm.model = "toy", llm.sockets = 2 : i64} {
 // TP2-NEXT:   llm.param @embed "model.embed_tokens.weight" : tensor<16x8xbf16>
+// TP2-NEXT:   llm.param @embed.lm_head "model.embed_tokens.weight" shard #llm.shard<dim = 0, parts = 2> : tensor<8x8xbf16>
 // TP2-NEXT:   llm.param @wq "model.layers.0.self_attn.q_proj.weight" shard #llm.shard<dim = 0, parts = 2> : tensor<4x8xbf16>
 // TP2-NEXT:   llm.param @bq "model.layers.0.self_attn.q_proj.bias" shard #llm.shard<dim = 0, parts = 2> : tensor<4xbf16>
 // TP2-NEXT:   llm.param @wk "model.layers.0.self_attn.k_proj.weight" shard #llm.shard<dim = 0, parts = 2> : tensor<2x8xbf16>
@@ -91,8 +92,11 @@ builtin.module attributes {llm.model = "toy"} {
 // TP2:          %d = llm.linear %gu, %wd {llm.layer = 0 : i64} : tensor<1x4xbf16>, tensor<8x4xbf16> -> tensor<1x8xbf16>
 // TP2-NEXT:     %d_1 = llm.all_reduce %d {llm.layer = 0 : i64, reduction = "sum"} : tensor<1x8xbf16>
 // TP2-NEXT:     %h2 = llm.add %h1, %d_1 {llm.layer = 0 : i64} : tensor<1x8xbf16>
-// TP2:          %logits = llm.linear %hn, %t2 : tensor<1x8xbf16>, tensor<16x8xbf16> -> tensor<1x16xbf16>
-// TP2-NEXT:     %next = llm.argmax %logits : tensor<1x16xbf16> -> tensor<1xi32>
+// The tied LM head reads the table through a parameter of its own, split by vocab.
+// TP2:          %t2 = llm.weight @embed.lm_head : tensor<8x8xbf16>
+// TP2-NEXT:     %logits = llm.linear %hn, %t2 : tensor<1x8xbf16>, tensor<8x8xbf16> -> tensor<1x8xbf16>
+// TP2-NEXT:     %logits_1 = llm.all_gather %logits {dim = 1 : i64} : tensor<1x8xbf16> -> tensor<1x16xbf16>
+// TP2-NEXT:     %next = llm.argmax %logits_1 : tensor<1x16xbf16> -> tensor<1xi32>
 // TP2:          %ko = dfk.stack %kc1 : tensor<1x1x4x2xbf16> -> tensor<1x1x1x4x2xbf16>
 // TP2-NOT:      llm.all_reduce
 // TP2-NOT:      llm.all_gather
