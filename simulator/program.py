@@ -1108,6 +1108,7 @@ _ATTRS: dict[str, Callable[[Any], str | None]] = {
     "num_heads": _positive_int,
     "num_kv_heads": _positive_int,
     "top_k": _positive_int,
+    "block_start": lambda v: None if type(v) is int and v >= 0 else f"must be >= 0, got {v!r}",
     "num_experts": lambda v: None if v is None else _positive_int(v),
     "sliding_window": lambda v: None if v is None else _positive_int(v),
     "theta": lambda v: _finite(v, minimum=0.0),
@@ -1153,6 +1154,53 @@ def _operand_problem(
                 f"q {q}, caches {k} and {v}, positions {pos} and write {write} do not fit "
                 f"{nh} heads over {kvh} kv heads of head_dim {d} ([B, {nh}*{d}], "
                 f"[B, {kvh}, S, {d}], [B], [B, {nh}*{d}])"
+            )
+    elif op == "attention_partial":
+        q, k, v, pos = reads
+        nh, kvh, d = attrs["num_heads"], attrs["num_kv_heads"], attrs["head_dim"]
+        if (
+            nh % kvh
+            or len(q) != 2
+            or q[1] != nh * d
+            or len(k) != 4
+            or k != v
+            or k[:2] != [q[0], kvh]
+            or k[3] != d
+            or math.prod(pos) != q[0]
+            or math.prod(write) != q[0] * nh * (d + 2)
+        ):
+            return (
+                f"q {q}, cache blocks {k} and {v}, positions {pos} and write {write} do not fit "
+                f"{nh} heads over {kvh} kv heads of head_dim {d} (partials [B, {nh}, {d}+2])"
+            )
+    elif op == "attention_combine":
+        (part,) = reads
+        if len(part) != 4 or part[3] < 3 or math.prod(write) != part[0] * part[2] * (part[3] - 2):
+            return f"partials {part} [B, blocks, heads, head_dim + 2] do not make {write}"
+    elif op in ("moe_partial", "moe_combine"):
+        x, router, *rest = reads
+        e, hidden = (router + [0, 0])[:2]
+        if op == "moe_partial":
+            gate, up, down = rest
+            bad = (
+                len(gate) != 3
+                or up != gate
+                or down != [e, gate[2], gate[1]]
+                or gate[::2] != [e, hidden]
+                or math.prod(write) != x[0] * attrs["top_k"] * hidden
+            )
+        else:
+            (part,) = rest
+            bad = (
+                len(part) != 4
+                or part[0] != x[0]
+                or part[2] != attrs["top_k"]
+                or math.prod(write) != x[0] * part[3]
+            )
+        if bad or len(router) != 2 or x[-1] != hidden or attrs["top_k"] > e:
+            return (
+                f"x {x}, router {router}, blocks {rest}, write {write} and top_k "
+                f"{attrs['top_k']} do not agree"
             )
     elif op == "rms_norm":
         x, w = reads
