@@ -63,7 +63,7 @@ def main() -> None:
     for model, sockets in (("llama-3.1-8b", 1), ("llama-3.1-70b", 16)):
         for looped in (True, False):
             program = compile_program(model, sockets=sockets, kernel_looping=looped, context=4096)
-            ours = min(_timed(lambda: simulate(program, preset)) for _ in range(5))
+            ours = min(_timed(lambda p=program: simulate(p, preset)) for _ in range(5))
             skeleton = min(simpy_skeleton(program, preset) for _ in range(5))
             print(
                 f"{model} on {sockets} socket(s), {'looped' if looped else 'unlooped'}: "

@@ -70,7 +70,10 @@ def test_wheel_holds_one_import_package(installed):
 
 def test_plain_xdsl_opt_on_upstream_ir(installed):
     venv, env = installed
-    ir = "func.func @f(%a: i32) -> i32 {\n  %b = arith.addi %a, %a : i32\n  func.return %b : i32\n}\n"
+    ir = (
+        "func.func @f(%a: i32) -> i32 {\n"
+        "  %b = arith.addi %a, %a : i32\n  func.return %b : i32\n}\n"
+    )
     out = _run(
         [str(venv / "bin" / "xdsl-opt"), "-p", "canonicalize"], input=ir, env=env, cwd="/"
     ).stdout
