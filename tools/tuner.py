@@ -45,6 +45,9 @@ KINDS = ("int", "float", "ordinal", "categorical")
 # Pipeline options that are not searched by default: the preset is chosen, not tuned, and its
 # overrides are the hardware space's; sockets come from --sockets.
 NOT_SEARCHED = ("hw", "hw_overrides", "sockets")
+# Options whose default is -1 ("the allocation decides") have no magnitude to scale a range
+# from: beside -1 itself they search the powers of two between these bounds.
+AUTO_RANGES = {"matmul_par": (1, 1024), "attention_par": (1, 1024), "tile_bytes": (8192, 524288)}
 # Hardware figures `--hardware-space` explores when no file says which (users' what-if
 # questions: compute units, SRAM, HBM bandwidth, peer-to-peer links), each over half to twice
 # the preset's value.
@@ -141,8 +144,9 @@ def _pipeline_types() -> dict[str, Any]:
 
 def default_space() -> list[Knob]:
     """The lowering's knobs, read from the pipeline's option dataclass: booleans and `Literal`
-    options are categorical; an integer whose default d is a power of two is ordinal over the
-    powers of two from d/8 to 8d; another positive integer an integer range d/8..8d (log); a
+    options are categorical; an integer in :data:`AUTO_RANGES` is ordinal over its default
+    (-1, automatic) and those powers of two; an integer whose default d is a power of two is
+    ordinal over the powers of two from d/8 to 8d; another positive integer an integer range d/8..8d (log); a
     non-positive integer (a sentinel such as `prefetch=-1`) d..d+8; a float d/8..8d (log).
     Free-text options (`hw`) are not searched."""
     types = _pipeline_types()
@@ -150,11 +154,16 @@ def default_space() -> list[Knob]:
     for f in fields(RduPipeline):
         if f.name in NOT_SEARCHED:
             continue
-        default, kind = f.default, types[f.name]
+        default: Any = f.default  # every pipeline option has a default (it is a CLI option)
+        kind = types[f.name]
         if kind is bool:
             knobs.append(Knob(f.name, "categorical", values=(False, True)))
         elif typing.get_origin(kind) is Literal:
             knobs.append(Knob(f.name, "categorical", values=typing.get_args(kind)))
+        elif kind is int and f.name in AUTO_RANGES:
+            low, high = AUTO_RANGES[f.name]
+            powers = [1 << i for i in range(low.bit_length() - 1, high.bit_length())]
+            knobs.append(Knob(f.name, "ordinal", values=(default, *powers)))
         elif kind is int and default > 0 and default & (default - 1) == 0:
             powers = {max(1, default >> i) for i in range(4)} | {default << i for i in range(4)}
             knobs.append(Knob(f.name, "ordinal", values=tuple(sorted(powers))))
@@ -622,7 +631,7 @@ def open_study(
     point) or, when it exists, load it and check that it was made for the same problem.
     Creation is atomic in the storage, so of several workers starting at once exactly one
     creates; the others wait for the problem record."""
-    directions = [o.direction for o in problem.objectives]
+    directions: list[Literal["minimize", "maximize"]] = [o.direction for o in problem.objectives]
     described = problem.describe()
     try:
         study = optuna.create_study(

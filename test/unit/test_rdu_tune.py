@@ -50,7 +50,9 @@ def test_default_space_is_the_pipelines_options():
         assert knob.param(getattr(default, name)) is not None, name
     assert knobs["fusion"].values == ("layer", "op")
     assert knobs["kernel_looping"].values == (False, True)
-    assert knobs["tile_bytes"].values == tuple(65536 * 2**i for i in range(-3, 4))
+    assert knobs["tile_bytes"].values == (-1, *(8192 * 2**i for i in range(7)))
+    assert knobs["matmul_par"].values == (-1, *(2**i for i in range(11)))
+    assert all(RduPipeline.__dataclass_fields__[n].default == -1 for n in tuner.AUTO_RANGES)
 
 
 def test_shipped_example_space_parses():
@@ -66,7 +68,7 @@ def test_shipped_example_space_parses():
 def test_pipeline_spec_round_trips():
     pipeline = RduPipeline(sockets=8, tile_bytes=262144, launch="hardware", hw_overrides="pcus=8")
     text = pipeline.spec()
-    assert text.startswith("rdu-pipeline{matmul-par=64 ") and 'hw-overrides="pcus=8"' in text
+    assert text.startswith("rdu-pipeline{matmul-par=-1 ") and 'hw-overrides="pcus=8"' in text
     assert RduPipeline.parse(text) == pipeline
     assert RduPipeline.parse("rdu-pipeline{fusion=op}") == RduPipeline(fusion="op")
 
@@ -89,15 +91,15 @@ def test_search_is_deterministic_with_a_seed(capsys, small_space):
 
 
 def test_infeasible_points_are_constraints_not_crashes(capsys, small_space):
-    # 16 PCUs: matmul-par 64 (the default) cannot fit; sockets 3 cannot shard tiny-llama
+    # 16 PCUs: the automatic allocation fits, matmul-par 64 cannot; 3 sockets cannot shard
+    # tiny-llama
     code, out, err = tune(
         capsys, "tiny-llama", "--space", small_space, "--hw-override", "pcus=16",
         "--sockets", "1,3", "--trials", 10, "--seed", 1, "--json",
     )  # fmt: skip
     assert code == 0, err
     report = json.loads(out)
-    assert report["default"]["objectives"] is None
-    assert "does not fit" in report["default"]["infeasible"]
+    assert report["default"]["objectives"]["ms_per_token"] > 0
     assert 0 < report["infeasible"] < report["trials"] == 10
     assert sum(r["trials"] for r in report["infeasible_reasons"]) == report["infeasible"]
     assert any("does not fit" in r["reason"] for r in report["infeasible_reasons"])
@@ -105,6 +107,19 @@ def test_infeasible_points_are_constraints_not_crashes(capsys, small_space):
         pipeline = RduPipeline.parse(point["pipeline"])
         assert pipeline.matmul_par < 64 and pipeline.sockets == 1
         assert pipeline.hw_overrides == "pcus=16"
+
+
+def test_an_infeasible_default_is_reported_not_a_crash(capsys, small_space):
+    # 4 PCUs: not even the default mapping (simd-par 8 for the elementwise ops) fits
+    code, out, err = tune(
+        capsys, "tiny-llama", "--space", small_space, "--hw-override", "pcus=4",
+        "--trials", 3, "--seed", 1, "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["default"]["objectives"] is None
+    assert "does not fit" in report["default"]["infeasible"]
+    assert report["infeasible"] == report["trials"] == 3 and report["front"] == []
 
 
 def test_resume_from_a_journal_file(capsys, small_space, tmp_path):
