@@ -146,8 +146,9 @@ def default_space() -> list[Knob]:
     """The lowering's knobs, read from the pipeline's option dataclass: booleans and `Literal`
     options are categorical; an integer in :data:`AUTO_RANGES` is ordinal over its default
     (-1, automatic) and those powers of two; an integer whose default d is a power of two is
-    ordinal over the powers of two from d/8 to 8d; another positive integer an integer range d/8..8d (log); a
-    non-positive integer (a sentinel such as `prefetch=-1`) d..d+8; a float d/8..8d (log).
+    ordinal over the powers of two from d/8 to 8d; another positive integer an integer range
+    d/8..8d (log); a non-positive integer (a sentinel such as `prefetch=-1`) d..d+8; a float
+    d/8..8d (log).
     Free-text options (`hw`) are not searched."""
     types = _pipeline_types()
     knobs = []
