@@ -484,7 +484,7 @@ class LoopOp(IRDLOperation):
             assert isinstance(yielded, YieldOp), "dfk.loop body must end with dfk.yield"
             result_types = [
                 *(SSAValue.get(v).type for v in carried),
-                *(stacked_type(t, trip_count) for t in yielded.stacked.types),
+                *(stacked_type(t, trip_count) for t in yielded.stacked_types),
             ]
         super().__init__(
             operands=[carried, invariant, stacked],
@@ -601,7 +601,7 @@ class LoopOp(IRDLOperation):
 
         expected_results = (
             *self.carried.types,
-            *(stacked_type(t, n) for t in yielded.stacked.types),
+            *(stacked_type(t, n) for t in yielded.stacked_types),
         )
         if self.res.types != expected_results:
             raise VerifyException(
@@ -687,6 +687,12 @@ class YieldOp(IRDLOperation):
         stacked: Sequence[SSAValue | Operation] = (),
     ):
         super().__init__(operands=[carried, stacked])
+
+    @property
+    def stacked_types(self) -> tuple[TensorType, ...]:
+        """Types of the stacked slices: tensors, as the `stacked` operand constraint verifies
+        (nested ops verify before the enclosing loop's `verify_`)."""
+        return cast(tuple[TensorType, ...], tuple(self.stacked.types))
 
 
 # --------------------------------------------------------------------------------------

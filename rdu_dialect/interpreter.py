@@ -36,7 +36,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from xdsl.dialects import func
@@ -62,7 +62,9 @@ from xdsl.interpreter import (
 from xdsl.interpreters.builtin import BuiltinFunctions
 from xdsl.interpreters.func import FuncFunctions
 from xdsl.ir import Attribute, Operation
+from xdsl.irdl import IRDLOperation
 from xdsl.traits import SymbolTable
+from xdsl.utils.hints import isa
 
 from rdu_compiler.rdu_dialect import dfk, llm
 from rdu_compiler.rdu_dialect.symbols import lookup_symbol
@@ -122,7 +124,9 @@ def _python_value(attr: Attribute | None) -> Any:
     if isinstance(attr, UnitAttr):
         return True
     if isinstance(attr, llm.RopeScalingAttr):
-        return numerics.RopeScaling(attr.kind.data, **attr.values())
+        # The attribute's verifier checks every field's type (original_max_position_embeddings
+        # is an int), which `values()`'s int | float cannot say.
+        return numerics.RopeScaling(attr.kind.data, **cast(dict[str, Any], attr.values()))
     raise NotImplementedError(f"no Python value for property {attr}")
 
 
@@ -131,6 +135,7 @@ def _run_math(
 ) -> tuple[Any, ...]:
     """Any llm op whose math is `numerics.OPS[name]`: operands positionally, properties by
     name (an absent optional one as None, which each numerics function reads as its default)."""
+    assert isinstance(op, IRDLOperation), "every llm op is IRDL-defined"
     kwargs = {
         name: _python_value(getattr(op, name)) for name in type(op).get_irdl_definition().properties
     }
@@ -314,9 +319,15 @@ def _shards(attrs: ArrayAttr | None, n: int) -> list[llm.ShardAttr | None]:
     """The `llm.shard` of each of `n` arguments / results (None where there is none)."""
     if attrs is None:
         return [None] * n
-    return [
-        d.data.get(llm.SHARD_ATTR) if isinstance(d, DictionaryAttr) else None for d in attrs.data
-    ]
+    return [_shard(d) for d in attrs.data]
+
+
+def _shard(attrs: Attribute) -> llm.ShardAttr | None:
+    """The `llm.shard` in one argument's / result's attribute dictionary, if any."""
+    shard = attrs.data.get(llm.SHARD_ATTR) if isinstance(attrs, DictionaryAttr) else None
+    if shard is not None and not isinstance(shard, llm.ShardAttr):
+        raise ReferenceEngineError(f"'{llm.SHARD_ATTR}' must be an #llm.shard, got {shard}")
+    return shard
 
 
 class ReferenceEngine:
@@ -339,6 +350,8 @@ class ReferenceEngine:
                 f"@{ENTRY} must take (tokens, positions, k_cache, v_cache) and return "
                 "(logits, next_tokens, k_cache, v_cache)"
             )
+        if not isa(types, tuple[TensorType, ...]) or not isa(outputs, tuple[TensorType, ...]):
+            raise ReferenceEngineError(f"@{ENTRY} must take and return tensors")
         self.ranks = Ranks(module, weights)
         self._arg_shards = _shards(entry.arg_attrs, len(types))
         self._result_shards = _shards(entry.res_attrs, len(outputs))
@@ -352,7 +365,8 @@ class ReferenceEngine:
 
     def new_caches(self) -> tuple[np.ndarray, np.ndarray]:
         """Empty K and V caches `[layers, batch, kv_heads, context, head_dim]`."""
-        return tuple(np.zeros(shape, dtype) for shape, dtype in self._arg_types[2:])
+        k_cache, v_cache = (np.zeros(shape, dtype) for shape, dtype in self._arg_types[2:])
+        return k_cache, v_cache
 
     def step(
         self,
@@ -385,9 +399,10 @@ class ReferenceEngine:
             for r in range(n)
         ]
         results = self.ranks.call(ENTRY, per_rank)
-        return tuple(
+        logits, next_tokens, updated_k_cache, updated_v_cache = (
             self._gather([res[j] for res in results], s) for j, s in enumerate(self._result_shards)
         )
+        return logits, next_tokens, updated_k_cache, updated_v_cache
 
     def _gather(self, parts: list[np.ndarray], shard: llm.ShardAttr | None) -> np.ndarray:
         """The whole value from every rank's part; replicas must agree bit for bit."""

@@ -325,15 +325,18 @@ class RopeScalingAttr(ParametrizedAttribute):
         fields in the kind's canonical order."""
         types = _ROPE_SCALING_FIELDS.get(kind, {})
         order = list(types)
-        names = sorted(values, key=lambda n: order.index(n) if n in types else len(order))
+        items = sorted(
+            values.items(),
+            key=lambda item: order.index(item[0]) if item[0] in types else len(order),
+        )
         return RopeScalingAttr(
             StringAttr(kind),
             DictionaryAttr(
                 {
-                    name: IntegerAttr(values[name], i64)
-                    if types.get(name) is int and isinstance(values[name], int)
-                    else FloatAttr(float(values[name]), f64)
-                    for name in names
+                    name: IntegerAttr(value, i64)
+                    if types.get(name) is int and isinstance(value, int)
+                    else FloatAttr(float(value), f64)
+                    for name, value in items
                 }
             ),
         )
@@ -679,7 +682,7 @@ class EmbeddingOp(IRDLOperation):
     def verify_(self) -> None:
         _, hidden = _shape(self, "table", self.table, 2)
         batch = _batch(self, "ids", self.ids)
-        _result_is(self, (batch, hidden), self.table.type.element_type)
+        _result_is(self, (batch, hidden), _type_of(self.table).element_type)
 
 
 class _NormOp(IRDLOperation):
@@ -784,7 +787,7 @@ class LinearOp(IRDLOperation):
                     f"llm.linear: bias has {n} elements but weight [{out}, {expects}] has "
                     f"{out} outputs"
                 )
-        _result_is(self, (batch, out), self.input.type.element_type)
+        _result_is(self, (batch, out), _type_of(self.input).element_type)
 
 
 @irdl_op_definition
@@ -1027,7 +1030,7 @@ class AllGatherOp(IRDLOperation):
         module = self.get_toplevel_object()
         sockets = sockets_of(module) if isinstance(module, ModuleOp) else 1
         whole = (*shape[:dim], shape[dim] * sockets, *shape[dim + 1 :])
-        _result_is(self, whole, self.input.type.element_type)
+        _result_is(self, whole, _type_of(self.input).element_type)
 
 
 class _BinaryOp(IRDLOperation):

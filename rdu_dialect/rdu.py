@@ -25,7 +25,6 @@ Index ranges never depend on the socket: the program is what one socket runs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import StrEnum
 from math import prod
 
 from xdsl.dialects.builtin import (
@@ -77,6 +76,7 @@ from xdsl.traits import (
 )
 from xdsl.utils.exceptions import VerifyException
 from xdsl.utils.hints import isa
+from xdsl.utils.str_enum import StrEnum
 
 from rdu_compiler.rdu_dialect.symbols import lookup_symbol
 from rdu_compiler.simulator.numerics import DTYPES as PROGRAM_DTYPES
@@ -227,7 +227,7 @@ def _ints(values: Sequence[int]) -> str:
     return "[" + ", ".join(str(v) for v in values) + "]"
 
 
-def _array(values: Sequence[int]) -> DenseArrayBase:
+def _array(values: Sequence[int]) -> DenseArrayBase[I64]:
     return DenseArrayBase.from_list(i64, list(values))
 
 
@@ -283,9 +283,9 @@ class AccessAttr(ParametrizedAttribute):
     name = "rdu.access"
 
     target: StringAttr
-    starts: DenseArrayBase
-    stops: DenseArrayBase
-    step: DenseArrayBase
+    starts: DenseArrayBase[I64]
+    stops: DenseArrayBase[I64]
+    step: DenseArrayBase[I64]
 
     def __init__(
         self, target: str, ranges: Sequence[tuple[int, int]], step: Sequence[int] | None = None
@@ -352,7 +352,7 @@ class WorkAttr(ParametrizedAttribute):
 
     name = "rdu.work"
 
-    values: DenseArrayBase
+    values: DenseArrayBase[I64]
 
     def __init__(self, flops: int, bytes_read: int, bytes_written: int, tiles: int):
         super().__init__(_array((flops, bytes_read, bytes_written, tiles)))
@@ -386,10 +386,10 @@ class SourceAttr(ParametrizedAttribute):
     name = "rdu.source"
 
     value: StringAttr
-    start: DenseArrayBase
-    shape: DenseArrayBase
-    at: DenseArrayBase
-    socket_step: DenseArrayBase
+    start: DenseArrayBase[I64]
+    shape: DenseArrayBase[I64]
+    at: DenseArrayBase[I64]
+    socket_step: DenseArrayBase[I64]
     socket_group: IntegerAttr[I64]
 
     def __init__(
@@ -452,7 +452,7 @@ class BindingAttr(ParametrizedAttribute):
 
     param: StringAttr
     tensors: ArrayAttr[StringAttr]
-    indices: ArrayAttr[DenseArrayBase]
+    indices: ArrayAttr[DenseArrayBase[I64]]
 
     def __init__(self, param: str, views: Sequence[tuple[str, Sequence[int]]]):
         super().__init__(
@@ -470,7 +470,7 @@ class BindingAttr(ParametrizedAttribute):
         with parser.in_angle_brackets():
             param = parser.parse_str_literal()
 
-            def view() -> tuple[StringAttr, DenseArrayBase]:
+            def view() -> tuple[StringAttr, DenseArrayBase[I64]]:
                 name = parser.parse_symbol_name()
                 index = _rest_of_ints(parser) if parser.parse_optional_punctuation("[") else ()
                 return name, _array(index)

@@ -96,9 +96,9 @@ def first_dominance_violation(root: Operation) -> tuple[Operation, int] | None:
     visible: set[SSAValue] = set()
 
     def check_block(block: Block, graph: bool) -> tuple[Operation, int] | None:
-        added: list[SSAValue] = [*block.args] + (
-            [r for op in block.ops for r in op.results] if graph else []
-        )
+        added: list[SSAValue] = [*block.args]
+        if graph:
+            added.extend(r for op in block.ops for r in op.results)
         visible.update(added)
         try:
             for op in block.ops:
