@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from xdsl.ir import Operation, SSAValue
 
-from rdu_compiler.passes.cost_model import op_cost, tensor_bytes
+from rdu_compiler.passes.cost_model import op_cost, tensor_bytes, tensor_shape
 from rdu_compiler.rdu_dialect import llm
 from rdu_compiler.simulator.hardware import HardwarePreset
 
@@ -202,11 +202,11 @@ def _choices(op: Operation) -> list[int]:
     """The PCU counts an op's units can split it into exactly: divisors of a linear's output
     features; an attention's kv heads, or beyond them its context rows (blocks)."""
     if isinstance(op, llm.LinearOp):
-        return _divisors(op.weight.type.get_shape()[0])
+        return _divisors(tensor_shape(op.weight)[0])
     if isinstance(op, llm.MoEOp):
-        return _divisors(op.gate.type.get_shape()[1])
+        return _divisors(tensor_shape(op.gate)[1])
     if isinstance(op, llm.AttentionOp):
-        _, kv_heads, context, _ = op.k_cache.type.get_shape()
+        _, kv_heads, context, _ = tensor_shape(op.k_cache)
         heads = _divisors(kv_heads)
         return heads + [d for d in _divisors(context) if d > heads[-1]]
     return [1]

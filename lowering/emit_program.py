@@ -10,7 +10,7 @@ result is validated and encoded by `simulator.program.encode_program` (determini
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from xdsl.context import Context
 from xdsl.dialects import func
@@ -21,6 +21,7 @@ from xdsl.dialects.builtin import (
     IntegerAttr,
     ModuleOp,
     StringAttr,
+    TensorType,
     UnitAttr,
 )
 from xdsl.ir import Attribute
@@ -34,6 +35,7 @@ from rdu_compiler.simulator.program import (
     Agcu,
     Binding,
     Buffer,
+    DType,
     Kernel,
     Launch,
     Loop,
@@ -62,8 +64,11 @@ class ProgramEmissionError(ValueError):
     would refuse (a ValueError, so that `rdu-opt` reports it as a user error)."""
 
 
-def _type(t: Attribute) -> tuple[list[int], str]:
-    return list(t.get_shape()), str(t.element_type)  # type: ignore[attr-defined]
+def _type(t: Attribute) -> tuple[list[int], DType]:
+    """Shape and dtype of a tensor type the rdu verifier has checked (a tensor of a program
+    dtype; `encode_program` validates the dtype again)."""
+    assert isinstance(t, TensorType)
+    return list(t.get_shape()), cast(DType, str(t.element_type))
 
 
 def _ints(attr: Any) -> list[int]:
@@ -106,6 +111,7 @@ def _unit(op: rdu.UnitOp) -> Pcu | Pmu | Agcu:
     )
     if isinstance(op, rdu.PmuOp):
         return Pmu(**common, sram_bytes=op.sram_bytes.value.data, buffers=op.buffers.value.data)
+    assert isinstance(op, rdu.PcuOp | rdu.AgcuOp)
     attrs = _json(op.attrs) if op.attrs is not None else {}
     if isinstance(op, rdu.PcuOp):
         attr_step = _json(op.attr_step) if op.attr_step is not None else {}
@@ -203,7 +209,7 @@ def _launch(op: rdu.LaunchOp) -> Launch:
 def build_program(module: ModuleOp) -> Program:
     """The program a module in the rdu dialect describes (not yet validated)."""
     values, tensors, kernels, schedule = [], [], [], []
-    modes: set[str] = set()
+    modes: set[rdu.LaunchMode] = set()
     for op in module.ops:
         if isinstance(op, rdu.ValueOp):
             shape, dtype = _type(op.type)
@@ -218,7 +224,7 @@ def build_program(module: ModuleOp) -> Program:
             for host in op.body.walk():
                 if isinstance(host, rdu.LaunchOp):
                     schedule.append(_launch(host))
-                    modes.add(host.mode.data.value)
+                    modes.add(host.mode.data)
                 elif isinstance(host, rdu.SyncOp):
                     schedule.append(Sync())
         else:
@@ -227,7 +233,7 @@ def build_program(module: ModuleOp) -> Program:
                 f"(rdu-pipeline, or lower-dfk-to-rdu)"
             )
     if len(modes) > 1:
-        raise ProgramEmissionError(f"launches mix launch modes {sorted(modes)}")
+        raise ProgramEmissionError(f"launches mix launch modes {sorted(m.value for m in modes)}")
     by_name = {v.name: v for v in values}
     if "tokens" not in by_name or "k_cache" not in by_name:
         raise ProgramEmissionError("the module has no tokens / k_cache values (a decode step)")
@@ -237,7 +243,7 @@ def build_program(module: ModuleOp) -> Program:
         model=model.data if isinstance(model, StringAttr) else "model",
         hardware=hardware.data if isinstance(hardware, StringAttr) else "sn40l",
         sockets=sockets_of(module),
-        launch_mode=modes.pop() if modes else "software",
+        launch_mode=modes.pop().value if modes else "software",
         batch=by_name["tokens"].shape[0],
         context=by_name["k_cache"].shape[3],
         dtype=by_name["k_cache"].dtype,

@@ -71,6 +71,7 @@ from xdsl.dialects.builtin import (
     i64,
 )
 from xdsl.ir import Attribute, Block, BlockArgument, Operation, OpResult, Region, SSAValue
+from xdsl.irdl import IRDLOperation
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
@@ -124,6 +125,7 @@ def _named(value: SSAValue) -> str:
         return f"%{value.name_hint}"
     if isinstance(value, BlockArgument):
         return f"argument #{value.index}"
+    assert isinstance(value, OpResult)
     return f"result #{value.index} of '{value.owner.name}'"
 
 
@@ -478,6 +480,7 @@ class _KernelLowering:
 
     def _attrs(self, op: Operation, **overrides: Any) -> dict[str, Attribute]:
         """The op's properties, typed as on the op, as the numerics keywords."""
+        assert isinstance(op, IRDLOperation)  # every llm op is defined by IRDL
         attrs: dict[str, Attribute] = {}
         for name in type(op).get_irdl_definition().properties:
             attr = op.properties.get(name)
@@ -963,7 +966,7 @@ def _lower_kernel(
     lowering = _KernelLowering(knobs, preset)
     returned = list(kernel.return_op.arguments)
     loop = next((op for op in kernel.body.ops if isinstance(op, dfk.LoopOp)), None)
-    arg_index = {arg: i for i, arg in enumerate(kernel.args)}
+    arg_index: dict[SSAValue, int] = {arg: i for i, arg in enumerate(kernel.args)}
     body_arg: dict[SSAValue, int] = {}  # body-level value -> kernel argument index
     stacked_args: set[int] = set()
     shared: dict[SSAValue, int] = {}  # body values reading an argument that others read too
@@ -1010,7 +1013,7 @@ def _lower_kernel(
         shared = {arg: body_arg[arg] for arg in (*loop.invariant_args, *captured)}
         stacked_args = {arg_index[v] for v in loop.stacked}
         yielded = (*loop.yield_op.carried, *loop.yield_op.stacked)
-        through = dict(zip(loop.results, yielded, strict=True))
+        through: dict[SSAValue, SSAValue] = dict(zip(loop.results, yielded, strict=True))
         not_looped = next((v for v in returned if v not in through), None)
         if not_looped is not None:
             raise _fail_at(
@@ -1074,7 +1077,9 @@ def _lower_kernel(
         cache = lowering.cache_param_of.get(value)
         if cache is not None:
             param = lowering.add_param(f"{cache}_out", *lowering.params[cache])
-            lowering.store(value, param, size=op_cost(value.owner).kv_write_bytes)
+            writer = value.owner  # the llm.kv_cache_write that cache_param_of records
+            assert isinstance(writer, Operation)
+            lowering.store(value, param, size=op_cost(writer).kv_write_bytes)
             results.append(_Result(param, "cache", arg_of_param[cache]))
         elif r in inplace:
             param = next(p for p, i in arg_of_param.items() if i == inplace[r])
@@ -1279,6 +1284,7 @@ class _Host:
         for index, value in enumerate(ret.arguments):
             self._check_current(value, ret)
             views = [(self._buffer(t), i) for t, i in self.views[value]]
+            want: list[list[tuple[str, list[int]]]]
             if index < len(_OUTPUTS):
                 want = [[(_OUTPUTS[index], [])]]
                 what = f"result #{index} ({_OUTPUTS[index]})"
@@ -1355,6 +1361,10 @@ class _Host:
             shape, dtype = _shape(arg), _dtype(arg)
             attrs = step.arg_attrs.data[index].data if step.arg_attrs else {}
             shard = attrs.get(llm.SHARD_ATTR)
+            if shard is not None and not isinstance(shard, llm.ShardAttr):
+                raise _fail_at(
+                    step, f"argument #{index} ({name}) has an llm.shard that is not a #llm.shard"
+                )
             self._value(name, "state", self._whole_shape(shape, shard), dtype)
             self._tensor(
                 _Tensor(
@@ -1417,6 +1427,7 @@ class _Host:
             if where.kind == "fresh":
                 views = [(self._fresh_tensor(result), [])]
             else:
+                assert where.arg is not None  # set for "cache" and "inplace" results
                 operand = call.arguments[where.arg]
                 views = self._updated_in_place(call, plan, where, operand)
                 for tensor, index in views:
@@ -1681,7 +1692,8 @@ def _inplace_pairs(calls: Sequence[dfk.CallOp], kernels: dict[str, dfk.KernelOp]
     def activation(value: SSAValue) -> bool:
         producer = value.owner
         return (
-            isinstance(producer, dfk.CallOp)
+            isinstance(value, OpResult)
+            and isinstance(producer, dfk.CallOp)
             and sum(1 for _ in value.uses) == 1
             and not _returns_cache(kernels[producer.callee.string_value()], value.index)
         )

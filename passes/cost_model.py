@@ -66,7 +66,15 @@ from rdu_compiler.rdu_dialect.llm import (
 )
 from rdu_compiler.simulator.numerics import bytes_of
 
-__all__ = ["OpCost", "tensor_bytes", "op_cost", "total_cost", "step_stats", "STATS_KEYS"]
+__all__ = [
+    "OpCost",
+    "tensor_bytes",
+    "tensor_shape",
+    "op_cost",
+    "total_cost",
+    "step_stats",
+    "STATS_KEYS",
+]
 
 STATS_KEYS = (
     "model",
@@ -118,7 +126,8 @@ def _dense(flops: int = 0, weight_bytes: int = 0, kv_read: int = 0, kv_write: in
     return OpCost(flops, weight_bytes, kv_read, kv_write, flops, weight_bytes)
 
 
-def _shape(v: SSAValue) -> tuple[int, ...]:
+def tensor_shape(v: SSAValue) -> tuple[int, ...]:
+    """The shape of a value the verifier holds to be a tensor."""
     assert isinstance(v.type, TensorType)
     return v.type.get_shape()
 
@@ -127,19 +136,19 @@ def _moe_experts(op: MoEOp) -> tuple[int, int, int]:
     """(num_experts, bytes of one expert's gate+up+down, experts a step reads)."""
     experts = op.num_experts.value.data
     per_expert = sum(tensor_bytes(w) for w in (op.gate, op.up, op.down)) // experts
-    batch = _shape(op.input)[0]
+    batch = tensor_shape(op.input)[0]
     return experts, per_expert, min(experts, batch * op.top_k.value.data)
 
 
 def op_cost(op: Operation) -> OpCost:
     """FLOPs and bytes of one llm op (see the module docstring); zero for the others."""
     if isinstance(op, LinearOp):
-        batch, inputs = _shape(op.input)
-        outputs = _shape(op.weight)[0]
+        batch, inputs = tensor_shape(op.input)
+        outputs = tensor_shape(op.weight)[0]
         weights = tensor_bytes(op.weight) + (tensor_bytes(op.bias) if op.bias else 0)
         return _dense(2 * batch * outputs * inputs, weights)
     if isinstance(op, AttentionOp):
-        batch, kv_heads, context, head_dim = _shape(op.k_cache)
+        batch, kv_heads, context, head_dim = tensor_shape(op.k_cache)
         window = op.sliding_window.value.data if op.sliding_window else context
         attended = min(context, window)
         heads = op.num_heads.value.data
@@ -151,16 +160,16 @@ def op_cost(op: Operation) -> OpCost:
     if isinstance(op, KVCacheWriteOp):
         return _dense(kv_write=tensor_bytes(op.new))
     if isinstance(op, EmbeddingOp):
-        vocab = _shape(op.table)[0]
-        return _dense(weight_bytes=tensor_bytes(op.table) // vocab * _shape(op.ids)[0])
+        vocab = tensor_shape(op.table)[0]
+        return _dense(weight_bytes=tensor_bytes(op.table) // vocab * tensor_shape(op.ids)[0])
     if isinstance(op, RMSNormOp):
         return _dense(weight_bytes=tensor_bytes(op.weight))
     if isinstance(op, LayerNormOp):
         return _dense(weight_bytes=tensor_bytes(op.weight) + tensor_bytes(op.bias))
     if isinstance(op, MoEOp):
-        batch, hidden = _shape(op.input)
+        batch, hidden = tensor_shape(op.input)
         experts, per_expert, read = _moe_experts(op)
-        inner = _shape(op.gate)[1]
+        inner = tensor_shape(op.gate)[1]
         router_flops = 2 * batch * experts * hidden
         expert_flops = 3 * 2 * hidden * inner
         router = tensor_bytes(op.router)
@@ -201,8 +210,8 @@ def step_stats(module: ModuleOp) -> dict[str, Any]:
     """
     step = _decode_step(module)
     tokens, _, k_cache, v_cache = step.body.block.args
-    batch = _shape(tokens)[0]
-    context = _shape(k_cache)[3]
+    batch = tensor_shape(tokens)[0]
+    context = tensor_shape(k_cache)[3]
     assert isinstance(k_cache.type, TensorType)
     model = module.attributes.get(MODEL_ATTR)
 

@@ -30,9 +30,10 @@ row-split). The LM head (a linear read by `llm.argmax`) is seeded by its output 
 all-gather inserted first so that the logits' users see the whole logits. Then every split
 value is retyped, attention head counts divided, all-reduces inserted after row-split linears
 and MoE, parameters get their `#llm.shard` and the entry function's split arguments / results
-an `llm.shard` attribute (so the engine can cut and reassemble the caches). Kernels are first given one copy per call, so that calls needing
-different splits (`outline-kernels{policy=op}` shares one `@linear` among q and o projections)
-are independent; identical copies are merged back afterwards (stable names, as outlining).
+an `llm.shard` attribute (so the engine can cut and reassemble the caches). Kernels are first
+given one copy per call, so that calls needing different splits (`outline-kernels{policy=op}`
+shares one `@linear` among q and o projections) are independent; identical copies are merged
+back afterwards (stable names, as outlining).
 
 Refused, with a message naming the model dims: query heads not a multiple of N; kv heads
 neither a multiple nor a divisor of N; an intermediate size not a multiple of N; a row-split
@@ -61,7 +62,7 @@ from xdsl.dialects.builtin import (
     TensorType,
     i64,
 )
-from xdsl.ir import Attribute, BlockArgument, Operation, SSAValue
+from xdsl.ir import Attribute, Block, BlockArgument, Operation, SSAValue
 from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.utils.exceptions import PassFailedException
@@ -148,11 +149,23 @@ class _Splits:
         return False
 
 
-def _width(value: SSAValue) -> int:
-    """The last dim of a tensor value."""
+def _tensor_type(value: SSAValue) -> TensorType:
+    """The type of a value the verifier already holds to be a tensor."""
     t = value.type
     assert isinstance(t, TensorType)
-    return t.get_shape()[-1]
+    return t
+
+
+def _width(value: SSAValue) -> int:
+    """The last dim of a tensor value."""
+    return _tensor_type(value).get_shape()[-1]
+
+
+def _terminator_operands(block: Block) -> tuple[SSAValue, ...]:
+    """What a function or kernel body returns (verified to end in its return op)."""
+    terminator = block.last_op
+    assert terminator is not None
+    return tuple(terminator.operands)
 
 
 # --------------------------------------------------------------------------------------
@@ -213,7 +226,7 @@ def _seed(op: Operation, splits: _Splits, sockets: int, model: str) -> None:
             splits.set(cache, Split(-3, min(kv_heads, sockets)), "llm.attention (kv heads)")
         return
     if isinstance(op, llm.MoEOp):
-        what, inner = "expert intermediate size", op.gate.type.get_shape()[1]
+        what, inner = "expert intermediate size", _tensor_type(op.gate).get_shape()[1]
         cuts = ((op.gate, -2), (op.up, -2), (op.down, -1))
     elif isinstance(op, llm.SiluOp | llm.GeluOp):
         what, inner = "MLP intermediate size", _width(op.result)
@@ -395,7 +408,7 @@ def _shard_attrs(
     for value, attrs in zip(values, dicts):
         entries = dict(attrs.data)
         if split := splits.get(value):
-            entries[llm.SHARD_ATTR] = split.attr(len(value.type.get_shape()))
+            entries[llm.SHARD_ATTR] = split.attr(len(_tensor_type(value).get_shape()))
         out.append(DictionaryAttr(entries))
     return ArrayAttr(out)
 
@@ -417,7 +430,7 @@ def _rewrite(module: ModuleOp, splits: _Splits) -> None:
         (
             f,
             _shard_attrs(f.args, f.arg_attrs, splits),
-            _shard_attrs(tuple(f.body.block.last_op.operands), f.res_attrs, splits),
+            _shard_attrs(_terminator_operands(f.body.block), f.res_attrs, splits),
         )
         for f in ops
         if isinstance(f, func.FuncOp)
@@ -426,20 +439,23 @@ def _rewrite(module: ModuleOp, splits: _Splits) -> None:
         if isinstance(param, llm.ParamOp) and (split := splits.get(param)):
             param.properties["shard"] = split.attr(len(param.checkpoint_type.get_shape()))
             param.properties["type"] = split.shard_type(param.type)
-    for value in [v for v in _values(module) if splits.get(v)]:
-        Rewriter.replace_value_with_new_type(value, splits.get(value).shard_type(value.type))
+    split_values = [(v, split) for v in _values(module) if (split := splits.get(v))]
+    for value, split in split_values:
+        Rewriter.replace_value_with_new_type(value, split.shard_type(_tensor_type(value)))
     for op, query, kv in heads:
+        # every attention seeds the split of its query and caches (`_seed`)
+        assert query is not None and kv is not None
         op.properties["num_heads"] = IntegerAttr(op.num_heads.value.data // query.parts, i64)
         op.properties["num_kv_heads"] = IntegerAttr(op.num_kv_heads.value.data // kv.parts, i64)
     for op in reduced:
         _collective_after(op, llm.AllReduceOp, reduction=StringAttr("sum"))
     for f, arg_attrs, res_attrs in functions:
-        f.properties["arg_attrs"], f.properties["res_attrs"] = arg_attrs, res_attrs
+        f.arg_attrs, f.res_attrs = arg_attrs, res_attrs
     for op in module.walk():
         if isinstance(op, func.FuncOp | dfk.KernelOp):
             block = op.body.block
             op.properties["function_type"] = FunctionType.from_lists(
-                block.arg_types, [v.type for v in block.last_op.operands]
+                block.arg_types, [v.type for v in _terminator_operands(block)]
             )
 
 
