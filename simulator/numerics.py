@@ -711,7 +711,7 @@ def attention_combine(partials: np.ndarray, *, out_dtype: DTypeLike = None) -> n
         w = np.where(np.isneginf(m), np.float32(0), np.exp(m - top))  # [B, blocks, NH]
     num = np.sum(w[..., None] * p32[..., :d], axis=1, dtype=np.float32)
     den = np.sum(w * p32[..., d + 1], axis=1, dtype=np.float32)
-    out = num / den[..., None]
+    out = num / np.expand_dims(den, -1)
     return round_to(out.reshape(b, heads * d), BF16 if out_dtype is None else out_dtype)
 
 
