@@ -22,7 +22,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import msgspec
 from msgspec import Meta
@@ -31,6 +31,8 @@ __all__ = [
     "HardwarePreset",
     "PresetError",
     "Provenance",
+    "build_figures",
+    "check_figures",
     "describe_hardware",
     "encode_hardware",
     "get_preset",
@@ -38,6 +40,7 @@ __all__ = [
     "load_hardware",
     "overrides_between",
     "parse_overrides",
+    "replaced_fields",
 ]
 
 
@@ -100,17 +103,7 @@ class HardwarePreset(msgspec.Struct, frozen=True, kw_only=True):
     provenance: dict[str, Provenance]
 
     def __post_init__(self) -> None:
-        for key in self.figures():
-            value = getattr(self, key)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise PresetError(f"hardware parameter {key}: {value} is not a finite number")
-        missing = set(self.figures()) - set(self.provenance)
-        extra = set(self.provenance) - set(self.figures())
-        if missing or extra:
-            raise PresetError(
-                f"preset {self.name!r}: provenance missing for {sorted(missing)}, "
-                f"given for unknown figures {sorted(extra)}"
-            )
+        check_figures(self, self.figures())
         if self.sram_bytes < self.pmus:
             raise PresetError(
                 f"preset {self.name!r}: sram_bytes {self.sram_bytes} < pmus "
@@ -137,17 +130,7 @@ class HardwarePreset(msgspec.Struct, frozen=True, kw_only=True):
         against the figure's type and range, unknown names rejected with a suggestion."""
         for key in changes:
             _check_key(key)
-        provenance = dict(self.provenance)
-        for key, value in changes.items():
-            was = provenance[key]
-            provenance[key] = Provenance(
-                origin="override",
-                note=f"{value!r} instead of the preset's {getattr(self, key)!r} ({was.origin}: "
-                f"{was.note})",
-            )
-        fields = {f: getattr(self, f) for f in self.__struct_fields__}
-        fields.update(changes, provenance=provenance)
-        return _build(fields)
+        return build_figures(HardwarePreset, replaced_fields(self, changes))
 
     def with_overrides(self, overrides: str | Iterable[str]) -> HardwarePreset:
         """:meth:`replace` from ``key=value`` text (see :func:`parse_overrides`)."""
@@ -171,10 +154,47 @@ def _check_key(key: str) -> None:
     )
 
 
-def _build(fields: dict[str, Any]) -> HardwarePreset:
-    """Construct through msgspec so every figure's type and range constraint is enforced."""
+_Figures = TypeVar("_Figures", bound=msgspec.Struct)
+
+
+def check_figures(struct: Any, figures: tuple[str, ...]) -> None:
+    """What every struct of figures (a preset, a GPU node) guarantees beyond its fields' types
+    and ranges: finite numbers, and a provenance for each figure and nothing else."""
+    for key in figures:
+        value = getattr(struct, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PresetError(f"hardware parameter {key}: {value} is not a finite number")
+    missing = set(figures) - set(struct.provenance)
+    extra = set(struct.provenance) - set(figures)
+    if missing or extra:
+        raise PresetError(
+            f"preset {struct.name!r}: provenance missing for {sorted(missing)}, "
+            f"given for unknown figures {sorted(extra)}"
+        )
+
+
+def replaced_fields(struct: Any, changes: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a struct of figures (a preset, a GPU node) with ``changes`` applied, each
+    changed figure's provenance marked ``override`` (its note keeping the preset's value and
+    origin); the keys are checked by the caller."""
+    provenance = dict(struct.provenance)
+    for key, value in changes.items():
+        was = provenance[key]
+        provenance[key] = Provenance(
+            origin="override",
+            note=f"{value!r} instead of the preset's {getattr(struct, key)!r} ({was.origin}: "
+            f"{was.note})",
+        )
+    fields = {f: getattr(struct, f) for f in struct.__struct_fields__}
+    fields.update(changes, provenance=provenance)
+    return fields
+
+
+def build_figures(cls: type[_Figures], fields: dict[str, Any]) -> _Figures:
+    """Construct a struct of figures through msgspec so every figure's type and range
+    constraint is enforced; a bad value raises :class:`PresetError` naming the figure."""
     try:
-        return msgspec.convert(fields, HardwarePreset)
+        return msgspec.convert(fields, cls)
     except msgspec.ValidationError as e:
         message, _, where = str(e).partition(" - at `$.")
         key = where.rstrip("`").split(".")[0] if where else ""
@@ -389,12 +409,13 @@ _SN40L: dict[str, tuple[int | float | str, Provenance]] = {
 }
 
 _PRESETS: dict[str, HardwarePreset] = {
-    "sn40l": _build(
+    "sn40l": build_figures(
+        HardwarePreset,
         {
             "name": "sn40l",
             **{key: value for key, (value, _) in _SN40L.items()},
             "provenance": {key: prov for key, (_, prov) in _SN40L.items()},
-        }
+        },
     ),
 }
 
