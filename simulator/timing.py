@@ -27,8 +27,9 @@ What is modelled (all rates and costs from :class:`simulator.hardware.HardwarePr
   leaves idle (requests are served in issue order), so prefetch never slows the current layer.
 * **Links.** Collectives cross the socket's ``p2p_links`` links of ``p2p_bandwidth`` each
   (one shared channel of their sum), with the algorithm :func:`collective_plan` picks for the
-  block size and ``p2p_topology``: one-shot (switch) or ring. The block is what the program's
-  buffer holds, in its dtype (f32 partials of a row-split linear cost twice bf16).
+  block size and ``p2p_topology``: one-shot or two-shot (switch) or ring. The block is what
+  the program's buffer holds, in its dtype (f32 partials of a row-split linear cost twice
+  bf16).
 * **Buffers and backpressure.** A load stages its bytes in the buffers of its stream: the
   spare capacity of the PMUs it feeds (``sram_bytes x count x (buffers - 1) / buffers``) plus
   the credits of its direct streams (``depth x tile_bytes``). Only its first readers (the
@@ -263,9 +264,12 @@ def collective_plan(
     blocks are ``block_bytes`` each: the bytes cross the socket's ``p2p_links`` links (each
     ``p2p_bandwidth``) after the latency. The faster of the algorithms the topology allows,
     for this size: one-shot (``switch`` only: every socket sends its block to every other, one
-    latency, ``(N-1) b``; an all-reduce then sums what it received) and ring (reduce-scatter
-    then all-gather: ``2 (N-1)`` steps of ``b / N`` for an all-reduce, ``N-1`` steps of ``b``
-    for an all-gather, each a latency). One socket: nothing to do."""
+    latency, ``(N-1) b``; an all-reduce then sums what it received), two-shot (``switch``
+    only, all-reduce: a one-shot reduce-scatter, socket j receiving every peer's j-th
+    ``b / N`` slice and summing it, then a one-shot all-gather of the sums: two latencies,
+    ``2 (N-1) b / N``, the bytes of a ring) and ring (neighbours only: reduce-scatter then
+    all-gather, ``2 (N-1)`` steps of ``b / N`` for an all-reduce, ``N-1`` steps of ``b`` for
+    an all-gather, each a latency). One socket: nothing to do."""
     n = sockets
     if n == 1:
         return 0.0, 0.0
@@ -275,6 +279,8 @@ def collective_plan(
     plans = [rings[op]]
     if preset.p2p_topology == "switch":
         plans.append((lat, (n - 1) * b))
+        if op == "all_reduce":
+            plans.append((2 * lat, 2 * (n - 1) * b / n))
     rate = preset.p2p_bandwidth * preset.p2p_links
     return min(plans, key=lambda plan: plan[0] + plan[1] / rate)
 

@@ -110,18 +110,25 @@ def test_huge_p2p_bandwidth_does_not_livelock():
 
 @pytest.mark.parametrize("op", ["all_reduce", "all_gather"])
 def test_collectives_cross_every_link_and_pick_the_faster_algorithm(op):
-    """One-shot sends N-1 blocks; ring moves less but pays a latency per step: the larger
-    block goes ring (all-reduce only), links divide the time of the bytes, a ring topology
-    allows only ring algorithms."""
-    n, small, large = 16, 16 * 1024, 64 * 1024 * 1024
+    """One-shot sends N-1 blocks; two-shot (switch) and ring move less, two-shot after two
+    latencies, ring after one per step: the larger block goes two-shot over a switch and ring
+    over a ring (all-reduce only), links divide the time of the bytes, a ring topology allows
+    only ring algorithms."""
+    n, small, large = 16, 8 * 1024, 64 * 1024 * 1024
     latency, moved = collective_plan(SN40L, op, n, small)
     assert (latency, moved) == (SN40L.p2p_latency_s, (n - 1) * small)  # one-shot
     latency, moved = collective_plan(SN40L, op, n, large)
-    if op == "all_reduce":
-        assert moved == pytest.approx(2 * (n - 1) * large / n)  # ring
-    else:
-        assert moved == (n - 1) * large
     ring = SN40L.replace(p2p_topology="ring")
+    ring_latency, ring_moved = collective_plan(ring, op, n, large)
+    if op == "all_reduce":
+        assert moved == ring_moved == pytest.approx(2 * (n - 1) * large / n)
+        assert (latency, ring_latency) == (
+            2 * SN40L.p2p_latency_s,
+            2 * (n - 1) * ring.p2p_latency_s,
+        )
+    else:
+        assert moved == ring_moved == (n - 1) * large
+        assert (latency, ring_latency) == (SN40L.p2p_latency_s, (n - 1) * ring.p2p_latency_s)
     assert collective_plan(ring, op, n, small)[0] > SN40L.p2p_latency_s
     assert collective_plan(SN40L, op, 1, large) == (0.0, 0.0)
     program = build_toy(looped=True, sockets=4, layers=2)
