@@ -13,6 +13,7 @@ from xdsl.utils.exceptions import PassFailedException
 
 from rdu_compiler.frontend.builder import build_decode_step
 from rdu_compiler.frontend.config import list_presets, load_model_config
+from rdu_compiler.lowering.allocation import PACE
 from rdu_compiler.lowering.lower_dfk_to_rdu import Mapping
 from rdu_compiler.lowering.pipeline import compile_program
 from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine
@@ -222,3 +223,19 @@ def test_mapping_knobs_change_the_splits():
     assert msgspec.structs.replace(wide, sections=[]) == msgspec.structs.replace(
         narrow, sections=[]
     )
+
+
+def test_a_compute_bound_layer_keeps_attention_at_the_pace_of_its_kv_rows():
+    """70B at batch 80 on 16 sockets wants more PCUs than the chip has. The KV rows stream
+    while attention runs (they are not staged ahead), so attention keeps the PCUs that consume
+    them at twice the HBM rate (`PACE`); the linears beside it (same segment, between two
+    all-reduces) need only keep pace with it, and the MLP's linears share the rest."""
+    preset = get_preset("sn40l")
+    program = compile_program("llama-3.1-70b", sockets=16, batch=80, layers=2, context=4096)
+    (looped,) = [k for k in program.kernels if k.name == "decoder_layer.looped"]
+    count = {u.id: u.count for s in looped.sections for u in s.units}
+    vector_rate = preset.pcu_lanes * 4 * preset.clock_hz  # on-chip bytes per PCU per second
+    hbm = preset.hbm_bandwidth * preset.hbm_efficiency
+    assert count["attn.part"] * vector_rate * PACE >= hbm
+    assert count["q"] < count["g"] and count["o"] < count["d"]
+    assert all(s.resources.pcus <= preset.pcus for s in looped.sections)
