@@ -48,15 +48,16 @@ from rdu_compiler.rdu_dialect.llm import LAYER_ATTR, ParamOp, WeightOp, layer_of
 from rdu_compiler.rdu_dialect.ssa import require_dominance
 
 
-def _outlinable(op: Operation) -> bool:
-    """Compute ops of the llm dialect (not parameters, not weight reads)."""
+def outlinable(op: Operation) -> bool:
+    """Compute ops of the llm dialect (not parameters, not weight reads): what `policy=op`
+    makes one kernel of (the GPU baseline counts them as a GPU's kernels per step)."""
     return op.dialect_name() == "llm" and not isinstance(op, WeightOp | ParamOp)
 
 
 def _groups(block: Block, policy: str) -> list[tuple[str, int | None, list[Operation]]]:
     """The ops of `block` to outline, as (kernel base name, layer or None, ops in block
     order), in order of each group's first op."""
-    ops = [op for op in block.ops if _outlinable(op)]
+    ops = [op for op in block.ops if outlinable(op)]
     if policy == "op":
         return [(op.name.removeprefix("llm."), layer_of(op), [op]) for op in ops]
     layers = {layer_of(op) for op in ops} - {None}

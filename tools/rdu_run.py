@@ -96,6 +96,12 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _gpu_nodes(text: str) -> list[str]:
+    from rdu_compiler.tools.gpu_baseline import parse_gpu_nodes
+
+    return parse_gpu_nodes(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -207,6 +213,19 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the hardware figures with their provenance and exit (--json: a hardware "
         "file for --hardware)",
+    )
+    gpu = p.add_argument_group("GPU baseline (one timing case)")
+    gpu.add_argument(
+        "--gpu",
+        type=_gpu_nodes,
+        metavar="NODE[,NODE]",
+        help="time the same step on a GPU node beside the RDU: dgx-h100, dgx-a100",
+    )
+    gpu.add_argument(
+        "--gpu-tp",
+        type=int,
+        metavar="N",
+        help="GPUs the step is tensor-parallel over (default: all of the node's)",
     )
     out = p.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="machine-readable output")
@@ -332,12 +351,16 @@ def _check_options(args: argparse.Namespace, timing: bool) -> None:
     _positive("--layers", args.layers)
     _positive("--steps", args.steps, 0)
     _positive("--generate", args.generate)
+    _positive("--gpu-tp", args.gpu_tp)
+    if args.gpu_tp is not None and args.gpu is None:
+        raise UserError("--gpu-tp: give --gpu NODE too")
     if args.engine == "reference":
         used = _given(
             ("--no-kernel-looping", args.no_kernel_looping),
             ("--functional", args.functional),
             (f"--launch {args.launch}", args.launch is not None),
             ("--generate", args.generate is not None),
+            ("--gpu", args.gpu is not None),
             ("--hardware", args.hardware != "sn40l"),
             ("--hw-override", bool(args.hw_override)),
         )
@@ -363,11 +386,18 @@ def _check_options(args: argparse.Namespace, timing: bool) -> None:
                 f"{', '.join(ignored)}: a timing run computes no numbers, so these do not "
                 f"apply; add --functional (or --engine reference) to run them{hint}"
             )
-        if sweep and (args.trace or generating):
+        one_case = _given(
+            ("--trace", args.trace is not None),
+            ("--generate", generating),
+            ("--gpu", args.gpu is not None),
+        )
+        if sweep and one_case:
             raise UserError(
-                f"{'--trace' if args.trace else '--generate'} times one case: give one "
-                "--batch, --context and --sockets (lists make a sweep)"
+                f"{one_case[0]} times one case: give one --batch, --context and --sockets "
+                "(lists make a sweep)"
             )
+        if generating and args.gpu is not None:
+            raise UserError("--gpu times one steady-state step: drop --generate")
         return
     if args.launch == "both":
         raise UserError(
@@ -375,6 +405,7 @@ def _check_options(args: argparse.Namespace, timing: bool) -> None:
             "not depend on the launch mode)"
         )
     timing_only = _given(
+        ("--gpu", args.gpu is not None),
         ("--generate", args.generate is not None),
         ("--trace", args.trace is not None),
         ("--plot", args.plot is not None),
@@ -545,6 +576,8 @@ def _timing_run(args: argparse.Namespace, config, contexts: list[int], preset) -
         print(json.dumps(rows, allow_nan=False) if args.json else T.format_rows(rows))
         return 0
     report = _single_report(args, config, results)
+    if args.gpu:
+        report["gpu"] = _gpu_baseline(args, config, report)
     if args.csv:
         write_atomically(args.csv, T.to_csv([T.row(config.name, r) for r in results]))
     if args.trace:
@@ -614,6 +647,37 @@ def _single_report(args: argparse.Namespace, config, results) -> dict[str, Any]:
     if results[0].summary["overrides"]:
         report["overrides"] = results[0].summary["overrides"]
     return report
+
+
+def _gpu_baseline(args: argparse.Namespace, config, report: dict[str, Any]) -> dict[str, Any]:
+    """``--gpu``: each node's figures for the step just timed, against the RDU's looped step
+    (unlooped when only that was timed)."""
+    from rdu_compiler.simulator.gpu_node import get_gpu_node
+    from rdu_compiler.tools.gpu_baseline import decode_workload, gpu_figures
+
+    variant = "looped" if report["timing"]["looped"] is not None else "unlooped"
+    rdu = {
+        "variant": variant,
+        "sockets": report["sockets"],
+        "ms_per_token": report["timing"][variant]["ms_per_token"],
+    }
+    workloads: dict[int, Any] = {}
+    figures = {}
+    for name in args.gpu:
+        node = get_gpu_node(name)
+        tp = args.gpu_tp or node.gpus
+        if tp > node.gpus:
+            raise UserError(f"--gpu-tp {tp}: {name} has {node.gpus} GPUs")
+        if tp not in workloads:
+            workloads[tp] = decode_workload(
+                config,
+                batch=report["batch"],
+                context=report["context"],
+                dtype=args.dtype,
+                tensor_parallel=tp,
+            )
+        figures[name] = gpu_figures(name, workloads[tp], rdu)
+    return figures
 
 
 def _merged_trace(results) -> dict[str, Any]:
@@ -728,6 +792,10 @@ def _print_timing(report: dict) -> None:
                 for launch, x in speedups
             )
         )
+    if "gpu" in report:
+        from rdu_compiler.tools.gpu_baseline import format_gpu
+
+        print(format_gpu(report["gpu"]))
     _print_breakdown(report["breakdown"])
 
 
