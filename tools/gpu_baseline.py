@@ -120,7 +120,8 @@ def gpu_figures(node_name: str, workload: Any, rdu: dict[str, Any]) -> dict[str,
 
 
 def format_gpu(figures: dict[str, dict[str, Any]]) -> str:
-    """The GPU nodes side by side, in the rows of rdu-run's timing table."""
+    """The GPU nodes side by side, in the rows of rdu-run's timing table; the step is the
+    larger of memory and compute, plus the launch gaps and the all-reduces."""
     names = list(figures)
     first = figures[names[0]]
     rows = (
@@ -130,7 +131,8 @@ def format_gpu(figures: dict[str, dict[str, Any]]) -> str:
         ("% of HBM peak", "bandwidth_fraction_of_peak", "{:.1%}"),
         ("% of roofline", "roofline_fraction", "{:.1%}"),
         ("kernels/step", "kernels_per_step", "{}"),
-        ("  busy ms (HBM)", "memory_ms", "{:.3f}"),
+        ("  memory ms (HBM)", "memory_ms", "{:.3f}"),
+        ("  compute ms (peak)", "compute_ms", "{:.3f}"),
         ("  launch gaps ms", "launch_gaps_ms", "{:.3f}"),
         ("  all-reduces ms", "all_reduce_ms", "{:.3f}"),
         (f"RDU ({first['rdu_variant']}) speedup", "rdu_speedup", "{:.2f}x"),

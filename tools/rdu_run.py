@@ -36,8 +36,9 @@ Timing runs add `"launch"`, `"roofline_ms_per_token"` (per step), `"timing": {"l
 "unlooped": T, "speedup": x}` (T with the keys of `TIMING_KEYS`), and `"breakdown"`
 (per variant: `kernels` and `ops`, see `simulator/breakdown.py`); with `--launch both`,
 `"launch": "both"`, `"timing"` with the software figures and `"timing_by_launch":
-{"software": {...}, "hardware": {...}}`. A sweep prints a JSON list of rows instead
-(`tools/timing_runs.py`).
+{"software": {...}, "hardware": {...}}`; with `--gpu NODE[,NODE]`, `"gpu": {NODE: {...}}`, the
+same step on a GPU node (`tools/gpu_baseline.py`, docs/gpu_baseline.md). A sweep prints a JSON
+list of rows instead (`tools/timing_runs.py`).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ examples:
   rdu-run llama-3.1-8b --trace step.json --plot layers.png  # Perfetto trace, per-layer chart
   rdu-run llama-3.1-8b --hw-override hbm_bandwidth=2.4e12 --launch both
   rdu-run llama-3.1-8b --generate 8 --prompt 1,2,3,4     # TPOT p50/p99 as the cache grows
+  rdu-run llama-3.1-8b --sockets 8 --gpu dgx-h100,dgx-a100  # the step on GPU nodes, beside
   rdu-run tiny-mistral --functional --prompt 5,6,7 --steps 8   # real numbers
   rdu-run ./my-model --functional --prompt 'Hello world'  # folder: checkpoint + tokenizer.json
   rdu-run --list-models; rdu-run --print-hardware"""

@@ -143,14 +143,15 @@ def test_missing_file_and_console_script(tmp_path):
 
 
 def test_no_xdsl_or_compiler_import(tmp_path):
-    """The simulator and rdu-sim run a program (timing and functional) importing only the
-    simulator, rdu_compiler.tools.cli and rdu_compiler.tools.rdu_sim."""
+    """The simulator (the GPU-node baseline too) and rdu-sim run a program (timing and
+    functional) importing only the simulator, rdu_compiler.tools.cli and
+    rdu_compiler.tools.rdu_sim."""
     path = tmp_path / "toy.json"
     path.write_bytes(encode_program(build_toy(looped=True, sockets=2)))
     code = (
         "import sys\n"
         "import rdu_compiler.simulator.functional, rdu_compiler.simulator.timing\n"
-        "import rdu_compiler.simulator.report\n"
+        "import rdu_compiler.simulator.report, rdu_compiler.simulator.gpu_node\n"
         "from rdu_compiler.tools.rdu_sim import main\n"
         f"assert main([{str(path)!r}, '--json']) == 0\n"
         f"assert main([{str(path)!r}, '--functional', '--steps', '2']) == 0\n"
