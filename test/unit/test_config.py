@@ -23,6 +23,7 @@ from rdu_compiler.frontend.config import (
 )
 
 PUBLIC = [
+    "llama-2-7b",
     "llama-3.2-1b",
     "llama-3.1-8b",
     "llama-3.1-70b",
@@ -84,7 +85,8 @@ def test_every_preset_loads(name):
     assert c.name == name
     assert c.architecture in ARCHITECTURES
     assert len(c.layer_windows) == c.num_layers == len(c.layer_kinds)
-    assert c.hidden_act == "silu" and c.dtype == "bfloat16"
+    # Llama 2 was published in float16 (its config says so); steps compute in --dtype anyway
+    assert c.hidden_act == "silu" and c.dtype == ("float16" if name == "llama-2-7b" else "bfloat16")
     hash(c)  # frozen, hashable
     # the preset is HF-shaped: model_type + architectures present
     d = read_config_dict(name)
@@ -93,6 +95,7 @@ def test_every_preset_loads(name):
 
 # preset, layers, hidden, interm, heads, kv heads, head dim, vocab, rope theta (ANCHORS table)
 ANCHORS = [
+    ("llama-2-7b", 32, 4096, 11008, 32, 32, 128, 32000, 10000.0),
     ("llama-3.2-1b", 16, 2048, 8192, 32, 8, 64, 128256, 500000.0),
     ("llama-3.1-8b", 32, 4096, 14336, 32, 8, 128, 128256, 500000.0),
     ("llama-3.1-70b", 80, 8192, 28672, 64, 8, 128, 128256, 500000.0),
@@ -139,6 +142,9 @@ def test_parameter_counts_match_published_totals():
     # ANCHORS: "8.03e9 params"; other totals from the model cards.
     assert load_model_config("llama-3.1-8b").num_parameters == 8_030_261_248
     assert load_model_config("llama-3.2-1b").num_parameters == 1_235_814_400
+    # ANCHORS (GPU side): one Llama-2-7B-shaped bf16 expert is 13.48 GB in 291 tensors
+    llama2 = load_model_config("llama-2-7b")
+    assert (llama2.num_parameters * 2, len(llama2.checkpoint_tensors())) == (13_476_831_232, 291)
     assert round(load_model_config("llama-3.1-70b").num_parameters / 1e9, 1) == 70.6
     assert round(load_model_config("llama-3.1-405b").num_parameters / 1e9, 1) == 405.9
     assert round(load_model_config("mistral-7b").num_parameters / 1e9, 2) == 7.24
