@@ -89,20 +89,26 @@ def read_jsonl_trace(
             raise TraceError(f"{where}: expected an object with arrival_s, expert, ...")
         unknown = sorted(set(item) - _KEYS)
         if unknown:
-            raise TraceError(f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(_KEYS))}")
+            raise TraceError(
+                f"{where}: unknown key {unknown[0]!r}; known: {', '.join(sorted(_KEYS))}"
+            )
         for key in ("arrival_s", "expert", "prompt_tokens", "output_tokens"):
             if key not in item:
                 raise TraceError(f"{where}: missing {key!r}")
         arrival = item["arrival_s"]
-        if isinstance(arrival, bool) or not isinstance(arrival, int | float) or not (
-            0 <= arrival < float("inf")
+        if (
+            isinstance(arrival, bool)
+            or not isinstance(arrival, int | float)
+            or not (0 <= arrival < float("inf"))
         ):
             raise TraceError(f"{where}: arrival_s must be a finite number >= 0")
         expert = item["expert"]
         if isinstance(expert, str) and expert in index:
             expert = index[expert]
-        elif isinstance(expert, bool) or not isinstance(expert, int) or not (
-            0 <= expert < len(expert_names)
+        elif (
+            isinstance(expert, bool)
+            or not isinstance(expert, int)
+            or not (0 <= expert < len(expert_names))
         ):
             raise TraceError(
                 f"{where}: expert {json.dumps(expert)} is neither a name of the description "
@@ -119,7 +125,9 @@ def read_jsonl_trace(
             if (
                 not isinstance(prompt, list)
                 or len(prompt) != counts[0]
-                or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt)
+                or not all(
+                    isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in prompt
+                )
             ):
                 raise TraceError(
                     f"{where}: prompt must be a list of prompt_tokens ({counts[0]}) token ids"

@@ -227,11 +227,10 @@ def simulate_serving(
     served = [_Served() for _ in requests]
     loads: list[tuple[float, float, int]] = []  # (start, end, bytes) of every copy
     copy_free = 0.0
-    # requests routed but not yet served, oldest first; a host-side router decides at a time
-    # known in advance, a router on the node when the node runs it
+    # requests not yet routed (a host-side router decides at a time known in advance, a
+    # router on the node when the node runs it), and those routed but not yet served
     unrouted = deque(requests)
     waiting: list[Request] = []
-    pending_prefetch: deque[Request] = deque()  # routed by the host, prefetch not yet tried
 
     def start_load(expert: int, at: float, protected: set[int]) -> bool:
         nonlocal copy_free

@@ -8,7 +8,12 @@ import json
 
 import pytest
 
-from rdu_compiler.simulator.request_trace import LengthRange, TraceError, read_jsonl_trace, synthetic_trace
+from rdu_compiler.simulator.request_trace import (
+    LengthRange,
+    TraceError,
+    read_jsonl_trace,
+    synthetic_trace,
+)
 from rdu_compiler.simulator.serving import (
     ExpertCache,
     NodeModel,
@@ -22,7 +27,9 @@ from rdu_compiler.simulator.serving import (
 MS = 1e-3
 
 
-def node(experts=3, cache_experts=2, switch_ms=50.0, step_ms=1.0, slowdown=1.0, batch=1, router=None):
+def node(
+    experts=3, cache_experts=2, switch_ms=50.0, step_ms=1.0, slowdown=1.0, batch=1, router=None
+):
     return NodeModel(
         name="test",
         batch=batch,
