@@ -220,9 +220,22 @@ class FunctionalSimulator:
                 if t.aliases is not None:
                     mem[t.name] = mem[t.aliases]
             self.memory.append(mem)
-        for t in program.tensors:
+        self.bind_weights(weights)
+
+    def bind_weights(self, weights: WeightSource) -> None:
+        """Fill the weight tensors from ``weights``: the program stays, only its weight
+        bindings change (how a Composition-of-Experts node switches between experts of one
+        architecture, `rdu-serve --functional`)."""
+        for t in self.program.tensors:
             if t.kind == "weight":
                 self._fill(t, lambda src, block, v: weights.get(v.name, v.shape, v.dtype, block))
+
+    def reset_state(self) -> None:
+        """Zero the KV caches (state before a sequence's first step)."""
+        for mem in self.memory:
+            for t in self.program.tensors:
+                if t.kind == "kv_cache" and t.aliases is None:
+                    mem[t.name][...] = 0
 
     # -- data in and out -------------------------------------------------------------------
 

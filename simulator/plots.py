@@ -1,6 +1,7 @@
 """Charts of timing results (matplotlib, PNG): a sweep's achieved time against the roofline,
 looped vs unlooped; one run's per-trip (per-layer) times from the timeline, looped vs
-unlooped; a sensitivity sweep of the kernel-looping speedup.
+unlooped; a sensitivity sweep of the kernel-looping speedup; a Composition-of-Experts node's
+latency percentiles beside its GPU baselines.
 
 Each chart is drawn on its own :class:`matplotlib.figure.Figure` with the Agg canvas (no pyplot
 state, no display needed) at ``SIZE`` pixels and returned as PNG bytes (the tools write them
@@ -15,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["SIZE", "plot_sensitivity", "plot_sweep", "plot_trips"]
+__all__ = ["SIZE", "plot_sensitivity", "plot_serving_latency", "plot_sweep", "plot_trips"]
 
 SIZE = (1200, 700)  # pixels (width, height) of every chart
 _DPI = 100
@@ -148,4 +149,30 @@ def plot_sensitivity(
     axes.flat[0].legend(fontsize=6)
     figure.suptitle("kernel-looping speedup (unlooped / looped) as each parameter varies")
     figure.tight_layout()
+    return _png(figure)
+
+
+def plot_serving_latency(report: Mapping[str, Any]) -> bytes:
+    """``rdu-serve``'s report: request latency (left) and TPOT (right) at each percentile, one
+    line per node (the RDU node and every baseline), on a log scale."""
+    nodes = [(report["node"], report)] + list(report["baselines"].items())
+    figure = _figure()
+    left, right = figure.subplots(1, 2)
+    for axes, key, title in (
+        (left, "latency_ms_percentiles", "request latency (arrival to last token)"),
+        (right, "tpot_ms_percentiles", "TPOT (time per output token after the first)"),
+    ):
+        for name, figures in nodes:
+            points = [(float(q), v) for q, v in figures[key].items() if v is not None]
+            axes.plot(*zip(*points), marker="o", label=name)
+        axes.set_yscale("log")
+        axes.set_xlabel("percentile")
+        axes.set_ylabel("ms")
+        axes.set_title(title)
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend()
+    figure.suptitle(
+        f"{report['spec']}: {report['experts']} experts, {report['requests']} requests, "
+        f"cache {report['policy']}{' + prefetch' if report['prefetch'] else ''}"
+    )
     return _png(figure)

@@ -315,9 +315,11 @@ def simulate_serving(
         # copies that run during the batch (prefetches the host-side router starts meanwhile
         # included) slow its steps; one pass suffices (second order)
         route_host_side(begin + nominal, expert)
-        overlap = sum(
-            max(0.0, min(end, begin + nominal) - max(start, begin)) for start, end, _ in loads
-        )
+        overlap = 0.0
+        for start, end, _ in reversed(loads):  # serial copies: the latest come last
+            if end <= begin:
+                break
+            overlap += max(0.0, min(end, begin + nominal) - max(start, begin))
         stretch = (nominal + overlap * (node.copy_slowdown - 1.0)) / nominal if nominal else 1.0
         for r in group:
             s = served[r.id]
