@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,23 @@ LAUNCHES = ("software", "hardware")
 
 
 class SpecError(UserError):
-    """A description that is not valid: the message starts with its location."""
+    """A description that is not valid. A message that starts with its location
+    (``FILE:LINE:COL: ...``) is reported as ``FILE:LINE:COL: error: ...``, as the other tools
+    report located errors (:func:`tools.cli.describe_error` reads ``span`` and ``msg``)."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        where, _, message = text.partition(": ")
+        if re.fullmatch(r".+:\d+:\d+", where):
+            self.span, self.msg = _Location(where), message
+
+
+@dataclass(frozen=True)
+class _Location:
+    where: str
+
+    def get_location(self) -> str:
+        return self.where
 
 
 @dataclass(frozen=True)
@@ -321,12 +338,14 @@ def load_spec(path: str) -> CoeSpec:
     experts = _experts(top.raw("experts"), root.where, base)
 
     r = sub("router", ("model", "weights", "seed", "policy", "cost_ms"))
-    if r.has("model") == r.has("policy"):
+    if top.raw("router") is None:
+        router = RouterSpec(policy="trace")  # the trace's expert, at no cost: say so to time one
+    elif r.has("model") == r.has("policy"):
         raise SpecError(
             f"{r.node.where}: router: give a model (a router model of its own) or a policy "
             f"({', '.join(ROUTER_POLICIES)}) with its cost_ms"
         )
-    if r.has("model"):
+    elif r.has("model"):
         if r.has("cost_ms"):
             raise r.error("cost_ms", "a router model is timed on the node: drop cost_ms")
         model, config = _model(r, base)
@@ -342,6 +361,10 @@ def load_spec(path: str) -> CoeSpec:
         )
 
     cache = sub("cache", ("policy", "prefetch"))
+    cache_policy, prefetch = (
+        cache.str("policy", "lru", CACHE_POLICIES),
+        cache.bool("prefetch", False),
+    )
     serving = sub("serving", ("batch", "context"))
     batch = serving.int("batch", 1, low=1)
     limit = min(e.config.max_position_embeddings for e in experts)
@@ -394,8 +417,8 @@ def load_spec(path: str) -> CoeSpec:
         launch=launch,
         experts=experts,
         router=router,
-        cache_policy=cache.str("policy", "lru", CACHE_POLICIES),
-        prefetch=cache.bool("prefetch", False),
+        cache_policy=cache_policy,
+        prefetch=prefetch,
         batch=batch,
         context=context,
         trace=trace,
