@@ -178,3 +178,17 @@ def test_jsonl_trace_reads_names_and_reports_bad_lines(tmp_path):
     path.write_text('{"arrival_s": 1, "expert": "z", "prompt_tokens": 1, "output_tokens": 1}\n')
     with pytest.raises(TraceError, match=r"t.jsonl:1: expert \"z\" is neither a name"):
         read_jsonl_trace(str(path), ["a", "b"])
+
+
+def test_serving_imports_nothing_of_xdsl_or_the_compiler():
+    import subprocess
+    import sys
+
+    code = (
+        "import rdu_compiler.simulator.serving, rdu_compiler.simulator.request_trace, sys; "
+        "bad = [m for m in sys.modules if m.split('.')[0] == 'xdsl' or m.split('.')[:2] in "
+        "(['rdu_compiler', p] for p in "
+        "('rdu_dialect', 'passes', 'lowering', 'frontend', 'tools'))]; "
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
