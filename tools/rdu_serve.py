@@ -527,10 +527,17 @@ def _timing(spec, trace, args) -> dict[str, Any]:
     }
     for name, (node, details) in baselines.items():
         figures = simulate_serving(node, trace, policy, prefetch)
+        one_gpu = [v for v in details["switch_ms_one_gpu"].values() if v is not None]
+        rdu_switch = [a["switch_ms"] for a in rdu_details["architectures"].values()]
         report["baselines"][name] = {
             **figures,
             "switch_ratio": figures["switch_ms_mean"] / result["switch_ms_mean"]
             if result["switch_ms_mean"]
+            else None,
+            # the same expert loaded onto ONE GPU over its own PCIe link (a 7B expert per GPU,
+            # as the SN40L paper's footprint counts), against the RDU node's switch
+            "switch_ratio_one_gpu": one_gpu[0] / rdu_switch[0]
+            if len(one_gpu) == len(rdu_switch) == 1
             else None,
             "details": details,
         }
@@ -540,7 +547,10 @@ def _timing(spec, trace, args) -> dict[str, Any]:
     if args.compare_policies:
         report["policies"] = {
             f"{p}{'+prefetch' if ahead else ''}": {
-                name: {k: simulate_serving(node, trace, p, ahead)[k] for k in KEYS}
+                name: {
+                    k: simulate_serving(node, trace, p, ahead)[k]
+                    for k in (*KEYS, "switch_stall_ms_total")
+                }
                 for name, node in [(rdu.name, rdu)] + [(n, b[0]) for n, b in baselines.items()]
             }
             for p in POLICIES
@@ -579,10 +589,14 @@ def _format(report: dict[str, Any]) -> str:
     lines.append("")
     for name, f in report["baselines"].items():
         if f["switch_ratio"] is not None:
-            lines.append(
+            line = (
                 f"switching an expert: {report['node']} {_ms(report['switch_ms_mean'])} ms, "
-                f"{name} {_ms(f['switch_ms_mean'])} ms ({f['switch_ratio']:.1f}x)"
+                f"{name} {_ms(f['switch_ms_mean'])} ms ({f['switch_ratio']:.1f}x) over all GPUs"
             )
+            if f["switch_ratio_one_gpu"] is not None:
+                one = next(iter(f["details"]["switch_ms_one_gpu"].values()))
+                line += f", {_ms(one)} ms ({f['switch_ratio_one_gpu']:.1f}x) onto one GPU"
+            lines.append(line)
     fp = report["footprint"]
     lines.append(
         f"footprint of {fp['experts']} experts ({_bytes(fp['expert_bytes_total'])}): "
@@ -603,12 +617,13 @@ def _format(report: dict[str, Any]) -> str:
         )
         lines.append(f"bytes per tier, {name}: {tiers}")
     if "policies" in report:
-        lines += ["", "cache policies (switches, HBM hit rate, request p99 ms):"]
+        lines += ["", "cache policies (switches, HBM hit rate, stall s, request p99 ms):"]
         for label, per_node in report["policies"].items():
             lines.append(
                 f"  {label:<20} "
                 + "  ".join(
-                    f"{n}: {v['switches']}, {v['hbm_hit_rate']:.1%}, {_ms(v['request_ms_p99'])}"
+                    f"{n}: {v['switches']}, {v['hbm_hit_rate']:.1%}, "
+                    f"{v['switch_stall_ms_total'] / 1e3:.2f}, {_ms(v['request_ms_p99'])}"
                     for n, v in per_node.items()
                 )
             )
