@@ -112,7 +112,7 @@ def _main(argv: Sequence[str] | None) -> int:
             if value is not None:
                 raise UserError(f"{flag} times the node: drop it with --functional")
     try:
-        requests, prompts = _trace(spec, args.requests, args.seed)
+        requests, prompts = request_trace(spec, args.requests, args.seed)
         if args.functional:
             report = _functional(spec, requests, prompts)
             print(json.dumps(report, indent=2) if args.json else _format_functional(report))
@@ -131,7 +131,7 @@ def _main(argv: Sequence[str] | None) -> int:
 # -- the trace ---------------------------------------------------------------------------------
 
 
-def _trace(spec, requests: int | None, seed: int | None):
+def request_trace(spec, requests: int | None, seed: int | None):
     from rdu_compiler.simulator.request_trace import (
         LengthRange,
         read_jsonl_trace,
@@ -244,7 +244,7 @@ def _architectures(spec) -> dict[str, list[int]]:
     return groups
 
 
-def _rdu_node(spec, trace, progress) -> tuple[Any, dict[str, Any]]:
+def rdu_node_model(spec, trace, progress) -> tuple[Any, dict[str, Any]]:
     from rdu_compiler.simulator.serving import NodeModel
 
     preset = _hardware(spec)
@@ -393,7 +393,7 @@ def _workload(config, *, batch: int, rows: int, tensor_parallel: int):
     )
 
 
-def _gpu_node(name: str, spec, trace, rdu_node) -> tuple[Any, dict[str, Any]]:
+def gpu_node_model(name: str, spec, trace, rdu_node) -> tuple[Any, dict[str, Any]]:
     """A GPU baseline serving the same experts: every expert tensor parallel over the node's
     GPUs (as the RDU node spreads it over its sockets), loaded from pinned host memory by all
     GPUs at once, the HBM left after the KV caches (and router) caching experts."""
@@ -511,9 +511,9 @@ def _timing(spec, trace, args) -> dict[str, Any]:
     prefetch = spec.prefetch if args.prefetch is None else args.prefetch
     archs = len(_architectures(spec))
     with Progress(2 * archs + (2 if spec.router.config is not None else 0)) as progress:
-        rdu, rdu_details = _rdu_node(spec, trace, progress)
+        rdu, rdu_details = rdu_node_model(spec, trace, progress)
     result = simulate_serving(rdu, trace, policy, prefetch)
-    baselines = {name: _gpu_node(name, spec, trace, rdu) for name in spec.baselines}
+    baselines = {name: gpu_node_model(name, spec, trace, rdu) for name in spec.baselines}
     report: dict[str, Any] = {
         "spec": spec.name,
         "node": rdu.name,
