@@ -346,50 +346,23 @@ def _rdu_router(spec, trace, preset, progress):
 def _tensor_parallel(config, gpus: int) -> int:
     """The most GPUs (a power of two, at most `gpus`) the sharding pass splits `config` over
     (a 7B on a DGX: 8; a tiny test model with 4 heads: 4)."""
-    from xdsl.utils.exceptions import PassFailedException
-
     for tp in (d for d in (16, 8, 4, 2) if d <= gpus):
         try:
             _workload(config, batch=1, rows=1, tensor_parallel=tp)
             return tp
-        except PassFailedException:
+        except UserError:  # the sharding refused this many
             continue
     return 1
 
 
 @functools.cache
 def _workload(config, *, batch: int, rows: int, tensor_parallel: int):
-    """A decode step as a GPU node runs it (:class:`simulator.gpu_node.DecodeWorkload`), from
-    the compiler's figures: the llm step at `rows` cache rows sharded `tensor_parallel` ways,
-    its cost model's weight and KV bytes and FLOPs, one kernel per op (all-reduces included:
-    the GPU's kernel-per-op execution), and the all-reduces the sharding inserted."""
-    from xdsl.context import Context
+    """`rdu-run --gpu`'s workload (the compiler's figures for the step at `rows` cache rows),
+    kept: every GPU node of a run asks for the same ones."""
+    from rdu_compiler.tools.gpu_baseline import decode_workload
 
-    from rdu_compiler.frontend.builder import build_decode_step
-    from rdu_compiler.passes.cost_model import tensor_bytes, total_cost
-    from rdu_compiler.passes.shard_tensor_parallel import ShardTensorParallel
-    from rdu_compiler.rdu_dialect import llm
-    from rdu_compiler.simulator.gpu_node import DecodeWorkload
-
-    module = build_decode_step(config, batch=batch, context=rows)
-    cost = total_cost(op for op in module.walk() if op.name.startswith("llm."))
-    if tensor_parallel > 1:
-        ShardTensorParallel(sockets=tensor_parallel).apply(Context(), module)
-    ops = [
-        op
-        for op in module.walk()
-        if op.name.startswith("llm.") and not isinstance(op, llm.ParamOp | llm.WeightOp)
-    ]
-    reduces = [op for op in ops if isinstance(op, llm.AllReduceOp)]
-    return DecodeWorkload(
-        weight_bytes=cost.weight_bytes,
-        kv_bytes_per_step=cost.kv_read_bytes + cost.kv_write_bytes,
-        flops_per_step=cost.flops,
-        kernels_per_step=len(ops),
-        batch=batch,
-        all_reduce_bytes_per_step=sum(tensor_bytes(op.results[0]) for op in reduces),
-        all_reduces_per_step=len(reduces),
-        tensor_parallel=tensor_parallel,
+    return decode_workload(
+        config, batch=batch, context=rows, dtype="bf16", tensor_parallel=tensor_parallel
     )
 
 
@@ -564,7 +537,7 @@ def _ms(value: float | None) -> str:
 
 
 def _bytes(n: float) -> str:
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    for unit, size in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
             return f"{n / size:.3g} {unit}"
     return f"{n:.0f} B"
