@@ -29,8 +29,8 @@ The model, and what it assumes (each stated in ``docs/serving.md``):
   the KV caches and the router). It starts empty. A miss loads the expert when its batch is
   due (or, with ``prefetch``, as soon as the router has decided), evicting by the policy:
   ``lru`` (least recently served) or ``popularity`` (fewest requests routed to it so far, then
-  least recently served). Experts in use, being loaded, or wanted by a routed waiting request
-  whose load was prefetched are never evicted by a prefetch.
+  least recently served). A prefetch never evicts an expert in use, being loaded, or wanted by
+  a routed waiting request; a load on demand spares the wanted ones too while it can.
 
 Figures: a *switch* is one expert load into HBM; ``switch_ms_mean`` its copy time; the stall
 is the part of it the compute server waited for. ``hbm_hit_rate``: the fraction of requests
@@ -243,14 +243,16 @@ def simulate_serving(
         cache.load(expert, evict, copy_free)
         return True
 
+    def wanted(at: float) -> set[int]:
+        """Experts being loaded at ``at``, or resident and wanted by a waiting request."""
+        return {r.expert for r in waiting if r.expert in cache} | {
+            e for e, ready in cache.ready_at.items() if ready > at
+        }
+
     def try_prefetch(request: Request, at: float, running: int | None) -> None:
         if request.expert in cache:
             return
-        protected = {r.expert for r in waiting if r.expert in cache} | {
-            e for e, ready in cache.ready_at.items() if ready > at
-        }
-        if running is not None:
-            protected.add(running)
+        protected = wanted(at) | ({running} if running is not None else set())
         if start_load(request.expert, at, protected):
             served[request.id].caused_load = True
 
@@ -300,10 +302,12 @@ def simulate_serving(
         for r in group:
             waiting.remove(r)
         if expert not in cache:
-            protected = {e for e, at in cache.ready_at.items() if at > t}
-            if not start_load(expert, t, protected):
-                # only experts loading for later requests are in the way: wait for the copy
-                # engine, then evict among everything but this one
+            # spare what waiting requests want if possible, else only what is being loaded,
+            # else (every slot loading for later requests) wait for the copy engine
+            if not (
+                start_load(expert, t, wanted(t))
+                or start_load(expert, t, {e for e, at in cache.ready_at.items() if at > t})
+            ):
                 start_load(expert, copy_free, set())
             served[group[0].id].caused_load = True
         begin = max(t, cache.ready_at[expert])

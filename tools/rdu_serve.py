@@ -267,8 +267,9 @@ def rdu_node_model(spec, trace, progress) -> tuple[Any, dict[str, Any]]:
     # scratch, and the router's weights, caches and scratch leave
     reserved = pinned + max(a.kv_bytes + a.other_bytes for a in timed.values())
     cache_bytes = spec.sockets * (preset.hbm_bytes - reserved)
-    copy_rate = preset.ddr_bandwidth * preset.ddr_efficiency  # per socket, DDR -> HBM
     hbm_rate = preset.hbm_bandwidth * preset.hbm_efficiency
+    # per socket, DDR -> HBM: read from DDR, written into HBM, the slower side sets the pace
+    copy_rate = min(preset.ddr_bandwidth * preset.ddr_efficiency, hbm_rate)
     node = NodeModel(
         name=f"{spec.sockets} x {preset.name}",
         batch=spec.batch,

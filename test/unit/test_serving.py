@@ -192,3 +192,11 @@ def test_serving_imports_nothing_of_xdsl_or_the_compiler():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_demand_load_spares_experts_waiting_requests_want():
+    # cache of 2; r0 (e0) and r1 (e1) are served, r2 (e2) and r3 (e0) wait meanwhile. LRU's
+    # victim for e2 would be e0, but r3 wants it: e1 goes, and r3 hits (3 loads, not 4).
+    trace = [Request(i, i * MS, e, 1, 10) for i, e in enumerate([0, 1, 2, 0])]
+    out = simulate_serving(node(), trace, policy="lru")
+    assert out["switches"] == 3 and out["hbm_hit_rate"] == pytest.approx(1 / 4)
