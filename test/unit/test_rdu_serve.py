@@ -207,3 +207,21 @@ def test_cli_errors(capsys, argv, message):
 def test_a_missing_description_is_one_line(capsys, tmp_path):
     code, _, err = run(capsys, tmp_path / "none.yaml")
     assert code == 1 and "cannot read" in err and err.count("\n") == 1
+
+
+def test_the_node_is_priced_from_the_compiled_program(capsys):
+    from rdu_compiler.lowering.pipeline import compile_program
+    from rdu_compiler.simulator.hardware import get_preset
+    from rdu_compiler.simulator.numerics import bytes_of
+    from rdu_compiler.simulator.timing import simulate
+
+    code, out, err = run(capsys, TINY, "--json", "--requests", "2")
+    assert code == 0, err
+    arch = json.loads(out)["rdu"]["architectures"]["tiny-llama"]
+    preset = get_preset("sn40l")
+    program = compile_program("tiny-llama", context=32)
+    assert arch["step_ms_at_context"] == pytest.approx(simulate(program, preset).step_s * 1e3)
+    weights = sum(bytes_of(t.shape, t.dtype) for t in program.tensors if t.kind == "weight")
+    assert arch["expert_bytes"] == weights
+    rate = preset.ddr_bandwidth * preset.ddr_efficiency
+    assert arch["switch_ms"] == pytest.approx(weights / rate * 1e3)
