@@ -37,9 +37,10 @@ from dataclasses import dataclass, field
 
 from xdsl.ir import Operation, SSAValue
 
-from rdu_compiler.passes.cost_model import op_cost, tensor_bytes, tensor_shape
+from rdu_compiler.passes.cost_model import op_cost, tensor_bytes
 from rdu_compiler.rdu_dialect import llm
-from rdu_compiler.simulator.hardware import HardwarePreset
+from rdu_compiler.rdu_dialect.tensors import tensor_shape
+from rdu_compiler.simulator.hardware import HardwarePreset, pcu_flops_per_s, vector_bytes_per_s
 
 __all__ = ["PACE", "Allocation", "Stage", "allocate"]
 
@@ -67,11 +68,8 @@ class Stage:
 
     def seconds(self, preset: HardwarePreset, pcus: int | None = None) -> float:
         n = pcus or self.pcus
-        flop_rate = n * preset.pcu_lanes * 2 * preset.clock_hz
-        if self.systolic:
-            flop_rate *= preset.pcu_stages
-        byte_rate = n * preset.pcu_lanes * 4 * preset.clock_hz
-        return max(self.flops / flop_rate, self.onchip_bytes / byte_rate)
+        flop_rate = pcu_flops_per_s(preset, n, systolic=self.systolic)
+        return max(self.flops / flop_rate, self.onchip_bytes / vector_bytes_per_s(preset, n))
 
 
 @dataclass

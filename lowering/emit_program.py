@@ -21,7 +21,6 @@ from xdsl.dialects.builtin import (
     IntegerAttr,
     ModuleOp,
     StringAttr,
-    TensorType,
     UnitAttr,
 )
 from xdsl.ir import Attribute
@@ -30,6 +29,7 @@ from xdsl.utils.target import Target
 from rdu_compiler.lowering.lower_dfk_to_rdu import HARDWARE_ATTR
 from rdu_compiler.rdu_dialect import rdu
 from rdu_compiler.rdu_dialect.llm import RopeScalingAttr, sockets_of
+from rdu_compiler.rdu_dialect.tensors import dtype_name, tensor_shape
 from rdu_compiler.simulator.program import (
     Access,
     Agcu,
@@ -67,8 +67,7 @@ class ProgramEmissionError(ValueError):
 def _type(t: Attribute) -> tuple[list[int], DType]:
     """Shape and dtype of a tensor type the rdu verifier has checked (a tensor of a program
     dtype; `encode_program` validates the dtype again)."""
-    assert isinstance(t, TensorType)
-    return list(t.get_shape()), cast(DType, str(t.element_type))
+    return list(tensor_shape(t)), cast(DType, dtype_name(t))
 
 
 def _ints(attr: Any) -> list[int]:

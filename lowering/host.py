@@ -30,10 +30,11 @@ from xdsl.ir import Attribute, Operation, SSAValue
 
 from rdu_compiler.lowering.diagnostics import fail_at, op_location, value_name
 from rdu_compiler.lowering.kernels import KernelPlan, StoredResult
-from rdu_compiler.lowering.tensor_types import dtype_of, element_type, shape_of
+from rdu_compiler.lowering.tensor_types import element_type, shape_of
 from rdu_compiler.rdu_dialect import dfk, llm, rdu
 from rdu_compiler.rdu_dialect.interpreter import ENTRY
 from rdu_compiler.rdu_dialect.llm import LAYER_ATTR, sockets_of
+from rdu_compiler.rdu_dialect.tensors import dtype_name
 from rdu_compiler.simulator.numerics import bytes_of
 
 
@@ -202,14 +203,14 @@ class Host:
                 "types (docs/decode_step.md)",
             )
         for name, arg in zip(_INPUTS, args[:2], strict=True):
-            shape, dtype = shape_of(arg), dtype_of(arg)
+            shape, dtype = shape_of(arg), dtype_name(arg)
             self._value(name, "input", shape, dtype)
             source = self._whole_source(name, shape)
             self._define(
                 arg, [(self._tensor(HostTensor(name, shape, dtype, "input", [source])), [])]
             )
         for index, (name, arg) in enumerate(zip(_STATES, args[2:4], strict=True), start=2):
-            shape, dtype = shape_of(arg), dtype_of(arg)
+            shape, dtype = shape_of(arg), dtype_name(arg)
             attrs = step.arg_attrs.data[index].data if step.arg_attrs else {}
             shard = attrs.get(llm.SHARD_ATTR)
             if shard is not None and not isinstance(shard, llm.ShardAttr):
@@ -229,7 +230,7 @@ class Host:
         """Tensors holding a parameter: one, or (`per_trip`) one per leading slice (stacked by
         layout: each slice its own tensor and tier). A tensor holding several checkpoint
         tensors (MoE experts) has one source per expert."""
-        dtype = dtype_of(param.type)
+        dtype = dtype_name(param.type)
         piece = list(param.checkpoint_type.get_shape())
         whole = self._whole_shape(piece, param.shard)
         shape = shape_of(param.type)
@@ -357,7 +358,7 @@ class Host:
         return layers
 
     def _fresh_tensor(self, result: SSAValue) -> str:
-        shape, dtype = shape_of(result), dtype_of(result)
+        shape, dtype = shape_of(result), dtype_name(result)
         returned = [use.index for use in result.uses if isinstance(use.operation, func.ReturnOp)]
         if returned and returned[0] < len(_OUTPUTS):
             name = _OUTPUTS[returned[0]]

@@ -27,10 +27,11 @@ from xdsl.ir import Block, Operation, OpResult, Region, SSAValue
 from rdu_compiler.lowering.allocation import Allocation, allocate
 from rdu_compiler.lowering.diagnostics import fail_at, op_location, value_name
 from rdu_compiler.lowering.sections import materialize_section, spill, split_sections
-from rdu_compiler.lowering.tensor_types import dtype_of, element_type, shape_of
+from rdu_compiler.lowering.tensor_types import element_type, shape_of
 from rdu_compiler.lowering.unit_mapping import STAGED_TRIPS_AHEAD, KernelLowering, Mapping
 from rdu_compiler.passes.cost_model import op_cost
 from rdu_compiler.rdu_dialect import dfk, llm, rdu
+from rdu_compiler.rdu_dialect.tensors import dtype_name
 from rdu_compiler.simulator.hardware import HardwarePreset
 
 
@@ -147,14 +148,14 @@ def lower_kernel(
             continue
         arg = kernel.args[index]
         lowering.param_of[value] = lowering.add_param(
-            arg.name_hint or f"arg{index}", shape_of(value), dtype_of(value)
+            arg.name_hint or f"arg{index}", shape_of(value), dtype_name(value)
         )
         if value in shared:
             param_of_shared[index] = lowering.param_of[value]
     # names of results of their own first, so that buffers (named after values too) do not
     # take them: params are what launches bind and reports show
     own = {
-        r: lowering.add_param(v.name_hint or f"result{r}", shape_of(v), dtype_of(v))
+        r: lowering.add_param(v.name_hint or f"result{r}", shape_of(v), dtype_name(v))
         for r, v in enumerate(outputs)
         if r not in inplace and not isinstance(v.owner, llm.KVCacheWriteOp)
     }

@@ -1,8 +1,9 @@
-"""Tensor types as the lowering handles them: shapes and dtype names out of xDSL types, and
-back (the element types of the rdu ops it builds), plus the whole-tensor access ranges.
+"""Tensor types as the lowering handles them: shapes as lists, the element types of the rdu ops
+it builds from program dtype names, and the whole-tensor access ranges.
 
 Shared by the unit mapping, sections, kernels and the host side, which all move between the
-IR's `TensorType`s and the program's plain shapes and dtype names.
+IR's `TensorType`s and the program's plain shapes and dtype names (reading a value's type is
+`rdu_dialect/tensors.py`'s).
 """
 
 from __future__ import annotations
@@ -14,23 +15,16 @@ from xdsl.dialects.builtin import (
     Float16Type,
     Float32Type,
     IntegerType,
-    TensorType,
 )
 from xdsl.ir import Attribute, SSAValue
 
+from rdu_compiler.rdu_dialect.tensors import tensor_shape
+
 
 def shape_of(value: SSAValue | Attribute) -> list[int]:
-    """The shape of a tensor-typed value (or of a tensor type)."""
-    t = value.type if isinstance(value, SSAValue) else value
-    assert isinstance(t, TensorType)
-    return list(t.get_shape())
-
-
-def dtype_of(value: SSAValue | Attribute) -> str:
-    """The element type's name (`bf16`, `f32`, ...), as the program schema spells dtypes."""
-    t = value.type if isinstance(value, SSAValue) else value
-    assert isinstance(t, TensorType)
-    return str(t.element_type)
+    """The shape of a tensor-typed value as a list: the lowering builds access ranges and
+    buffer shapes from it and edits its own copy."""
+    return list(tensor_shape(value))
 
 
 def whole(shape: Sequence[int]) -> list[tuple[int, int]]:

@@ -27,9 +27,10 @@ from xdsl.irdl import IRDLOperation
 
 from rdu_compiler.lowering.allocation import Allocation
 from rdu_compiler.lowering.diagnostics import fail, fail_at, value_name
-from rdu_compiler.lowering.tensor_types import dtype_of, shape_of, whole
+from rdu_compiler.lowering.tensor_types import shape_of, whole
 from rdu_compiler.passes.cost_model import op_cost, tensor_bytes
 from rdu_compiler.rdu_dialect import llm, rdu
+from rdu_compiler.rdu_dialect.tensors import dtype_name
 from rdu_compiler.simulator.hardware import HardwarePreset
 from rdu_compiler.simulator.numerics import bytes_of
 
@@ -244,7 +245,7 @@ class KernelLowering:
 
     def _result(self, op: Operation, dtype: str | None = None) -> tuple[str, list[int], str]:
         res = op.results[0]
-        shape, dtype = shape_of(res), dtype or dtype_of(res)
+        shape, dtype = shape_of(res), dtype or dtype_name(res)
         name = self._buffer(res.name_hint or op.name.removeprefix("llm."), shape, dtype)
         self.buffer_of[res] = name
         return name, shape, dtype
@@ -383,7 +384,7 @@ class KernelLowering:
         `pcus` PCUs read. `moved`: the bytes really read (the routed experts' share)."""
         loaded = self._load(value, split_dim=dim)
         param = self.param_of[value]
-        shape, dtype = shape_of(value), dtype_of(value)
+        shape, dtype = shape_of(value), dtype_name(value)
         size = bytes_of(shape, dtype) if moved is None else moved
         if moved is not None:
             self._set_load_bytes(param, moved)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, StringAttr, TensorType
+from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from rdu_compiler.frontend.builder import MODEL_ATTR
@@ -64,12 +64,12 @@ from rdu_compiler.rdu_dialect.llm import (
     ParamOp,
     RMSNormOp,
 )
+from rdu_compiler.rdu_dialect.tensors import dtype_name, tensor_shape
 from rdu_compiler.simulator.numerics import bytes_of
 
 __all__ = [
     "OpCost",
     "tensor_bytes",
-    "tensor_shape",
     "op_cost",
     "total_cost",
     "step_stats",
@@ -93,9 +93,7 @@ STATS_KEYS = (
 
 def tensor_bytes(t: Attribute | SSAValue) -> int:
     """Size in bytes of a static tensor type (or of a value of one)."""
-    ty = t.type if isinstance(t, SSAValue) else t
-    assert isinstance(ty, TensorType), f"expected a tensor type, got {ty}"
-    return bytes_of(ty.get_shape(), str(ty.element_type))
+    return bytes_of(tensor_shape(t), dtype_name(t))
 
 
 @dataclass(frozen=True)
@@ -124,12 +122,6 @@ ZERO = OpCost()
 
 def _dense(flops: int = 0, weight_bytes: int = 0, kv_read: int = 0, kv_write: int = 0) -> OpCost:
     return OpCost(flops, weight_bytes, kv_read, kv_write, flops, weight_bytes)
-
-
-def tensor_shape(v: SSAValue) -> tuple[int, ...]:
-    """The shape of a value the verifier holds to be a tensor."""
-    assert isinstance(v.type, TensorType)
-    return v.type.get_shape()
 
 
 def _moe_experts(op: MoEOp) -> tuple[int, int, int]:
@@ -212,7 +204,6 @@ def step_stats(module: ModuleOp) -> dict[str, Any]:
     tokens, _, k_cache, v_cache = step.body.block.args
     batch = tensor_shape(tokens)[0]
     context = tensor_shape(k_cache)[3]
-    assert isinstance(k_cache.type, TensorType)
     model = module.attributes.get(MODEL_ATTR)
 
     param_bytes = sum(tensor_bytes(op.type) for op in module.ops if isinstance(op, ParamOp))
@@ -224,7 +215,7 @@ def step_stats(module: ModuleOp) -> dict[str, Any]:
         "model": model.data if isinstance(model, StringAttr) else None,
         "batch": batch,
         "context": context,
-        "dtype": str(k_cache.type.element_type),
+        "dtype": dtype_name(k_cache),
         "param_bytes": param_bytes,
         "kv_bytes": kv_bytes,
         "flops_per_token": _per_token(cost.dense_flops, batch),

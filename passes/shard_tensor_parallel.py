@@ -71,6 +71,7 @@ from rdu_compiler.passes.kernels import kernel_for
 from rdu_compiler.rdu_dialect import dfk, llm
 from rdu_compiler.rdu_dialect.ssa import require_dominance
 from rdu_compiler.rdu_dialect.symbols import lookup_symbol
+from rdu_compiler.rdu_dialect.tensors import tensor_shape, tensor_type
 
 SOCKET_COUNTS = (1, 2, 4, 8, 16)
 """The socket counts the pass accepts (SN40L systems of 1 to 16 sockets)."""
@@ -149,16 +150,9 @@ class _Splits:
         return False
 
 
-def _tensor_type(value: SSAValue) -> TensorType:
-    """The type of a value the verifier already holds to be a tensor."""
-    t = value.type
-    assert isinstance(t, TensorType)
-    return t
-
-
 def _width(value: SSAValue) -> int:
     """The last dim of a tensor value."""
-    return _tensor_type(value).get_shape()[-1]
+    return tensor_shape(value)[-1]
 
 
 def _terminator_operands(block: Block) -> tuple[SSAValue, ...]:
@@ -226,7 +220,7 @@ def _seed(op: Operation, splits: _Splits, sockets: int, model: str) -> None:
             splits.set(cache, Split(-3, min(kv_heads, sockets)), "llm.attention (kv heads)")
         return
     if isinstance(op, llm.MoEOp):
-        what, inner = "expert intermediate size", _tensor_type(op.gate).get_shape()[1]
+        what, inner = "expert intermediate size", tensor_shape(op.gate)[1]
         cuts = ((op.gate, -2), (op.up, -2), (op.down, -1))
     elif isinstance(op, llm.SiluOp | llm.GeluOp):
         what, inner = "MLP intermediate size", _width(op.result)
@@ -408,7 +402,7 @@ def _shard_attrs(
     for value, attrs in zip(values, dicts):
         entries = dict(attrs.data)
         if split := splits.get(value):
-            entries[llm.SHARD_ATTR] = split.attr(len(_tensor_type(value).get_shape()))
+            entries[llm.SHARD_ATTR] = split.attr(len(tensor_shape(value)))
         out.append(DictionaryAttr(entries))
     return ArrayAttr(out)
 
@@ -441,7 +435,7 @@ def _rewrite(module: ModuleOp, splits: _Splits) -> None:
             param.properties["type"] = split.shard_type(param.type)
     split_values = [(v, split) for v in _values(module) if (split := splits.get(v))]
     for value, split in split_values:
-        Rewriter.replace_value_with_new_type(value, split.shard_type(_tensor_type(value)))
+        Rewriter.replace_value_with_new_type(value, split.shard_type(tensor_type(value)))
     for op, query, kv in heads:
         # every attention seeds the split of its query and caches (`_seed`)
         assert query is not None and kv is not None

@@ -68,6 +68,7 @@ from xdsl.utils.hints import isa
 
 from rdu_compiler.rdu_dialect import dfk, llm
 from rdu_compiler.rdu_dialect.symbols import lookup_symbol
+from rdu_compiler.rdu_dialect.tensors import dtype_name
 from rdu_compiler.simulator import numerics
 from rdu_compiler.simulator.weights import WeightSource
 
@@ -109,8 +110,7 @@ class _Exchange:
 
 
 def _element_dtype(t: Attribute) -> np.dtype:
-    assert isinstance(t, TensorType)
-    return numerics.dtype_from_name(str(t.element_type))
+    return numerics.dtype_from_name(dtype_name(t))
 
 
 def _python_value(attr: Attribute | None) -> Any:

@@ -96,6 +96,7 @@ from xdsl.traits import (
 from xdsl.utils.exceptions import VerifyException
 
 from rdu_compiler.rdu_dialect.symbols import lookup_symbol
+from rdu_compiler.rdu_dialect.tensors import tensor_type
 
 LAYER_ATTR = "llm.layer"
 """Discardable attribute (`IntegerAttr` i64 >= 0) marking the ops of one decoder layer."""
@@ -165,15 +166,9 @@ _PURE = (Pure(), _LayerAttrForm())
 _Typed: TypeAlias = SSAValue | Attribute
 
 
-def _type_of(v: _Typed) -> TensorType[Attribute]:
-    ty = v.type if isinstance(v, SSAValue) else v
-    assert isinstance(ty, TensorType), "operand constraints guarantee tensors"
-    return ty
-
-
 def _shape(op: Operation, role: str, v: _Typed, rank: int | None = None) -> tuple[int, ...]:
     """Shape of a static-shape data tensor (bf16/f32) of the given rank (any rank >= 1 if None)."""
-    ty = _type_of(v)
+    ty = tensor_type(v)
     shape = ty.get_shape()
     if any(d < 0 for d in shape):
         raise VerifyException(f"{op.name}: {role} must have a static shape, got {ty}")
@@ -188,7 +183,7 @@ def _shape(op: Operation, role: str, v: _Typed, rank: int | None = None) -> tupl
 
 def _batch(op: Operation, role: str, v: _Typed) -> int:
     """Length of a `tensor<Bxi32>` of ids or positions."""
-    ty = _type_of(v)
+    ty = tensor_type(v)
     shape = ty.get_shape()
     if len(shape) != 1 or shape[0] < 0 or ty.element_type != i32:
         raise VerifyException(f"{op.name}: {role} must be a static tensor<Bxi32>, got {ty}")
@@ -198,9 +193,9 @@ def _batch(op: Operation, role: str, v: _Typed) -> int:
 def _same_element_type(op: Operation, *roles: tuple[str, _Typed]) -> None:
     """All the named tensors share the first one's element type."""
     first_role, first = roles[0]
-    want = _type_of(first).element_type
+    want = tensor_type(first).element_type
     for role, v in roles[1:]:
-        got = _type_of(v).element_type
+        got = tensor_type(v).element_type
         if got != want:
             raise VerifyException(
                 f"{op.name}: element types differ: {first_role} has {want}, {role} has {got}"
@@ -221,7 +216,9 @@ def _dims(
     shape = _shape(op, role, v, len(expected))
     if any(e is not None and d != e for d, e in zip(shape, expected)):
         want = ", ".join("?" if e is None else str(e) for e in expected)
-        raise VerifyException(f"{op.name}: {role} must be [{want}] ([{legend}]), got {_type_of(v)}")
+        raise VerifyException(
+            f"{op.name}: {role} must be [{want}] ([{legend}]), got {tensor_type(v)}"
+        )
     return shape
 
 
@@ -682,7 +679,7 @@ class EmbeddingOp(IRDLOperation):
     def verify_(self) -> None:
         _, hidden = _shape(self, "table", self.table, 2)
         batch = _batch(self, "ids", self.ids)
-        _result_is(self, (batch, hidden), _type_of(self.table).element_type)
+        _result_is(self, (batch, hidden), tensor_type(self.table).element_type)
 
 
 class _NormOp(IRDLOperation):
@@ -787,7 +784,7 @@ class LinearOp(IRDLOperation):
                     f"llm.linear: bias has {n} elements but weight [{out}, {expects}] has "
                     f"{out} outputs"
                 )
-        _result_is(self, (batch, out), _type_of(self.input).element_type)
+        _result_is(self, (batch, out), tensor_type(self.input).element_type)
 
 
 @irdl_op_definition
@@ -1030,7 +1027,7 @@ class AllGatherOp(IRDLOperation):
         module = self.get_toplevel_object()
         sockets = sockets_of(module) if isinstance(module, ModuleOp) else 1
         whole = (*shape[:dim], shape[dim] * sockets, *shape[dim + 1 :])
-        _result_is(self, whole, _type_of(self.input).element_type)
+        _result_is(self, whole, tensor_type(self.input).element_type)
 
 
 class _BinaryOp(IRDLOperation):

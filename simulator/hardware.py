@@ -28,6 +28,7 @@ import msgspec
 from msgspec import Meta
 
 __all__ = [
+    "LANE_BYTES",
     "HardwarePreset",
     "PresetError",
     "Provenance",
@@ -40,7 +41,9 @@ __all__ = [
     "load_hardware",
     "overrides_between",
     "parse_overrides",
+    "pcu_flops_per_s",
     "replaced_fields",
+    "vector_bytes_per_s",
 ]
 
 
@@ -140,6 +143,23 @@ class HardwarePreset(msgspec.Struct, frozen=True, kw_only=True):
 _INTEGER_FIGURES = frozenset(
     f.name for f in msgspec.structs.fields(HardwarePreset) if get_args(f.type)[:1] == (int,)
 )
+
+
+LANE_BYTES = 4
+"""Bytes a PCU or PMU lane moves per cycle (one f32): the vector rate of their data paths."""
+
+
+def pcu_flops_per_s(preset: HardwarePreset, count: int, *, systolic: bool = True) -> float:
+    """The FLOP rate of ``count`` PCUs: one multiply-add per lane per cycle, per stage in
+    systolic mode (all PCUs, systolic: the peak the time model can reach). Here, with the
+    figures, so that the lowering's allocation and the simulator's timing use one rate."""
+    return count * preset.pcu_lanes * 2 * preset.clock_hz * (preset.pcu_stages if systolic else 1)
+
+
+def vector_bytes_per_s(preset: HardwarePreset, count: int) -> float:
+    """The rate at which ``count`` PCUs or PMUs move on-chip data (``LANE_BYTES`` per lane per
+    cycle)."""
+    return count * preset.pcu_lanes * LANE_BYTES * preset.clock_hz
 
 
 def _check_key(key: str) -> None:

@@ -46,10 +46,10 @@ from typing import Any
 
 import msgspec
 
-from rdu_compiler.simulator.hardware import HardwarePreset
+from rdu_compiler.simulator.hardware import HardwarePreset, pcu_flops_per_s
 from rdu_compiler.simulator.numerics import bytes_of
 from rdu_compiler.simulator.program import COLLECTIVES, Agcu, Launch, Pcu, Program, Tensor
-from rdu_compiler.simulator.timing import StepTiming, pcu_flops_per_s
+from rdu_compiler.simulator.timing import StepTiming
 
 __all__ = [
     "CAUSES",

@@ -65,7 +65,7 @@ from typing import Any
 
 import msgspec
 
-from rdu_compiler.simulator.hardware import HardwarePreset
+from rdu_compiler.simulator.hardware import HardwarePreset, pcu_flops_per_s, vector_bytes_per_s
 from rdu_compiler.simulator.program import (
     COLLECTIVES,
     Agcu,
@@ -83,11 +83,9 @@ __all__ = [
     "Span",
     "StepTiming",
     "collective_plan",
-    "pcu_flops_per_s",
     "simulate",
 ]
 
-_LANE_BYTES = 4  # one f32 lane per cycle: the vector rate of PCU and PMU data paths
 _REL_EPS = 1e-9  # a transfer within this fraction of its size of done is done (float rounding)
 
 
@@ -251,12 +249,6 @@ class _Channel:
             t[1]()
 
 
-def pcu_flops_per_s(preset: HardwarePreset, count: int, *, systolic: bool = True) -> float:
-    """The FLOP rate of ``count`` PCUs: one multiply-add per lane per cycle, per stage in
-    systolic mode (all PCUs, systolic: the peak the time model can reach)."""
-    return count * preset.pcu_lanes * 2 * preset.clock_hz * (preset.pcu_stages if systolic else 1)
-
-
 def collective_plan(
     preset: HardwarePreset, op: str, sockets: int, block_bytes: float
 ) -> tuple[float, float]:
@@ -311,7 +303,7 @@ class _UnitModel:
         self.kind = unit.__struct_config__.tag
         stages = preset.pcu_stages if isinstance(unit, Pcu) else 1
         self.latency = stages * preset.stage_latency_s
-        vector = unit.count * preset.pcu_lanes * _LANE_BYTES * preset.clock_hz
+        vector = vector_bytes_per_s(preset, unit.count)
         work = unit.work
         self.service = 0.0
         if isinstance(unit, Pcu):
