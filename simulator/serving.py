@@ -54,6 +54,7 @@ __all__ = [
     "Router",
     "ServingError",
     "StepTime",
+    "overlap_slowdown",
     "simulate_serving",
 ]
 
@@ -142,6 +143,13 @@ class NodeModel:
     copy_tier: str
     copy_slowdown: float = 1.0
     router: Router = field(default_factory=Router)
+
+
+def overlap_slowdown(hbm_rate: float, copy_rate: float) -> float:
+    """How much slower a memory-bound step runs while a copy writes into the same HBM:
+    ``hbm / (hbm - copy)``, the copy's writes taking their share of the bandwidth; a copy that
+    could take more than half of it gets half (fair arbitration), so at most 2x."""
+    return hbm_rate / (hbm_rate - min(copy_rate, hbm_rate / 2))
 
 
 class ExpertCache:

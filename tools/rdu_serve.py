@@ -239,13 +239,16 @@ def _architectures(spec) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = {}
     keys: dict[Any, str] = {}
     for i, e in enumerate(spec.experts):
-        key = keys.setdefault(replace(e.config, name=""), e.config.name)
-        groups.setdefault(key, []).append(i)
+        shape = replace(e.config, name="")
+        if shape not in keys:  # named after its first expert's model, unique
+            taken = e.config.name in groups
+            keys[shape] = f"{e.config.name}-{len(groups)}" if taken else e.config.name
+        groups.setdefault(keys[shape], []).append(i)
     return groups
 
 
 def rdu_node_model(spec, trace, progress) -> tuple[Any, dict[str, Any]]:
-    from rdu_compiler.simulator.serving import NodeModel
+    from rdu_compiler.simulator.serving import NodeModel, overlap_slowdown
 
     preset = _hardware(spec)
     archs = _architectures(spec)
@@ -275,12 +278,14 @@ def rdu_node_model(spec, trace, progress) -> tuple[Any, dict[str, Any]]:
         batch=spec.batch,
         cache_bytes=cache_bytes,
         expert_arch=tuple(arch_of[i] for i in range(len(spec.experts))),
-        expert_bytes=tuple(spec.sockets * timed[arch_of[i]].weight_bytes for i in arch_of),
+        expert_bytes=tuple(
+            spec.sockets * timed[arch_of[i]].weight_bytes for i in range(len(spec.experts))
+        ),
         step_s={name: a.step_s for name, a in timed.items()},
         step_bytes={name: a.step_bytes for name, a in timed.items()},
         switch_s={name: a.weight_bytes / copy_rate for name, a in timed.items()},
         copy_tier="ddr",
-        copy_slowdown=hbm_rate / (hbm_rate - min(copy_rate, 0.5 * hbm_rate)),
+        copy_slowdown=overlap_slowdown(hbm_rate, copy_rate),
         router=router,
     )
     provenance = {
@@ -372,7 +377,7 @@ def gpu_node_model(name: str, spec, trace, rdu_node) -> tuple[Any, dict[str, Any
     GPUs (as the RDU node spreads it over its sockets), loaded from pinned host memory by all
     GPUs at once, the HBM left after the KV caches (and router) caching experts."""
     from rdu_compiler.simulator.gpu_node import GPU_NODES
-    from rdu_compiler.simulator.serving import NodeModel, Router, StepTime
+    from rdu_compiler.simulator.serving import NodeModel, Router, StepTime, overlap_slowdown
     from rdu_compiler.simulator.timing import SimulationError
 
     if name not in GPU_NODES:
@@ -428,7 +433,7 @@ def gpu_node_model(name: str, spec, trace, rdu_node) -> tuple[Any, dict[str, Any
         step_bytes=step_bytes,
         switch_s=switch_s,
         copy_tier="host",
-        copy_slowdown=hbm_rate / (hbm_rate - min(copy_rate, 0.5 * hbm_rate)),
+        copy_slowdown=overlap_slowdown(hbm_rate, copy_rate),
         router=router,
     )
     return node, {

@@ -225,3 +225,25 @@ def test_the_node_is_priced_from_the_compiled_program(capsys):
     assert arch["expert_bytes"] == weights
     rate = preset.ddr_bandwidth * preset.ddr_efficiency
     assert arch["switch_ms"] == pytest.approx(weights / rate * 1e3)
+
+
+def test_experts_of_interleaved_architectures_keep_their_own_sizes(capsys, tmp_path):
+    (tmp_path / "t.jsonl").write_text(
+        '{"arrival_s": 0, "expert": "q", "prompt_tokens": 2, "output_tokens": 2}\n'
+    )
+    spec = tmp_path / "coe.yaml"
+    spec.write_text(
+        "experts:\n  - {name: a, model: tiny-llama}\n  - {name: q, model: tiny-qwen2}\n"
+        "  - {name: b, model: tiny-llama}\nserving: {context: 8}\ntrace: {file: t.jsonl}\n"
+        "baselines: []\n"
+    )
+    code, out, err = run(capsys, spec, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["rdu"]["architectures"]["tiny-llama"]["experts"] == 2
+    qwen = report["rdu"]["architectures"]["tiny-qwen2"]["expert_bytes"]
+    assert (
+        report["bytes_per_tier"]["ddr"]["read"]
+        == qwen
+        != (report["rdu"]["architectures"]["tiny-llama"]["expert_bytes"])
+    )

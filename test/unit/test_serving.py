@@ -200,3 +200,11 @@ def test_a_demand_load_spares_experts_waiting_requests_want():
     trace = [Request(i, i * MS, e, 1, 10) for i, e in enumerate([0, 1, 2, 0])]
     out = simulate_serving(node(), trace, policy="lru")
     assert out["switches"] == 3 and out["hbm_hit_rate"] == pytest.approx(1 / 4)
+
+
+def test_a_copy_slows_steps_by_its_share_of_hbm_at_most_twice():
+    from rdu_compiler.simulator.serving import overlap_slowdown
+
+    assert overlap_slowdown(1.8, 0.2) == pytest.approx(1.8 / 1.6)
+    assert overlap_slowdown(1.0, 0.9) == overlap_slowdown(1.0, 5.0) == 2.0
+    assert overlap_slowdown(1.0, 0.0) == 1.0
