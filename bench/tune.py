@@ -1,12 +1,17 @@
 """rdu-tune's search (multi-objective TPE) against random search, equal budgets.
 
 Cases: llama-3.1-8b on 8 sockets, llama-3.1-70b on 16, mixtral-8x7b on 8 (batch 1, context
-4096), the default space and objectives (TPOT `ms_per_token`, `pcus`), several seeds. Per case
-and seed: the trials TPE needs to reach random search's final hypervolume (as a fraction of the
-budget; goal: median at most 1/4), each search's best TPOT, the rate of infeasible proposals,
-and the wall time of one trial (goal for 70B on 16 sockets: at most 1.5 s).
+4096), the default space and objectives (TPOT `ms_per_token`, `pcus`), several seeds; both
+searches get the same space, budget and seeds. Per case and seed: the trials TPE needs to reach
+random search's final hypervolume (as a fraction of the budget; goal: median at most 1/4), each
+search's best TPOT, the rate of infeasible proposals; per case, the cost of one trial (compiling
+and timing; goal for 70B on 16 sockets: at most 1.5 s).
 
-    python bench/tune.py                       # budget 60, seeds 0-4, all cases (hours here)
+A point proposed again is not compiled again (one evaluation cache per case: compiling and
+timing are deterministic, so the searches see the same figures); the trial cost is measured on
+the compiled trials only, as CPU time of this process and as wall time (the machine is shared).
+
+    python bench/tune.py                       # budget 60, seeds 0-4, all cases
     python bench/tune.py --budget 30 --seeds 3 --cases 8b
 """
 
@@ -22,24 +27,41 @@ from rdu_compiler.tools import tuner
 CASES = {"8b": ("llama-3.1-8b", 8), "70b": ("llama-3.1-70b", 16), "mixtral": ("mixtral-8x7b", 8)}
 
 
+class TimedEvaluator:
+    """An evaluator that times each pipeline it compiles (not the ones it remembers)."""
+
+    def __init__(self, problem: tuner.Problem):
+        self.problem = problem
+        self._inner = tuner.Evaluator(problem)
+        self.cpu: list[float] = []
+        self.wall: list[float] = []
+        self._seen: set[str] = set()
+
+    def evaluate(self, pipeline: RduPipeline) -> tuner.Evaluation:
+        if pipeline.spec() in self._seen:
+            return self._inner.evaluate(pipeline)
+        self._seen.add(pipeline.spec())
+        cpu, wall = time.process_time(), time.perf_counter()
+        outcome = self._inner.evaluate(pipeline)
+        self.cpu.append(time.process_time() - cpu)
+        self.wall.append(time.perf_counter() - wall)
+        return outcome
+
+
 def search(problem, evaluator, sampler: str, seed: int, budget: int, startup: int):
-    """One in-memory study of `budget` trials; returns it and each trial's wall time."""
+    """One in-memory study of `budget` trials."""
     study = tuner.open_study(
         problem,
         tuner.open_storage(None),
         f"{sampler}-{seed}",
-        tuner.make_sampler(sampler, problem.space, seed, startup),
+        tuner.make_sampler(sampler, problem, seed, startup),
     )
-    times: list[float] = []
-    last = [time.perf_counter()]
+    tuner.work(study, problem, evaluator, budget)  # type: ignore[arg-type]  (duck-typed)
+    return study
 
-    def timed(trial) -> None:
-        now = time.perf_counter()
-        times.append(now - last[0])
-        last[0] = now
 
-    tuner.work(study, problem, evaluator, budget, on_trial=timed)
-    return study, times
+def spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):.2f}, max {max(values):.2f}"
 
 
 def main() -> None:
@@ -53,6 +75,7 @@ def main() -> None:
     print(
         f"budget {args.budget} trials per search, seeds 0-{args.seeds - 1}, TPE startup {startup}"
     )
+    summary = []
     for case in args.cases.split(","):
         model, sockets = CASES[case]
         problem = tuner.Problem(
@@ -64,33 +87,33 @@ def main() -> None:
             tuple(tuner.default_space()),
             objectives,
         )
-        evaluator = tuner.Evaluator(problem, remember=False)  # every trial compiled and timed
-        started = time.perf_counter()
+        evaluator = TimedEvaluator(problem)
         default = evaluator.evaluate(problem.base)
-        first = time.perf_counter() - started
+        assert default.objectives is not None, default.reason
+        prepared = evaluator.cpu.pop(), evaluator.wall.pop()  # the first trial prepares too
         scale = [default.objectives[o.name] for o in objectives]
         print(
             f"\n{model}, {sockets} sockets: default {default.objectives['ms_per_token']:.3f} "
             f"ms/token, {default.objectives['pcus']:.0f} PCUs (first trial, preparing the "
-            f"module too: {first:.2f} s)"
+            f"module too: {prepared[0]:.2f} s CPU, {prepared[1]:.2f} s wall)",
+            flush=True,
         )
         print(
             "  seed  reach(TPE)/budget  HV tpe  HV random  best TPOT tpe  random  "
-            "infeasible tpe  random"
+            "infeasible tpe  random",
+            flush=True,
         )
-        ratios, wins, all_times = [], [], {"tpe": [], "random": []}
+        ratios, wins = [], []
         infeasible = {"tpe": 0, "random": 0}
         for seed in range(args.seeds):
             runs = {}
             for sampler in ("tpe", "random"):
-                study, times = search(problem, evaluator, sampler, seed, args.budget, startup)
-                trials = study.get_trials(deepcopy=False)
+                trials = search(problem, evaluator, sampler, seed, args.budget, startup).trials
                 history = tuner.hypervolume_history(trials, objectives, scale)
                 feasible = [t for t in trials if tuner.feasible(t)]
                 best = min(t.user_attrs["objectives"]["ms_per_token"] for t in feasible)
                 runs[sampler] = (history, best, len(trials) - len(feasible))
                 infeasible[sampler] += len(trials) - len(feasible)
-                all_times[sampler] += times
             (hv_t, best_t, inf_t), (hv_r, best_r, inf_r) = runs["tpe"], runs["random"]
             reach = next((k + 1 for k, v in enumerate(hv_t) if v >= hv_r[-1] - 1e-12), None)
             ratio = reach / args.budget if reach else float("inf")
@@ -99,19 +122,25 @@ def main() -> None:
             print(
                 f"  {seed:>4}  {str(reach) if reach else 'never':>8} = {ratio:5.2f}  "
                 f"{hv_t[-1]:6.3f}  {hv_r[-1]:9.3f}  {best_t:13.3f}  {best_r:6.3f}  "
-                f"{inf_t / args.budget:14.0%}  {inf_r / args.budget:6.0%}"
+                f"{inf_t / args.budget:14.0%}  {inf_r / args.budget:6.0%}",
+                flush=True,
             )
         n = args.budget * args.seeds
+        median = statistics.median(ratios)
         print(
-            f"  median reach/budget {statistics.median(ratios):.2f} (goal <= 0.25); best TPOT "
-            f"TPE <= random in {sum(wins)}/{len(wins)} seeds; infeasible proposals: TPE "
+            f"  median reach/budget {median:.2f} (goal <= 0.25); best TPOT TPE <= random in "
+            f"{sum(wins)}/{len(wins)} seeds; infeasible proposals: TPE "
             f"{infeasible['tpe'] / n:.0%}, random {infeasible['random'] / n:.0%}"
         )
-        times = all_times["tpe"] + all_times["random"]
-        print(
-            f"  wall time per trial: median {statistics.median(times):.2f} s, mean "
-            f"{statistics.mean(times):.2f} s, max {max(times):.2f} s (TPE's sampling included)"
+        cost = f"CPU {spread(evaluator.cpu)} s, wall {spread(evaluator.wall)} s"
+        print(f"  cost of a trial ({len(evaluator.cpu)} compiled): {cost}", flush=True)
+        summary.append(
+            f"{case:>8}  {median:12.2f}  {sum(wins)}/{len(wins)} seeds  "
+            f"{infeasible['tpe'] / n:5.0%} / {infeasible['random'] / n:.0%}  "
+            f"{statistics.median(evaluator.cpu):.2f} / {max(evaluator.cpu):.2f} s CPU"
         )
+    print("\n    case  median reach  best TPOT TPE <= random  infeasible  trial median / max")
+    print("\n".join(summary))
 
 
 if __name__ == "__main__":

@@ -236,7 +236,7 @@ def _optimize(args, problem, evaluator, study_name: str, startup: int, progress)
 
     if args.jobs == 1:
         storage = tuner.open_storage(args.storage)
-        sampler = tuner.make_sampler(args.sampler, problem.space, args.seed, startup)
+        sampler = tuner.make_sampler(args.sampler, problem, args.seed, startup)
         study = tuner.open_study(problem, storage, study_name, sampler)
         progress.count(study)
         ran = tuner.work(study, problem, evaluator, args.trials, on_trial=progress.add)
@@ -244,7 +244,7 @@ def _optimize(args, problem, evaluator, study_name: str, startup: int, progress)
     with tempfile.TemporaryDirectory(prefix="rdu-tune-") as scratch:
         url = args.storage or os.path.join(scratch, "study.journal")
         storage = tuner.open_storage(url)
-        sampler = tuner.make_sampler(args.sampler, problem.space, args.seed, startup)
+        sampler = tuner.make_sampler(args.sampler, problem, args.seed, startup)
         study = tuner.open_study(problem, storage, study_name, sampler)
         progress.count(study)
         remaining = max(0, args.trials - tuner.counted(study))
@@ -306,7 +306,7 @@ def _worker(url, study_name, problem, sampler_name, seed, startup, total, share)
     from rdu_compiler.tools import tuner
 
     storage = tuner.open_storage(url)
-    sampler = tuner.make_sampler(sampler_name, problem.space, seed, startup)
+    sampler = tuner.make_sampler(sampler_name, problem, seed, startup)
     study = _optuna().load_study(study_name=study_name, storage=storage, sampler=sampler)
     return tuner.work(study, problem, tuner.Evaluator(problem), total, share)
 
@@ -315,7 +315,7 @@ def _random_baseline(problem, evaluator, args, startup, progress) -> Any:
     """Random search over the same space with the same budget (in memory, this process)."""
     from rdu_compiler.tools import tuner
 
-    sampler = tuner.make_sampler("random", problem.space, args.seed, startup)
+    sampler = tuner.make_sampler("random", problem, args.seed, startup)
     study = tuner.open_study(problem, tuner.open_storage(None), "random-search", sampler)
     progress.done = 0
     tuner.work(study, problem, evaluator, args.trials, on_trial=progress.add)

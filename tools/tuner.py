@@ -43,8 +43,11 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 HW_PREFIX = "hw."
 KINDS = ("int", "float", "ordinal", "categorical")
 # Pipeline options that are not searched by default: the preset is chosen, not tuned, and its
-# overrides are the hardware space's; sockets come from --sockets.
-NOT_SEARCHED = ("hw", "hw_overrides", "sockets")
+# overrides are the hardware space's; sockets come from --sockets. `fusion=op` (a kernel per
+# op) was 7.5 to 14x the default's TPOT on bench/tune.py's three cases (outside the
+# hypervolume's reference box) and a 70B/16 trial with it costs 2.7 to 3.4 s of CPU against
+# 0.8 to 1.5 s with layer fusion: a space file (`fusion: {values: [layer, op]}`) still tries it.
+NOT_SEARCHED = ("hw", "hw_overrides", "sockets", "fusion")
 # Options whose default is -1 ("the allocation decides") have no magnitude to scale a range
 # from: beside -1 itself they search the powers of two between these bounds.
 AUTO_RANGES = {"matmul_par": (1, 1024), "attention_par": (1, 1024), "tile_bytes": (8192, 524288)}
@@ -107,24 +110,23 @@ class Knob:
             out["prior"] = self.prior
         return out
 
-    def draw(self, rng: np.random.RandomState, use_prior: bool) -> Any:
-        """A random Optuna parameter: uniform (on the log scale for `log`), or, with a prior,
-        normal around it (a fifth of the range wide; categorical: the prior half the time)."""
-        if self.kind == "categorical":
-            if use_prior and self.prior is not None and rng.rand() < 0.5:
-                return self.prior
-            return self.values[rng.randint(len(self.values))]
+    def draw(self, rng: np.random.RandomState, use_prior: bool, avoid: Any = None) -> Any:
+        """A random Optuna parameter: uniform (on the log scale for `log`), or for an int or
+        float with a prior, normal around it (a fifth of the range wide). An ordinal or
+        categorical knob draws any of its values but the parameter `avoid` (a knob moved away
+        from its starting point moves)."""
+        if self.kind in ("categorical", "ordinal"):
+            params = list(range(len(self.values))) if self.kind == "ordinal" else self.values
+            choices = [p for p in params if p != avoid] or params
+            return choices[rng.randint(len(choices))]
         if self.kind == "float":
             a, b = (math.log(self.low), math.log(self.high)) if self.log else (self.low, self.high)
-        elif self.kind == "int" and self.log:  # floor(exp(x)): each integer its log share
+        elif self.log:  # an int: floor(exp(x)), each integer its log share
             a, b = math.log(self.low), math.log(self.high + 1)
-        else:  # linear ints and ordinal indices: round(x), each integer an equal share
-            low, high = (
-                (0, len(self.values) - 1) if self.kind == "ordinal" else (self.low, self.high)
-            )
-            a, b = low - 0.5, high + 0.5
+        else:  # a linear int: round(x), each integer an equal share
+            a, b = self.low - 0.5, self.high + 0.5
         if use_prior and self.prior is not None:
-            centre = self.values.index(self.prior) if self.kind == "ordinal" else self.prior
+            centre = self.prior
             if self.log:  # an int's share is [log p, log(p + 1)]
                 centre = math.log(centre + 0.5 if self.kind == "int" else centre)
             x = min(max(rng.normal(centre, (b - a) / 5), a), b)
@@ -132,8 +134,6 @@ class Knob:
             x = rng.uniform(a, b)
         if self.kind == "float":
             return min(max(math.exp(x) if self.log else x, self.low), self.high)
-        if self.kind == "ordinal":
-            return int(min(max(round(x), 0), len(self.values) - 1))
         v = math.floor(math.exp(x)) if self.log else round(x)
         return int(min(max(v, self.low), self.high))
 
@@ -515,11 +515,18 @@ def report_keys() -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 SAMPLERS = ("tpe", "nsga2", "random")
+MOVED_SHARE = 2  # knobs a startup trial moves from the centre, on average
 
 
 class KnobSampler(optuna.samplers.BaseSampler):
     """The first `startup` trials (module docstring), then `model`; with no model, random
-    search throughout (priors ignored: the baseline knows nothing)."""
+    search throughout (priors and the default ignored: the baseline knows nothing).
+
+    A startup trial is the `centre` point (the default with the priors: the cost model's
+    automatic allocation is a strong prior) with a few knobs moved, each with probability
+    :data:`MOVED_SHARE` of the knobs and at least one: a local design, since a random point
+    of this space usually moves some knob far from its default (a kernel per op, no looping,
+    one buffer) and says little about the others."""
 
     def __init__(
         self,
@@ -527,9 +534,11 @@ class KnobSampler(optuna.samplers.BaseSampler):
         seed: int,
         startup: int,
         model: optuna.samplers.BaseSampler | None,
+        centre: dict[str, Any] | None = None,
     ):
         self._knobs = {k.name: k for k in space}
         self._seed, self._startup, self._model = seed, startup, model
+        self._centre = centre or {}
 
     def _modelled(self, trial: FrozenTrial) -> bool:
         return self._model is not None and trial.number >= self._startup
@@ -550,9 +559,26 @@ class KnobSampler(optuna.samplers.BaseSampler):
                 study, trial, param_name, param_distribution
             )
         # one generator per (seed, trial, knob): reproducible whatever the order of sampling
-        digest = hashlib.sha256(f"{self._seed}:{trial.number}:{param_name}".encode()).digest()
-        rng = np.random.RandomState(int.from_bytes(digest[:4], "little"))
-        return self._knobs[param_name].draw(rng, use_prior=self._model is not None)
+        rng = self._rng(trial, param_name)
+        knob = self._knobs[param_name]
+        if self._model is None:
+            return knob.draw(rng, use_prior=False)
+        centre = self._centre.get(param_name)
+        if centre is not None and param_name not in self._moved(trial):
+            return centre
+        return knob.draw(rng, use_prior=True, avoid=centre)
+
+    def _rng(self, trial: FrozenTrial, salt: str) -> np.random.RandomState:
+        digest = hashlib.sha256(f"{self._seed}:{trial.number}:{salt}".encode()).digest()
+        return np.random.RandomState(int.from_bytes(digest[:4], "little"))
+
+    def _moved(self, trial: FrozenTrial) -> set[str]:
+        """The knobs a startup trial moves from the centre (a generator per seed and trial)."""
+        names = sorted(self._knobs)
+        rng = self._rng(trial, "moved")
+        share = min(1.0, MOVED_SHARE / len(names))
+        moved = {n for n, u in zip(names, rng.uniform(size=len(names)), strict=True) if u < share}
+        return moved or {names[rng.randint(len(names))]}
 
     def before_trial(self, study, trial):
         if self._model is not None:
@@ -567,7 +593,7 @@ class KnobSampler(optuna.samplers.BaseSampler):
             self._model.reseed_rng()
 
 
-def make_sampler(name: str, space: Sequence[Knob], seed: int, startup: int) -> KnobSampler:
+def make_sampler(name: str, problem: Problem, seed: int, startup: int) -> KnobSampler:
     """`tpe` (multi-objective TPE, multivariate, constant liar for parallel workers), `nsga2`
     or `random`; feasibility comes from each trial's constraints (`Trial.set_constraint`)."""
     model: optuna.samplers.BaseSampler | None = None
@@ -577,7 +603,8 @@ def make_sampler(name: str, space: Sequence[Knob], seed: int, startup: int) -> K
         )
     elif name == "nsga2":
         model = optuna.samplers.NSGAIISampler(population_size=max(4, startup), seed=seed)
-    return KnobSampler(space, seed, startup, model)
+    centre = _initial_points(problem)[-1]
+    return KnobSampler(problem.space, seed, startup, model, centre)
 
 
 # ----------------------------------------------------------------------------------------------
