@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
         "--startup",
         type=int,
         metavar="N",
-        help="random (prior-guided) trials before the model (default: trials/10, 4 to 10)",
+        help="trials that move a few knobs of the default (and priors) point before the model "
+        "(default: trials/10, 4 to 10)",
     )
     p.add_argument(
         "--storage",

@@ -11,10 +11,11 @@ process. Whatever the compiler refuses (a kernel that does not fit, an unsupport
 hardware figure out of range) makes the trial infeasible (constraint `feasible` > 0), never an
 error; objectives are figures of the simulator's report.
 
-Sampling: :class:`KnobSampler` draws the first trials itself, each knob at random (from its
-prior where the space gives one), with a generator seeded by the seed and the trial's number,
-so parallel workers propose distinct points and a run is reproducible; then a model takes over
-(multi-objective TPE, or NSGA-II), or nothing does (random search, the baseline).
+Sampling: :class:`KnobSampler` draws the first trials itself, each the default point (with the
+space's priors) with a few knobs moved at random, with generators seeded by the seed and the
+trial's number, so parallel workers propose distinct points and a run is reproducible; then a
+model takes over (multi-objective TPE, or NSGA-II), or nothing does (random search, the
+baseline, every knob at random throughout).
 """
 
 from __future__ import annotations

@@ -48,11 +48,41 @@ def test_default_space_is_the_pipelines_options():
     default = RduPipeline()
     for name, knob in knobs.items():  # the default point lies in the space
         assert knob.param(getattr(default, name)) is not None, name
-    assert knobs["fusion"].values == ("layer", "op")
+    assert "fusion" not in knobs  # a kernel per op: far slower, and costly to try (tuner.py)
+    assert knobs["launch"].values == ("software", "hardware")
     assert knobs["kernel_looping"].values == (False, True)
     assert knobs["tile_bytes"].values == (-1, *(8192 * 2**i for i in range(7)))
     assert knobs["matmul_par"].values == (-1, *(2**i for i in range(11)))
     assert all(RduPipeline.__dataclass_fields__[n].default == -1 for n in tuner.AUTO_RANGES)
+
+
+def test_startup_trials_move_a_few_knobs_of_the_default():
+    """The model-guided search starts near the default point (the automatic allocation); the
+    random baseline does not."""
+    space = tuple(tuner.default_space())
+    objectives = (tuner.Objective("ms_per_token", "minimize"), tuner.Objective("pcus", "minimize"))
+    problem = tuner.Problem("tiny-llama", 1, 8, 1, RduPipeline(), space, objectives)
+    centre = {k.name: k.param(getattr(problem.base, k.name)) for k in space}
+
+    def startup_points(sampler_name: str) -> list[dict]:
+        sampler = tuner.make_sampler(sampler_name, problem, seed=5, startup=12)
+        study = optuna.create_study(directions=["minimize"] * 2, sampler=sampler)
+        points = []
+        for _ in range(12):
+            trial = study.ask()
+            for knob in space:
+                knob.suggest(trial)
+            points.append(trial.params)
+            study.tell(trial, [1.0, 1.0])
+        return points
+
+    points = startup_points("tpe")
+    assert points == startup_points("tpe")  # reproducible
+    moved = [{n for n, v in p.items() if v != centre[n]} for p in points]
+    assert all(moved) and sum(map(len, moved)) <= 4 * len(moved)
+    assert len(set().union(*moved)) >= len(space) // 2  # not always the same knobs
+    randomly = [{n for n, v in p.items() if v != centre[n]} for p in startup_points("random")]
+    assert sum(map(len, randomly)) > sum(map(len, moved))
 
 
 def test_shipped_example_space_parses():
