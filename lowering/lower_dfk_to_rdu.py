@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Literal
 
 from xdsl.context import Context
 from xdsl.dialects import func
@@ -101,6 +102,7 @@ class LowerDfkToRdu(ModulePass):
     tile_bytes: int = Mapping.tile_bytes
     buffer_depth: int = Mapping.buffer_depth
     prefetch: int = Mapping.prefetch
+    collective_dtype: Literal["auto", "f32", "bf16"] = Mapping.collective_dtype
     summary: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
@@ -121,6 +123,7 @@ class LowerDfkToRdu(ModulePass):
             tile_bytes=self.tile_bytes,
             buffer_depth=self.buffer_depth,
             prefetch=self.prefetch,
+            collective_dtype=self.collective_dtype,
         )
         knobs.check()
         step = next(

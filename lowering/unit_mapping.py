@@ -65,8 +65,15 @@ class Mapping:
     tile_bytes: int = -1  # staging per PMU buffer (-1: the SRAM plan); stream tiles 64 KiB
     buffer_depth: int = 2
     prefetch: int = -1  # -1: the dfk.loop's pipeline depth - 1 (iterations in flight)
+    # the dtype a row-split linear's partials cross the links in, to its all-reduce: f32 (the
+    # accumulators, rounded once after the sum: exactly the reference), bf16 (rounded before:
+    # half the bytes of f32) or auto (the linear's result dtype, as systems reduce: bf16 for a
+    # bf16 model; see docs/tensor_parallelism.md for the measured choice of default)
+    collective_dtype: Literal["auto", "f32", "bf16"] = "auto"
 
     def check(self) -> None:
+        if self.collective_dtype not in ("auto", "f32", "bf16"):
+            raise fail(f"collective-dtype must be auto, f32 or bf16, got {self.collective_dtype!r}")
         for name in ("simd_par", "agcus", "buffer_depth"):
             if getattr(self, name) < 1:
                 raise fail(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -494,18 +501,21 @@ class KernelLowering:
         reads = [Access(x, whole([batch, ins])), Access(w, [(0, rows), (0, ins)], [rows, 0])]
         if op.bias is not None:
             reads.append(Access(self._read(op.bias), [(0, rows)], [rows]))
-        # a row-split linear (its result only feeds all-reduces) hands them its f32
-        # accumulator, so that the sum over the sockets is rounded once
+        # a row-split linear (its result only feeds all-reduces) hands them its partials in
+        # the collective dtype: its f32 accumulator, so that the sum over the sockets is
+        # rounded once, or rounded (bf16, or the result's dtype), fewer bytes on the links
         uses = list(op.results[0].uses)
         partial = bool(uses) and all(isinstance(u.operation, llm.AllReduceOp) for u in uses)
-        out, _, _ = self._result(op, "f32" if partial else None)
+        dtype = self.knobs.collective_dtype
+        out, _, _ = self._result(op, dtype if partial and dtype != "auto" else None)
+        accumulate = partial and dtype == "f32"
         self._pcu(
             op,
             reads,
             Access(out, [(0, batch), (0, rows)], [0, rows]),
             count,
             mode="systolic",
-            attrs={"accumulate_only": BoolAttr.from_bool(True)} if partial else None,
+            attrs={"accumulate_only": BoolAttr.from_bool(True)} if accumulate else None,
         )
 
     def _split_features(self, op: Operation, group: int) -> None:

@@ -140,6 +140,39 @@ def test_mapping_features_match_reference(preset, sockets, looped):
         check_logits(got, tokens, logits, ulps, f"{preset} x{sockets} step {position}")
 
 
+@pytest.mark.parametrize("sockets", [2, 4])
+@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-qwen2"])
+def test_collective_dtype_f32_is_exact_and_bf16_halves_the_links(preset, sockets):
+    """`collective-dtype=f32` hands the all-reduces the f32 accumulators: the logits equal the
+    sharded reference's bit for bit. `bf16` (what `auto` is for a bf16 model) rounds the
+    partials first: half the bytes on the links, within the bf16 tolerance (4 ulps)."""
+    fed, want = reference_run(preset)
+    programs = {
+        dtype: compiled(
+            preset,
+            sockets=sockets,
+            batch=BATCH,
+            context=CONTEXT,
+            mapping=Mapping(collective_dtype=dtype),
+        )
+        for dtype in ("f32", "bf16", "auto")
+    }
+
+    def reduced_bytes(program) -> int:
+        units = [u for k in program.kernels for s in k.sections for u in s.units]
+        return sum(u.work.bytes_read for u in units if u.op == "all_reduce")
+
+    assert reduced_bytes(programs["bf16"]) * 2 == reduced_bytes(programs["f32"])
+    assert reduced_bytes(programs["auto"]) == reduced_bytes(programs["bf16"])
+    sims = {d: FunctionalSimulator(programs[d], RandomWeights(SEED)) for d in ("f32", "bf16")}
+    for position, logits in enumerate(want):
+        token, at = np.full(BATCH, fed[position], np.int32), np.full(BATCH, position, np.int32)
+        exact, _ = sims["f32"].decode(token, at)
+        assert np.array_equal(f32(exact), f32(logits))
+        got, tokens = sims["bf16"].decode(token, at)
+        check_logits(got, tokens, logits, BF16_ULPS, f"{preset} x{sockets} step {position}")
+
+
 def corrupt(program, unit_id: str, mutate) -> object:
     """The program with one unit's JSON changed (still a valid program)."""
     builtins = msgspec.to_builtins(program)
