@@ -251,6 +251,15 @@ def test_reference_engine_runs_sharded(capsys, tmp_path):
 @pytest.mark.parametrize("sockets", ["1", "2"])
 @pytest.mark.parametrize("looping", [[], ["--no-kernel-looping"]])
 def test_sim_functional_tokens_equal_the_reference(capsys, tmp_path, sockets, looping):
+    """Free-running greedy tokens, bit-exact: on 2 sockets with the all-reduces in f32
+    (`collective-dtype=f32`), as the reference sums. (The default rounds the partials to bf16,
+    within the bf16 tolerance of the logits, which may break a tie the other way: here the
+    reference's top-2 margin at the 4th token is 0.)"""
+    compile_as = ["--sockets", sockets]
+    if sockets != "1":
+        looped = "false" if looping else "true"
+        spec = f"rdu-pipeline{{sockets={sockets} kernel-looping={looped} collective-dtype=f32}}"
+        compile_as, looping = ["--pipeline", spec], []
     argv = [
         "tiny-mistral",
         "--prompt",
@@ -268,7 +277,7 @@ def test_sim_functional_tokens_equal_the_reference(capsys, tmp_path, sockets, lo
     want = json.loads(out)["tokens"]
     logits = tmp_path / "logits.npy"
     code, out, err = run(
-        capsys, *argv, "--functional", "--sockets", sockets, *looping, "--logits-out", str(logits)
+        capsys, *argv, "--functional", *compile_as, *looping, "--logits-out", str(logits)
     )
     assert code == 0, err
     report = json.loads(out)
