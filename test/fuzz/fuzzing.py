@@ -472,15 +472,37 @@ class Campaign:
 
 def signature(outcome: Outcome) -> str:
     """What tells failures apart: the status, and for a traceback the exception type and the
-    innermost frame of our code (``KeyError at passes/kernels.py:35``)."""
+    innermost frame of our code (``KeyError at passes/kernels.py:35``; with none, the
+    innermost frame, by its last two path parts)."""
     if outcome.status != "traceback":
         return f"{outcome.status} ({outcome.case.kind}, {outcome.case.tool})"
     frames = re.findall(r'File "([^"]+)", line (\d+)', outcome.stderr)
-    ours = [(f, n) for f, n in frames if "site-packages" not in f] or frames or [("?", "?")]
-    path, line = ours[-1]
+    ours = [(module, line) for f, line in frames if (module := package_file(f)) is not None]
+    if ours:
+        where, line = ours[-1]
+    else:
+        path, line = frames[-1] if frames else ("?", "?")
+        where = "/".join(Path(path).parts[-2:])
     last = outcome.stderr.strip().splitlines()[-1] if outcome.stderr.strip() else "?"
-    short = "/".join(Path(path).parts[-2:])
-    return f"{last.split(':')[0]} at {short}:{line}"
+    return f"{last.split(':')[0]} at {where}:{line}"
+
+
+def package_file(path: str) -> str | None:
+    """``path`` as a file of the rdu_compiler package (``passes/kernels.py``), or None for
+    any other file (the fuzzer, xDSL, the standard library). The same either way the package
+    is installed: editable (the repository, which may also hold a virtual environment) or from
+    a wheel (in site-packages, beside its dependencies)."""
+    import rdu_compiler
+
+    root = Path(rdu_compiler.__file__).resolve().parent
+    try:
+        relative = Path(path).resolve().relative_to(root)
+    except ValueError:
+        return None
+    layer = relative.parts[0]
+    if relative.parts == ("__init__.py",) or (root / layer / "__init__.py").is_file():
+        return relative.as_posix()
+    return None
 
 
 def _counts(counter: Counter[str]) -> str:

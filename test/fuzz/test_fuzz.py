@@ -5,7 +5,12 @@ it directly for longer campaigns)."""
 
 from __future__ import annotations
 
-from fuzzing import FAILURES, run_campaign
+from pathlib import Path
+
+import pytest
+from fuzzing import FAILURES, Case, Outcome, run_campaign, signature
+
+import rdu_compiler
 
 CASES = 200
 SEED = 12
@@ -23,3 +28,38 @@ def test_seeded_fuzzing_budget():
     # The budget reaches past the refusals: some mutated inputs still run to the end.
     assert counts["ok"] > 0 and counts["refused"] > 0, campaign.summary()
     assert not set(counts) & set(FAILURES)
+
+
+def _traceback(*frames: Path) -> str:
+    lines = ["Traceback (most recent call last):"]
+    lines += [f'  File "{frame}", line {n}, in f' for n, frame in enumerate(frames, start=10)]
+    return "\n".join([*lines, "KeyError: 'x'"])
+
+
+def _signature_of(stderr: str) -> str:
+    case = Case("rdu", "rdu-opt", [])
+    return signature(Outcome(case, "traceback", 0.1, stderr))
+
+
+@pytest.mark.parametrize("install", ["editable", "wheel"])
+def test_failures_group_by_our_innermost_frame_however_installed(tmp_path, monkeypatch, install):
+    """The key names the innermost frame of rdu_compiler's own code by its path in the package,
+    below frames of the fuzzer and above xDSL's: the same for a wheel in site-packages (beside
+    xDSL) as for the editable install (the repository, holding its venv)."""
+    root = tmp_path / "repo" if install == "editable" else tmp_path / "site-packages/rdu_compiler"
+    site = root / ".venv/site-packages" if install == "editable" else root.parent
+    for package in ("", "passes"):
+        (root / package).mkdir(parents=True, exist_ok=True)
+        (root / package / "__init__.py").write_text("")
+    monkeypatch.setattr(rdu_compiler, "__file__", str(root / "__init__.py"))
+    stderr = _traceback(
+        root / "test/fuzz/fuzzing.py",
+        root / "passes/kernels.py",
+        site / "xdsl/ir/core.py",
+    )
+    assert _signature_of(stderr) == "KeyError at passes/kernels.py:11"
+
+
+def test_failures_outside_our_code_group_by_the_innermost_frame():
+    stderr = _traceback(Path("/usr/lib/python3.11/json/decoder.py"))
+    assert _signature_of(stderr) == "KeyError at json/decoder.py:10"
