@@ -35,11 +35,14 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def run_tool(
-    prog: str, main: Callable[[], int | None], errors: tuple[type[BaseException], ...] | None = None
+    prog: str,
+    main: Callable[[], int | None],
+    errors: tuple[type[BaseException], ...] | None = None,
+    smaller: str = "fewer --layers, a shorter --context or a smaller --batch",
 ) -> int:
     """Run a tool's `main`, turning user errors (`errors`, default :func:`user_error_types`)
     into `prog: error: message` and exit 1. Tools that must not import xDSL (rdu-sim) pass
-    their own `errors`."""
+    their own `errors`; `smaller` says how to ask a run for less memory."""
     handled = user_error_types() if errors is None else errors
     try:
         code = main() or 0
@@ -55,7 +58,7 @@ def run_tool(
         # (other processes taking memory meanwhile, numpy temporaries).
         print(
             f"{prog}: error: out of memory: this run needs more memory than the machine has "
-            f"available (try fewer --layers, a shorter --context or a smaller --batch)",
+            f"available (try {smaller})",
             file=sys.stderr,
         )
         return 1

@@ -35,7 +35,7 @@ from rdu_compiler.rdu_dialect.ssa import NestedOpError, UseBeforeDefinition, ver
 from rdu_compiler.tools.cli import (
     UserError,
     describe_error,
-    reader_went_away,
+    run_tool,
     write_atomically,
 )
 from rdu_compiler.tools.ir_file import LocatingParser, first_failing_op
@@ -254,36 +254,41 @@ class RduOptMain(xDSLOptMain):
         return f"error: pass '{self._running_pass.name}' failed: {error}"
 
 
+PROG = "rdu-opt"
+
+
 def _report(message: str) -> int:
     print(message.rstrip("\n"), file=sys.stderr)
     return 1
 
 
-def main(args: Sequence[str] | None = None) -> int:
-    try:
-        driver = RduOptMain(args=args)
-    except UserError as error:
-        return _report(f"rdu-opt: error: {error}")
+def _run(args: Sequence[str] | None) -> int:
+    """The driver's run; its own errors located here, what every tool shares by `run_tool`."""
+    driver = RduOptMain(args=args)
     try:
         if driver.args.list_passes:
             sys.stdout.write(driver.list_passes())
         else:
             driver.run()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        return reader_went_away()
-    except UserError as error:
-        return _report(f"rdu-opt: error: {error}")
     except ParseError as error:
-        return _report(describe_error("rdu-opt", error))
+        return _report(describe_error(PROG, error))
     except VerifyException as error:
         return _report(driver.describe_verify_failure(error))
     except DiagnosticException as error:
         return _report(driver.describe_pass_failure(error))
     except ValueError as error:
         # xDSL reports an unknown input file extension this way.
-        return _report(f"rdu-opt: error: {error}")
+        return _report(f"{PROG}: error: {error}")
     return 0
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    return run_tool(
+        PROG,
+        lambda: _run(args),
+        (UserError,),
+        smaller="an input of fewer layers, a shorter context or a smaller batch",
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ input ends in one message and exit 1, never a traceback, a hang or a huge alloca
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -12,7 +13,7 @@ from compiled import compiled
 from rdu_compiler.frontend.config import read_config_dict
 from rdu_compiler.simulator import functional
 from rdu_compiler.simulator.program import encode_program
-from rdu_compiler.tools import rdu_import, rdu_run, rdu_sim
+from rdu_compiler.tools import rdu_import, rdu_opt, rdu_run, rdu_sim
 
 TINY = dict(context=16)
 
@@ -80,6 +81,18 @@ def test_out_of_memory_is_a_message(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(functional.FunctionalSimulator, "decode", exhausted)
     code, out, err = _run(capsys, rdu_sim.main, path, "--functional", "--steps", "1")
     assert code == 1 and err.startswith("rdu-sim: error: out of memory"), err
+
+
+def test_rdu_opt_out_of_memory_is_a_message(capsys, tmp_path, monkeypatch):
+    def exhausted(self):
+        raise MemoryError
+
+    monkeypatch.setattr(rdu_opt.RduOptMain, "run", exhausted)
+    step = Path(__file__).parents[2] / "examples" / "tiny_llama_step.mlir"
+    code, out, err = _run(capsys, rdu_opt.main, step, "-o", tmp_path / "out.mlir")
+    assert code == 1 and not out and err.startswith("rdu-opt: error: out of memory"), err
+    assert "fewer layers" in err and "--layers" not in err, err
+    assert not (tmp_path / "out.mlir").exists()
 
 
 @pytest.mark.parametrize(
