@@ -189,7 +189,12 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_tool(PROG, lambda: run(argv), _errors())
+    return run_tool(
+        PROG,
+        lambda: run(argv),
+        _errors(),
+        smaller="a program of fewer layers, a shorter context or a smaller batch",
+    )
 
 
 if __name__ == "__main__":

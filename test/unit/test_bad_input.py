@@ -81,6 +81,7 @@ def test_out_of_memory_is_a_message(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(functional.FunctionalSimulator, "decode", exhausted)
     code, out, err = _run(capsys, rdu_sim.main, path, "--functional", "--steps", "1")
     assert code == 1 and err.startswith("rdu-sim: error: out of memory"), err
+    assert "fewer layers" in err and "--layers" not in err, err
 
 
 def test_rdu_opt_out_of_memory_is_a_message(capsys, tmp_path, monkeypatch):
