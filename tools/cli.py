@@ -105,6 +105,17 @@ def is_ir_file(path: str) -> bool:
     return path.endswith(".mlir")
 
 
+def read_text_file(path: str) -> str:
+    """The text of the file `path`; one that cannot be read, or is not text, is a UserError."""
+    try:
+        with open(path) as stream:
+            return stream.read()
+    except OSError as error:
+        raise UserError(f"cannot read '{path}': {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"'{path}' is not a text file") from None
+
+
 def write_atomically(path: str, data: str | bytes) -> None:
     """Write `path` via a temporary file in the same folder, so it is never half-written.
 

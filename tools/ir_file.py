@@ -30,7 +30,7 @@ from xdsl.utils.mlir_lexer import MLIRTokenKind
 
 from rdu_compiler.rdu_dialect.ssa import NestedOpError, verify_dominance
 from rdu_compiler.tools import lexer_fix
-from rdu_compiler.tools.cli import UserError
+from rdu_compiler.tools.cli import UserError, read_text_file
 
 MAX_INTEGER_WIDTH = (1 << 24) - 1
 """MLIR's widest integer type (`IntegerType::kMaxWidth`). xDSL has no limit and computes
@@ -115,6 +115,21 @@ def first_failing_op(module: Operation) -> tuple[Operation, Exception] | None:
     return None
 
 
+def failure_of(op: Operation, error: Exception) -> tuple[Operation, str]:
+    """The op to locate for a verifier failure found at `op`, and its message without the
+    prefixes xDSL and the verifiers put before it (MLIR's form follows: `'op' op message`)."""
+    if isinstance(error, NestedOpError):
+        # Found by an ancestor's verifier (a kernel checking its body): locate the op.
+        return error.op, error.detail
+    message = (
+        str(error)
+        .removeprefix("Operation does not verify: ")
+        .removeprefix(f"{op.name}: ")  # our verifiers name the op themselves
+        .removeprefix(f"'{op.name}' ")  # so do upstream traits (HasAncestor)
+    )
+    return op, message
+
+
 def _context() -> Context:
     from xdsl.universe import Universe
 
@@ -131,13 +146,7 @@ def _context() -> Context:
 
 def parse_ir(path: str) -> ModuleOp:
     """The verified module in `path`; bad IR is a UserError naming `file:line:col`."""
-    try:
-        with open(path) as stream:
-            text = stream.read()
-    except OSError as error:
-        raise UserError(f"cannot read '{path}': {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"'{path}' is not a text file") from None
+    text = read_text_file(path)
     try:
         module = LocatingParser(_context(), text, path).parse_module()
     except ParseError as error:  # one line, not xDSL's rendering with a caret
@@ -153,16 +162,7 @@ def parse_ir(path: str) -> ModuleOp:
         found = first_failing_op(module)
         if found is None:
             raise UserError(f"{path}: {error}") from None
-        op, op_error = found
-        if isinstance(op_error, NestedOpError):
-            op, message = op_error.op, op_error.detail
-        else:
-            message = (
-                str(op_error)
-                .removeprefix("Operation does not verify: ")
-                .removeprefix(f"{op.name}: ")
-                .removeprefix(f"'{op.name}' ")
-            )
+        op, message = failure_of(*found)
         raise UserError(f"{where(op)}: '{op.name}' op {message}") from None
     return module
 

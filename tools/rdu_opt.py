@@ -31,14 +31,14 @@ from xdsl.utils.lexer import Location, Span
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from rdu_compiler import __version__
-from rdu_compiler.rdu_dialect.ssa import NestedOpError, UseBeforeDefinition, verify_dominance
+from rdu_compiler.rdu_dialect.ssa import UseBeforeDefinition, verify_dominance
 from rdu_compiler.tools.cli import (
     UserError,
     describe_error,
     run_tool,
     write_atomically,
 )
-from rdu_compiler.tools.ir_file import LocatingParser, first_failing_op
+from rdu_compiler.tools.ir_file import LocatingParser, failure_of, first_failing_op
 from rdu_compiler.tools.universe import DIALECTS, PASS_HELP, PASSES, TARGETS
 
 
@@ -235,17 +235,7 @@ class RduOptMain(xDSLOptMain):
             found = first_failing_op(self._module) if self._module is not None else None
         if found is None:
             return f"error: {error}{after}"
-        op, op_error = found
-        if isinstance(op_error, NestedOpError):
-            # Found by an ancestor's verifier (a kernel checking its body): locate the op.
-            op, message = op_error.op, op_error.detail
-        else:
-            message = (
-                str(op_error)
-                .removeprefix("Operation does not verify: ")
-                .removeprefix(f"{op.name}: ")  # our verifiers name the op themselves
-                .removeprefix(f"'{op.name}' ")  # so do upstream traits (HasAncestor)
-            )
+        op, message = failure_of(*found)
         return f"{self.locate(op)}: error: '{op.name}' op {message}{after}\n  {_one_line(op)}"
 
     def describe_pass_failure(self, error: Exception) -> str:

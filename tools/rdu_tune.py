@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from rdu_compiler.tools.cli import UserError, run_tool, write_atomically
+from rdu_compiler.tools.cli import UserError, read_text_file, run_tool, write_atomically
 
 PROG = "rdu-tune"
 
@@ -121,11 +121,7 @@ def _load_space_file(path: str) -> Any:
     """JSON or YAML (by extension; YAML otherwise, which JSON is a subset of)."""
     import yaml
 
-    try:
-        with open(path) as stream:
-            text = stream.read()
-    except OSError as error:
-        raise UserError(f"cannot read '{path}': {error.strerror}") from None
+    text = read_text_file(path)
     if path.endswith(".json"):
         try:
             return json.loads(text)

@@ -229,11 +229,12 @@ def test_plot_writes_a_png(capsys, small_space, tmp_path):
         ('{"matmul-par": {"kind": "ordinal", "values": [1, 2], "prior": 3}}', "prior 3"),
         ('{"hw.pcu": {"kind": "int", "range": [1, 2]}}', "unknown hardware figure pcu"),
         ('{"tile-bytes": ', "space.json:1:"),
+        (b"\xff\xfe{", "space.json' is not a text file"),
     ],
 )
 def test_bad_space_files(capsys, tmp_path, content, message):
     space = tmp_path / "space.json"
-    space.write_text(content)
+    space.write_bytes(content if isinstance(content, bytes) else content.encode())
     code, out, err = tune(capsys, "tiny-llama", "--space", space, "--trials", 2)
     assert code == 1 and message in err and err.count("\n") == 1, err
     assert out == "" and "Traceback" not in err
