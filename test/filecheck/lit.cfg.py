@@ -15,7 +15,11 @@ repo_root = os.path.dirname(os.path.dirname(config.test_source_root))
 # The virtual environment's bin/ (where rdu-opt, xdsl-opt and filecheck live): not resolved
 # through symlinks, so a venv whose python is a symlink still puts its own bin/ first.
 bin_dir = os.path.dirname(sys.executable)
-config.environment["PATH"] = os.pathsep.join([bin_dir, config.environment.get("PATH", "")])
+# Under pytest (test/test_filecheck.py), the tools run warm: RDU_LIT_WARM_TOOLS names a folder
+# of stand-ins that fork them from one process that imported everything (test/warm_tools.py).
+warm_tools = os.environ.get("RDU_LIT_WARM_TOOLS")
+path = [warm_tools] if warm_tools else []
+config.environment["PATH"] = os.pathsep.join([*path, bin_dir, config.environment.get("PATH", "")])
 for var in ("HOME", "TMPDIR"):
     if var in os.environ:
         config.environment[var] = os.environ[var]
