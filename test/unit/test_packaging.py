@@ -2,7 +2,8 @@
 
 Built as a wheel and installed non-editable in a fresh virtual environment (the editable install
 hides layout mistakes), with a user's own `tools/` and `passes/` packages first on PYTHONPATH:
-plain `xdsl-opt` must still work on upstream-only IR and run our passes on our IR.
+plain `xdsl-opt` must still work on upstream-only IR and run our passes on our IR. The venv
+shares this environment's third-party dependencies but xDSL's (see `_shared_dependencies`).
 """
 
 import subprocess
@@ -19,6 +20,20 @@ def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
     assert result.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{result.stderr[-3000:]}"
     return result
+
+
+def _shared_dependencies(folder: Path) -> Path:
+    """A folder of links to what this environment has installed but rdu-compiler itself and
+    xDSL: the test's venv takes its other dependencies from here, instead of installing
+    numpy, matplotlib, optuna... again (over a minute); xDSL, whose `xdsl-opt` the tests run,
+    is installed for real."""
+    site = Path(next(p for p in sys.path if p.endswith("site-packages")))
+    folder.mkdir()
+    for entry in site.iterdir():
+        name = entry.name.lower()
+        if not name.startswith(("rdu_compiler", "__editable__", "xdsl")):
+            (folder / entry.name).symlink_to(entry)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +56,13 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     )
     wheel = next((tmp / "dist").glob("rdu_compiler-*.whl"))
     venv = tmp / "venv"
-    _run([sys.executable, "-m", "venv", str(venv)])
-    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)])
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    python = venv / "bin" / "python"
+    venv_site = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"])
+    shared = _shared_dependencies(tmp / "shared")
+    (Path(venv_site.stdout.strip()) / "shared_dependencies.pth").write_text(f"{shared}\n")
+    # This pip installs into the venv: the wheel, and what of its dependencies the venv lacks.
+    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", str(wheel)])
     user = tmp / "user"
     for name in ("tools", "passes"):
         (user / name).mkdir(parents=True)
@@ -54,18 +74,21 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
 def test_wheel_holds_one_import_package(installed):
     venv, env = installed
     code = textwrap.dedent("""
-        import importlib.metadata as md, sys
+        import importlib.metadata as md, sys, sysconfig
         files = md.distribution("rdu-compiler").files
         tops = sorted({f.parts[0] for f in files if f.suffix == ".py"})
         print(tops)
-        import tools, passes, rdu_compiler.passes.kernel_looping
+        import tools, passes, rdu_compiler.passes.kernel_looping, xdsl
         assert tools.USER_OWN_TOOLS and passes.USER_OWN_PASSES
         (ep,) = md.entry_points(group="xdsl.universe", name="rdu_compiler")
         print(ep.value)
+        site = sysconfig.get_path("purelib")
+        print(rdu_compiler.__file__.startswith(site), xdsl.__file__.startswith(site))
     """)
     out = _run([str(venv / "bin" / "python"), "-c", code], env=env, cwd="/").stdout.split("\n")
     assert out[0] == "['rdu_compiler']"
     assert out[1] == "rdu_compiler.tools.universe:RDU_UNIVERSE"
+    assert out[2] == "True True"  # the wheel's package and the venv's own xDSL
 
 
 def test_plain_xdsl_opt_on_upstream_ir(installed):
