@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from test_outline_kernels import TINY, assert_same, build, entry_calls, run_steps
 from xdsl.context import Context
@@ -260,7 +260,6 @@ def run_chain(module: ModuleOp, n: int) -> tuple:
     return interpreter.call_op(step, (*inputs, *range(n)))
 
 
-@settings(max_examples=60, deadline=None)
 @given(chains())
 @example(Chain(["ok"] * 5, stacked_b=True, returned=[True] + [False] * 5, alternate=True))
 @example(Chain(["ok"] * 4, stacked_b=False, returned=[False] * 5, alternate=False))

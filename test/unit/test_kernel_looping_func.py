@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from test_generic_form_mlir_opt import find_mlir_opt
 from test_kernel_looping import BOUNDARIES, Chain
@@ -240,7 +240,6 @@ def trips(module: ModuleOp) -> list[int]:
     ]
 
 
-@settings(max_examples=60, deadline=None)
 @given(func_chains())
 @example(FuncChain(["ok"] * 3, stacked_b=False, returned=[False] * 4, alternate=False))
 @example(FuncChain(["ok"] * 5, False, [True] + [False] * 5, alternate=True, sliced_b=False))

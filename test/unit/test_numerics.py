@@ -281,7 +281,7 @@ def test_linear_partial_sums_equal_full():
     assert_bf16_close(N.all_reduce(parts, out_dtype="bf16"), f64(xr) @ f64(wr).T, ulps=1)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25)
 @given(
     b=st.integers(1, 4),
     n_in=st.integers(1, 40),
@@ -561,7 +561,6 @@ def test_attention_window_mixed_batch_scale_and_bf16():
         N.attention(q, kc, vc, [3, 12], num_heads=nh, num_kv_heads=2, head_dim=8)
 
 
-@settings(max_examples=30, deadline=None)
 @given(
     b=st.integers(1, 3),
     kvh=st.integers(1, 3),
@@ -714,7 +713,7 @@ def test_moe_single_expert_equals_dense_mlp_bf16():
     assert np.array_equal(got.view(np.uint16), dense.view(np.uint16))
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15)
 @given(b=st.integers(1, 4), e=st.integers(1, 6), k=st.integers(1, 6), seed=st.integers(0, 999))
 def test_moe_hypothesis(b, e, k, seed):
     k = min(k, e)

@@ -58,7 +58,7 @@ def parameter_values(draw):
     return changes
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 @given(
     looped=st.booleans(),
     sockets=st.sampled_from([1, 2, 4]),

@@ -194,7 +194,7 @@ def test_model_folder_single_and_sharded(tmp_path):
     check_all(W.load_safetensors(sharded / "model.safetensors.index.json"), t)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=10)
 @given(
     shapes=st.lists(st.lists(st.integers(0, 5), max_size=3), min_size=1, max_size=4),
     dt=st.sampled_from(["bf16", "f32", "f16"]),
