@@ -12,7 +12,9 @@ frontend's flat step and inside a kernel or loop body):
   adds and argmax are O(B*width) (under 0.1% of a step) and count 0, as in the usual
   "2 x parameters" estimate.
 * `attended = min(S, sliding_window)` rows per batch entry, `S` the cache length: we account
-  the steady state of a full cache (the step's context), not a particular position.
+  the steady state of a full cache (the step's context), not a particular position. A cache
+  dealt over `k` sockets along the sequence (`context_shards = k`: every k-th position) holds
+  `S` of the `k S` positions and attends `min(S, ceil(sliding_window / k))` of them.
 * Weight bytes are counted where a weight is used, by operand role: `llm.linear` reads its
   whole weight (and bias), norms their weight, `llm.embedding` one table row per batch entry
   (so with tied embeddings the LM head still reads the whole table), `llm.moe` its router and
@@ -63,6 +65,7 @@ from rdu_compiler.rdu_dialect.llm import (
     MoEOp,
     ParamOp,
     RMSNormOp,
+    context_shards_of,
 )
 from rdu_compiler.rdu_dialect.tensors import dtype_name, tensor_shape
 from rdu_compiler.simulator.numerics import bytes_of
@@ -142,8 +145,8 @@ def op_cost(op: Operation) -> OpCost:
     if isinstance(op, AttentionOp):
         batch, kv_heads, context, head_dim = tensor_shape(op.k_cache)
         window = op.sliding_window.value.data if op.sliding_window else context
-        attended = min(context, window)
-        heads = op.num_heads.value.data
+        attended = min(context, -(-window // context_shards_of(op)))
+        heads = op.num_heads.value.data * context_shards_of(op)  # the group's queries
         row = tensor_bytes(op.k_cache) // (batch * kv_heads * context)  # one head's row
         return _dense(
             flops=2 * 2 * batch * heads * head_dim * attended,

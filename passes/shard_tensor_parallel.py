@@ -67,11 +67,13 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.utils.exceptions import PassFailedException
 
+from rdu_compiler.passes.context_split import ContextSplit, plan_context_split
 from rdu_compiler.passes.kernels import kernel_for
 from rdu_compiler.rdu_dialect import dfk, llm
 from rdu_compiler.rdu_dialect.ssa import require_dominance
 from rdu_compiler.rdu_dialect.symbols import lookup_symbol
 from rdu_compiler.rdu_dialect.tensors import tensor_shape, tensor_type
+from rdu_compiler.simulator.hardware import PresetError, get_preset
 
 SOCKET_COUNTS = (1, 2, 4, 8, 16)
 """The socket counts the pass accepts (SN40L systems of 1 to 16 sockets)."""
@@ -89,19 +91,29 @@ def _head_split_problem(heads: int, kv_heads: int, sockets: int) -> str | None:
 @dataclass(frozen=True)
 class Split:
     """How a value is cut over the ranks: along dim `dim` counted from the end (negative), in
-    `parts` equal blocks; rank r of N holds block `r * parts // N`."""
+    `parts` equal blocks; rank r of N holds block `r * parts // N`. With `interleave` k > 1
+    the ranks sharing a block deal its rows along `interleave_dim` (negative): rank r holds
+    every k-th row from row `r % k` (a KV cache dealt along the sequence)."""
 
     dim: int
     parts: int
+    interleave_dim: int = -2
+    interleave: int = 1
 
     def shard_type(self, t: TensorType) -> TensorType:
         shape = list(t.get_shape())
         shape[self.dim] //= self.parts
+        if self.interleave > 1:
+            shape[self.interleave_dim] //= self.interleave
         return TensorType(t.element_type, shape, t.encoding)
 
     def attr(self, rank: int) -> llm.ShardAttr:
         """As a `#llm.shard` of a tensor of rank `rank`."""
-        return llm.ShardAttr(rank + self.dim, self.parts)
+        if self.interleave == 1:
+            return llm.ShardAttr(rank + self.dim, self.parts)
+        return llm.ShardAttr(
+            rank + self.dim, self.parts, rank + self.interleave_dim, self.interleave
+        )
 
 
 Key = SSAValue | llm.ParamOp
@@ -205,8 +217,10 @@ def _link(module: ModuleOp, splits: _Splits) -> None:
             splits.union(op.source, op.result)
 
 
-def _seed(op: Operation, splits: _Splits, sockets: int, model: str) -> None:
-    """The splits `op` defines by itself: attention heads, the MLP intermediate, experts."""
+def _seed(op: Operation, splits: _Splits, sockets: int, model: str, context_shards: int) -> None:
+    """The splits `op` defines by itself: attention heads, the MLP intermediate, experts; a
+    cache whose kv heads are shared by several sockets is dealt along the sequence over
+    `context_shards` of them."""
     if isinstance(op, llm.AttentionOp):
         heads, kv_heads = op.num_heads.value.data, op.num_kv_heads.value.data
         if problem := _head_split_problem(heads, kv_heads, sockets):
@@ -216,8 +230,9 @@ def _seed(op: Operation, splits: _Splits, sockets: int, model: str) -> None:
                 f"{sockets} sockets: {problem} (supported: {', '.join(map(str, ok))} sockets)"
             )
         splits.set(op.query, Split(-1, sockets), "llm.attention (query heads)")
+        split = Split(-3, min(kv_heads, sockets), interleave=context_shards)
         for cache in (op.k_cache, op.v_cache):
-            splits.set(cache, Split(-3, min(kv_heads, sockets)), "llm.attention (kv heads)")
+            splits.set(cache, split, "llm.attention (kv heads)")
         return
     if isinstance(op, llm.MoEOp):
         what, inner = "expert intermediate size", tensor_shape(op.gate)[1]
@@ -342,14 +357,16 @@ def _lm_heads(module: ModuleOp, sockets: int) -> list[llm.LinearOp]:
     ]
 
 
-def _analyse(module: ModuleOp, sockets: int, heads: list[llm.LinearOp]) -> _Splits:
+def _analyse(
+    module: ModuleOp, sockets: int, heads: list[llm.LinearOp], context_shards: int
+) -> _Splits:
     model = module.attributes.get("llm.model")
     model = model.data if isinstance(model, StringAttr) else "the model"
     splits = _Splits()
     _link(module, splits)
     ops = list(module.walk())
     for op in ops:
-        _seed(op, splits, sockets, model)
+        _seed(op, splits, sockets, model, context_shards)
     for head in heads:
         splits.set(head.result, Split(-1, sockets), "the vocab-parallel LM head")
     rules = [op for op in ops if isinstance(op, llm.LinearOp | llm.KVCacheWriteOp)]
@@ -420,6 +437,13 @@ def _rewrite(module: ModuleOp, splits: _Splits) -> None:
         for op in ops
         if isinstance(op, llm.AttentionOp)
     ]
+    dealt = [
+        (op, split.interleave)
+        for op in ops
+        if isinstance(op, llm.AttentionOp | llm.KVCacheWriteOp)
+        and (split := splits.get(op.k_cache if isinstance(op, llm.AttentionOp) else op.cache))
+        and split.interleave > 1
+    ]
     functions = [
         (
             f,
@@ -441,6 +465,8 @@ def _rewrite(module: ModuleOp, splits: _Splits) -> None:
         assert query is not None and kv is not None
         op.properties["num_heads"] = IntegerAttr(op.num_heads.value.data // query.parts, i64)
         op.properties["num_kv_heads"] = IntegerAttr(op.num_kv_heads.value.data // kv.parts, i64)
+    for op, shards in dealt:
+        op.properties["context_shards"] = IntegerAttr(shards, i64)
     for op in reduced:
         _collective_after(op, llm.AllReduceOp, reduction=StringAttr("sum"))
     for f, arg_attrs, res_attrs in functions:
@@ -495,6 +521,9 @@ class ShardTensorParallel(ModulePass):
     name = "shard-tensor-parallel"
 
     sockets: int = 1
+    kv_seq_split: int = -1
+    hw: str = "sn40l"
+    hw_overrides: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         require_dominance(op)
@@ -502,6 +531,10 @@ class ShardTensorParallel(ModulePass):
             raise PassFailedException(
                 f"sockets={self.sockets} is not supported (one of "
                 f"{', '.join(map(str, SOCKET_COUNTS))})"
+            )
+        if self.kv_seq_split < -1 or self.kv_seq_split == 0:
+            raise PassFailedException(
+                f"kv-seq-split must be >= 1 (or -1: from the cost model), got {self.kv_seq_split}"
             )
         stamped = llm.sockets_of(op)
         if stamped not in (1, self.sockets):
@@ -513,8 +546,41 @@ class ShardTensorParallel(ModulePass):
             copies = _privatize(op)
             _untie_lm_heads(op)
             heads = _lm_heads(op, self.sockets)
+            split = self.context_split(op)
             for head in heads:  # the logits [B, vocab] are gathered along the vocab
                 _collective_after(head, llm.AllGatherOp, dim=IntegerAttr(1, i64))
-            _rewrite(op, _analyse(op, self.sockets, heads))
+            _rewrite(op, _analyse(op, self.sockets, heads, split.shards if split else 1))
             _merge(copies)
         op.attributes[llm.SOCKETS_ATTR] = IntegerAttr(self.sockets, i64)
+
+    def context_split(self, module: ModuleOp) -> ContextSplit | None:
+        """How caches whose kv heads are fewer than the sockets are shared (None when every
+        socket has kv heads of its own): `kv-seq-split`, or the cost model
+        (`passes/context_split.py`) on the hardware preset `hw` (with `hw-overrides`)."""
+        attentions = [op for op in module.walk() if isinstance(op, llm.AttentionOp)]
+        kv_heads = {op.num_kv_heads.value.data for op in attentions}
+        if (
+            not attentions
+            or min(kv_heads) >= self.sockets
+            or any(
+                _head_split_problem(
+                    op.num_heads.value.data, op.num_kv_heads.value.data, self.sockets
+                )
+                for op in attentions
+            )
+        ):  # nothing to share, or refused by the analysis
+            return None
+        try:
+            preset = get_preset(self.hw)
+            if self.hw_overrides:
+                preset = preset.with_overrides(self.hw_overrides)
+        except PresetError as error:
+            raise PassFailedException(f"{self.name}: {error}") from None
+        return plan_context_split(
+            attentions,
+            self.sockets,
+            self.sockets // min(kv_heads),
+            preset,
+            sharded=False,
+            knob=self.kv_seq_split,
+        )

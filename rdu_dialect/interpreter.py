@@ -13,14 +13,16 @@ execution of a module sharded over sockets (`llm.sockets`, docs/tensor_paralleli
 
 SPMD: each rank is an ordinary single-socket interpreter of the same module that binds its own
 shard of every sharded parameter (`#llm.shard`). The ranks run in threads and meet only at
-the collectives (`llm.all_reduce`, `llm.all_gather`), through one exchange (`_Exchange`): every
+the collectives (`llm.all_reduce`, `llm.all_gather`, and `llm.attention` over a cache dealt
+along the sequence, `context_shards`), through one exchange (`_Exchange`): every
 rank runs the same collectives in the same order, so the k-th of each rank is one collective;
 each leaves its part, waits for the others and combines all parts in rank order: an all-reduce
 sums them in f32, rounding once, an all-gather concatenates them (the same bits on every
 rank). A row-split linear (whose result only feeds all-reduces) hands over its unrounded f32
 accumulator, so its sum over the ranks is rounded once, like the unsharded linear. Why threads
-rather than lockstep per op: every op, kernel and loop then runs exactly as on one socket (no
-per-rank variant of any of them), and the only shared state is the exchange.
+rather than lockstep per op: every op, kernel and loop then runs exactly as on one socket
+(the one per-rank variant: a cache dealt along the sequence holds, and is written at, the
+positions of its rank), and the only shared state is the exchange.
 `ReferenceEngine` takes and returns whole (unsharded) caches: it cuts each rank's shard out of
 the entry's `llm.shard` arguments and puts the ranks' results back together, checking that
 replicas (replicated KV heads, replicated results such as the logits) agree bit for bit.
@@ -109,6 +111,11 @@ class _Exchange:
         return whole
 
 
+def _gather_group(parts: list[Any], *, start: int, count: int, dim: int) -> np.ndarray:
+    """The parts of ranks `start .. start + count - 1` side by side along `dim`."""
+    return numerics.all_gather(parts[start : start + count], dim=dim)
+
+
 def _element_dtype(t: Attribute) -> np.dtype:
     return numerics.dtype_from_name(dtype_name(t))
 
@@ -183,6 +190,46 @@ class LlmFunctions(InterpreterFunctions):
         if uses and all(isinstance(u.operation, llm.AllReduceOp) for u in uses):
             return (numerics.linear(*args, accumulate_only=True),)
         return _run_math(self, interpreter, op, args)
+
+    @impl(llm.KVCacheWriteOp)
+    def run_kv_cache_write(
+        self, interpreter: Interpreter, op: llm.KVCacheWriteOp, args: tuple[Any, ...]
+    ):
+        """Into this rank's rows of a cache dealt over `context_shards` ranks (value
+        semantics: a copy; the program updates in place)."""
+        shards = llm.context_shards_of(op)
+        return (numerics.kv_cache_write(*args, row_offset=self.rank % shards, row_stride=shards),)
+
+    @impl(llm.AttentionOp)
+    def run_attention(self, interpreter: Interpreter, op: llm.AttentionOp, args: tuple[Any, ...]):
+        """Over caches dealt over `context_shards` = k ranks (the k consecutive ranks of a
+        group share its kv heads, each holding every k-th position): the group's queries are
+        gathered, each rank attends its positions for all of them (flash-decoding partials),
+        the partials are gathered and each rank combines those of its own query heads."""
+        shards = llm.context_shards_of(op)
+        kwargs = {
+            name: _python_value(getattr(op, name))
+            for name in ("num_heads", "num_kv_heads", "head_dim", "scale", "sliding_window")
+        }
+        if shards == 1:
+            return (numerics.attention(*args, **kwargs),)
+        query, k_cache, v_cache, positions = args
+        member, group = self.rank % shards, self.rank - self.rank % shards
+
+        def gather(dim: int) -> Callable[[list[Any]], np.ndarray]:
+            return partial(_gather_group, start=group, count=shards, dim=dim)
+
+        queries = self.exchange(self.rank, query, gather(1))
+        heads = kwargs["num_heads"]
+        kwargs["num_heads"] = heads * shards
+        part = numerics.attention_partial(
+            queries, k_cache, v_cache, positions, **kwargs, block_start=member, row_stride=shards
+        )
+        parts = self.exchange(self.rank, part[:, None], gather(1))
+        out = numerics.attention_combine(
+            parts, head_start=member * heads, heads=heads, out_dtype=_element_dtype(op.result.type)
+        )
+        return (out,)
 
     @impl(llm.AllReduceOp)
     def run_all_reduce(self, interpreter: Interpreter, op: llm.AllReduceOp, args: tuple[Any, ...]):

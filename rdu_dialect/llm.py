@@ -386,37 +386,50 @@ class RopeScalingAttr(ParametrizedAttribute):
 @irdl_attr_definition
 class ShardAttr(ParametrizedAttribute):
     """Which part of a whole tensor each rank of an SPMD program holds: `#llm.shard<dim = d,
-    parts = p>`.
+    parts = p>`, optionally `#llm.shard<dim = d, parts = p, interleave_dim = e, interleave =
+    k>`.
 
     The whole tensor is cut along dim `d` into `p` equal blocks; with N = the module's
     `llm.sockets` (which `p` must divide), rank r holds block `r * p // N`. `p == N` is a
     plain split (rank r holds block r); `p < N` replicates each block on `N / p` consecutive
-    ranks (K/V heads fewer than sockets), and those replicated bytes are real traffic. The
-    annotated type is the shard's: the whole tensor's dim `d` is `p` times larger.
+    ranks (K/V heads fewer than sockets), and those replicated bytes are real traffic. With
+    `interleave = k > 1` (k divides `N / p`), the ranks sharing a block also deal its rows
+    along dim `e` among themselves: rank r holds rows `r % k, r % k + k, ...` (the KV cache's
+    sequence split: position t on rank t % k of the group, at row t // k). The annotated
+    type is the shard's: the whole tensor's dim `d` is `p` times larger, dim `e` `k` times.
     """
 
     name = "llm.shard"
 
     dim: IntAttr
     parts: IntAttr
+    interleave_dim: IntAttr
+    interleave: IntAttr
 
-    def __init__(self, dim: int, parts: int):
-        super().__init__(IntAttr(dim), IntAttr(parts))
+    def __init__(self, dim: int, parts: int, interleave_dim: int = 0, interleave: int = 1):
+        super().__init__(IntAttr(dim), IntAttr(parts), IntAttr(interleave_dim), IntAttr(interleave))
 
-    def block(self, rank: int, sockets: int) -> int:
-        """The block rank `rank` of `sockets` holds."""
-        return rank * self.parts.data // sockets
+    def block(self, rank: int, sockets: int) -> tuple[int, int]:
+        """The part rank `rank` of `sockets` holds: its block along `dim`, its rows along
+        `interleave_dim` (ranks holding the same part are replicas)."""
+        return rank * self.parts.data // sockets, rank % self.interleave.data
 
     def whole_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
         """The whole tensor's shape, given the shard's."""
-        d = self.dim.data
-        return (*shape[:d], shape[d] * self.parts.data, *shape[d + 1 :])
+        whole = list(shape)
+        whole[self.dim.data] *= self.parts.data
+        whole[self.interleave_dim.data] *= self.interleave.data
+        return tuple(whole)
 
     def index(self, shape: Sequence[int], rank: int, sockets: int) -> tuple[slice, ...]:
         """Where the shard (of shape `shape`) of rank `rank` lies in the whole tensor."""
         d, size = self.dim.data, shape[self.dim.data]
-        start = self.block(rank, sockets) * size
-        return (*(slice(None),) * d, slice(start, start + size))
+        block, row = self.block(rank, sockets)
+        index = [slice(None)] * len(shape)
+        index[d] = slice(block * size, (block + 1) * size)
+        if self.interleave.data > 1:
+            index[self.interleave_dim.data] = slice(row, None, self.interleave.data)
+        return tuple(index)
 
     def check(self, sockets: int, shape: Sequence[int], where: str) -> None:
         """Raises a VerifyException unless this shards a rank-`len(shape)` tensor over
@@ -429,22 +442,42 @@ class ShardAttr(ParametrizedAttribute):
                 f"{where}: shard parts {parts} must divide the module's {sockets} socket(s) "
                 f"({SOCKETS_ATTR})"
             )
+        k, e = self.interleave.data, self.interleave_dim.data
+        if k < 1 or (sockets // parts) % k:
+            raise VerifyException(
+                f"{where}: shard interleave {k} must divide the {sockets // parts} socket(s) "
+                f"sharing each of the {parts} part(s)"
+            )
+        if k > 1 and (not 0 <= e < len(shape) or e == dim):
+            raise VerifyException(
+                f"{where}: shard interleave dim {e} must be another dim of the rank-{len(shape)} "
+                "tensor than the shard dim"
+            )
 
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> Sequence[Attribute]:
         parser.parse_punctuation("<")
-        parser.parse_keyword("dim")
-        parser.parse_punctuation("=")
-        dim = parser.parse_integer()
-        parser.parse_punctuation(",")
-        parser.parse_keyword("parts")
-        parser.parse_punctuation("=")
-        parts = parser.parse_integer()
+        values = []
+        for i, key in enumerate(("dim", "parts", "interleave_dim", "interleave")):
+            if i and parser.parse_optional_punctuation(",") is None:
+                break
+            parser.parse_keyword(key)
+            parser.parse_punctuation("=")
+            values.append(parser.parse_integer())
+        if len(values) == 3:
+            parser.parse_punctuation(",")  # reports the missing `interleave`
         parser.parse_punctuation(">")
-        return (IntAttr(dim), IntAttr(parts))
+        if len(values) < 2:
+            parser.raise_error("expected `parts = <integer>` in #llm.shard")
+        values += [0, 1][len(values) - 2 :]
+        return tuple(IntAttr(v) for v in values)
 
     def print_parameters(self, printer: Printer) -> None:
-        printer.print_string(f"<dim = {self.dim.data}, parts = {self.parts.data}>")
+        text = f"<dim = {self.dim.data}, parts = {self.parts.data}"
+        if self.interleave.data != 1:
+            text += f", interleave_dim = {self.interleave_dim.data}"
+            text += f", interleave = {self.interleave.data}"
+        printer.print_string(text + ">")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -827,6 +860,23 @@ class RopeOp(IRDLOperation):
             )
 
 
+def context_shards_of(op: KVCacheWriteOp | AttentionOp) -> int:
+    """Over how many ranks `op`'s cache rows are dealt (1: the rank holds every position)."""
+    return 1 if op.context_shards is None else op.context_shards.value.data
+
+
+def _context_shards(op: Operation, attr: IntegerAttr | None) -> None:
+    """`context_shards` is positive and divides the module's socket count."""
+    _positive(op, "context_shards", attr)
+    module = op.get_toplevel_object()
+    sockets = sockets_of(module) if isinstance(module, ModuleOp) else 1
+    if attr is not None and sockets % attr.value.data:
+        raise VerifyException(
+            f"{op.name}: context_shards {attr.value.data} must divide the module's {sockets} "
+            f"socket(s) ({SOCKETS_ATTR})"
+        )
+
+
 @irdl_op_definition
 class KVCacheWriteOp(IRDLOperation):
     """Writes one new K (or V) row per batch entry into one layer's cache.
@@ -836,6 +886,11 @@ class KVCacheWriteOp(IRDLOperation):
     for every batch entry `b` and kv head `g`, every other row unchanged.
     Value-semantic, but the result reuses the cache's buffer (`ResultAliasesOperand(0)`): a
     decode step moves the new rows only, never a copy of the cache.
+
+    `context_shards = k` (set by sharding, see `ShardAttr`'s interleave): the cache is this
+    rank's share of a sequence dealt over the k ranks of its group, its row `t` holding
+    position `t * k + rank % k`; an entry's row is written only by the rank holding its
+    position (positions are in `[0, k * S)`).
     """
 
     name = "llm.kv_cache_write"
@@ -845,15 +900,18 @@ class KVCacheWriteOp(IRDLOperation):
     cache = operand_def(T)
     new = operand_def(TensorType)
     positions = operand_def(TensorType)
+    context_shards = opt_prop_def(IntegerAttr[I64])
     result = result_def(T)
 
     assembly_format = (
         "$cache `,` $new `,` $positions attr-dict `:` type($cache) `,` type($new) `,` "
         "type($positions)"
     )
+    irdl_options = (ParsePropInAttrDict(),)
     traits = traits_def(ResultAliasesOperand(0), *_PURE)
 
     def verify_(self) -> None:
+        _context_shards(self, self.context_shards)
         batch, kv_heads, _, head_dim = _shape(self, "cache", self.cache, 4)
         _dims(self, "new", self.new, (batch, kv_heads * head_dim), "batch, kv_heads*head_dim")
         _same_element_type(self, ("cache", self.cache), ("new", self.new))
@@ -872,6 +930,14 @@ class AttentionOp(IRDLOperation):
     `p = softmax_t(scale * dot(q[b, h], k_cache[b, g, t]))`,
     `out[b, h] = sum_t p[t] * v_cache[b, g, t]`; `scale` defaults to `1 / sqrt(head_dim)`.
     The caches must already hold row `positions[b]` (written by `llm.kv_cache_write`).
+
+    `context_shards = k` (set by sharding): the caches are this rank's share of a sequence
+    dealt over the k consecutive ranks of its group, which share its kv heads (row `t` =
+    position `t * k + rank % k`). The result is still this rank's query heads attending the
+    whole sequence: the group's queries are gathered (their heads all read these kv heads),
+    each rank attends the positions it holds for all of them (flash-decoding partials), the
+    partials are gathered and each rank combines those of its own heads. A collective like
+    `llm.all_reduce`: every rank runs it, in the same order.
     """
 
     name = "llm.attention"
@@ -887,6 +953,7 @@ class AttentionOp(IRDLOperation):
     head_dim = prop_def(IntegerAttr[I64])
     scale = opt_prop_def(FloatAttr[Float32Type])
     sliding_window = opt_prop_def(IntegerAttr[I64])
+    context_shards = opt_prop_def(IntegerAttr[I64])
     result = result_def(T)
 
     assembly_format = (
@@ -899,6 +966,7 @@ class AttentionOp(IRDLOperation):
     def verify_(self) -> None:
         for attr in ("num_heads", "num_kv_heads", "head_dim", "sliding_window"):
             _positive(self, attr, getattr(self, attr))
+        _context_shards(self, self.context_shards)
         heads, kv_heads = self.num_heads.value.data, self.num_kv_heads.value.data
         head_dim = self.head_dim.value.data
         if heads % kv_heads:

@@ -34,6 +34,7 @@ __all__ = [
     "Provenance",
     "build_figures",
     "check_figures",
+    "collective_plan",
     "describe_hardware",
     "encode_hardware",
     "get_preset",
@@ -503,3 +504,31 @@ def describe_hardware(preset: HardwarePreset) -> str:
         p = preset.provenance[key]
         lines.append(f"  {key:<{width}} {text:>14}  {p.origin}: {p.note}")
     return "\n".join(lines)
+
+
+def collective_plan(
+    preset: HardwarePreset, op: str, sockets: int, block_bytes: float
+) -> tuple[float, float]:
+    """``(latency, bytes)`` of one socket's part in a collective over ``sockets`` sockets whose
+    blocks are ``block_bytes`` each: the bytes cross the socket's ``p2p_links`` links (each
+    ``p2p_bandwidth``) after the latency. The faster of the algorithms the topology allows,
+    for this size: one-shot (``switch`` only: every socket sends its block to every other, one
+    latency, ``(N-1) b``; an all-reduce then sums what it received), two-shot (``switch``
+    only, all-reduce: a one-shot reduce-scatter, socket j receiving every peer's j-th
+    ``b / N`` slice and summing it, then a one-shot all-gather of the sums: two latencies,
+    ``2 (N-1) b / N``, the bytes of a ring) and ring (neighbours only: reduce-scatter then
+    all-gather, ``2 (N-1)`` steps of ``b / N`` for an all-reduce, ``N-1`` steps of ``b`` for
+    an all-gather, each a latency). One socket: nothing to do."""
+    n = sockets
+    if n == 1:
+        return 0.0, 0.0
+    b, lat = float(block_bytes), preset.p2p_latency_s
+    rings = {"all_reduce": (2 * (n - 1) * lat, 2 * (n - 1) * b / n)}
+    rings["all_gather"] = ((n - 1) * lat, (n - 1) * b)
+    plans = [rings[op]]
+    if preset.p2p_topology == "switch":
+        plans.append((lat, (n - 1) * b))
+        if op == "all_reduce":
+            plans.append((2 * lat, 2 * (n - 1) * b / n))
+    rate = preset.p2p_bandwidth * preset.p2p_links
+    return min(plans, key=lambda plan: plan[0] + plan[1] / rate)

@@ -560,9 +560,15 @@ def _positions(pos: Any, b: int, s: int, what: str) -> np.ndarray:
     return p
 
 
-def kv_cache_write_(cache: np.ndarray, new: np.ndarray, pos: Any) -> np.ndarray:
+def kv_cache_write_(
+    cache: np.ndarray, new: np.ndarray, pos: Any, *, row_offset: int = 0, row_stride: int = 1
+) -> np.ndarray:
     """In place: for each entry b and kv head h, ``cache[b, h, pos[b], :] = new[b, h*D:(h+1)*D]``
-    (rounded to the cache's dtype). Returns ``cache`` itself (the result aliases the operand)."""
+    (rounded to the cache's dtype). Returns ``cache`` itself (the result aliases the operand).
+
+    A cache holding every ``row_stride``-th position (a sequence split over sockets: its row
+    ``t`` is position ``row_offset + t * row_stride``) takes the rows of the entries whose
+    position it holds and leaves the others to the caches holding theirs."""
     b, kvh, s, d = _check_cache(cache, "kv cache")
     new_a = np.asarray(new)
     if new_a.shape != (b, kvh * d):
@@ -570,17 +576,31 @@ def kv_cache_write_(cache: np.ndarray, new: np.ndarray, pos: Any) -> np.ndarray:
             f"kv_cache_write: new rows have shape {new_a.shape}, expected "
             f"{(b, kvh * d)} for cache {cache.shape}"
         )
-    p = _positions(pos, b, s, "kv_cache_write")
-    cache[np.arange(b), :, p, :] = round_to(new_a, cache.dtype).reshape(b, kvh, d)
+    p = _positions(pos, b, s * row_stride, "kv_cache_write")
+    here = (p - row_offset) % row_stride == 0
+    rows = (p[here] - row_offset) // row_stride
+    cache[np.flatnonzero(here), :, rows, :] = round_to(new_a[here], cache.dtype).reshape(-1, kvh, d)
     return cache
 
 
 def kv_cache_write(
-    cache: np.ndarray, new: np.ndarray, pos: Any, *, inplace: bool = False
+    cache: np.ndarray,
+    new: np.ndarray,
+    pos: Any,
+    *,
+    inplace: bool = False,
+    row_offset: int = 0,
+    row_stride: int = 1,
 ) -> np.ndarray:
     """Value-semantic cache write: returns a copy of ``cache`` with the new rows (or, with
     ``inplace=True``, updates and returns ``cache`` itself, as :func:`kv_cache_write_`)."""
-    return kv_cache_write_(cache if inplace else np.array(cache, copy=True), new, pos)
+    return kv_cache_write_(
+        cache if inplace else np.array(cache, copy=True),
+        new,
+        pos,
+        row_offset=row_offset,
+        row_stride=row_stride,
+    )
 
 
 def attention(
@@ -648,12 +668,15 @@ def attention_partial(
     num_kv_heads: int,
     head_dim: int,
     block_start: int,
+    row_stride: int = 1,
     scale: float | None = None,
     sliding_window: int | None = None,
     out_dtype: DTypeLike = None,
 ) -> np.ndarray:
     """One context block of a split (flash-decoding) :func:`attention`: the cache rows
-    ``block_start .. block_start + L - 1`` given as ``k_block, v_block [B, KVH, L, D]``.
+    ``block_start .. block_start + L - 1`` given as ``k_block, v_block [B, KVH, L, D]``; with
+    ``row_stride`` k (a cache split over sockets along the sequence, every k-th position on
+    one socket), row ``r`` of the block is position ``block_start + r * k``.
 
     Returns float32 ``[B, NH, D + 2]``, per query head: the unnormalized weighted sum of the
     block's attended v rows (``sum_r exp(s_r - m) v_r``, ``D`` values), the block's largest
@@ -679,7 +702,8 @@ def attention_partial(
     for i in range(b):
         hi = int(p[i]) + 1
         lo = 0 if sliding_window is None else max(0, hi - sliding_window)
-        first, last = max(lo, block_start) - block_start, min(hi, block_start + rows) - block_start
+        first = max(0, -(-(lo - block_start) // row_stride))
+        last = min(rows, max(0, -(-(hi - block_start) // row_stride)))
         if first >= last:
             continue
         k = to_f32(kb[i, :, first:last, :])  # [KVH, L, D]
@@ -694,16 +718,31 @@ def attention_partial(
     return out.reshape(b, num_heads, head_dim + 2)
 
 
-def attention_combine(partials: np.ndarray, *, out_dtype: DTypeLike = None) -> np.ndarray:
+def attention_combine(
+    partials: np.ndarray,
+    *,
+    head_start: int = 0,
+    heads: int | None = None,
+    out_dtype: DTypeLike = None,
+) -> np.ndarray:
     """Merge the blocks of :func:`attention_partial`: ``partials [B, blocks, NH, D + 2]`` (f32)
     -> ``[B, NH * D]``, ``sum_j e^(m_j - M) o_j / sum_j e^(m_j - M) l_j`` with ``M`` the largest
-    block maximum, in f32, rounded once (default: bf16, attention's storage dtype)."""
+    block maximum, in f32, rounded once (default: bf16, attention's storage dtype). Only the
+    ``heads`` query heads from ``head_start`` on, when given (a socket's own heads of partials
+    that cover its group's: a cache dealt along the sequence over sockets)."""
     p32 = to_f32(partials)
     if p32.ndim != 4:
         raise ValueError(
             f"attention_combine: partials must be [B, blocks, NH, D+2], got {p32.shape}"
         )
-    b, _, heads, width = p32.shape
+    stop = p32.shape[2] if heads is None else head_start + heads
+    if not 0 <= head_start < stop <= p32.shape[2]:
+        raise ValueError(
+            f"attention_combine: heads {head_start}..{stop - 1} out of the partials' "
+            f"{p32.shape[2]} heads"
+        )
+    p32 = p32[:, :, head_start:stop]
+    b, _, count, width = p32.shape
     d = width - 2
     m = p32[..., d]
     top = np.max(m, axis=1, keepdims=True)  # [B, 1, NH]: finite, the current row is attended
@@ -712,7 +751,7 @@ def attention_combine(partials: np.ndarray, *, out_dtype: DTypeLike = None) -> n
     num = np.sum(w[..., None] * p32[..., :d], axis=1, dtype=np.float32)
     den = np.sum(w * p32[..., d + 1], axis=1, dtype=np.float32)
     out = num / np.expand_dims(den, -1)
-    return round_to(out.reshape(b, heads * d), BF16 if out_dtype is None else out_dtype)
+    return round_to(out.reshape(b, count * d), BF16 if out_dtype is None else out_dtype)
 
 
 # --------------------------------------------------------------------------------------------

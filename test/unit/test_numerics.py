@@ -689,6 +689,47 @@ def test_attention_split_over_context_blocks_equals_attention(rows, window):
     assert np.all(np.isneginf(parts[0, 1:, :, d]))
 
 
+@pytest.mark.parametrize("window", [None, 3])
+@pytest.mark.parametrize("stride", [2, 4])
+def test_attention_over_interleaved_caches_equals_attention(stride, window):
+    """A cache dealt over `stride` sockets (position p on socket p % stride, at row
+    p // stride): each socket writes only the new rows whose position it holds, its
+    attention_partial blocks (row_stride = stride) see only those positions, and the
+    combined partials of all sockets (and of several blocks per socket) are attention."""
+    b, kvh, s, d, nh = 3, 2, 8, 4, 4
+    q = rnd((b, nh * d), 51, dtype=BF16)
+    k, v = rnd((b, kvh, s, d), 52, dtype=BF16), rnd((b, kvh, s, d), 53, dtype=BF16)
+    pos = np.array([0, 5, 7])
+    new = rnd((b, kvh * d), 54, dtype=BF16)
+    whole_k = N.kv_cache_write(k, new, pos)
+    kw = {"num_heads": nh, "num_kv_heads": kvh, "head_dim": d, "sliding_window": window}
+    rows = s // stride
+    parts = []
+    for socket in range(stride):
+        local_k = N.kv_cache_write(
+            k[:, :, socket::stride], new, pos, row_offset=socket, row_stride=stride
+        )
+        assert np.array_equal(f64(local_k), f64(whole_k[:, :, socket::stride]))
+        local_v = v[:, :, socket::stride]
+        for j in range(0, rows, 1):  # one row per block: some blocks wholly masked
+            parts.append(
+                N.attention_partial(
+                    q,
+                    local_k[:, :, j : j + 1],
+                    local_v[:, :, j : j + 1],
+                    pos,
+                    **kw,
+                    block_start=socket + j * stride,
+                    row_stride=stride,
+                )
+            )
+    got = N.attention_combine(np.stack(parts, axis=1))
+    want = N.attention(q, whole_k, v, pos, **kw)
+    np.testing.assert_allclose(f64(got), f64(want), rtol=2**-7, atol=1e-6)
+    with pytest.raises(IndexError, match="max_context 8"):
+        N.kv_cache_write(k[:, :, ::stride], new, [0, 1, 8], row_offset=0, row_stride=stride)
+
+
 def test_moe_ties_pick_lower_index():
     e, h = 5, 4
     router = np.zeros((e, h), np.float32)

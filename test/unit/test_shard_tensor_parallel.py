@@ -30,6 +30,8 @@ from rdu_compiler.rdu_dialect.llm import (
     SOCKETS_ATTR,
     AllGatherOp,
     AllReduceOp,
+    AttentionOp,
+    KVCacheWriteOp,
     ParamOp,
     ShardAttr,
 )
@@ -98,6 +100,55 @@ def test_sharded_reference_matches_unsharded(preset, sockets, unsharded):
         np.testing.assert_array_equal(got32 == 0, want32 == 0)  # the same rows written
         tol = logit_tolerance(want32.reshape(1, -1), BF16_ULPS)[0]
         assert np.abs(got32 - want32).max() <= tol
+
+
+def mqa(preset: str):
+    """A tiny preset with one kv head (multi-query attention): fewer kv heads than sockets
+    from 2 sockets on."""
+    config = load_model_config(preset)
+    return dataclasses.replace(config, name=f"{preset}-mqa", num_kv_heads=1)
+
+
+def _matches(got_run, want_run, what: str) -> None:
+    (got_steps, got_caches), (want_steps, want_caches) = got_run, want_run
+    for step, ((got, got_tokens), (want, _)) in enumerate(zip(got_steps, want_steps)):
+        check_logits(got, got_tokens, want, BF16_ULPS, f"{what}, step {step}")
+    for got, want in zip(got_caches, want_caches):
+        want32, got32 = want.astype(np.float32), got.astype(np.float32)
+        np.testing.assert_array_equal(got32 == 0, want32 == 0, err_msg=what)
+        tol = logit_tolerance(want32.reshape(1, -1), BF16_ULPS)[0]
+        assert np.abs(got32 - want32).max() <= tol, what
+
+
+@pytest.mark.parametrize(
+    "model, sockets, split",
+    [
+        *((preset, 4, 2) for preset in TINY),
+        *(
+            (f"{preset}:mqa", n, k)
+            for preset in ("tiny-llama", "tiny-mistral", "tiny-qwen2")
+            for n, k in ((2, 2), (4, 4), (4, 2))
+        ),
+    ],
+)
+def test_caches_dealt_along_the_sequence_match_unsharded(model, sockets, split):
+    """KV heads fewer than sockets, each kv head's cache dealt over `split` of the sockets
+    sharing it (kv-seq-split): every rank writes the new rows of the positions it holds and
+    attends them, the group combines its partials, and the whole caches come back equal."""
+    preset, _, variant = model.partition(":")
+    config = mqa(preset) if variant else load_model_config(preset)
+    want = run(build_decode_step(config, batch=2, context=8))
+    module = apply(
+        build_decode_step(config, batch=2, context=8),
+        ShardTensorParallel(sockets=sockets, kv_seq_split=split),
+    )
+    shards = {
+        op.context_shards.value.data
+        for op in module.walk()
+        if isinstance(op, AttentionOp | KVCacheWriteOp)
+    }
+    assert shards == {split}
+    _matches(run(module), want, f"{model}, {sockets} sockets, dealt over {split}")
 
 
 PIPELINES = {
@@ -272,9 +323,22 @@ def test_shard_attr_maps_ranks_to_blocks():
     """2 kv heads (of dim 16) on 4 sockets: ranks 0, 1 hold kv head 0, ranks 2, 3 kv head 1."""
     kv = ShardAttr(0, 2)
     assert kv.whole_shape((16, 64)) == (32, 64)
-    assert [kv.block(r, 4) for r in range(4)] == [0, 0, 1, 1]
-    assert kv.index((16, 64), 3, 4) == (slice(16, 32),)
+    assert [kv.block(r, 4)[0] for r in range(4)] == [0, 0, 1, 1]
+    assert kv.index((16, 64), 3, 4) == (slice(16, 32), slice(None))
     assert ShardAttr(1, 4).index((64, 16), 2, 4) == (slice(None), slice(32, 48))
+
+
+def test_shard_attr_deals_rows_among_the_ranks_sharing_a_block():
+    """2 kv heads on 8 sockets, each head's rows dealt over 2 of the 4 ranks sharing it:
+    ranks 0, 2 hold the even rows of head 0, ranks 1, 3 its odd rows (replicas in pairs)."""
+    kv = ShardAttr(0, 2, 1, 2)
+    assert kv.whole_shape((1, 8)) == (2, 16)
+    assert [kv.block(r, 8) for r in range(4)] == [(0, 0), (0, 1), (0, 0), (0, 1)]
+    assert kv.index((1, 8), 5, 8) == (slice(1, 2), slice(1, None, 2))
+    with pytest.raises(VerifyException, match="interleave 3 must divide the 4 socket"):
+        ShardAttr(0, 2, 1, 3).check(8, (1, 8), "w")
+    with pytest.raises(VerifyException, match="another dim"):
+        ShardAttr(0, 2, 0, 2).check(8, (1, 8), "w")
 
 
 @pytest.mark.parametrize(
