@@ -114,7 +114,14 @@ def _unit(op: rdu.UnitOp) -> Pcu | Pmu | Agcu:
     attrs = _json(op.attrs) if op.attrs is not None else {}
     if isinstance(op, rdu.PcuOp):
         attr_step = _json(op.attr_step) if op.attr_step is not None else {}
-        return Pcu(**common, attrs=attrs, mode=op.mode.data.value, attr_step=attr_step)
+        by_socket = _json(op.attr_by_socket) if op.attr_by_socket is not None else {}
+        return Pcu(
+            **common,
+            attrs=attrs,
+            mode=op.mode.data.value,
+            attr_step=attr_step,
+            attr_by_socket=by_socket,
+        )
     return Agcu(**common, attrs=attrs)
 
 
@@ -179,6 +186,7 @@ def _tensor(op: rdu.TensorOp) -> Tensor:
             at=_ints(s.at),
             socket_step=_ints(s.socket_step) or None,
             socket_group=s.socket_group.value.data,
+            interleave=_ints(s.interleave) or None,
         )
         for s in (op.sources or ())
     ]

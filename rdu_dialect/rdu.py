@@ -381,7 +381,9 @@ class WorkAttr(ParametrizedAttribute):
 class SourceAttr(ParametrizedAttribute):
     """`#rdu.source<"ckpt.name" [0, 0] x [512, 4096] at [0, 0] step [512, 0] group 2>`: the
     block `value[start : start + shape]` a tensor holds at `at`. On socket s the block starts
-    at `start + (s // group) * step` (no step: the same block on every socket, replicated)."""
+    at `start + (s // group) * step` (no step: the same block on every socket, replicated).
+    `interleave [1, 2, 1]`: along a dim with k > 1 socket s holds every k-th row from
+    `start + s % k` on (a KV cache dealt along the sequence over sockets)."""
 
     name = "rdu.source"
 
@@ -391,6 +393,7 @@ class SourceAttr(ParametrizedAttribute):
     at: DenseArrayBase[I64]
     socket_step: DenseArrayBase[I64]
     socket_group: IntegerAttr[I64]
+    interleave: DenseArrayBase[I64]
 
     def __init__(
         self,
@@ -400,6 +403,7 @@ class SourceAttr(ParametrizedAttribute):
         at: Sequence[int],
         socket_step: Sequence[int] | None = None,
         socket_group: int = 1,
+        interleave: Sequence[int] | None = None,
     ):
         super().__init__(
             StringAttr(value),
@@ -408,6 +412,7 @@ class SourceAttr(ParametrizedAttribute):
             _array(at),
             _array(socket_step or ()),
             IntegerAttr(socket_group, i64),
+            _array(interleave or ()),
         )
 
     @classmethod
@@ -421,6 +426,7 @@ class SourceAttr(ParametrizedAttribute):
             at = _parse_ints(parser)
             step = _parse_ints(parser) if parser.parse_optional_keyword("step") else ()
             group = parser.parse_integer() if parser.parse_optional_keyword("group") else 1
+            dealt = _parse_ints(parser) if parser.parse_optional_keyword("interleave") else ()
         return (
             StringAttr(value),
             _array(start),
@@ -428,6 +434,7 @@ class SourceAttr(ParametrizedAttribute):
             _array(at),
             _array(step),
             IntegerAttr(group, i64),
+            _array(dealt),
         )
 
     def print_parameters(self, printer: Printer) -> None:
@@ -439,6 +446,8 @@ class SourceAttr(ParametrizedAttribute):
             text += f" step {_ints(self.socket_step.get_values())}"
         if self.socket_group.value.data != 1:
             text += f" group {self.socket_group.value.data}"
+        if self.interleave.get_values():
+            text += f" interleave {_ints(self.interleave.get_values())}"
         printer.print_string(text + ">")
 
 
@@ -798,7 +807,9 @@ class PcuOp(UnitOp):
     op (`simulator.numerics.OPS`) on buffer blocks, in SIMD or systolic mode, with the op's
     keyword attributes in `attrs`, typed as on the llm op they come from (an `f32` epsilon,
     a `#llm.rope_scaling`); `attr_step` shifts integer attributes per unit (unit j runs with
-    attrs[k] + j x attr_step[k]), as an access's step shifts its block."""
+    attrs[k] + j x attr_step[k]), as an access's step shifts its block, and `attr_by_socket`
+    per socket (socket s runs with attrs[k] + attr_by_socket[k][s] more: which positions of a
+    cache dealt along the sequence it holds)."""
 
     name = "rdu.pcu"
 
@@ -806,20 +817,30 @@ class PcuOp(UnitOp):
     mode = prop_def(PcuModeAttr)
     attrs = opt_prop_def(DictionaryAttr)
     attr_step = opt_prop_def(DictionaryAttr)
+    attr_by_socket = opt_prop_def(DictionaryAttr)
 
     assembly_format = (
-        "$op $id `count` $count $mode (`attrs` $attrs^)? (`attr_step` $attr_step^)? " + _UNIT_FORMAT
+        "$op $id `count` $count $mode (`attrs` $attrs^)? (`attr_step` $attr_step^)? "
+        "(`attr_by_socket` $attr_by_socket^)? " + _UNIT_FORMAT
     )
 
     def verify_(self) -> None:
         super().verify_()
-        if self.attr_step is None:
-            return
         attrs = self.attrs.data if self.attrs is not None else {}
-        for key, step in self.attr_step.data.items():
+        for key, step in (self.attr_step.data if self.attr_step else {}).items():
             if not isinstance(step, IntegerAttr) or not isinstance(attrs.get(key), IntegerAttr):
                 raise VerifyException(
                     f"'{self.name}' attr_step '{key}' must step an integer attribute by an integer"
+                )
+        for key, shifts in (self.attr_by_socket.data if self.attr_by_socket else {}).items():
+            if (
+                not isinstance(shifts, ArrayAttr)
+                or not all(isinstance(v, IntegerAttr) for v in shifts.data)
+                or not isinstance(attrs.get(key), IntegerAttr)
+            ):
+                raise VerifyException(
+                    f"'{self.name}' attr_by_socket '{key}' must shift an integer attribute by "
+                    "a list of integers (one per socket)"
                 )
 
 

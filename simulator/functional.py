@@ -7,7 +7,8 @@ unit, for each of its ``count`` copies, reads the blocks its accesses name and w
 into the block its write names, with the op math of :mod:`simulator.numerics` (bf16 storage, f32
 accumulation). Nothing else says what a unit computes, so a wrong index range or split in a
 lowered program gives a wrong answer here. ``all_reduce`` sums the block over all sockets,
-``all_gather`` concatenates every socket's block; ``kv_cache_write`` updates its cache block in
+``all_gather`` concatenates every socket's block (or those of its group of sockets);
+``kv_cache_write`` updates its cache block in
 place, and views/aliases share numpy memory, so the KV cache is updated where it lives, never
 copied.
 
@@ -17,6 +18,7 @@ compiler): the program file is the only contract.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -98,6 +100,11 @@ def _source_blocks(
     the block's shape in tensor coordinates)."""
     shard = socket // src.socket_group if src.socket_step is not None else 0
     in_value = _slices([(a, a + n) for a, n in zip(src.start, src.shape)], src.socket_step, shard)
+    if src.interleave is not None:  # every k-th row from the socket's own (`Source`)
+        in_value = tuple(
+            slice(cut.start + socket % k, cut.start + socket % k + k * n, k)
+            for cut, n, k in zip(in_value, src.shape, src.interleave)
+        )
     extra = len(src.shape) - len(tensor.shape)
     shape = src.shape[extra:] if extra > 0 else [1] * -extra + src.shape
     return in_value, tuple(slice(a, a + n) for a, n in zip(src.at, shape)), shape
@@ -143,13 +150,25 @@ class _Unit:
     calls. Anything else (an irregular offset in a corrupted or unusual program included) runs
     copy by copy, exactly as written."""
 
-    __slots__ = ("id", "op", "reads", "write", "writes", "shapes", "fn", "attrs")
+    __slots__ = (
+        "id",
+        "op",
+        "reads",
+        "write",
+        "writes",
+        "shapes",
+        "fn",
+        "attrs",
+        "by_socket",
+        "group",
+    )
 
     def __init__(self, unit: Any):
         self.id, self.op = unit.id, unit.op
         count = unit.count
         rule = _SEPARABLE.get(unit.op)
         attr_step = unit.attr_step if isinstance(unit, Pcu) else {}
+        self.by_socket = unit.attr_by_socket if isinstance(unit, Pcu) else {}
         if (
             count > 1
             and isinstance(unit, Pcu)
@@ -166,8 +185,10 @@ class _Unit:
         self.write = write.name
         self.writes = [_slices(write.ranges, write.step, j) for j in range(count)]
         self.shapes = [tuple(s.stop - s.start for s in w) for w in self.writes]
+        attrs = {k: v for k, v in unit.attrs.items() if k != "group"}
+        self.group: int | None = unit.attrs.get("group") if unit.op in COLLECTIVES else None
         self.attrs = [
-            {k: v + j * attr_step[k] if k in attr_step else v for k, v in unit.attrs.items()}
+            {k: v + j * attr_step[k] if k in attr_step else v for k, v in attrs.items()}
             for j in range(count)
         ]
         moves = (isinstance(unit, Agcu) and unit.op not in COLLECTIVES) or unit.op == "copy"
@@ -259,11 +280,13 @@ class FunctionalSimulator:
                 if value.role != role:
                     continue
                 whole = out.setdefault(value.name, np.zeros(value.shape, N.DTYPES[value.dtype]))
-                shards = (
-                    range(0, self.program.sockets, src.socket_group)
-                    if src.socket_step is not None
-                    else (0,)
-                )
+                group = src.socket_group if src.socket_step is not None else self.program.sockets
+                dealt = math.prod(src.interleave or [1])  # sockets of a group with other rows
+                shards = [
+                    first + i
+                    for first in range(0, self.program.sockets, group)
+                    for i in range(dealt)
+                ]
                 for socket in shards:
                     in_value, in_tensor, _ = _source_blocks(src, t, socket)
                     whole[in_value] = self.memory[socket][t.name][in_tensor].reshape(
@@ -361,19 +384,32 @@ class FunctionalSimulator:
             blocks = [
                 [a[slices[j]] for a, (_, slices) in zip(socket, unit.reads)] for socket in arrays
             ]
-            if unit.op in COLLECTIVES:  # every socket gets the combination of all blocks
+            attrs = [unit.attrs[j]] * len(storage)
+            if unit.by_socket:
+                attrs = [
+                    {
+                        k: v + unit.by_socket[k][s] if k in unit.by_socket else v
+                        for k, v in a.items()
+                    }
+                    for s, a in enumerate(attrs)
+                ]
+            if unit.op in COLLECTIVES:  # every socket gets the combination of its group's blocks
                 assert unit.fn is not None, "a collective is a compute op"
-                whole = unit.fn([b[0] for b in blocks], **unit.attrs[j], out_dtype=outs[0].dtype)
-                results = [whole] * len(storage)
+                group = unit.group or len(storage)
+                results = []
+                for first in range(0, len(storage), group):
+                    part = [b[0] for b in blocks[first : first + group]]
+                    whole = unit.fn(part, **attrs[0], out_dtype=outs[0].dtype)
+                    results += [whole] * group
             elif unit.fn is None:  # load / store / copy: the block itself
                 results = [b[0] for b in blocks]
             elif unit.op == "kv_cache_write":  # in place: its write is its first read
-                for b in blocks:
-                    N.kv_cache_write_(*b)
+                for b, a in zip(blocks, attrs):
+                    N.kv_cache_write_(*b, **a)
                 continue
             else:
                 results = [
-                    unit.fn(*b, **unit.attrs[j], out_dtype=o.dtype) for b, o in zip(blocks, outs)
+                    unit.fn(*b, **a, out_dtype=o.dtype) for b, a, o in zip(blocks, attrs, outs)
                 ]
             for o, r in zip(outs, results):
                 o[where] = r if r.shape == shape else r.reshape(shape)

@@ -9,8 +9,10 @@ the problem. ``docs/program_format.md`` explains every field and shows an exampl
 Design (details in the docs):
 
 * **SPMD.** The program is what *one* socket runs; every socket runs it on its own buffers,
-  whose contents may differ by socket only through the ``socket_step`` of a tensor's sources
-  (a shard of a checkpoint parameter). Index ranges in kernels never depend on the socket.
+  whose contents may differ by socket only through the ``socket_step`` and ``interleave`` of a
+  tensor's sources (a shard of a checkpoint parameter, a KV cache's positions). Index ranges
+  in kernels never depend on the socket; integer attributes may, through a PCU's
+  ``attr_by_socket`` (which of a sequence's positions a socket holds).
 * **Execution from index ranges.** A unit applies its op (a :data:`simulator.numerics.OPS`
   name or a data movement) to the blocks its ``reads`` name and stores the result in the block
   its ``write`` names; units run in list order. Nothing else says what a unit computes, so a
@@ -113,8 +115,12 @@ class Source(_Struct, frozen=True, kw_only=True):
     block dimensions beyond the tensor's rank must be 1). On socket ``s`` the block starts at
     ``start + (s // socket_group) * socket_step``: no step = the same block on every socket
     (replicated); a step = a shard per group of ``socket_group`` sockets (``socket_group`` > 1
-    replicates each shard, e.g. KV heads fewer than sockets). For ``output`` values the copy
-    goes the other way, from the tensor into the value after the step."""
+    replicates each shard, e.g. KV heads fewer than sockets). ``interleave`` (per dimension,
+    default all 1) deals a dimension's rows among the sockets: with ``k`` along a dimension,
+    socket ``s`` holds every k-th row from ``start + s % k`` on, ``shape`` rows (a KV cache
+    dealt along the sequence over the ``k`` sockets of a group sharing its kv heads: position
+    ``t`` on socket ``t % k``, at row ``t // k``). For ``output`` values the copy goes the
+    other way, from the tensor into the value after the step."""
 
     value: Name
     start: list[Index]
@@ -122,6 +128,7 @@ class Source(_Struct, frozen=True, kw_only=True):
     at: list[Index]
     socket_step: list[int] | None = None
     socket_group: Count = 1
+    interleave: list[Count] | None = None
 
 
 class Tensor(_Struct, frozen=True, kw_only=True):
@@ -213,10 +220,14 @@ class Pcu(_Unit, frozen=True, tag="pcu", kw_only=True):
     result's dtype that of the written buffer. ``kv_cache_write`` updates its first read in
     place (its write is that same block). ``mode`` sets the throughput the time model uses.
     ``attr_step`` shifts integer attributes per unit like ``step`` shifts accesses: unit ``j``
-    runs with ``attrs[k] + j * attr_step[k]`` (a context block's first cache row)."""
+    runs with ``attrs[k] + j * attr_step[k]`` (a context block's first cache row), and
+    ``attr_by_socket`` per socket (one entry per socket): on socket ``s`` it runs with
+    ``attrs[k] + attr_by_socket[k][s]`` more (the first position of a cache dealt along the
+    sequence over sockets, the socket's own heads of its group's partials)."""
 
     mode: Literal["simd", "systolic"]
     attr_step: dict[str, int] = {}
+    attr_by_socket: dict[str, list[int]] = {}
 
 
 class Pmu(_Unit, frozen=True, tag="pmu", kw_only=True):
@@ -233,8 +244,10 @@ class Agcu(_Unit, frozen=True, tag="agcu", kw_only=True):
     other sockets. ``load`` param -> buffer, ``store`` buffer -> param, ``copy`` param ->
     param, ``all_reduce`` buffer -> buffer summed over all sockets (f32 partials may be read;
     the sum is rounded once to the written buffer's dtype), ``all_gather`` buffer -> buffer:
-    every socket's block side by side, in socket order, along ``attrs["dim"]`` (the only
-    attribute an AGCU takes; the written block is ``sockets`` times the read one along it).
+    every socket's block side by side, in socket order, along ``attrs["dim"]`` (the written
+    block is ``sockets`` times the read one along it); with ``attrs["group"]`` = g the sockets
+    gather in consecutive groups of g (``s // g``), each getting its group's blocks (g times
+    the read one). These are the only attributes an AGCU takes.
     ``count`` AGCUs share the transfer, each moving its block."""
 
 
@@ -698,7 +711,7 @@ def _check_source(
         )
         return None
     rank = len(value.shape)
-    for field in ("start", "shape", "socket_step"):
+    for field in ("start", "shape", "socket_step", "interleave"):
         got = getattr(source, field)
         if got is not None and len(got) != rank:
             bad(f"{path}.{field}", f"{len(got)} entries for value {value.name!r} of rank {rank}")
@@ -715,7 +728,17 @@ def _check_source(
             f"socket_group {source.socket_group} does not divide the {sockets} sockets",
         )
         return None
-    ranges = [(a, a + n) for a, n in zip(source.start, source.shape)]
+    interleave = source.interleave or [1] * rank
+    dealt = math.prod(interleave)
+    if sockets % dealt or (source.socket_step is not None and source.socket_group % dealt):
+        bad(
+            f"{path}.interleave",
+            f"interleave {interleave} deals rows over {dealt} sockets, which must divide the "
+            f"{source.socket_group if source.socket_step is not None else sockets} sockets "
+            "holding the block",
+        )
+        return None
+    ranges = [(a, a + k * (n - 1) + k) for a, n, k in zip(source.start, source.shape, interleave)]
     shards = sockets // source.socket_group if source.socket_step is not None else 1
     for shard in sorted({0, shards - 1}):
         dim = _out_of_bounds(_shifted(ranges, source.socket_step, shard), value.shape)
@@ -921,7 +944,7 @@ def _check_unit(
     if signature is None:
         _check_move(bad, path, unit, shapes, out, sockets)
     else:
-        _check_compute(bad, path, unit, signature, shapes, out)
+        _check_compute(bad, path, unit, signature, shapes, out, sockets)
 
 
 def _check_access(
@@ -988,8 +1011,15 @@ def _check_move(
         bad(f"{path}.reads", f"{unit.op} reads exactly one block, got {len(unit.reads)}")
         return
     gather = unit.op == "all_gather"
-    if gather and (set(unit.attrs) != {"dim"} or type(unit.attrs["dim"]) is not int):
-        bad(f"{path}.attrs", "all_gather takes one attribute: an integer 'dim'")
+    if gather and (
+        not {"dim"} <= set(unit.attrs) <= {"dim", "group"}
+        or any(type(v) is not int for v in unit.attrs.values())
+    ):
+        bad(f"{path}.attrs", "all_gather takes an integer 'dim' and maybe an integer 'group'")
+        return
+    group = unit.attrs.get("group", sockets) if gather else sockets
+    if gather and (group < 1 or sockets % group):
+        bad(f"{path}.attrs.group", f"group {group} does not divide the {sockets} sockets")
         return
     if unit.attrs and not gather:
         bad(f"{path}.attrs", f"{unit.op} takes no attributes")
@@ -999,13 +1029,11 @@ def _check_move(
     if gather:
         part, whole = src.block_shape(), dst.block_shape()
         dim = unit.attrs["dim"]
-        want = (
-            part[:dim] + [part[dim] * sockets] + part[dim + 1 :] if 0 <= dim < len(part) else None
-        )
+        want = part[:dim] + [part[dim] * group] + part[dim + 1 :] if 0 <= dim < len(part) else None
         if whole != want:
             bad(
                 path,
-                f"all_gather along dim {dim} over {sockets} socket(s) of a {part} block "
+                f"all_gather along dim {dim} over {group} socket(s) of a {part} block "
                 f"writes {want or 'nothing (no such dim)'}, not {whole}",
             )
     elif (sizes := [math.prod(acc.block_shape()) for acc in (src, dst)])[0] != sizes[1]:
@@ -1021,6 +1049,7 @@ def _check_compute(
     signature: _Signature,
     shapes: list[tuple[Access, Param | Buffer] | None],
     out: tuple[Access, Param | Buffer] | None,
+    sockets: int,
 ) -> None:
     if not signature.least <= len(unit.reads) <= signature.most:
         bad(
@@ -1047,6 +1076,17 @@ def _check_compute(
             bad(
                 f"{path}.attr_step.{key}",
                 f"steps an integer attribute of the unit, but {key!r} is not one",
+            )
+    for key, shifts in getattr(unit, "attr_by_socket", {}).items():
+        if type(unit.attrs.get(key)) is not int or any(type(v) is not int for v in shifts):
+            bad(
+                f"{path}.attr_by_socket.{key}",
+                f"shifts an integer attribute of the unit, but {key!r} is not one",
+            )
+        elif len(shifts) != sockets:
+            bad(
+                f"{path}.attr_by_socket.{key}",
+                f"{len(shifts)} entries for the program's {sockets} socket(s)",
             )
     if unit.op == "kv_cache_write" and unit.reads and unit.reads[0] != unit.write:
         bad(
@@ -1109,6 +1149,10 @@ _ATTRS: dict[str, Callable[[Any], str | None]] = {
     "num_kv_heads": _positive_int,
     "top_k": _positive_int,
     "block_start": lambda v: None if type(v) is int and v >= 0 else f"must be >= 0, got {v!r}",
+    "row_offset": lambda v: None if type(v) is int and v >= 0 else f"must be >= 0, got {v!r}",
+    "row_stride": _positive_int,
+    "head_start": lambda v: None if type(v) is int and v >= 0 else f"must be >= 0, got {v!r}",
+    "heads": lambda v: None if v is None else _positive_int(v),
     "num_experts": lambda v: None if v is None else _positive_int(v),
     "sliding_window": lambda v: None if v is None else _positive_int(v),
     "theta": lambda v: _finite(v, minimum=0.0),
@@ -1175,7 +1219,13 @@ def _operand_problem(
             )
     elif op == "attention_combine":
         (part,) = reads
-        if len(part) != 4 or part[3] < 3 or math.prod(write) != part[0] * part[2] * (part[3] - 2):
+        heads = attrs.get("heads") or (part[2] if len(part) == 4 else 0)
+        if (
+            len(part) != 4
+            or part[3] < 3
+            or attrs.get("head_start", 0) + heads > part[2]
+            or math.prod(write) != part[0] * heads * (part[3] - 2)
+        ):
             return f"partials {part} [B, blocks, heads, head_dim + 2] do not make {write}"
     elif op in ("moe_partial", "moe_combine"):
         x, router, *rest = reads

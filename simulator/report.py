@@ -40,6 +40,7 @@ in ``_per_token`` are per step (each sequence gets one token per step).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -90,11 +91,17 @@ def _transfers(program: Program) -> Iterator[tuple[str, int, Tensor]]:
 def _held_by(tensor: Tensor, tensors: dict[str, Tensor], sockets: int) -> int:
     """How many sockets hold the same contents as this socket's copy of ``tensor``: all of
     them when no source is sharded (replicated weights, the residual stream), else the
-    ``socket_group`` of its shards."""
+    ``socket_group`` of its shards, less the sockets among which a shard's rows are dealt
+    (``interleave``: a KV cache dealt along the sequence)."""
     if tensor.aliases is not None:
         tensor = tensors[tensor.aliases]
-    sharded = [s for s in tensor.sources if s.socket_step is not None and any(s.socket_step)]
-    return max(s.socket_group for s in sharded) if sharded else sockets
+    sharded = [
+        s.socket_group if s.socket_step is not None and any(s.socket_step) else sockets
+        for s in tensor.sources
+        if s.interleave is not None or (s.socket_step is not None and any(s.socket_step))
+    ]
+    dealt = [math.prod(s.interleave) for s in tensor.sources if s.interleave is not None]
+    return max(sharded) // max(dealt, default=1) if sharded else sockets
 
 
 class Bounds(msgspec.Struct, frozen=True, kw_only=True):

@@ -27,9 +27,9 @@ What is modelled (all rates and costs from :class:`simulator.hardware.HardwarePr
   leaves idle (requests are served in issue order), so prefetch never slows the current layer.
 * **Links.** Collectives cross the socket's ``p2p_links`` links of ``p2p_bandwidth`` each
   (one shared channel of their sum), with the algorithm :func:`collective_plan` picks for the
-  block size and ``p2p_topology``: one-shot or two-shot (switch) or ring. The block is what
-  the program's buffer holds, in its dtype (f32 partials of a row-split linear cost twice
-  bf16).
+  block size, the sockets taking part (all, or the all-gather's ``group``) and
+  ``p2p_topology``: one-shot or two-shot (switch) or ring. The block is what the program's
+  buffer holds, in its dtype (f32 partials of a row-split linear cost twice bf16).
 * **Buffers and backpressure.** A load stages its bytes in the buffers of its stream: the
   spare capacity of the PMUs it feeds (``sram_bytes x count x (buffers - 1) / buffers``) plus
   the credits of its direct streams (``depth x tile_bytes``). Only its first readers (the
@@ -272,6 +272,7 @@ class _UnitModel:
         "gated_by",
         "cap",
         "barrier",
+        "group",
         "stores",
     )
 
@@ -310,6 +311,7 @@ class _UnitModel:
             if unit.op in ("store", "copy"):
                 self.stores = unit.write.name
         self.barrier = unit.op in COLLECTIVES
+        self.group: int | None = unit.attrs.get("group") if self.barrier else None
         self.producers: list[int] = []
         self.consumers: list[int] = []
         self.gates: list[int] = []  # consumers a load may not run ahead of beyond `cap`
@@ -576,7 +578,7 @@ class _KernelRun:
         share the socket's links with its other collectives in flight (trips in order), and
         the collective runs beside any work that does not wait for it."""
         latency, moved = collective_plan(
-            self.sim.preset, inst.u.op, self.sim.sockets, inst.u.nbytes
+            self.sim.preset, inst.u.op, inst.u.group or self.sim.sockets, inst.u.nbytes
         )
         if moved <= 0 and latency <= 0:
             self._worked(inst)
