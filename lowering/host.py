@@ -174,14 +174,19 @@ class Host:
         shard: llm.ShardAttr | None = None,
     ) -> rdu.SourceAttr:
         """The source of `value` held at `at`: all of it, or on socket s the shard
-        `#llm.shard` gives (block s // group along its dim, group = sockets / parts)."""
+        `#llm.shard` gives (block s // group along its dim, group = sockets / parts, and with
+        an interleave k every k-th row from row s % k along its interleave dim)."""
         at = at or [0] * len(shape)
         if shard is None:
             return rdu.SourceAttr(value, [0] * len(shape), shape, at)
         step = [0] * len(shape)
         step[shard.dim.data] = shape[shard.dim.data]
+        dealt = None
+        if shard.interleave.data > 1:  # rows dealt among the sockets sharing the block
+            dealt = [1] * len(shape)
+            dealt[shard.interleave_dim.data] = shard.interleave.data
         return rdu.SourceAttr(
-            value, [0] * len(shape), shape, at, step, self.sockets // shard.parts.data
+            value, [0] * len(shape), shape, at, step, self.sockets // shard.parts.data, dealt
         )
 
     @staticmethod

@@ -2,8 +2,11 @@
 
 `rdu-pipeline{sockets=1 kernel-looping=true fusion=layer launch=software hw=sn40l ...}` runs
 outline-kernels{policy=fusion} -> kernel-looping (or disable-kernel-looping) -> canonicalize
--> shard-tensor-parallel{sockets} -> lower-dfk-to-rdu{hw hw-overrides launch <mapping knobs>},
-so users need not spell out every pass. Its options are the fields of :class:`RduPipeline`,
+-> shard-tensor-parallel{sockets kv-seq-split hw hw-overrides} -> lower-dfk-to-rdu{hw
+hw-overrides launch <mapping knobs>}, so users need not spell out every pass. `kv-seq-split`
+(-1: the cost model of `passes/context_split.py`) says whether caches whose kv heads are fewer
+than the sockets are dealt along the sequence; it changes the sharded IR, so it is a pipeline
+option, not a lowering knob. Its options are the fields of :class:`RduPipeline`,
 which inherits every knob of the lowering's :class:`Mapping` (a knob added there is an option
 here, and a dimension of `rdu-tune`'s default space, without further edits).
 :func:`compile_program` runs the same passes on a module (or builds one from a model config)
@@ -59,13 +62,25 @@ def refuse_unlooping(module: ModuleOp, kernel_looping: bool) -> None:
         )
 
 
-def _front_passes(*, sockets: int, kernel_looping: bool, fusion: str) -> list[ModulePass]:
-    """The passes before the lowering: they do not depend on the lowering's knobs."""
+def _front_passes(
+    *,
+    sockets: int,
+    kernel_looping: bool,
+    fusion: str,
+    kv_seq_split: int = -1,
+    hw: str = "sn40l",
+    hw_overrides: str = "",
+) -> list[ModulePass]:
+    """The passes before the lowering: they do not depend on the lowering's knobs (the
+    hardware only decides, with `kv_seq_split=-1`, whether caches are dealt along the
+    sequence)."""
     return [
         OutlineKernels(policy=fusion),  # type: ignore[arg-type]
         KernelLooping() if kernel_looping else DisableKernelLooping(),
         CanonicalizePass(),
-        ShardTensorParallel(sockets=sockets),
+        ShardTensorParallel(
+            sockets=sockets, kv_seq_split=kv_seq_split, hw=hw, hw_overrides=hw_overrides
+        ),
     ]
 
 
@@ -78,10 +93,18 @@ def pipeline_passes(
     hw: str = "sn40l",
     hw_overrides: str = "",
     mapping: Mapping = DEFAULT_MAPPING,
+    kv_seq_split: int = -1,
 ) -> list[ModulePass]:
     """The passes of the default pipeline, in order (`mapping`: the lowering's knobs)."""
     return [
-        *_front_passes(sockets=sockets, kernel_looping=kernel_looping, fusion=fusion),
+        *_front_passes(
+            sockets=sockets,
+            kernel_looping=kernel_looping,
+            fusion=fusion,
+            kv_seq_split=kv_seq_split,
+            hw=hw,
+            hw_overrides=hw_overrides,
+        ),
         LowerDfkToRdu(hw=hw, hw_overrides=hw_overrides, launch=launch, **asdict(mapping)),
     ]
 
@@ -100,6 +123,7 @@ class RduPipeline(ModulePass, Mapping):
     launch: Literal["software", "hardware"] = "software"
     hw: str = "sn40l"
     hw_overrides: str = ""
+    kv_seq_split: int = -1  # KV heads fewer than sockets: deal caches over at most this many
 
     def mapping(self) -> Mapping:
         """The lowering's knobs of this pipeline."""
@@ -115,6 +139,7 @@ class RduPipeline(ModulePass, Mapping):
             "hw": self.hw,
             "hw_overrides": self.hw_overrides,
             "mapping": self.mapping(),
+            "kv_seq_split": self.kv_seq_split,
         }
 
     def spec(self) -> str:
@@ -175,6 +200,7 @@ def compile_program(
     hw: str = "sn40l",
     hw_overrides: str = "",
     mapping: Mapping = DEFAULT_MAPPING,
+    kv_seq_split: int = -1,
 ) -> Program:
     """The validated program of one decode step of `model`: an llm module from rdu-import
     (modified in place), a `ModelConfig`, or a preset name / HF config path (`layers` keeps the
@@ -190,6 +216,9 @@ def compile_program(
         batch=batch,
         context=context,
         layers=layers,
+        kv_seq_split=kv_seq_split,
+        hw=hw,
+        hw_overrides=hw_overrides,
     )
     return lower_to_program(
         module, launch=launch, hw=hw, hw_overrides=hw_overrides, mapping=mapping
@@ -205,6 +234,9 @@ def prepare_module(
     batch: int = 1,
     context: int | None = None,
     layers: int | None = None,
+    kv_seq_split: int = -1,
+    hw: str = "sn40l",
+    hw_overrides: str = "",
 ) -> ModuleOp:
     """The first half of :func:`compile_program`: the passes before the lowering (outline,
     loop, canonicalize, shard), which the lowering's knobs do not affect. A caller that lowers
@@ -215,7 +247,15 @@ def prepare_module(
         model = build_decode_step(model, batch=batch, context=context)
     refuse_unlooping(model, kernel_looping)
     ctx = Context()
-    for p in _front_passes(sockets=sockets, kernel_looping=kernel_looping, fusion=fusion):
+    front = _front_passes(
+        sockets=sockets,
+        kernel_looping=kernel_looping,
+        fusion=fusion,
+        kv_seq_split=kv_seq_split,
+        hw=hw,
+        hw_overrides=hw_overrides,
+    )
+    for p in front:
         p.apply(ctx, model)
     return model
 

@@ -174,6 +174,13 @@ def materialize_section(lowering: KernelLowering, units: list[Unit]) -> rdu.Sect
             props["attr_step"] = DictionaryAttr(
                 {k: IntegerAttr(v, i64) for k, v in unit.attr_step.items()}
             )
+        if unit.attr_by_socket:
+            props["attr_by_socket"] = DictionaryAttr(
+                {
+                    k: ArrayAttr([IntegerAttr(v, i64) for v in shifts])
+                    for k, shifts in unit.attr_by_socket.items()
+                }
+            )
         op = cls.create(operands=inputs, result_types=[stream_type], properties=props)
         block.add_op(op)
         ops.append(op)

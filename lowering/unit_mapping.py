@@ -20,6 +20,7 @@ from typing import Any, Literal
 from xdsl.dialects.builtin import (
     BoolAttr,
     IntegerAttr,
+    ModuleOp,
     i64,
 )
 from xdsl.ir import Attribute, Operation, SSAValue
@@ -125,6 +126,7 @@ class Unit:
     tiles: int = 0
     attrs: dict[str, Attribute] = field(default_factory=dict)
     attr_step: dict[str, int] = field(default_factory=dict)
+    attr_by_socket: dict[str, list[int]] = field(default_factory=dict)
     mode: str = "simd"
     sram_bytes: int = 0
     buffers: int = 1
@@ -270,6 +272,7 @@ class KernelLowering:
         attr_step: dict[str, int] | None = None,
         op_name: str | None = None,
         flops: int | None = None,
+        attr_by_socket: dict[str, list[int]] | None = None,
     ) -> Unit:
         """A PCU group; its bytes are the regions it accesses unless the op touches less (a
         gather, the attended KV rows, a KV write's new rows)."""
@@ -291,6 +294,7 @@ class KernelLowering:
                 bytes_written=region_bytes(write) if bytes_written is None else bytes_written,
                 attrs=attrs or {},
                 attr_step=attr_step or {},
+                attr_by_socket=attr_by_socket or {},
                 mode=mode,
             )
         )
@@ -344,13 +348,31 @@ class KernelLowering:
             )
         )
 
+    def _group_gather(self, src: str, dst: str, group: int) -> None:
+        """One AGCU all-gathering `src` along dim 1 into `dst` over consecutive groups of
+        `group` sockets (the sockets sharing a kv head whose cache they deal)."""
+        part, dtype = self.buffers[src]
+        shape = self.buffers[dst][0]
+        self._unit(
+            Unit(
+                "agcu",
+                "all_gather",
+                dst,
+                [Access(src, whole(part))],
+                Access(dst, whole(shape)),
+                bytes_read=bytes_of(part, dtype),
+                bytes_written=bytes_of(shape, dtype),
+                attrs={"dim": IntegerAttr(1, i64), "group": IntegerAttr(group, i64)},
+            )
+        )
+
     def _attrs(self, op: Operation, **overrides: Any) -> dict[str, Attribute]:
         """The op's properties, typed as on the op, as the numerics keywords."""
         assert isinstance(op, IRDLOperation)  # every llm op is defined by IRDL
         attrs: dict[str, Attribute] = {}
         for name in type(op).get_irdl_definition().properties:
             attr = op.properties.get(name)
-            if attr is not None:
+            if attr is not None and name != "context_shards":  # units say it per socket
                 attrs[name] = attr
         for name, value in overrides.items():
             attrs[name] = IntegerAttr(value, i64)
@@ -561,23 +583,41 @@ class KernelLowering:
         new = Access(self._read(op.new), [(0, b), (0, kh * d)], [0, kh * d] if multi else None)
         pos = Access(self._read(op.positions), whole(shape_of(op.positions)))
         self.buffer_of[op.results[0]] = cache
+        shards = llm.context_shards_of(op)
+        dealt = shards > 1  # this socket holds the positions t with t % shards == its own
         self._pcu(
             op,
             [block, new, pos],
             block,
             count,
+            attrs={k: IntegerAttr(v, i64) for k, v in (("row_offset", 0), ("row_stride", shards))}
+            if dealt
+            else None,
+            attr_by_socket={"row_offset": self._socket_members(op, shards)} if dealt else None,
             bytes_read=tensor_bytes(op.new) + tensor_bytes(op.positions),
             bytes_written=op_cost(op).kv_write_bytes,
         )
+
+    @staticmethod
+    def _socket_members(op: Operation, shards: int, scale: int = 1) -> list[int]:
+        """Per socket of the module, `scale` times its place in its group of `shards`."""
+        module = op.get_toplevel_object()
+        sockets = llm.sockets_of(module) if isinstance(module, ModuleOp) else 1
+        return [socket % shards * scale for socket in range(sockets)]
 
     def _attention(self, op: llm.AttentionOp) -> None:
         """Attention over kv-head groups (each unit its heads' whole context) while there are
         enough kv heads for the PCUs it gets; beyond that over context blocks, flash-decoding
         style: `attention_partial` units each attend one block of every kv head's rows
         (f32 partials: weighted sum, maximum, sum of exponentials), `attention_combine` units
-        merge the blocks per query head."""
+        merge the blocks per query head. A cache dealt along the sequence over the k sockets
+        sharing its kv head (`context_shards`) always goes by blocks: the group's queries are
+        all-gathered first, each socket's partials cover all of them over the positions it
+        holds (`row_stride` k, its first position by socket), the partials are all-gathered
+        and each socket combines its own heads (`head_start` by socket)."""
         b, kvh, s, d = shape_of(op.k_cache)
         heads = op.num_heads.value.data
+        shards = llm.context_shards_of(op)
         knob = self.knobs.attention_par
         want = knob if knob > 0 else (self.alloc.pcus(op) or self.knobs.simd_par)
         kv_read = op_cost(op).kv_read_bytes
@@ -589,7 +629,7 @@ class KernelLowering:
         pos = Access(self._read(op.positions), whole(shape_of(op.positions)))
         query = self._read(op.query)
         bytes_read = tensor_bytes(op.query) + kv_read + tensor_bytes(op.positions)
-        if want <= kvh or s == 1:
+        if shards == 1 and (want <= kvh or s == 1):
             count = self.alloc.placed[op] = _divisor(kvh, want)
             kh, qh = kvh // count, heads // count
             multi = count > 1
@@ -612,41 +652,65 @@ class KernelLowering:
         blocks = _divisor(s, want) if knob > 0 else _divisor_at_least(s, want)
         self.alloc.placed[op] = blocks
         rows = s // blocks
-        partial = self._buffer(
-            f"{op.results[0].name_hint or 'attn'}.part", [b, blocks, heads, d + 2], "f32"
-        )
+        name = op.results[0].name_hint or "attn"
+        attended = heads * shards  # the group's query heads
+        if shards > 1:
+            gathered = self._buffer(f"{name}.q", [b, attended * d], dtype_of(op.query))
+            self._group_gather(query, gathered, shards)
+            query = gathered
+            self.group += 1
+        partial = self._buffer(f"{name}.part", [b, blocks, attended, d + 2], "f32")
         caches = [
             Access(c, [(0, b), (0, kvh), (0, rows), (0, d)], [0, 0, rows, 0])
             for c in (k_cache, v_cache)
         ]
-        written = [(0, b), (0, 1), (0, heads), (0, d + 2)]
+        written = [(0, b), (0, 1), (0, attended), (0, d + 2)]
         self._pcu(
             op,
-            [Access(query, whole([b, heads * d])), *caches, pos],
+            [Access(query, whole([b, attended * d])), *caches, pos],
             Access(partial, written, [0, 1, 0, 0]),
             blocks,
             mode="systolic",
-            attrs=self._attrs(op, block_start=0),
-            attr_step={"block_start": rows},
+            attrs=self._attrs(op, num_heads=attended, block_start=0)
+            | ({"row_stride": IntegerAttr(shards, i64)} if shards > 1 else {}),
+            attr_step={"block_start": rows * shards},
+            attr_by_socket={"block_start": self._socket_members(op, shards)}
+            if shards > 1
+            else None,
             op_name="attention_partial",
             bytes_read=bytes_read,
         )
         self.group += 1
+        if shards > 1:
+            gathered = self._buffer(f"{name}.parts", [b, shards * blocks, attended, d + 2], "f32")
+            self._group_gather(partial, gathered, shards)
+            partial, blocks = gathered, shards * blocks
+            self.group += 1
         count = _divisor(heads, self.knobs.simd_par)
         qh = heads // count
         multi = count > 1
         out, _, _ = self._result(op)
+        if shards == 1:
+            reads = Access(
+                partial,
+                [(0, b), (0, blocks), (0, qh), (0, d + 2)],
+                [0, 0, qh, 0] if multi else None,
+            )
+            picked: dict[str, Any] = {}
+        else:  # every unit reads the group's heads and combines its own
+            reads = Access(partial, whole([b, blocks, attended, d + 2]))
+            picked = {
+                "attrs": {"head_start": IntegerAttr(0, i64), "heads": IntegerAttr(qh, i64)},
+                "attr_step": {"head_start": qh},
+                "attr_by_socket": {"head_start": self._socket_members(op, shards, heads)},
+                "bytes_read": b * blocks * heads * (d + 2) * 4,
+            }
         self._pcu(
             op,
-            [
-                Access(
-                    partial,
-                    [(0, b), (0, blocks), (0, qh), (0, d + 2)],
-                    [0, 0, qh, 0] if multi else None,
-                )
-            ],
+            [reads],
             Access(out, [(0, b), (0, qh * d)], [0, qh * d] if multi else None),
             count,
             op_name="attention_combine",
             flops=0,
+            **picked,
         )
