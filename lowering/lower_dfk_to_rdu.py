@@ -74,11 +74,12 @@ from rdu_compiler.lowering.kernels import inplace_pairs, lower_kernel
 from rdu_compiler.lowering.placement import place_tensors
 from rdu_compiler.lowering.tensor_types import element_type
 from rdu_compiler.lowering.unit_mapping import Mapping
-from rdu_compiler.rdu_dialect import dfk, rdu
+from rdu_compiler.passes.context_split import ContextSplit, plan_context_split
+from rdu_compiler.rdu_dialect import dfk, llm, rdu
 from rdu_compiler.rdu_dialect.interpreter import ENTRY
 from rdu_compiler.rdu_dialect.llm import sockets_of
 from rdu_compiler.rdu_dialect.ssa import require_dominance
-from rdu_compiler.simulator.hardware import PresetError, get_preset
+from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
 
 __all__ = ["HARDWARE_ATTR", "LowerDfkToRdu", "Mapping"]
 
@@ -152,6 +153,8 @@ class LowerDfkToRdu(ModulePass):
         summary = place_tensors(tensors, preset, sockets, model)
         if self.summary:
             print(f"remark: lower-dfk-to-rdu: {summary}", file=sys.stderr)
+            if (shared := _shared_kv_heads(op, step, preset)) is not None:
+                print(f"remark: lower-dfk-to-rdu: {shared.describe()}", file=sys.stderr)
             for plan in plans.values():
                 for line in plan.allocation.report(preset):
                     print(f"remark: lower-dfk-to-rdu: kernel @{plan.name}: {line}", file=sys.stderr)
@@ -188,3 +191,25 @@ class LowerDfkToRdu(ModulePass):
         main.body.block.add_ops([*host.launches, rdu.SyncOp(), func.ReturnOp()])
         body.add_op(main)
         op.attributes[HARDWARE_ATTR] = StringAttr(preset.name)
+
+
+def _shared_kv_heads(
+    module: ModuleOp, step: func.FuncOp, preset: HardwarePreset
+) -> ContextSplit | None:
+    """How the sharding shared kv heads fewer than the sockets (replicated, or dealt along the
+    sequence: the cache's `#llm.shard` interleave), with the cost model's figures for the
+    summary; None when every socket has kv heads of its own."""
+    sockets = sockets_of(module)
+    attrs = step.arg_attrs.data[2].data if step.arg_attrs else {}
+    shard = attrs.get(llm.SHARD_ATTR)
+    attentions = [o for o in module.walk() if isinstance(o, llm.AttentionOp)]
+    if not isinstance(shard, llm.ShardAttr) or shard.parts.data == sockets or not attentions:
+        return None
+    return plan_context_split(
+        attentions,
+        sockets,
+        sockets // shard.parts.data,
+        preset,
+        sharded=True,
+        knob=shard.interleave.data,
+    )

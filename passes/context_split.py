@@ -28,7 +28,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from xdsl.ir import Operation
+
 from rdu_compiler.passes.cost_model import tensor_bytes
+from rdu_compiler.rdu_dialect.dfk import LoopOp
 from rdu_compiler.rdu_dialect.llm import AttentionOp, context_shards_of
 from rdu_compiler.rdu_dialect.tensors import tensor_shape
 from rdu_compiler.simulator.hardware import HardwarePreset, collective_plan
@@ -44,7 +47,6 @@ class ContextSplit:
     shards: int
     replicas: int
     seconds: dict[int, float]
-    forced: bool
 
     def describe(self) -> str:
         """One line for a summary: the choice and the cost model's figures."""
@@ -53,11 +55,20 @@ class ContextSplit:
             for k, t in sorted(self.seconds.items())
         )
         how = "replicated" if self.shards == 1 else f"dealt along the sequence over {self.shards}"
-        why = "kv-seq-split" if self.forced else "the cost model"
         return (
-            f"KV caches: each kv head shared by {self.replicas} sockets, {how} ({why}; KV "
-            f"reads + combine per step and socket: {figures})"
+            f"KV caches: each kv head shared by {self.replicas} sockets, {how} (cost model, KV "
+            f"reads + combine per step and socket: {figures}; kv-seq-split overrides)"
         )
+
+
+def _trips(op: Operation) -> int:
+    """How many times a step runs `op`: once, or once per trip of each loop around it."""
+    trips, parent = 1, op.parent_op()
+    while parent is not None:
+        if isinstance(parent, LoopOp):
+            trips *= parent.trip_count
+        parent = parent.parent_op()
+    return trips
 
 
 def _divisors(n: int) -> list[int]:
@@ -83,22 +94,23 @@ def plan_context_split(
     for k in _divisors(replicas):
         total = 0.0
         for op in attentions:
+            trips = _trips(op)
             batch, _, context, head_dim = tensor_shape(op.k_cache)
             positions = context * context_shards_of(op)  # the whole sequence
             window = op.sliding_window.value.data if op.sliding_window else positions
             row = tensor_bytes(op.k_cache) // (tensor_shape(op.k_cache)[1] * context)
             heads_per_socket = op.num_heads.value.data // (1 if sharded else sockets)
             attended = -(-min(positions, window) // k)
-            total += 2 * attended * row / hbm  # K and V rows of one kv head
+            total += trips * 2 * attended * row / hbm  # K and V rows of one kv head
             if k > 1:  # gather the group's queries, then their partials
                 query = tensor_bytes(op.query) // (op.num_heads.value.data // heads_per_socket)
                 partial = batch * k * heads_per_socket * (head_dim + 2) * 4
                 for block in (query, partial):
                     latency, moved = collective_plan(preset, "all_gather", k, block)
-                    total += latency + moved / (preset.p2p_bandwidth * preset.p2p_links)
+                    total += trips * (latency + moved / (preset.p2p_bandwidth * preset.p2p_links))
         seconds[k] = total
     if knob > 0:
         shards = max(k for k in seconds if k <= knob)
     else:
         shards = min(seconds, key=lambda k: (seconds[k], k))
-    return ContextSplit(shards, replicas, seconds, knob > 0)
+    return ContextSplit(shards, replicas, seconds)

@@ -144,8 +144,9 @@ def op_cost(op: Operation) -> OpCost:
         return _dense(2 * batch * outputs * inputs, weights)
     if isinstance(op, AttentionOp):
         batch, kv_heads, context, head_dim = tensor_shape(op.k_cache)
-        window = op.sliding_window.value.data if op.sliding_window else context
-        attended = min(context, -(-window // context_shards_of(op)))
+        attended = context
+        if op.sliding_window:  # of the window's positions, the ones this cache holds
+            attended = min(context, -(-op.sliding_window.value.data // context_shards_of(op)))
         heads = op.num_heads.value.data * context_shards_of(op)  # the group's queries
         row = tensor_bytes(op.k_cache) // (batch * kv_heads * context)  # one head's row
         return _dense(

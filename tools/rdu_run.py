@@ -295,7 +295,7 @@ def _model(args: argparse.Namespace):
 def _apply_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     """--pipeline: rdu-tune's options replayed. Its sockets, launch, looping and hardware
     become the run's (a flag that contradicts them is refused); returns the rest (fusion, the
-    lowering's knobs) for `compile_program`."""
+    lowering's knobs, kv-seq-split) for `compile_program`."""
     if args.pipeline is None:
         return {}
     from rdu_compiler.lowering.pipeline import RduPipeline
@@ -316,7 +316,11 @@ def _apply_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     args.sockets, args.launch, args.hardware = [pipeline.sockets], pipeline.launch, pipeline.hw
     args.hw_override = [pipeline.hw_overrides] if pipeline.hw_overrides else []
     args.no_kernel_looping = args.no_kernel_looping or not pipeline.kernel_looping
-    return {"fusion": pipeline.fusion, "mapping": pipeline.mapping()}
+    return {
+        "fusion": pipeline.fusion,
+        "mapping": pipeline.mapping(),
+        "kv_seq_split": pipeline.kv_seq_split,
+    }
 
 
 def _hardware(args: argparse.Namespace):

@@ -22,10 +22,11 @@ def compiled(
     fusion: str = "layer",
     hw_overrides: str = "",
     mapping: Mapping | None = None,
+    kv_seq_split: int = -1,
 ) -> Program:
     """``compile_program``; with ``hw_overrides`` (e.g. fewer PCUs, to force kernels split
     into sections) the same passes with the lowering's ``hw-overrides`` option; ``mapping``:
-    the lowering's knobs."""
+    the lowering's knobs; ``kv_seq_split`` the pipeline's option of that name."""
     from rdu_compiler.lowering.pipeline import compile_program
 
     mapping = mapping or Mapping()
@@ -39,6 +40,7 @@ def compiled(
             launch=launch,
             fusion=fusion,
             mapping=mapping,
+            kv_seq_split=kv_seq_split,
         )
     from xdsl.context import Context
 
@@ -50,7 +52,13 @@ def compiled(
 
     module = build_decode_step(load_model_config(model), batch=batch, context=context)
     ctx = Context()
-    passes = pipeline_passes(sockets=sockets, kernel_looping=looped, launch=launch, fusion=fusion)
+    passes = pipeline_passes(
+        sockets=sockets,
+        kernel_looping=looped,
+        launch=launch,
+        fusion=fusion,
+        kv_seq_split=kv_seq_split,
+    )
     lower = LowerDfkToRdu(launch=launch, hw_overrides=hw_overrides, **asdict(mapping))
     for p in (*passes[:-1], lower):
         p.apply(ctx, module)

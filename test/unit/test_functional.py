@@ -6,6 +6,7 @@ large for this machine is refused with the memory it needs."""
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -173,6 +174,48 @@ def test_collective_dtype_f32_is_exact_and_bf16_halves_the_links(preset, sockets
         check_logits(got, tokens, logits, BF16_ULPS, f"{preset} x{sockets} step {position}")
 
 
+# KV heads fewer than sockets, each kv head's cache dealt along the sequence over `split` of
+# the sockets sharing it (forced: at these contexts the cost model replicates): the tiny
+# presets' 2 kv heads on 4 sockets, and one-kv-head variants (test/unit/configs) on 2 and 4,
+# over all (4 of 4) or some (2 of 4) of the sockets sharing the head; one of them with
+# several context blocks per socket as well.
+CONFIGS = Path(__file__).parent / "configs"
+MQA = [str(CONFIGS / "tiny-llama-mqa.json"), str(CONFIGS / "tiny-mistral-mqa.json")]
+DEALT = [
+    *((preset, 4, 2, None) for preset in TINY),
+    *((model, n, k, None) for model in MQA for n, k in ((2, 2), (4, 4), (4, 2))),
+    (MQA[1], 2, 2, FEATURES),
+]
+
+
+@pytest.mark.parametrize("looped", [True, False], ids=["looped", "unlooped"])
+@pytest.mark.parametrize(
+    "model, sockets, split, mapping",
+    DEALT,
+    ids=[f"{Path(m).stem}-x{n}-dealt{k}{'-blocks' if f else ''}" for m, n, k, f in DEALT],
+)
+def test_caches_dealt_along_the_sequence_match_reference(model, sockets, split, mapping, looped):
+    fed, want = reference_run(model)
+    program = compiled(
+        model,
+        sockets=sockets,
+        looped=looped,
+        batch=BATCH,
+        context=CONTEXT,
+        mapping=mapping,
+        kv_seq_split=split,
+    )
+    units = [u for k in program.kernels for s in k.sections for u in s.units]
+    gathers = {u.attrs.get("group") for u in units if u.op == "all_gather"}
+    assert split in gathers and any(u.op == "attention_partial" for u in units)
+    sim = FunctionalSimulator(program, RandomWeights(SEED))
+    for position, logits in enumerate(want):
+        got, tokens = sim.decode(
+            np.full(BATCH, fed[position], np.int32), np.full(BATCH, position, np.int32)
+        )
+        check_logits(got, tokens, logits, BF16_ULPS, f"{model} x{sockets} step {position}")
+
+
 def corrupt(program, unit_id: str, mutate) -> object:
     """The program with one unit's JSON changed (still a valid program)."""
     builtins = msgspec.to_builtins(program)
@@ -246,6 +289,31 @@ def test_corrupted_split_gives_a_mismatch(preset, unit_id, mutate):
     # positions 0 .. 5 reach the second block of 4 rows: two of six rows go astray
     bad = corrupt(program, unit_id, mutate)
     _assert_mismatch(preset, program, bad, steps=len(PROMPT) + STEPS - 1, factor=2)
+
+
+@pytest.mark.parametrize(
+    "unit_id, mutate",
+    [
+        # the combine merges only this socket's partials, not the other socket's
+        ("attn", lambda u: u["reads"][0]["ranges"].__setitem__(1, [0, 1])),
+        # every socket combines the heads of the group's first socket
+        ("attn", lambda u: u["attr_by_socket"].update(head_start=[0, 0])),
+        # both sockets' partials take their rows for the even positions
+        ("attn.part", lambda u: u["attr_by_socket"].update(block_start=[0, 0])),
+        # both sockets write the new rows of the even positions
+        ("kc.ld", lambda u: u["attr_by_socket"].update(row_offset=[0, 0])),
+    ],
+    ids=["combine-own-partials", "combine-heads", "partial-positions", "write-positions"],
+)
+def test_corrupted_cross_socket_combine_gives_a_mismatch(unit_id, mutate):
+    """A cache dealt along the sequence over 2 sockets: the cross-socket combine and the
+    per-socket positions, each wrong in one way, change the answer."""
+    exact = Mapping(collective_dtype="f32")  # the good program equals the reference exactly
+    program = compiled(
+        MQA[0], sockets=2, batch=BATCH, context=CONTEXT, mapping=exact, kv_seq_split=2
+    )
+    bad = corrupt(program, unit_id, mutate)
+    _assert_mismatch(MQA[0], program, bad, steps=len(PROMPT) + STEPS - 1, factor=2)
 
 
 @pytest.mark.parametrize("looped", [True, False], ids=["looped", "unlooped"])
