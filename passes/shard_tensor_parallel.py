@@ -16,7 +16,12 @@ stamped `llm.sockets = N` (later stages read it). What is split (docs/tensor_par
 KV heads fewer than sockets (N = m * kv_heads): the kv-head dim is cut in `kv_heads` parts, so
 each rank holds the one kv head its query heads use (group mapping: rank r holds q heads
 [r*h/N, (r+1)*h/N) and kv head r*kv_heads/N), replicated on m ranks: `#llm.shard` with
-`parts < N` marks that replication, whose bytes are real traffic.
+`parts < N` marks that replication, whose bytes are real traffic. Or (`kv-seq-split`, -1: the
+cost model of `passes/context_split.py` on the hardware preset `hw`) the caches are dealt
+along the sequence over k of the m ranks (`#llm.shard` interleave k: rank r holds every k-th
+position from r % k), and `llm.kv_cache_write` / `llm.attention` get `context_shards = k`:
+each rank writes the positions it holds, and the group gathers queries and partials
+(docs/tensor_parallelism.md). K / V projections stay replicated.
 
 How (the same on llm, outlined and looped IR, since it never looks at where ops are): values
 that must be cut alike form classes (a union-find): an elementwise op's operands and result, a

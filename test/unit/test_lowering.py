@@ -6,15 +6,18 @@ sections still compute exactly what the reference does.
 (The functional check of ordinary programs against the reference is the simulator's, in
 `test_functional.py`; here only what the sections add is run.)"""
 
+import re
+
 import msgspec
 import numpy as np
 import pytest
+from xdsl.context import Context
 from xdsl.utils.exceptions import PassFailedException
 
 from rdu_compiler.frontend.builder import build_decode_step
 from rdu_compiler.frontend.config import list_presets, load_model_config
 from rdu_compiler.lowering.allocation import PACE
-from rdu_compiler.lowering.lower_dfk_to_rdu import Mapping
+from rdu_compiler.lowering.lower_dfk_to_rdu import LowerDfkToRdu, Mapping
 from rdu_compiler.lowering.pipeline import compile_program
 from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine
 from rdu_compiler.simulator.functional import FunctionalSimulator
@@ -79,10 +82,40 @@ def test_stacked_results_of_a_loop_are_written_trip_by_trip():
     assert (launch.label, launch.layers) == ("layer 0", [0] * kernel.loop.trips)
 
 
-@pytest.mark.parametrize("preset, sockets", [("tiny-llama", 1), ("tiny-mixtral", 2)])
-def test_same_input_gives_identical_bytes(preset, sockets):
-    first, second = (encode_program(compile_program(preset, sockets=sockets)) for _ in range(2))
+@pytest.mark.parametrize(
+    "preset, sockets, split", [("tiny-llama", 1, -1), ("tiny-mixtral", 2, -1), ("tiny-qwen2", 4, 2)]
+)
+def test_same_input_gives_identical_bytes(preset, sockets, split):
+    first, second = (
+        encode_program(compile_program(preset, sockets=sockets, kv_seq_split=split))
+        for _ in range(2)
+    )
     assert first == second
+
+
+def test_looping_changes_only_the_schedule_of_caches_dealt_along_the_sequence():
+    """The dealt attention's units (query and partial gathers, per-socket positions) are
+    the same in the looped and unlooped programs."""
+    looped, flat = (
+        compile_program("tiny-llama", sockets=4, kernel_looping=k, kv_seq_split=2)
+        for k in (True, False)
+    )
+    body, layer = _layer_kernel(looped), _layer_kernel(flat)
+    assert (body.params, body.sections) == (layer.params, layer.sections)
+    assert any(u.attrs.get("group") == 2 for s in body.sections for u in s.units)
+
+
+def test_summary_shows_how_shared_kv_heads_are_held(capsys):
+    """`summary=true` says whether kv heads shared by several sockets are replicated or dealt
+    along the sequence, with the cost model's figures; `kv-seq-split` overrides the choice."""
+    from rdu_compiler.lowering.pipeline import prepare_module
+
+    for split, how in ((-1, "replicated"), (2, "dealt along the sequence over 2")):
+        module = prepare_module("tiny-llama", sockets=4, context=16, kv_seq_split=split)
+        LowerDfkToRdu(summary=True).apply(Context(), module)
+        err = capsys.readouterr().err
+        assert f"KV caches: each kv head shared by 2 sockets, {how} (cost model" in err
+        assert re.search(r"replicated [0-9.]+ us, dealt over 2 [0-9.]+ us", err)
 
 
 def _layer_kernel(program: Program) -> Kernel:

@@ -626,7 +626,16 @@ def test_all_gather_validation():
     where = "$.kernels[1].sections[0].units[13]"
     rejected(
         encoded(_gathering_toy(attrs={})),
-        f"{where}.attrs: all_gather takes one attribute: an integer 'dim'",
+        f"{where}.attrs: all_gather takes an integer 'dim' and maybe an integer 'group'",
+    )
+    rejected(
+        encoded(_gathering_toy(attrs={"dim": 1, "group": 3})),
+        f"{where}.attrs.group: group 3 does not divide the 2 sockets",
+    )
+    rejected(  # a group of one socket gathers only its own block
+        encoded(_gathering_toy(attrs={"dim": 1, "group": 1})),
+        f"{where}: all_gather along dim 1 over 1 socket(s) of a [2, 8] block writes [2, 8], "
+        "not [2, 16]",
     )
     rejected(
         encoded(_gathering_toy(attrs={"dim": 0})),
@@ -634,6 +643,28 @@ def test_all_gather_validation():
         "[4, 8], not [2, 16]",
     )
     rejected(encoded(_gathering_toy(attrs={"dim": 2})), "writes nothing (no such dim), not [2, 16]")
+
+
+def test_dealt_cache_validation():
+    """A cache dealt along the sequence over 2 sockets: its sources' interleave must divide
+    the sockets sharing the block, and per-socket attributes need one entry per socket."""
+    from compiled import compiled
+
+    mqa = str(Path(__file__).parent / "configs" / "tiny-llama-mqa.json")
+    program = compiled(mqa, sockets=2, batch=1, context=8, kv_seq_split=2)
+    d = msgspec.to_builtins(program)
+    load_program(encoded(d))
+    t = next(i for i, t in enumerate(d["tensors"]) if t["name"] == "k_cache")
+    d["tensors"][t]["sources"][0]["interleave"] = [1, 1, 1, 4, 1]
+    rejected(
+        encoded(d),
+        f"$.tensors[{t}].sources[0].interleave: interleave [1, 1, 1, 4, 1] deals rows over 4 "
+        "sockets, which must divide the 2 sockets holding the block",
+    )
+    d = msgspec.to_builtins(program)
+    units = [u for k in d["kernels"] for s in k["sections"] for u in s["units"]]
+    next(u for u in units if u["id"] == "attn")["attr_by_socket"]["head_start"] = [0, 2, 4]
+    rejected(encoded(d), "attr_by_socket.head_start: 3 entries for the program's 2 socket(s)")
 
 
 def replace_unit(program: Program, kernel: int, index: int, **changes: Any) -> Program:

@@ -366,11 +366,13 @@ def test_param_shard_is_verified_against_the_socket_count(sockets, message):
         }""").verify()
 
 
-def test_generic_form_of_a_sharded_module_parses_with_mlir_opt():
+@pytest.mark.parametrize("split", [1, 2], ids=["replicated-kv", "kv-dealt"])
+def test_generic_form_of_a_sharded_module_parses_with_mlir_opt(split):
     mlir_opt = find_mlir_opt()
     if mlir_opt is None:
         pytest.skip("upstream mlir-opt not found")
-    module = apply(build("tiny-llama", layers=1), OutlineKernels(), KernelLooping(), shard(4))
+    sharding = ShardTensorParallel(sockets=4, kv_seq_split=split)
+    module = apply(build("tiny-llama", layers=1), OutlineKernels(), KernelLooping(), sharding)
     text = io.StringIO()
     Printer(stream=text, print_generic_format=True).print_op(module)
     upstream = run_tool(

@@ -9,6 +9,8 @@
 // RUN: rdu-import qwen2.5-7b --layers 1 | not rdu-opt -p 'shard-tensor-parallel{sockets=8}' 2>&1 | filecheck %s --check-prefix=QWEN
 // RUN: not rdu-opt %s -p 'shard-tensor-parallel{sockets=3}' 2>&1 | filecheck %s --check-prefix=COUNT
 // RUN: rdu-opt %s -p 'shard-tensor-parallel{sockets=2}' | not rdu-opt -p 'shard-tensor-parallel{sockets=4}' 2>&1 | filecheck %s --check-prefix=AGAIN
+// RUN: rdu-import tiny-llama --layers 2 --context 8 | rdu-opt -p 'outline-kernels,kernel-looping,shard-tensor-parallel{sockets=4 kv-seq-split=2}' | filecheck %s --check-prefix=DEAL
+// RUN: rdu-import tiny-llama --layers 1 | not rdu-opt -p 'shard-tensor-parallel{sockets=4 kv-seq-split=0}' 2>&1 | filecheck %s --check-prefix=DEALBAD
 
 // One decoder layer (hidden 8, 4 query heads and 2 kv heads of dim 2, intermediate 8, vocab
 // 16, context 4) with a q bias. Megatron sharding: q/k/v column-split by heads, o_proj
@@ -157,3 +159,12 @@ builtin.module attributes {llm.model = "toy"} {
 // QWEN:  error: pass 'shard-tensor-parallel' failed: qwen2.5-7b (28 attention heads, 4 kv heads) cannot be split over 8 sockets: the 28 query heads are not a multiple of 8 (supported: 1, 2, 4 sockets)
 // COUNT: error: pass 'shard-tensor-parallel' failed: sockets=3 is not supported (one of 1, 2, 4, 8, 16)
 // AGAIN: error: pass 'shard-tensor-parallel' failed: the module is already sharded over 2 sockets (llm.sockets); shard the unsharded module over 4 instead
+
+// KV heads fewer than sockets, caches dealt along the sequence (kv-seq-split=2): 2 kv heads on
+// 4 sockets, each kv head's 8 positions dealt over the 2 sockets sharing it (4 rows each,
+// every other position); the write and the attention say so (`context_shards`).
+// DEAL:      dfk.kernel @decoder_layer.looped({{.*}} %kc: tensor<2x1x1x4x16xbf16>, %vc: tensor<2x1x1x4x16xbf16>
+// DEAL:        llm.kv_cache_write {{.*}} {context_shards = 2 : i64} : tensor<1x1x4x16xbf16>, tensor<1x16xbf16>, tensor<1xi32>
+// DEAL:        llm.attention {{.*}} {num_heads = 1 : i64, num_kv_heads = 1 : i64, head_dim = 16 : i64, context_shards = 2 : i64}
+// DEAL:      func.func @decode_step({{.*}} %k_cache: tensor<2x1x1x4x16xbf16> {llm.shard = #llm.shard<dim = 2, parts = 2, interleave_dim = 3, interleave = 2>}
+// DEALBAD: error: pass 'shard-tensor-parallel' failed: kv-seq-split must be >= 1 (or -1: from the cost model), got 0

@@ -295,3 +295,24 @@ builtin.module attributes {llm.sockets = 4 : i64} {
 %x, %r, %g, %d = "test.op"() : () -> (tensor<1x64xbf16>, tensor<4x64xbf16>, tensor<4x96x64xbf16>, tensor<4x64x128xbf16>)
 %y = llm.moe %x, %r, %g, %g, %d {num_experts = 4 : i64, top_k = 2 : i64} : tensor<1x64xbf16>, tensor<4x64xbf16>, tensor<4x96x64xbf16>, tensor<4x96x64xbf16>, tensor<4x64x128xbf16>
 // CHECK: llm.moe: down must be [4, 64, 96] ([num_experts, hidden, intermediate]), got tensor<4x64x128xbf16>
+
+// -----
+
+// llm.kv_cache_write / llm.attention: context_shards must divide the socket count
+builtin.module attributes {llm.sockets = 4 : i64} {
+  func.func @f(%c: tensor<1x1x4x32xbf16>, %new: tensor<1x32xbf16>, %pos: tensor<1xi32>) {
+    %y = llm.kv_cache_write %c, %new, %pos {context_shards = 3 : i64} : tensor<1x1x4x32xbf16>, tensor<1x32xbf16>, tensor<1xi32>
+    func.return
+  }
+}
+// CHECK: llm.kv_cache_write: context_shards 3 must divide the module's 4 socket(s) (llm.sockets)
+
+// -----
+
+builtin.module attributes {llm.sockets = 4 : i64} {
+  func.func @f(%q: tensor<1x64xbf16>, %c: tensor<1x1x4x32xbf16>, %pos: tensor<1xi32>) {
+    %a = llm.attention %q, %c, %c, %pos {num_heads = 2 : i64, num_kv_heads = 1 : i64, head_dim = 32 : i64, context_shards = 0 : i64} : tensor<1x64xbf16>, tensor<1x1x4x32xbf16>, tensor<1x1x4x32xbf16>, tensor<1xi32>
+    func.return
+  }
+}
+// CHECK: llm.attention: context_shards must be positive, got 0
