@@ -655,7 +655,7 @@ class KernelLowering:
         name = op.results[0].name_hint or "attn"
         attended = heads * shards  # the group's query heads
         if shards > 1:
-            gathered = self._buffer(f"{name}.q", [b, attended * d], dtype_of(op.query))
+            gathered = self._buffer(f"{name}.q", [b, attended * d], dtype_name(op.query))
             self._group_gather(query, gathered, shards)
             query = gathered
             self.group += 1
