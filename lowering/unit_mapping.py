@@ -613,8 +613,9 @@ class KernelLowering:
         merge the blocks per query head. A cache dealt along the sequence over the k sockets
         sharing its kv head (`context_shards`) always goes by blocks: the group's queries are
         all-gathered first, each socket's partials cover all of them over the positions it
-        holds (`row_stride` k, its first position by socket), the partials are all-gathered
-        and each socket combines its own heads (`head_start` by socket)."""
+        holds (`row_stride` k, its first position by socket), `attention_merge` units fold
+        its blocks into one partial, the partials are all-gathered and each socket combines
+        its own heads (`head_start` by socket)."""
         b, kvh, s, d = shape_of(op.k_cache)
         heads = op.num_heads.value.data
         shards = llm.context_shards_of(op)
@@ -681,6 +682,21 @@ class KernelLowering:
             bytes_read=bytes_read,
         )
         self.group += 1
+        if shards > 1 and blocks > 1:  # one partial per socket, whatever its blocks
+            merged = self._buffer(f"{name}.merged", [b, 1, attended, d + 2], "f32")
+            units = _divisor(attended, self.knobs.simd_par)
+            per = attended // units
+            step = [0, 0, per, 0] if units > 1 else None
+            self._pcu(
+                op,
+                [Access(partial, [(0, b), (0, blocks), (0, per), (0, d + 2)], step)],
+                Access(merged, [(0, b), (0, 1), (0, per), (0, d + 2)], step),
+                units,
+                op_name="attention_merge",
+                flops=0,
+            )
+            partial, blocks = merged, 1
+            self.group += 1
         if shards > 1:
             gathered = self._buffer(f"{name}.parts", [b, shards * blocks, attended, d + 2], "f32")
             self._group_gather(partial, gathered, shards)

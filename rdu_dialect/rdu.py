@@ -133,6 +133,7 @@ class PcuCompute(StrEnum):
     ATTENTION = "attention"
     ATTENTION_PARTIAL = "attention_partial"
     ATTENTION_COMBINE = "attention_combine"
+    ATTENTION_MERGE = "attention_merge"
     SILU = "silu"
     GELU = "gelu"
     ADD = "add"

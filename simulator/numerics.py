@@ -26,7 +26,7 @@ Conventions (the contract)
   ``h*head_dim : (h+1)*head_dim``). Positions are one int per batch entry (entries may differ).
   Weights use the Hugging Face layout (``linear`` weight ``[out, in]``).
 * **Dispatch.** ``OPS[name]`` maps an llm op's short name (and the parts of an op that units
-  split: ``attention_partial`` / ``attention_combine``, ``moe_partial`` / ``moe_combine``) to its
+  split: ``attention_partial`` / ``attention_merge`` / ``attention_combine``, ``moe_partial`` / ``moe_combine``) to its
   function. Positional parameters
   are the op's operands in IR order; keyword parameters are its attributes. Every op accepts
   ``out_dtype=`` to override the result dtype.
@@ -65,6 +65,7 @@ __all__ = [
     "argmax",
     "attention",
     "attention_combine",
+    "attention_merge",
     "attention_partial",
     "bytes_of",
     "dtype_from_name",
@@ -718,6 +719,29 @@ def attention_partial(
     return out.reshape(b, num_heads, head_dim + 2)
 
 
+def attention_merge(partials: np.ndarray, *, out_dtype: DTypeLike = None) -> np.ndarray:
+    """Merge the blocks of :func:`attention_partial` into one partial, still unnormalized:
+    ``partials [B, blocks, NH, D + 2]`` (f32) -> ``[B, 1, NH, D + 2]`` f32 with the largest
+    block maximum ``M``, ``sum_j e^(m_j - M) o_j`` and ``sum_j e^(m_j - M) l_j`` (blocks with no
+    attended row drop out; none at all gives ``M = -inf`` and zeros). What a socket holding
+    part of a sequence sends to the others of its group, whatever its number of blocks; never
+    rounded (``out_dtype`` only for the dispatch convention)."""
+    del out_dtype
+    p32 = to_f32(partials)
+    if p32.ndim != 4:
+        raise ValueError(f"attention_merge: partials must be [B, blocks, NH, D+2], got {p32.shape}")
+    d = p32.shape[3] - 2
+    m = p32[..., d]
+    top = np.max(m, axis=1, keepdims=True)  # [B, 1, NH]
+    with np.errstate(invalid="ignore"):
+        w = np.where(np.isneginf(m), np.float32(0), np.exp(m - top))  # [B, blocks, NH]
+    out = np.empty((p32.shape[0], 1, *p32.shape[2:]), np.float32)
+    out[..., :d] = np.sum(w[..., None] * p32[..., :d], axis=1, keepdims=True, dtype=np.float32)
+    out[..., d] = top
+    out[..., d + 1] = np.sum(w * p32[..., d + 1], axis=1, keepdims=True, dtype=np.float32)
+    return out
+
+
 def attention_combine(
     partials: np.ndarray,
     *,
@@ -950,6 +974,7 @@ OPS: dict[str, Callable[..., np.ndarray]] = {
     "attention": attention,
     "attention_partial": attention_partial,
     "attention_combine": attention_combine,
+    "attention_merge": attention_merge,
     "silu": silu,
     "gelu": gelu,
     "add": add,

@@ -1217,6 +1217,10 @@ def _operand_problem(
                 f"q {q}, cache blocks {k} and {v}, positions {pos} and write {write} do not fit "
                 f"{nh} heads over {kvh} kv heads of head_dim {d} (partials [B, {nh}, {d}+2])"
             )
+    elif op == "attention_merge":
+        (part,) = reads
+        if len(part) != 4 or part[3] < 3 or write != [part[0], 1, *part[2:]]:
+            return f"partials {part} [B, blocks, heads, head_dim + 2] do not merge into {write}"
     elif op == "attention_combine":
         (part,) = reads
         heads = attrs.get("heads") or (part[2] if len(part) == 4 else 0)

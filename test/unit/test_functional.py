@@ -208,6 +208,8 @@ def test_caches_dealt_along_the_sequence_match_reference(model, sockets, split, 
     units = [u for k in program.kernels for s in k.sections for u in s.units]
     gathers = {u.attrs.get("group") for u in units if u.op == "all_gather"}
     assert split in gathers and any(u.op == "attention_partial" for u in units)
+    # several blocks per socket are merged into the one partial the socket sends
+    assert mapping is None or any(u.op == "attention_merge" for u in units)
     sim = FunctionalSimulator(program, RandomWeights(SEED))
     for position, logits in enumerate(want):
         got, tokens = sim.decode(

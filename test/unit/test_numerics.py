@@ -726,6 +726,13 @@ def test_attention_over_interleaved_caches_equals_attention(stride, window):
     got = N.attention_combine(np.stack(parts, axis=1))
     want = N.attention(q, whole_k, v, pos, **kw)
     np.testing.assert_allclose(f64(got), f64(want), rtol=2**-7, atol=1e-6)
+    # each socket merges its blocks into one partial first (what it sends its group)
+    merged = [
+        N.attention_merge(np.stack(parts[i * rows : (i + 1) * rows], axis=1)) for i in range(stride)
+    ]
+    assert merged[0].shape == (b, 1, nh, d + 2) and merged[0].dtype == np.float32
+    again = N.attention_combine(np.concatenate(merged, axis=1))
+    np.testing.assert_allclose(f64(again), f64(want), rtol=2**-7, atol=1e-6)
     with pytest.raises(IndexError, match="max_context 8"):
         N.kv_cache_write(k[:, :, ::stride], new, [0, 1, 8], row_offset=0, row_stride=stride)
 
@@ -782,6 +789,7 @@ def test_ops_table():
         "attention",
         "attention_partial",
         "attention_combine",
+        "attention_merge",
         "silu",
         "gelu",
         "add",
