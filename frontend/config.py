@@ -536,18 +536,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         use_sliding_window=False,
         max_window_layers=28,
     ),
-    "qwen3": dict(
-        rms_norm_eps=1e-6,
-        rope_theta=10000.0,
-        max_position_embeddings=32768,
-        tie_word_embeddings=False,
-        hidden_act="silu",
-        sliding_window=4096,
-        use_sliding_window=False,
-        max_window_layers=28,
-        head_dim=128,
-    ),
 }
+_DEFAULTS["qwen3"] = dict(_DEFAULTS["qwen2"], head_dim=128)  # Qwen3Config: Qwen2's and head_dim
 
 _LAYER_TYPES = ("sliding_attention", "full_attention")
 

@@ -26,10 +26,10 @@ Conventions (the contract)
   ``h*head_dim : (h+1)*head_dim``). Positions are one int per batch entry (entries may differ).
   Weights use the Hugging Face layout (``linear`` weight ``[out, in]``).
 * **Dispatch.** ``OPS[name]`` maps an llm op's short name (and the parts of an op that units
-  split: ``attention_partial`` / ``attention_merge`` / ``attention_combine``, ``moe_partial`` / ``moe_combine``) to its
-  function. Positional parameters
-  are the op's operands in IR order; keyword parameters are its attributes. Every op accepts
-  ``out_dtype=`` to override the result dtype.
+  split: ``attention_partial`` / ``attention_merge`` / ``attention_combine``, ``moe_partial`` /
+  ``moe_combine``) to its function. Positional parameters are the op's operands in IR order;
+  keyword parameters are its attributes. Every op accepts ``out_dtype=`` to override the result
+  dtype.
 * **Split reductions.** ``linear(..., accumulate_only=True)`` returns the float32 accumulator
   unrounded, so a caller that splits the reduction (input) dimension over units or sockets can sum
   partial results in float32 with ``all_reduce(parts, out_dtype=...)`` and round once. (Pass the
@@ -604,6 +604,22 @@ def kv_cache_write(
     )
 
 
+def _attended_rows(position: int, sliding_window: int | None) -> tuple[int, int]:
+    """The cache rows ``lo .. hi - 1`` an entry at ``position`` attends."""
+    hi = position + 1
+    return (0 if sliding_window is None else max(0, hi - sliding_window)), hi
+
+
+def _scores(
+    q_row: np.ndarray, k: np.ndarray, num_kv_heads: int, head_dim: int, scale: float | None
+) -> np.ndarray:
+    """f32 ``q.k * scale`` of one entry's query heads (``q_row [NH*D]``, grouped by kv head)
+    over its attended rows ``k [KVH, L, D]``: ``[KVH, G, L]``."""
+    sc = np.float32(1.0 / math.sqrt(head_dim) if scale is None else scale)
+    qi = q_row.reshape(num_kv_heads, -1, head_dim)
+    return np.matmul(qi, k.transpose(0, 2, 1)) * sc
+
+
 def attention(
     q: np.ndarray,
     k_cache: np.ndarray,
@@ -645,16 +661,13 @@ def attention(
         raise ValueError(f"attention: sliding_window must be >= 1, got {sliding_window}")
     s = k_cache.shape[2]
     p = _positions(pos, b, s, "attention")
-    sc = np.float32(1.0 / math.sqrt(head_dim) if scale is None else scale)
     g = num_heads // num_kv_heads
     out = np.empty((b, num_kv_heads, g, head_dim), dtype=np.float32)
     for i in range(b):
-        hi = int(p[i]) + 1
-        lo = 0 if sliding_window is None else max(0, hi - sliding_window)
+        lo, hi = _attended_rows(int(p[i]), sliding_window)
         k = to_f32(k_cache[i, :, lo:hi, :])  # [KVH, L, D]
         v = to_f32(v_cache[i, :, lo:hi, :])
-        qi = q32[i].reshape(num_kv_heads, g, head_dim)
-        scores = np.matmul(qi, k.transpose(0, 2, 1)) * sc  # [KVH, G, L]
+        scores = _scores(q32[i], k, num_kv_heads, head_dim, scale)
         out[i] = np.matmul(_softmax32(scores), v)  # [KVH, G, D]
     return round_to(out.reshape(b, num_heads * head_dim), result_dtype(q, out_dtype=out_dtype))
 
@@ -696,21 +709,18 @@ def attention_partial(
             f"dim {head_dim} for {num_heads} query heads"
         )
     p = _ints(pos, "attention_partial positions").reshape(-1)
-    sc = np.float32(1.0 / math.sqrt(head_dim) if scale is None else scale)
     g = num_heads // num_kv_heads
     out = np.zeros((b, num_kv_heads, g, head_dim + 2), dtype=np.float32)
     out[..., head_dim] = -np.inf
     for i in range(b):
-        hi = int(p[i]) + 1
-        lo = 0 if sliding_window is None else max(0, hi - sliding_window)
+        lo, hi = _attended_rows(int(p[i]), sliding_window)
         first = max(0, -(-(lo - block_start) // row_stride))
         last = min(rows, max(0, -(-(hi - block_start) // row_stride)))
         if first >= last:
             continue
         k = to_f32(kb[i, :, first:last, :])  # [KVH, L, D]
         v = to_f32(np.asarray(v_block)[i, :, first:last, :])
-        qi = q32[i].reshape(num_kv_heads, g, head_dim)
-        scores = np.matmul(qi, k.transpose(0, 2, 1)) * sc  # [KVH, G, L]
+        scores = _scores(q32[i], k, num_kv_heads, head_dim, scale)
         m = np.max(scores, axis=-1, keepdims=True)
         e = np.exp(scores - m)
         out[i, :, :, :head_dim] = np.matmul(e, v)

@@ -1179,29 +1179,10 @@ def _operand_problem(
                 f"x {x} must be [batch, heads * head_dim] with an even head_dim {d}, "
                 f"positions {pos} one per batch entry, and the write the shape of x"
             )
-    elif op == "attention":
+    elif op in ("attention", "attention_partial"):
         q, k, v, pos = reads
         nh, kvh, d = attrs["num_heads"], attrs["num_kv_heads"], attrs["head_dim"]
-        if (
-            nh % kvh
-            or len(q) != 2
-            or q[1] != nh * d
-            or len(k) != 4
-            or k != v
-            or k[0] != q[0]
-            or k[1] != kvh
-            or k[3] != d
-            or math.prod(pos) != q[0]
-            or write != q
-        ):
-            return (
-                f"q {q}, caches {k} and {v}, positions {pos} and write {write} do not fit "
-                f"{nh} heads over {kvh} kv heads of head_dim {d} ([B, {nh}*{d}], "
-                f"[B, {kvh}, S, {d}], [B], [B, {nh}*{d}])"
-            )
-    elif op == "attention_partial":
-        q, k, v, pos = reads
-        nh, kvh, d = attrs["num_heads"], attrs["num_kv_heads"], attrs["head_dim"]
+        partial = op == "attention_partial"  # k, v: cache blocks; the write: f32 partials
         if (
             nh % kvh
             or len(q) != 2
@@ -1211,11 +1192,16 @@ def _operand_problem(
             or k[:2] != [q[0], kvh]
             or k[3] != d
             or math.prod(pos) != q[0]
-            or math.prod(write) != q[0] * nh * (d + 2)
+            or (math.prod(write) != q[0] * nh * (d + 2) if partial else write != q)
         ):
+            caches, shapes = (
+                ("cache blocks", f"partials [B, {nh}, {d}+2]")
+                if partial
+                else ("caches", f"[B, {nh}*{d}], [B, {kvh}, S, {d}], [B], [B, {nh}*{d}]")
+            )
             return (
-                f"q {q}, cache blocks {k} and {v}, positions {pos} and write {write} do not fit "
-                f"{nh} heads over {kvh} kv heads of head_dim {d} (partials [B, {nh}, {d}+2])"
+                f"q {q}, {caches} {k} and {v}, positions {pos} and write {write} do not fit "
+                f"{nh} heads over {kvh} kv heads of head_dim {d} ({shapes})"
             )
     elif op == "attention_merge":
         (part,) = reads
