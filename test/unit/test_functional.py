@@ -101,12 +101,18 @@ def reference_run(preset: str) -> tuple[list[int], list[np.ndarray]]:
 def test_matches_reference_with_teacher_forcing(preset, sockets, looped, fusion):
     """`fusion=op` loops runs of one-op kernels inside a layer (the k and v projections),
     whose per-trip results come out stacked and are read back through `dfk.slice`."""
-    fed, want = reference_run(preset)
     program = compiled(
         preset, sockets=sockets, looped=looped, batch=BATCH, context=CONTEXT, fusion=fusion
     )
+    check_teacher_forced(program, preset, sockets)
+
+
+def check_teacher_forced(program, preset: str, sockets: int) -> None:
+    """The program's logits at every step of `preset`'s teacher-forced reference run (its
+    tokens fed) match the reference's: exactly where one socket rounds as the reference does,
+    within bf16 ulps where sharding reorders reductions."""
+    fed, want = reference_run(preset)
     sim = FunctionalSimulator(program, RandomWeights(SEED))
-    # one socket rounds exactly where the reference does; sharding reorders reductions
     ulps = SAME_ROUNDING_ULPS if sockets == 1 else BF16_ULPS
     for position, logits in enumerate(want):
         got, tokens = sim.decode(
@@ -125,20 +131,13 @@ FEATURES = Mapping(attention_par=4, matmul_par=4)
 @pytest.mark.parametrize("sockets", [1, 2, 4])
 @pytest.mark.parametrize("preset", TINY)
 def test_mapping_features_match_reference(preset, sockets, looped):
-    fed, want = reference_run(preset)
     program = compiled(
         preset, sockets=sockets, looped=looped, batch=BATCH, context=CONTEXT, mapping=FEATURES
     )
     counts = {u.op: u.count for k in program.kernels for s in k.sections for u in s.units}
     assert counts["attention_partial"] > 1 and "attention_combine" in counts
     assert preset != "tiny-mixtral" or counts["moe_partial"] > 1 and "moe_combine" in counts
-    sim = FunctionalSimulator(program, RandomWeights(SEED))
-    ulps = SAME_ROUNDING_ULPS if sockets == 1 else BF16_ULPS
-    for position, logits in enumerate(want):
-        got, tokens = sim.decode(
-            np.full(BATCH, fed[position], np.int32), np.full(BATCH, position, np.int32)
-        )
-        check_logits(got, tokens, logits, ulps, f"{preset} x{sockets} step {position}")
+    check_teacher_forced(program, preset, sockets)
 
 
 @pytest.mark.parametrize("sockets", [2, 4])

@@ -6,8 +6,6 @@ and mlir-opt's output is parsed back by rdu-opt. Under CI (`CI` set) a missing m
 a failure, never a skip.
 """
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,29 +18,10 @@ ROUNDTRIP_FILES = sorted(
 )
 
 
-def find_mlir_opt() -> str | None:
-    for candidate in (os.environ.get("MLIR_OPT"), "mlir-opt", "mlir-opt-22"):
-        if candidate and (found := shutil.which(candidate)):
-            return found
-    fallback = Path("/usr/lib/llvm-22/bin/mlir-opt")
-    return str(fallback) if fallback.exists() else None
-
-
 def run(cmd: list[str], stdin: str) -> str:
     result = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stderr}"
     return result.stdout
-
-
-@pytest.fixture(scope="module")
-def mlir_opt() -> str:
-    found = find_mlir_opt()
-    if found is None:
-        message = "upstream mlir-opt not found (Debian package mlir-22-tools)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 def test_roundtrip_files_exist():

@@ -5,7 +5,6 @@ breaks the rules). xDSL's interpreter runs func, scf and arith; tensor slices an
 the chains use are implemented here on numpy arrays (xDSL 0.74 has no interpreter for them).
 """
 
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,6 @@ import numpy as np
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
-from test_generic_form_mlir_opt import find_mlir_opt
 from test_kernel_looping import BOUNDARIES, Chain
 from xdsl.context import Context
 from xdsl.dialects import arith, builtin, func, memref, scf, tensor
@@ -50,17 +48,6 @@ def loop(module: ModuleOp) -> ModuleOp:
 # ---------------------------------------------------------------------------------------
 # Upstream mlir-opt verifies the output
 # ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mlir_opt() -> str:
-    found = find_mlir_opt()
-    if found is None:
-        message = "upstream mlir-opt not found (Debian package mlir-22-tools)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 def mlir_verify(mlir_opt: str, module: ModuleOp) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from logit_tolerance import BF16_ULPS, check_logits, logit_tolerance
-from test_generic_form_mlir_opt import find_mlir_opt
 from test_generic_form_mlir_opt import run as run_tool
 from xdsl.context import Context
 from xdsl.dialects import builtin, func
@@ -367,10 +366,7 @@ def test_param_shard_is_verified_against_the_socket_count(sockets, message):
 
 
 @pytest.mark.parametrize("split", [1, 2], ids=["replicated-kv", "kv-dealt"])
-def test_generic_form_of_a_sharded_module_parses_with_mlir_opt(split):
-    mlir_opt = find_mlir_opt()
-    if mlir_opt is None:
-        pytest.skip("upstream mlir-opt not found")
+def test_generic_form_of_a_sharded_module_parses_with_mlir_opt(mlir_opt, split):
     sharding = ShardTensorParallel(sockets=4, kv_seq_split=split)
     module = apply(build("tiny-llama", layers=1), OutlineKernels(), KernelLooping(), sharding)
     text = io.StringIO()

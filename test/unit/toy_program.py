@@ -389,22 +389,26 @@ def param_names(layer: int) -> tuple[str, str, str]:
     )
 
 
+def held(
+    name: str,
+    value: str,
+    kind: Any,
+    shape: list[int],
+    dtype: Any = "bf16",
+    tier: Any = "hbm",
+    socket_step: list[int] | None = None,
+) -> Tensor:
+    """An off-chip tensor holding all of `value` (each socket its `socket_step` slice)."""
+    zero = [0] * len(shape)
+    source = Source(value=value, start=zero, shape=shape, at=zero, socket_step=socket_step)
+    return Tensor(name=name, kind=kind, shape=shape, dtype=dtype, tier=tier, sources=[source])
+
+
 def build_toy(*, looped: bool, sockets: int = 1, layers: int = 2) -> Program:
     """The toy decode step; layer 1's weights live in DDR (a per-slice tier)."""
     f = F // sockets
     values = [Value(name="model.embed_tokens.weight", role="param", shape=[V, H], dtype="bf16")]
-    tensors = [
-        Tensor(
-            name="embed",
-            kind="weight",
-            shape=[V, H],
-            dtype="bf16",
-            tier="hbm",
-            sources=[
-                Source(value="model.embed_tokens.weight", start=[0, 0], shape=[V, H], at=[0, 0])
-            ],
-        )
-    ]
+    tensors = [held("embed", "model.embed_tokens.weight", "weight", [V, H])]
     for layer in range(layers):
         norm, up, down = param_names(layer)
         tier = "ddr" if layer == 1 else "hbm"
@@ -413,48 +417,12 @@ def build_toy(*, looped: bool, sockets: int = 1, layers: int = 2) -> Program:
             Value(name=up, role="param", shape=[F, H], dtype="bf16"),
             Value(name=down, role="param", shape=[H, F], dtype="bf16"),
         ]
-        split = sockets > 1
+        split = sockets > 1  # up column-split, down row-split
+        up_step, down_step = ([f, 0], [0, f]) if split else (None, None)
         tensors += [
-            Tensor(
-                name=f"l{layer}.norm",
-                kind="weight",
-                shape=[H],
-                dtype="bf16",
-                tier=tier,
-                sources=[Source(value=norm, start=[0], shape=[H], at=[0])],
-            ),
-            Tensor(
-                name=f"l{layer}.up",
-                kind="weight",
-                shape=[f, H],
-                dtype="bf16",
-                tier=tier,
-                sources=[
-                    Source(
-                        value=up,
-                        start=[0, 0],
-                        shape=[f, H],
-                        at=[0, 0],
-                        socket_step=[f, 0] if split else None,
-                    )
-                ],
-            ),
-            Tensor(
-                name=f"l{layer}.down",
-                kind="weight",
-                shape=[H, f],
-                dtype="bf16",
-                tier=tier,
-                sources=[
-                    Source(
-                        value=down,
-                        start=[0, 0],
-                        shape=[H, f],
-                        at=[0, 0],
-                        socket_step=[0, f] if split else None,
-                    )
-                ],
-            ),
+            held(f"l{layer}.norm", norm, "weight", [H], tier=tier),
+            held(f"l{layer}.up", up, "weight", [f, H], tier=tier, socket_step=up_step),
+            held(f"l{layer}.down", down, "weight", [H, f], tier=tier, socket_step=down_step),
         ]
     cache = [layers, B, 1, S, H]
     values += [
@@ -466,36 +434,12 @@ def build_toy(*, looped: bool, sockets: int = 1, layers: int = 2) -> Program:
         Value(name="logits", role="output", shape=[B, V], dtype="bf16"),
         Value(name="next_token", role="output", shape=[B], dtype="i32"),
     ]
-
-    def held(name: str, kind: Any, shape: list[int], dtype: Any) -> Tensor:
-        return Tensor(
-            name=name,
-            kind=kind,
-            shape=shape,
-            dtype=dtype,
-            tier="hbm",
-            sources=[
-                Source(
-                    value=value_of[name], start=[0] * len(shape), shape=shape, at=[0] * len(shape)
-                )
-            ],
-        )
-
-    value_of = {
-        "final_norm": "model.norm.weight",
-        "lm_head": "lm_head.weight",
-        "tokens": "tokens",
-        "positions": "positions",
-        "k_cache": "k_cache",
-        "logits": "logits",
-        "next_token": "next_token",
-    }
     tensors += [
-        held("final_norm", "weight", [H], "bf16"),
-        held("lm_head", "weight", [V, H], "bf16"),
-        held("tokens", "input", [B], "i32"),
-        held("positions", "input", [B], "i32"),
-        held("k_cache", "kv_cache", cache, "bf16"),
+        held("final_norm", "model.norm.weight", "weight", [H]),
+        held("lm_head", "lm_head.weight", "weight", [V, H]),
+        held("tokens", "tokens", "input", [B], "i32"),
+        held("positions", "positions", "input", [B], "i32"),
+        held("k_cache", "k_cache", "kv_cache", cache),
         Tensor(
             name="k_cache.out",
             kind="kv_cache",
@@ -505,8 +449,8 @@ def build_toy(*, looped: bool, sockets: int = 1, layers: int = 2) -> Program:
             aliases="k_cache",
         ),
         Tensor(name="hidden", kind="activation", shape=[B, H], dtype="bf16", tier="hbm"),
-        held("logits", "output", [B, V], "bf16"),
-        held("next_token", "output", [B], "i32"),
+        held("logits", "logits", "output", [B, V]),
+        held("next_token", "next_token", "output", [B], "i32"),
     ]
 
     def bind(param: str, *tensors_: str | View) -> Binding:
