@@ -28,8 +28,8 @@ def simpy_skeleton(program, preset) -> float:
     previous_end = None
     for launch in (s for s in program.schedule if isinstance(s, Launch)):
         kernel = kernels[launch.kernel]
-        trips = kernel.loop.trips if kernel.loop is not None else 1
-        for section in kernel.sections:
+        for s, section in enumerate(kernel.sections):
+            trips = kernel.runs(s)
             units = _SectionModel(section, preset).units
             started = [[env.event() for _ in units] for _ in range(trips)]
             ended = [[env.event() for _ in units] for _ in range(trips)]

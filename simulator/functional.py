@@ -339,42 +339,49 @@ class FunctionalSimulator:
     # -- execution ---------------------------------------------------------------------------
 
     def _launch(self, kernel: Kernel, launch: Launch) -> None:
-        trips = kernel.loop.trips if kernel.loop is not None else 1
         stacked = set(kernel.loop.stacked) if kernel.loop is not None else set()
         rank = {p.name: len(p.shape) for p in kernel.params}
         views = [
             {b.param: [mem[v.tensor][tuple(v.index)] for v in b.tensors] for b in launch.bindings}
             for mem in self.memory
         ]
-        for trip in range(trips):
+
+        def bind(trip: int | None) -> list[dict[str, np.ndarray]]:
+            """Every socket's params on ``trip`` (None: a section run once, which reads no
+            stacked param)."""
             bound = []
             for socket_views in views:
                 params = {}
                 for name, vs in socket_views.items():
                     if name not in stacked:
                         params[name] = vs[0]
+                    elif trip is None:
+                        continue
                     elif len(vs) == 1 and vs[0].ndim == rank[name] + 1:
                         params[name] = vs[0][trip]  # entry `trip` of one stacked view
                     else:
                         params[name] = vs[trip]
                 bound.append(params)
-            for section, units in zip(kernel.sections, self._units[kernel.name]):
-                storage = [
-                    {
-                        **params,
-                        **{b.name: np.zeros(b.shape, N.DTYPES[b.dtype]) for b in section.buffers},
-                    }
-                    for params in bound
-                ]
-                for unit in units:
-                    try:
-                        self._run(unit, storage)
-                    except (ValueError, IndexError) as e:
-                        # The numerics refuse operands they cannot compute on (a token id
-                        # outside the vocabulary, a position past the cache) this way.
-                        raise FunctionalError(
-                            f"kernel {kernel.name!r}, unit {unit.id!r} ({unit.op}): {e}"
-                        ) from None
+            return bound
+
+        for s, trip in kernel.executions():
+            section, units = kernel.sections[s], self._units[kernel.name][s]
+            storage = [
+                {
+                    **params,
+                    **{b.name: np.zeros(b.shape, N.DTYPES[b.dtype]) for b in section.buffers},
+                }
+                for params in bind(trip)
+            ]
+            for unit in units:
+                try:
+                    self._run(unit, storage)
+                except (ValueError, IndexError) as e:
+                    # The numerics refuse operands they cannot compute on (a token id
+                    # outside the vocabulary, a position past the cache) this way.
+                    raise FunctionalError(
+                        f"kernel {kernel.name!r}, unit {unit.id!r} ({unit.op}): {e}"
+                    ) from None
 
     @staticmethod
     def _run(unit: _Unit, storage: list[dict[str, np.ndarray]]) -> None:

@@ -277,28 +277,38 @@ class Resources(_Struct, frozen=True, kw_only=True):
 
 
 class Section(_Struct, frozen=True, kw_only=True):
-    """One configuration of the chip. A kernel too large for one configuration has several,
-    run in order with a Program Load between them (inside a loop: every trip)."""
+    """A graph of units run as a whole (its buffers live while it runs), in its own
+    configuration of the chip: a kernel too large for one configuration has several sections,
+    run in order with a Program Load between them (inside a loop: every trip).
+    ``configured_with_previous`` puts it in the previous section's configuration instead:
+    both are configured at once (their resources add up), no Program Load separates them, and
+    each runs as soon as its data is there (a kernel's prologue beside its loop)."""
 
     resources: Resources
     buffers: list[Buffer]
     units: list[Unit]
     streams: list[Stream]
+    configured_with_previous: bool = False
 
 
 class Loop(_Struct, frozen=True, kw_only=True):
-    """The pipelined hardware loop kernel looping creates: every section runs ``trips`` times
-    in one launch. ``stacked`` params take a different tensor per trip (bound to ``trips``
-    views, or to one view whose leading dimension has ``trips`` entries); other params are the
-    same every trip (a param both read and written carries a value from trip to trip, in
-    place). Loads of trip ``i + k`` (``k <= prefetch``) may run while trip ``i`` computes,
-    except loads of params the kernel writes; they stage into ``prefetch`` extra sets of the
-    kernel's PMU buffers, which the loop reserves: ``(1 + prefetch)`` times the largest
-    section's ``sram_bytes`` must fit the preset's SRAM."""
+    """The pipelined hardware loop kernel looping creates: the sections ``[begin, end)`` that
+    ``sections`` names (default: all) run ``trips`` times in one launch; sections before the
+    range run once before the first trip (a prologue: the embedding), sections after it once
+    after the last (an epilogue: the LM head), so a whole decode step can be one launch.
+    ``stacked`` params take a different tensor per trip (bound to ``trips`` views, or to one
+    view whose leading dimension has ``trips`` entries) and only the looped sections access
+    them; other params are the same every trip (a param both read and written carries a value
+    from trip to trip, in place). Loads of trip ``i + k`` (``k <= prefetch``) may run while
+    trip ``i`` computes, except loads of params the kernel writes; they stage into
+    ``prefetch`` extra sets of the looped sections' PMU buffers, which the loop reserves: per
+    configuration, ``(1 + prefetch)`` times its looped sections' ``sram_bytes`` plus its other
+    sections' must fit the preset's SRAM."""
 
     trips: Count
     prefetch: Index
     stacked: list[Name] = []
+    sections: tuple[Index, Index] | None = None
 
 
 class Kernel(_Struct, frozen=True, kw_only=True):
@@ -309,6 +319,46 @@ class Kernel(_Struct, frozen=True, kw_only=True):
     params: list[Param]
     sections: Annotated[list[Section], Meta(min_length=1)]
     loop: Loop | None = None
+
+    @property
+    def trips(self) -> int:
+        """Trips of the loop (1 without one)."""
+        return self.loop.trips if self.loop is not None else 1
+
+    def looped_sections(self) -> range:
+        """The sections the loop repeats (all of them without a loop, or without a range)."""
+        if self.loop is None or self.loop.sections is None:
+            return range(len(self.sections))
+        return range(*self.loop.sections)
+
+    def runs(self, section: int) -> int:
+        """How often section ``section`` runs per launch."""
+        return self.trips if section in self.looped_sections() else 1
+
+    def executions(self) -> list[tuple[int, int | None]]:
+        """The kernel's section executions in program order, as ``(section, trip)``: the
+        sections before the loop's range once (trip None), the range ``trips`` times (trip
+        by trip), the sections after it once. Without a loop: every section once, trip 0."""
+        looped = self.looped_sections()
+        if self.loop is None:
+            return [(s, 0) for s in looped]
+        once = [s for s in range(len(self.sections)) if s not in looped]
+        return (
+            [(s, None) for s in once if s < looped.start]
+            + [(s, t) for t in range(self.trips) for s in looped]
+            + [(s, None) for s in once if s >= looped.stop]
+        )
+
+    def configurations(self) -> list[list[int]]:
+        """The sections grouped by configuration: a section ``configured_with_previous``
+        joins its predecessor's group."""
+        groups: list[list[int]] = []
+        for s, section in enumerate(self.sections):
+            if section.configured_with_previous and groups:
+                groups[-1].append(s)
+            else:
+                groups.append([s])
+        return groups
 
 
 # ----------------------------------------------------------------------------------------------
@@ -809,26 +859,83 @@ def _check_kernel(
     bad: Report, path: str, kernel: Kernel, preset: HardwarePreset | None, sockets: int
 ) -> None:
     params = _unique(bad, f"{path}.params", kernel.params)
-    if kernel.loop is not None:
-        for i, name in enumerate(kernel.loop.stacked):
+    loop = kernel.loop
+    ranged = True  # the loop's section range is sound (or absent)
+    if loop is not None:
+        for i, name in enumerate(loop.stacked):
             if name not in params:
                 bad(
                     f"{path}.loop.stacked[{i}]",
                     f"stacked {name!r} is not a param of kernel {kernel.name!r}",
                 )
-            elif name in kernel.loop.stacked[:i]:
+            elif name in loop.stacked[:i]:
                 bad(f"{path}.loop.stacked[{i}]", f"{name!r} listed twice")
+        if loop.sections is not None and not loop.sections[0] < loop.sections[1] <= len(
+            kernel.sections
+        ):
+            ranged = False
+            bad(
+                f"{path}.loop.sections",
+                f"[{loop.sections[0]}, {loop.sections[1]}) is not a non-empty range of the "
+                f"kernel's {len(kernel.sections)} section(s)",
+            )
+    if kernel.sections[0].configured_with_previous:
+        bad(
+            f"{path}.sections[0].configured_with_previous",
+            "the first section has no previous section to be configured with",
+        )
     ids: set[str] = set()
     for s, section in enumerate(kernel.sections):
         _check_section(bad, f"{path}.sections[{s}]", section, params, ids, preset, sockets)
-    if kernel.loop is not None and preset is not None:
-        staged = max(section.resources.sram_bytes for section in kernel.sections)
-        reserved = (1 + kernel.loop.prefetch) * staged
+    if ranged:
+        if loop is not None:
+            _check_once_sections(bad, path, kernel, loop)
+        if preset is not None:
+            _check_configurations(bad, path, kernel, preset)
+
+
+def _check_once_sections(bad: Report, path: str, kernel: Kernel, loop: Loop) -> None:
+    """Sections outside the loop's range run once: no trip picks a stacked param's tensor."""
+    looped, stacked = kernel.looped_sections(), set(loop.stacked)
+    for s, section in enumerate(kernel.sections):
+        if s in looped:
+            continue
+        for u, unit in enumerate(section.units):
+            name = next((a.name for a in (*unit.reads, unit.write) if a.name in stacked), None)
+            if name is not None:
+                bad(
+                    f"{path}.sections[{s}].units[{u}]",
+                    f"section {s} runs once, outside the loop's sections [{looped.start}, "
+                    f"{looped.stop}), but accesses stacked param {name!r} (one tensor per trip)",
+                )
+
+
+def _check_configurations(bad: Report, path: str, kernel: Kernel, preset: HardwarePreset) -> None:
+    """Sections configured together must fit the preset together; a loop's prefetch sets of
+    its sections' staging buffers must fit the SRAM beside the rest of their configuration."""
+    looped = kernel.looped_sections()
+    for group in kernel.configurations():
+        sections = [kernel.sections[s] for s in group]
+        if len(group) > 1:
+            for key in ("pcus", "pmus", "sram_bytes"):
+                total = sum(getattr(section.resources, key) for section in sections)
+                if total > (limit := getattr(preset, key)):
+                    bad(
+                        f"{path}.sections[{group[-1]}].configured_with_previous",
+                        f"sections {group[0]}..{group[-1]} are configured together and need "
+                        f"{total} {key} but {preset.name} has {limit} per socket",
+                    )
+        if kernel.loop is None:
+            continue
+        staged = sum(kernel.sections[s].resources.sram_bytes for s in group if s in looped)
+        once = sum(kernel.sections[s].resources.sram_bytes for s in group if s not in looped)
+        reserved = (1 + kernel.loop.prefetch) * staged + once
         if staged and reserved > preset.sram_bytes:
+            beside = f", plus {once} of sections run once" if once else ""
             bad(
                 f"{path}.loop.prefetch",
                 f"prefetch {kernel.loop.prefetch} reserves {reserved} bytes of SRAM (1 + "
-                f"prefetch sets of {staged}) but {preset.name} has {preset.sram_bytes}",
+                f"prefetch sets of {staged}{beside}) but {preset.name} has {preset.sram_bytes}",
             )
 
 
@@ -1320,7 +1427,7 @@ def _check_launch(
     if kernel is None:
         bad(f"{path}.kernel", f"launches unknown kernel {launch.kernel!r}")
         return
-    trips = kernel.loop.trips if kernel.loop is not None else 1
+    trips = kernel.trips
     stacked = set(kernel.loop.stacked) if kernel.loop is not None else set()
     params = {p.name: p for p in kernel.params}
     bound: set[str] = set()

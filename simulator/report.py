@@ -72,20 +72,21 @@ def _transfers(program: Program) -> Iterator[tuple[str, int, Tensor]]:
     kernels = {k.name: k for k in program.kernels}
     for launch in (s for s in program.schedule if isinstance(s, Launch)):
         kernel = kernels[launch.kernel]
-        trips = kernel.loop.trips if kernel.loop is not None else 1
+        trips = kernel.trips
         bound = {b.param: [tensors[v.tensor] for v in b.tensors] for b in launch.bindings}
-        for unit in (u for s in kernel.sections for u in s.units if isinstance(u, Agcu)):
-            if unit.op in COLLECTIVES:
-                continue
-            param = unit.write.name if unit.op == "store" else unit.reads[0].name
-            nbytes = {
-                "load": unit.work.bytes_read,
-                "store": unit.work.bytes_written,
-                "copy": unit.work.bytes_read + unit.work.bytes_written,
-            }[unit.op]
-            views = bound[param]
-            for trip in range(trips):
-                yield unit.op, nbytes, views[trip if len(views) == trips else 0]
+        for s, section in enumerate(kernel.sections):
+            for unit in (u for u in section.units if isinstance(u, Agcu)):
+                if unit.op in COLLECTIVES:
+                    continue
+                param = unit.write.name if unit.op == "store" else unit.reads[0].name
+                nbytes = {
+                    "load": unit.work.bytes_read,
+                    "store": unit.work.bytes_written,
+                    "copy": unit.work.bytes_read + unit.work.bytes_written,
+                }[unit.op]
+                views = bound[param]
+                for trip in range(kernel.runs(s)):
+                    yield unit.op, nbytes, views[trip if len(views) == trips else 0]
 
 
 def _held_by(tensor: Tensor, tensors: dict[str, Tensor], sockets: int) -> int:
@@ -139,9 +140,11 @@ def bounds(program: Program, preset: HardwarePreset) -> Bounds:
     flops = 0.0
     for launch in (s for s in program.schedule if isinstance(s, Launch)):
         kernel = kernels[launch.kernel]
-        trips = kernel.loop.trips if kernel.loop is not None else 1
-        flops += trips * sum(
-            u.work.flops for sec in kernel.sections for u in sec.units if isinstance(u, Pcu)
+        flops += sum(
+            kernel.runs(s) * u.work.flops
+            for s, sec in enumerate(kernel.sections)
+            for u in sec.units
+            if isinstance(u, Pcu)
         )
     rate = {"hbm": preset.hbm_bandwidth, "ddr": preset.ddr_bandwidth}
     efficiency = {"hbm": preset.hbm_efficiency, "ddr": preset.ddr_efficiency}

@@ -372,9 +372,10 @@ class _SectionModel:
 
 
 class _Inst:
-    """One execution of a unit group: (trip, section, unit)."""
+    """One execution of a unit group: (execution of its section, unit)."""
 
     __slots__ = (
+        "exec",
         "trip",
         "sec",
         "index",
@@ -392,8 +393,10 @@ class _Inst:
         "moving",
     )
 
-    def __init__(self, trip: int, sec: int, index: int, u: _UnitModel):
-        self.trip, self.sec, self.index, self.u = trip, sec, index, u
+    def __init__(self, exec_: int, trip: int | None, sec: int, index: int, u: _UnitModel):
+        # `exec`: the section execution's place in the kernel's program order (also the
+        # order in which channels serve requests); `trip`: its loop trip (None: run once)
+        self.exec, self.trip, self.sec, self.index, self.u = exec_, trip, sec, index, u
         # producers must have started (a barrier: finished), and finished for this to finish
         self.need_start = len(u.producers)
         self.need_finish = 1 + len(u.producers)
@@ -418,7 +421,15 @@ class _Pool:
 
 
 class _KernelRun:
-    """One launch of a kernel: every trip of every section, driven by events."""
+    """One launch of a kernel: every execution of every section (``Kernel.executions``: a
+    prologue once, the looped sections trip by trip, an epilogue once), driven by events.
+
+    Executions follow each other through their data and their hardware: the same unit's
+    previous trip, the loop's prefetch window, the stores of a param its loads read (the
+    latest earlier execution storing it), and the configuration: executions in one
+    configuration of the chip (a loop's trips, a prologue or epilogue configured with it) run
+    side by side; the first execution of another configuration waits until everything
+    before has finished and its Program Load is done."""
 
     def __init__(
         self,
@@ -432,53 +443,71 @@ class _KernelRun:
     ):
         self.sim, self.model, self.call, self.done = sim, model, call, done
         self.kernel = kernel.name
-        loop = kernel.loop
-        self.trips = loop.trips if loop is not None else 1
-        self.prefetch = loop.prefetch if loop is not None else 0
-        trips, nsec = self.trips, len(model)
-        tiers = sim.tiers(launch, kernel, trips)
-        written = {u.stores for s in model for u in s.units if u.stores is not None}
+        self.trips = kernel.trips
+        self.prefetch = kernel.loop.prefetch if kernel.loop is not None else 0
+        looped = kernel.looped_sections()
+        self.execs = kernel.executions()
+        tiers = sim.tiers(launch, kernel, self.trips)
         self.insts = [
-            [[_Inst(t, s, i, u) for i, u in enumerate(sec.units)] for s, sec in enumerate(model)]
-            for t in range(trips)
+            [_Inst(k, trip, s, i, u) for i, u in enumerate(model[s].units)]
+            for k, (s, trip) in enumerate(self.execs)
         ]
-        # one buffer pool per load: its readers' staging buffers (one set per trip in flight,
-        # the loop's prefetch reservation) shared by the trips in issue order
+        where = {(s, trip): k for k, (s, trip) in enumerate(self.execs)}
+        self.next_trip = [
+            where.get((s, trip + 1)) if trip is not None else None for s, trip in self.execs
+        ]
+        self.previous_trip = [where.get((s, trip - 1)) if trip else None for s, trip in self.execs]
+        self.left = [len(row) for row in self.insts]
+        self.remaining = len(self.execs)
+        # executions in one configuration form a segment; the next segment waits for it
+        config = {s: c for c, group in enumerate(kernel.configurations()) for s in group}
+        self.segments: list[list[int]] = []
+        for k, (s, _) in enumerate(self.execs):
+            if not self.segments or config[self.execs[self.segments[-1][-1]][0]] != config[s]:
+                self.segments.append([])
+            self.segments[-1].append(k)
+        self.segment_of = [g for g, seg in enumerate(self.segments) for _ in seg]
+        self.segment_left = [len(seg) for seg in self.segments]
+        # one buffer pool per load: its readers' staging buffers (in a looped section one set
+        # per trip in flight, the loop's prefetch reservation) shared by the trips in order
         self.pools = {
-            (s, i): _Pool(u.cap * (1 + self.prefetch))
+            (s, i): _Pool(u.cap * (1 + self.prefetch if s in looped else 1))
             for s, sec in enumerate(model)
             for i, u in enumerate(sec.units)
             if u.op == "load"
         }
-        self.left = [[len(sec.units) for sec in model] for _ in range(trips)]
-        self.remaining = trips * nsec
-        self.prefetch_wait: list[list[_Inst]] = [[] for _ in range(trips)]
+        self.trip_left = [len(looped)] * self.trips
+        self.prefetch_wait: list[list[_Inst]] = [[] for _ in range(self.trips)]
         self.store_wait: dict[tuple[int, str], list[_Inst]] = {}
-        self.writers = {p: sum(1 for s in model for u in s.units if u.stores == p) for p in written}
+        stored_by: dict[str, list[int]] = {}  # param -> executions storing it, in order
+        for k, row in enumerate(self.insts):
+            for p in dict.fromkeys(i.u.stores for i in row if i.u.stores is not None):
+                stored_by.setdefault(p, []).append(k)
         start_now: list[_Inst] = []
-        for t in range(trips):
-            for s in range(nsec):
-                for inst in self.insts[t][s]:
-                    u = inst.u
-                    if u.param is not None:
-                        inst.channel = sim.channels[tiers[u.param][t]]
-                    elif u.barrier:
-                        inst.channel = sim.channels["p2p"]
-                    if t > 0:
-                        inst.need_start += (
-                            1  # the same unit finished (a load: started) the previous trip
-                        )
-                    if nsec > 1 and (t, s) != (0, 0):
-                        inst.need_start += 1  # the previous section finished + Program Load
-                    if u.op == "load" and t > self.prefetch:
-                        inst.need_start += 1
-                        self.prefetch_wait[t - 1 - self.prefetch].append(inst)
-                    if u.op == "load" and t > 0 and u.param in written:
-                        inst.need_start += self.writers[u.param]
-                        self.store_wait.setdefault((t - 1, u.param), []).append(inst)
-                    inst.t_start = t0
-                    if inst.need_start == 0:
-                        start_now.append(inst)
+        for k, row in enumerate(self.insts):
+            trip = row[0].trip if row else None
+            for inst in row:
+                u = inst.u
+                if u.param is not None:
+                    inst.channel = sim.channels[tiers[u.param][trip or 0]]
+                elif u.barrier:
+                    inst.channel = sim.channels["p2p"]
+                if trip is not None and trip > 0:
+                    inst.need_start += 1  # the same unit finished (a load: started) trip - 1
+                if self.segment_of[k] > 0:
+                    inst.need_start += 1  # the configuration loaded after what ran before
+                if u.op == "load" and trip is not None and trip > self.prefetch:
+                    inst.need_start += 1
+                    self.prefetch_wait[trip - 1 - self.prefetch].append(inst)
+                if u.op == "load" and u.param in stored_by:
+                    # the latest earlier execution storing the param has written it
+                    writer = next((j for j in reversed(stored_by[u.param]) if j < k), None)
+                    if writer is not None:
+                        inst.need_start += sum(i.u.stores == u.param for i in self.insts[writer])
+                        self.store_wait.setdefault((writer, u.param), []).append(inst)
+                inst.t_start = t0
+                if inst.need_start == 0:
+                    start_now.append(inst)
         for inst in start_now:
             sim.engine.at(t0, lambda i=inst: self._start(i))
 
@@ -499,11 +528,12 @@ class _KernelRun:
     def _start(self, inst: _Inst) -> None:
         engine, u = self.sim.engine, inst.u
         now = inst.start = engine.now
-        row = self.insts[inst.trip][inst.sec]
-        if u.op == "load" and inst.trip + 1 < self.trips:
+        row = self.insts[inst.exec]
+        nxt = self.next_trip[inst.exec]
+        if u.op == "load" and nxt is not None:
             # the next trip's load stages into free buffers of the same stream: it may start
             # once this one has (requests in issue order), as the trip window allows
-            self._cond_start(self.insts[inst.trip + 1][inst.sec][inst.index], now)
+            self._cond_start(self.insts[nxt][inst.index], now)
         for c in u.consumers:
             if not row[c].u.barrier:
                 self._cond_start(row[c], now + u.latency)
@@ -528,7 +558,7 @@ class _KernelRun:
 
     def _move(self, inst: _Inst, nbytes: float, then: Callable[[], None]) -> None:
         assert inst.channel is not None
-        inst.channel.transfer(nbytes, inst.trip, then)
+        inst.channel.transfer(nbytes, inst.exec, then)
 
     def _advance_load(self, inst: _Inst) -> None:
         """Move what a load may: everything once its first readers have started (they take
@@ -569,7 +599,7 @@ class _KernelRun:
         self.sim.stage(-inst.claim)
         inst.claim = 0.0
         waiting, pool.waiting = pool.waiting, []
-        for load in sorted(waiting, key=lambda i: i.trip):
+        for load in sorted(waiting, key=lambda i: i.exec):
             self._advance_load(load)
 
     def _collective(self, inst: _Inst) -> None:
@@ -592,7 +622,7 @@ class _KernelRun:
         self._cond_finish(inst, self.sim.engine.now)
 
     def _finish(self, inst: _Inst) -> None:
-        now, u, t, s = self.sim.engine.now, inst.u, inst.trip, inst.sec
+        now, u, k = self.sim.engine.now, inst.u, inst.exec
         inst.ended = True
         if u.op == "load":
             self._release(inst)
@@ -601,33 +631,38 @@ class _KernelRun:
         if u.consumers:
             self.sim.mark("hop", now, now + u.latency)
         self.sim.record(self.call, inst, now)
-        row = self.insts[t][s]
+        row = self.insts[k]
         for c in u.consumers:
             self._cond_finish(row[c], now + u.latency)
             if row[c].u.barrier:
                 self._cond_start(row[c], now + u.latency)
-        if t + 1 < self.trips and u.op != "load":
-            self._cond_start(self.insts[t + 1][s][inst.index], now)
+        nxt = self.next_trip[k]
+        if nxt is not None and u.op != "load":
+            self._cond_start(self.insts[nxt][inst.index], now)
         if u.stores is not None:
-            for load in self.store_wait.get((t, u.stores), ()):
+            for load in self.store_wait.get((k, u.stores), ()):
                 self._cond_start(load, now)
-        self.left[t][s] -= 1
-        if self.left[t][s] == 0:
-            self._section_done(t, s, now)
+        self.left[k] -= 1
+        if self.left[k] == 0:
+            self._execution_done(k, now)
 
-    def _section_done(self, t: int, s: int, now: float) -> None:
+    def _execution_done(self, k: int, now: float) -> None:
         self.remaining -= 1
-        nsec = len(self.model)
-        if s == nsec - 1:
-            for load in self.prefetch_wait[t]:
-                self._cond_start(load, now)
-        nxt = (t, s + 1) if s + 1 < nsec else (t + 1, 0)
-        if nsec > 1 and nxt[0] < self.trips:
+        trip = self.execs[k][1]
+        if trip is not None:
+            self.trip_left[trip] -= 1
+            if self.trip_left[trip] == 0:
+                for load in self.prefetch_wait[trip]:
+                    self._cond_start(load, now)
+        g = self.segment_of[k]
+        self.segment_left[g] -= 1
+        if self.segment_left[g] == 0 and g + 1 < len(self.segments):
             ready = now + self.sim.preset.program_load_s
             self.sim.program_loads[self.call] += self.sim.preset.program_load_s
             self.sim.mark("program_load", now, ready)
-            for inst in self.insts[nxt[0]][nxt[1]]:
-                self._cond_start(inst, ready)
+            for nxt in self.segments[g + 1]:
+                for inst in self.insts[nxt]:
+                    self._cond_start(inst, ready)
         if self.remaining == 0:
             self.done(now)
 
@@ -636,7 +671,7 @@ class _KernelRun:
     def stall(self) -> str:
         """Why this launch cannot finish, in one line: from its first unfinished unit
         execution, the chain of what each waits on (ending in a cycle for a deadlock)."""
-        pending = [i for row in self.insts for sec in row for i in sec if not i.ended]
+        pending = [i for row in self.insts for i in row if not i.ended]
         chain, seen = [], set()
         inst: _Inst | None = pending[0]
         while inst is not None and id(inst) not in seen and len(chain) < 8:
@@ -653,12 +688,13 @@ class _KernelRun:
         )
 
     def _name(self, inst: _Inst) -> str:
-        return f"unit '{inst.u.id}' ({inst.u.op}) of trip {inst.trip}"
+        when = f"trip {inst.trip}" if inst.trip is not None else f"section {inst.sec} (once)"
+        return f"unit '{inst.u.id}' ({inst.u.op}) of {when}"
 
     def _waits(self, inst: _Inst) -> list[tuple[str, _Inst | None]]:
         """What ``inst`` still waits on: (description, the execution it waits for, if any)."""
-        u, t, s = inst.u, inst.trip, inst.sec
-        row = self.insts[t][s]
+        u, k, t = inst.u, inst.exec, inst.trip
+        row = self.insts[k]
         me = self._name(inst)
         waits: list[tuple[str, _Inst | None]] = []
         if inst.start < 0:
@@ -668,12 +704,13 @@ class _KernelRun:
                     waits.append((f"{me} waits for {self._name(other)} to end", other))
                 elif other.start < 0:
                     waits.append((f"{me} waits for {self._name(other)} to start", other))
-            if t > 0 and not self.insts[t - 1][s][inst.index].ended:
-                other = self.insts[t - 1][s][inst.index]
-                waits.append((f"{me} waits for its trip {t - 1} to end", other))
-            earlier = [i for r in self.insts[: t + 1] for sec in r for i in sec if not i.ended]
-            if u.op == "load" and t > self.prefetch:
-                window = [i for sec in self.insts[t - 1 - self.prefetch] for i in sec]
+            previous = self.previous_trip[k]
+            if previous is not None and not self.insts[previous][inst.index].ended:
+                other = self.insts[previous][inst.index]
+                waits.append((f"{me} waits for its trip {other.trip} to end", other))
+            earlier = [i for r in self.insts[: k + 1] for i in r if not i.ended]
+            if u.op == "load" and t is not None and t > self.prefetch:
+                window = [i for r in self.insts for i in r if i.trip == t - 1 - self.prefetch]
                 left = [i for i in window if not i.ended]
                 if left:
                     waits.append((f"{me} waits for trip {t - 1 - self.prefetch} to end", left[0]))
@@ -721,8 +758,17 @@ class _Step:
             preset.launch_software_s if mode == "software" else preset.launch_hardware_s
         )
         self.sync_cost = preset.sync_software_s if mode == "software" else preset.sync_hardware_s
-        self.loaded = self.launches[-1].kernel if self.launches else None
+        # the configuration the chip holds: (kernel, configuration index); the step starts
+        # with the schedule's last configuration, as in steady-state decoding
+        self.loaded = self._configurations(self.launches[-1].kernel)[1] if self.launches else None
         self.end = 0.0
+
+    def _configurations(self, name: str) -> tuple[tuple[str, int], tuple[str, int]]:
+        """The configurations a launch of kernel ``name`` starts and ends in."""
+        kernel = self.kernels[name]
+        config = {s: c for c, group in enumerate(kernel.configurations()) for s in group}
+        executions = kernel.executions()
+        return (name, config[executions[0][0]]), (name, config[executions[-1][0]])
 
     def tiers(self, launch: Launch, kernel: Kernel, trips: int) -> dict[str, list[str]]:
         """Per param, the memory tier of the tensor it is bound to on each trip."""
@@ -754,17 +800,15 @@ class _Step:
         elif u.kind == "pmu":
             self.pmu_occupied += u.count * (end - inst.start)
         if self.spans is not None:
-            self.spans.append(Span(u.id, u.op, inst.start, end, call, inst.trip))
+            trip = inst.trip if inst.trip is not None else -1  # -1: a section run once
+            self.spans.append(Span(u.id, u.op, inst.start, end, call, trip))
 
     def issue(self, i: int, ready: float) -> None:
         launch = self.launches[i]
         kernel = self.kernels[launch.kernel]
-        load = (
-            self.preset.program_load_s
-            if launch.kernel != self.loaded or len(kernel.sections) > 1
-            else 0.0
-        )
-        self.loaded = launch.kernel
+        first, last = self._configurations(launch.kernel)
+        load = self.preset.program_load_s if first != self.loaded else 0.0
+        self.loaded = last
         self.program_loads[i] = load
         t = ready
         for kind, cost in (
@@ -800,7 +844,7 @@ class _Step:
                 label=launch.label or launch.kernel,
                 kernel=launch.kernel,
                 layers=list(launch.layers),
-                trips=kernel.loop.trips if kernel.loop is not None else 1,
+                trips=kernel.trips,
                 sections=len(kernel.sections),
                 issued_s=issued,
                 launch_s=t0 - issued,
