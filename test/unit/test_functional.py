@@ -40,12 +40,16 @@ def f32(a: np.ndarray) -> np.ndarray:
 # -- the hand-written toy program (no lowering involved) ------------------------------------
 
 
-@pytest.mark.parametrize("looped", [False, True])
+@pytest.mark.parametrize(
+    "looped, one_launch", [(False, None), (True, None), (True, True), (True, False)]
+)
 @pytest.mark.parametrize("sockets", [1, 2, 4])
-def test_toy_program_equals_direct_numerics(looped, sockets):
+def test_toy_program_equals_direct_numerics(looped, one_launch, sockets):
+    """(``one_launch``: the embedding, the loop and the head as one launch.)"""
     data = toy_data()
     want = reference(data)
-    sim = FunctionalSimulator(build_toy(looped=looped, sockets=sockets), RandomWeights(0))
+    program = build_toy(looped=looped, sockets=sockets, one_launch=one_launch)
+    sim = FunctionalSimulator(program, RandomWeights(0))
     got = sim.step({"tokens": data["tokens"], "positions": data["positions"]})
     assert np.array_equal(f32(got["logits"]), f32(want["logits"]))
     assert np.array_equal(got["next_token"], want["next_token"])

@@ -31,6 +31,7 @@ from rdu_compiler.simulator.program import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+SN40L = get_preset("sn40l")
 
 # ------------------------------------------------------------------------------------------
 # A minimal executor, written from the documented semantics only (independent of the real
@@ -90,7 +91,11 @@ def _launch(kernel: Kernel, launch: Launch, mem: list[dict[str, np.ndarray]]) ->
     trips = kernel.loop.trips if kernel.loop else 1
     stacked = set(kernel.loop.stacked) if kernel.loop else set()
     rank = {p.name: len(p.shape) for p in kernel.params}
-    for i in range(trips):
+    n = len(kernel.sections)
+    begin, end = kernel.loop.sections if kernel.loop and kernel.loop.sections else (0, n)
+    # the sections before the loop's range once, the range every trip, the sections after once
+    order = [(range(begin), 0), *((range(begin, end), i) for i in range(trips)), (range(end, n), 0)]
+    for sections, i in order:
         params = []
         for m in mem:
             bound = {}
@@ -103,7 +108,7 @@ def _launch(kernel: Kernel, launch: Launch, mem: list[dict[str, np.ndarray]]) ->
                 else:
                     bound[b.param] = views[i]
             params.append(bound)
-        for section in kernel.sections:
+        for section in (kernel.sections[s] for s in sections):
             store_ = [
                 {**p, **{b.name: np.zeros(b.shape, N.DTYPES[b.dtype]) for b in section.buffers}}
                 for p in params
@@ -141,12 +146,17 @@ def f32(a: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("looped", [False, True])
+@pytest.mark.parametrize("looped", [False, True, "one_launch"])
 @pytest.mark.parametrize("sockets", [1, 2])
 def test_round_trip_and_deterministic_bytes(looped, sockets, tmp_path):
-    program = build_toy(looped=looped, sockets=sockets)
+    def build() -> Program:
+        if looped == "one_launch":
+            return build_toy(looped=True, sockets=sockets, one_launch=True)
+        return build_toy(looped=looped, sockets=sockets)
+
+    program = build()
     data = encode_program(program)
-    assert data == encode_program(build_toy(looped=looped, sockets=sockets))
+    assert data == encode_program(build())
     path = tmp_path / "toy.json"
     path.write_bytes(data)
     assert load_program(path) == program
@@ -166,8 +176,11 @@ def test_doc_example_is_the_toy_program():
     blocks = re.findall(r"```json\n(.*?)```", text, re.S)
     assert decode_program(blocks[0].encode()) == build_toy(looped=False)
     looped = encode_program(build_toy(looped=True), pretty=True).decode()
+    one_launch = encode_program(build_toy(looped=True, one_launch=True), pretty=True).decode()
     for fragment in blocks[1:]:
-        assert fragment.strip() in looped
+        assert fragment.strip() in looped or fragment.strip() in one_launch
+    # a program without the one-launch fields is written as before they existed
+    assert "configured_with_previous" not in looped and '"sections":[' not in looped
 
 
 def test_looping_changes_only_the_schedule():
@@ -189,20 +202,26 @@ def test_executes_from_index_ranges():
     data = toy_data()
     want = reference(data)
     flat = execute(build_toy(looped=False), data)
-    looped = execute(build_toy(looped=True), data)
-    for key in want:  # looped and unlooped run the same units on the same data
-        assert np.array_equal(f32(flat[key]), f32(looped[key])), key
+    for looped in (
+        build_toy(looped=True),
+        build_toy(looped=True, one_launch=True),
+        build_toy(looped=True, one_launch=False),
+    ):
+        got = execute(looped, data)
+        for key in want:  # looped and unlooped run the same units on the same data
+            assert np.array_equal(f32(flat[key]), f32(got[key])), key
     np.testing.assert_allclose(f32(flat["logits"]), f32(want["logits"]), rtol=2e-2, atol=2e-2)
     assert np.array_equal(flat["next_token"], want["next_token"])
     assert np.array_equal(f32(flat["k_cache"]), f32(want["k_cache"]))
     assert np.count_nonzero(f32(flat["k_cache"])) == 2 * B * H  # one row per layer and entry
 
 
+@pytest.mark.parametrize("one_launch", [None, True])
 @pytest.mark.parametrize("sockets", [2, 4])
-def test_sharded_program_matches(sockets):
+def test_sharded_program_matches(sockets, one_launch):
     data = toy_data()
     want = reference(data)
-    got = execute(build_toy(looped=True, sockets=sockets), data)
+    got = execute(build_toy(looped=True, sockets=sockets, one_launch=one_launch), data)
     flat = execute(build_toy(looped=False, sockets=sockets), data)
     assert all(np.array_equal(f32(got[key]), f32(flat[key])) for key in want)
     np.testing.assert_allclose(f32(got["logits"]), f32(want["logits"]), rtol=2e-2, atol=2e-2)
@@ -714,6 +733,83 @@ def test_stacked_bindings_vs_trips():
     msg = rejected(encoded(d))
     assert "$.kernels[1].loop.stacked[5]: stacked 'zz' is not a param of kernel" in msg
     assert "$.kernels[1].loop.stacked[6]: 'norm' listed twice" in msg
+
+
+def _one_launch(**loop: Any) -> dict[str, Any]:
+    """The one-launch toy program (embedding, looped layer, head: one kernel, configured
+    together) as JSON, with `loop` fields changed."""
+    d = as_dict(build_toy(looped=True, one_launch=True))
+    d["kernels"][0]["loop"].update(loop)
+    return d
+
+
+def test_loop_section_range_and_configurations():
+    load_program(encoded(_one_launch()))
+    rejected(
+        encoded(_one_launch(sections=[1])),
+        "$.kernels[0].loop.sections: Expected `array` of length 2",
+    )
+    rejected(
+        encoded(_one_launch(sections=[-1, 2])), "$.kernels[0].loop.sections[0]: Expected `int` >= 0"
+    )
+    rejected(
+        encoded(_one_launch(sections="1-2")), "$.kernels[0].loop.sections: Expected `array | null`"
+    )
+    for bad in ([1, 1], [2, 1], [0, 4]):
+        rejected(
+            encoded(_one_launch(sections=bad)),
+            f"<bytes>: $.kernels[0].loop.sections: [{bad[0]}, {bad[1]}) is not a non-empty "
+            "range of the kernel's 3 section(s)",
+        )
+    d = _one_launch()
+    d["kernels"][0]["sections"][0]["configured_with_previous"] = True
+    rejected(
+        encoded(d),
+        "<bytes>: $.kernels[0].sections[0].configured_with_previous: the first section has no "
+        "previous section to be configured with",
+    )
+    d["kernels"][0]["sections"][0]["configured_with_previous"] = "yes"
+    rejected(encoded(d), "$.kernels[0].sections[0].configured_with_previous: Expected `bool`")
+    # the head reads a stacked weight, but runs once after the loop
+    d = _one_launch()
+    d["kernels"][0]["sections"][2]["units"][1]["reads"][0]["name"] = "norm"
+    rejected(
+        encoded(d),
+        "<bytes>: $.kernels[0].sections[2].units[1]: section 2 runs once, outside the loop's "
+        "sections [1, 2), but accesses stacked param 'norm' (one tensor per trip)",
+    )
+    # configured together, the three sections need 1 + 7 + 4 PCUs (each alone fits 10)
+    rejected(
+        encoded(_one_launch()),
+        "<bytes>: $.kernels[0].sections[2].configured_with_previous: sections 0..2 are "
+        "configured together and need 12 pcus but sn40l has 10 per socket",
+        preset=SN40L.replace(pcus=10),
+    )
+    d = _one_launch()
+    for section in d["kernels"][0]["sections"][1:]:
+        section["configured_with_previous"] = False
+    load_program(encoded(d), SN40L.replace(pcus=10))  # three configurations fit one by one
+    # the loop's prefetch set of the layer's 1 KiB of staging, beside the head's PMUs
+    d = _one_launch()
+    head = d["kernels"][0]["sections"][2]
+    head["units"].append(
+        {
+            "unit": "pmu",
+            "id": "head.stage",
+            "op": "copy",
+            "reads": [{"name": "w_lm", "ranges": [[0, 32], [0, 16]]}],
+            "write": {"name": "w_lm", "ranges": [[0, 32], [0, 16]]},
+            "work": {"flops": 0, "bytes_read": 0, "bytes_written": 0, "tiles": 0},
+            "sram_bytes": 1000,
+        }
+    )
+    head["resources"].update(pmus=1, sram_bytes=1000)
+    rejected(
+        encoded(d),
+        "<bytes>: $.kernels[0].loop.prefetch: prefetch 1 reserves 3048 bytes of SRAM (1 + "
+        "prefetch sets of 1024, plus 1000 of sections run once) but sn40l has 3000",
+        preset=SN40L.replace(sram_bytes=3000),
+    )
 
 
 def test_socket_dependent_sources():

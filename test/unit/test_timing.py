@@ -11,6 +11,7 @@ from collections import defaultdict
 import msgspec
 import pytest
 from compiled import compiled
+from toy_program import build_toy
 
 from rdu_compiler.lowering.lower_dfk_to_rdu import Mapping
 from rdu_compiler.simulator.hardware import get_preset
@@ -303,3 +304,38 @@ def test_the_vocab_parallel_lm_head_shortens_with_sockets():
         timing = simulate(compiled("llama-3.1-8b", sockets=sockets, context=4096), SN40L)
         head.append(next(c.busy_s for c in timing.calls if c.kernel == "lm_head"))
     assert all(b < 0.6 * a for a, b in zip(head, head[1:])), head
+
+
+def test_one_launch_runs_prologue_loop_and_epilogue_in_order():
+    """The toy step as one launch (embedding, looped layers and head in one kernel): one
+    launch, Argument Load and sync, and no Program Load when the three parts are configured
+    together (the chip holds the step's only configuration). Their data orders them: trip 0
+    loads the residual stream after the embedding stored it, the head after the last trip
+    did; the head's weights stream in while the layers run. In three configurations, a
+    Program Load at launch and between the parts, and each part starts after the previous
+    one ended."""
+    per_call = SN40L.launch_software_s + SN40L.argument_load_s + SN40L.sync_software_s
+    three = simulate(build_toy(looped=True), SN40L)
+    for together in (True, False):
+        timing = simulate(build_toy(looped=True, one_launch=together), SN40L, trace=True)
+        (call,) = timing.calls
+        loads = 0 if together else 3
+        assert call.program_load_s == pytest.approx(loads * SN40L.program_load_s)
+        assert timing.step_s == pytest.approx(call.launch_s + call.busy_s + SN40L.sync_software_s)
+        # the parts' own work takes no longer than in three launches (plus the Program
+        # Loads between three configurations)
+        between = 0 if together else 2 * SN40L.program_load_s
+        assert call.busy_s <= sum(c.busy_s for c in three.calls) + between + 1e-12
+        span = {(s.track, s.trip): s for s in timing.spans}
+        assert span["embed.st_h", -1].end <= span["ld_h", 0].start
+        assert span["st_h", 1].end <= span["head.ld_h", -1].start
+        head_weights = span["head.ld_lm", -1].start
+        if together:
+            assert head_weights < span["st_h", 1].start
+        else:
+            assert head_weights >= span["st_h", 1].end + SN40L.program_load_s
+            assert span["ld_norm", 0].start >= span["embed.st_h", -1].end
+    one = simulate(build_toy(looped=True, one_launch=True), SN40L)
+    assert three.step_s - one.step_s == pytest.approx(
+        2 * per_call + 3 * SN40L.program_load_s, rel=1e-3
+    )

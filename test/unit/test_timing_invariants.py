@@ -61,13 +61,19 @@ def parameter_values(draw):
 @settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 @given(
     looped=st.booleans(),
+    one_launch=st.sampled_from([None, True, False]),
     sockets=st.sampled_from([1, 2, 4]),
     layers=st.integers(1, 4),
     prefetch=st.integers(0, 3),
     changes=parameter_values(),
 )
-def test_every_simulation_finishes_above_its_bounds(looped, sockets, layers, prefetch, changes):
-    program = build_toy(looped=looped, sockets=sockets, layers=layers)
+def test_every_simulation_finishes_above_its_bounds(
+    looped, one_launch, sockets, layers, prefetch, changes
+):
+    """(``one_launch``, looped only: the embedding, the loop and the head as one launch,
+    configured together or not.)"""
+    one_launch = one_launch if looped else None
+    program = build_toy(looped=looped, sockets=sockets, layers=layers, one_launch=one_launch)
     if looped:
         program = with_prefetch(program, prefetch)
     preset = SN40L.replace(**changes)

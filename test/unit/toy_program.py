@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from rdu_compiler.simulator import numerics as N
@@ -404,8 +405,65 @@ def held(
     return Tensor(name=name, kind=kind, shape=shape, dtype=dtype, tier=tier, sources=[source])
 
 
-def build_toy(*, looped: bool, sockets: int = 1, layers: int = 2) -> Program:
-    """The toy decode step; layer 1's weights live in DDR (a per-slice tier)."""
+def renamed(kernel: Kernel, prefix: str, params: dict[str, str]) -> Kernel:
+    """``kernel`` with its unit ids prefixed and its params renamed (``params``: old -> new),
+    in the accesses and streams too: a part of a one-launch kernel."""
+
+    def access(a: Access) -> Access:
+        return msgspec.structs.replace(a, name=params.get(a.name, a.name))
+
+    sections = [
+        msgspec.structs.replace(
+            section,
+            units=[
+                msgspec.structs.replace(
+                    u, id=prefix + u.id, reads=[access(a) for a in u.reads], write=access(u.write)
+                )
+                for u in section.units
+            ],
+            streams=[
+                msgspec.structs.replace(
+                    st, producer=prefix + st.producer, consumer=prefix + st.consumer
+                )
+                for st in section.streams
+            ],
+        )
+        for section in kernel.sections
+    ]
+    return msgspec.structs.replace(
+        kernel,
+        params=[msgspec.structs.replace(p, name=params.get(p.name, p.name)) for p in kernel.params],
+        sections=sections,
+    )
+
+
+def one_launch_kernel(loop_kernel: Kernel, together: bool) -> Kernel:
+    """The embedding, the looped layer and the head as one kernel (``Loop.sections`` over the
+    layer's section), the prologue and epilogue ``configured_with_previous`` if
+    ``together``: what `merge-launches` makes of the looped program's three launches."""
+    embed = renamed(embed_kernel(), "embed.", {})
+    head = renamed(head_kernel(), "head.", {"norm": "final_norm"})
+    assert loop_kernel.loop is not None
+    sections = [
+        *embed.sections,
+        msgspec.structs.replace(loop_kernel.sections[0], configured_with_previous=together),
+        msgspec.structs.replace(head.sections[0], configured_with_previous=together),
+    ]
+    params = {p.name: p for k in (embed, loop_kernel, head) for p in k.params}
+    return Kernel(
+        name="step",
+        params=list(params.values()),
+        sections=sections,
+        loop=msgspec.structs.replace(loop_kernel.loop, sections=(1, 2)),
+    )
+
+
+def build_toy(
+    *, looped: bool, sockets: int = 1, layers: int = 2, one_launch: bool | None = None
+) -> Program:
+    """The toy decode step; layer 1's weights live in DDR (a per-slice tier). With
+    ``one_launch`` (looped only) the embedding, the loop and the head are one launch of one
+    kernel, configured together (True) or in three configurations (False)."""
     f = F // sockets
     values = [Value(name="model.embed_tokens.weight", role="param", shape=[V, H], dtype="bf16")]
     tensors = [held("embed", "model.embed_tokens.weight", "weight", [V, H])]
@@ -519,6 +577,25 @@ def build_toy(*, looped: bool, sockets: int = 1, layers: int = 2) -> Program:
         ),
         Sync(),
     ]
+    kernels = [embed_kernel(), kernel, head_kernel()]
+    if one_launch is not None:
+        assert looped, "one launch per step needs the looped layers"
+        kernel = one_launch_kernel(kernel, one_launch)
+        embed, loop, head = steps[:3]
+        bindings = {b.param: b for b in (*embed.bindings, *loop.bindings)}
+        for b in head.bindings:
+            name = "final_norm" if b.param == "norm" else b.param
+            bindings[name] = msgspec.structs.replace(b, param=name)
+        kernels = [kernel]
+        steps = [
+            Launch(
+                kernel=kernel.name,
+                label=f"embed, {loop.label}, head",
+                layers=loop.layers,
+                bindings=list(bindings.values()),
+            ),
+            Sync(),
+        ]
     return Program(
         model="toy-mlp",
         hardware="sn40l",
@@ -529,7 +606,7 @@ def build_toy(*, looped: bool, sockets: int = 1, layers: int = 2) -> Program:
         dtype="bf16",
         values=values,
         tensors=tensors,
-        kernels=[embed_kernel(), kernel, head_kernel()],
+        kernels=kernels,
         schedule=steps,
     )
 
