@@ -154,24 +154,28 @@ def _section(op: rdu.SectionOp) -> Section:
         ],
         units=[_unit(u) for u in units],
         streams=streams,
+        configured_with_previous=op.configured_with_previous is not None,
     )
 
 
 def _kernel(op: rdu.KernelOp) -> Kernel:
-    loop = op.loop
+    loop, looped = op.loop, op.loop_range()
+    sections = [_section(s) for s in op.sections]
     return Kernel(
         name=op.sym_name.data,
         params=[
             Param(name=p.param.data, shape=_type(p.type)[0], dtype=_type(p.type)[1])
             for p in op.params
         ],
-        sections=[_section(s) for s in op.sections],
+        sections=sections,
         loop=None
         if loop is None
         else Loop(
             trips=loop.trips.value.data,
             prefetch=loop.prefetch.value.data,
             stacked=[s.data for s in loop.stacked],
+            # a loop over all sections says nothing more (the format's default)
+            sections=looped if looped != (0, len(sections)) else None,
         ),
     )
 

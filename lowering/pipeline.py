@@ -1,12 +1,14 @@
 """The default pipeline, as a pass (`rdu-pipeline{...}`) and as an in-process API.
 
-`rdu-pipeline{sockets=1 kernel-looping=true fusion=layer launch=software hw=sn40l ...}` runs
-outline-kernels{policy=fusion} -> kernel-looping (or disable-kernel-looping) -> canonicalize
--> shard-tensor-parallel{sockets kv-seq-split hw hw-overrides} -> lower-dfk-to-rdu{hw
-hw-overrides launch <mapping knobs>}, so users need not spell out every pass. `kv-seq-split`
-(-1: the cost model of `passes/context_split.py`) says whether caches whose kv heads are fewer
-than the sockets are dealt along the sequence; it changes the sharded IR, so it is a pipeline
-option, not a lowering knob. Its options are the fields of :class:`RduPipeline`,
+`rdu-pipeline{sockets=1 kernel-looping=true single-launch=true fusion=layer launch=software
+hw=sn40l ...}` runs outline-kernels{policy=fusion} -> kernel-looping (or
+disable-kernel-looping) -> canonicalize -> shard-tensor-parallel{sockets kv-seq-split hw
+hw-overrides} -> lower-dfk-to-rdu{hw hw-overrides launch <mapping knobs>} ->
+merge-launches{hw hw-overrides} (unless single-launch=false: the embedding and LM head
+launches then stay apart from the looped layers'), so users need not spell out every pass.
+`kv-seq-split` (-1: the cost model of `passes/context_split.py`) says whether caches whose kv
+heads are fewer than the sockets are dealt along the sequence; it changes the sharded IR, so it
+is a pipeline option, not a lowering knob. Its options are the fields of :class:`RduPipeline`,
 which inherits every knob of the lowering's :class:`Mapping` (a knob added there is an option
 here, and a dimension of `rdu-tune`'s default space, without further edits).
 :func:`compile_program` runs the same passes on a module (or builds one from a model config)
@@ -33,6 +35,7 @@ from rdu_compiler.frontend.builder import build_decode_step
 from rdu_compiler.frontend.config import ModelConfig, load_model_config
 from rdu_compiler.lowering.emit_program import build_program
 from rdu_compiler.lowering.lower_dfk_to_rdu import LowerDfkToRdu, Mapping
+from rdu_compiler.lowering.merge_launches import MergeLaunches
 from rdu_compiler.passes.kernel_looping import DisableKernelLooping, KernelLooping
 from rdu_compiler.passes.outline_kernels import OutlineKernels
 from rdu_compiler.passes.shard_tensor_parallel import ShardTensorParallel
@@ -88,6 +91,7 @@ def pipeline_passes(
     *,
     sockets: int = 1,
     kernel_looping: bool = True,
+    single_launch: bool = True,
     fusion: str = "layer",
     launch: str = "software",
     hw: str = "sn40l",
@@ -105,8 +109,24 @@ def pipeline_passes(
             hw=hw,
             hw_overrides=hw_overrides,
         ),
-        LowerDfkToRdu(hw=hw, hw_overrides=hw_overrides, launch=launch, **asdict(mapping)),
+        *_lowering_passes(
+            single_launch=single_launch,
+            launch=launch,
+            hw=hw,
+            hw_overrides=hw_overrides,
+            mapping=mapping,
+        ),
     ]
+
+
+def _lowering_passes(
+    *, single_launch: bool, launch: str, hw: str, hw_overrides: str, mapping: Mapping
+) -> list[ModulePass]:
+    """The lowering and, with `single_launch`, the merge of each looped launch with the
+    embedding and LM head launches around it (a program without a loop has none to merge)."""
+    lower = LowerDfkToRdu(hw=hw, hw_overrides=hw_overrides, launch=launch, **asdict(mapping))
+    merge = [MergeLaunches(hw=hw, hw_overrides=hw_overrides)] if single_launch else []
+    return [lower, *merge]
 
 
 @dataclass(frozen=True)
@@ -119,6 +139,7 @@ class RduPipeline(ModulePass, Mapping):
 
     sockets: int = 1
     kernel_looping: bool = True
+    single_launch: bool = True
     fusion: Literal["layer", "op"] = "layer"
     launch: Literal["software", "hardware"] = "software"
     hw: str = "sn40l"
@@ -134,6 +155,7 @@ class RduPipeline(ModulePass, Mapping):
         return {
             "sockets": self.sockets,
             "kernel_looping": self.kernel_looping,
+            "single_launch": self.single_launch,
             "fusion": self.fusion,
             "launch": self.launch,
             "hw": self.hw,
@@ -192,6 +214,7 @@ def compile_program(
     *,
     sockets: int = 1,
     kernel_looping: bool = True,
+    single_launch: bool = True,
     launch: str = "software",
     fusion: str = "layer",
     batch: int = 1,
@@ -221,7 +244,12 @@ def compile_program(
         hw_overrides=hw_overrides,
     )
     return lower_to_program(
-        module, launch=launch, hw=hw, hw_overrides=hw_overrides, mapping=mapping
+        module,
+        single_launch=single_launch,
+        launch=launch,
+        hw=hw,
+        hw_overrides=hw_overrides,
+        mapping=mapping,
     )
 
 
@@ -263,6 +291,7 @@ def prepare_module(
 def lower_to_program(
     module: ModuleOp,
     *,
+    single_launch: bool = True,
     launch: str = "software",
     hw: str = "sn40l",
     hw_overrides: str = "",
@@ -270,9 +299,15 @@ def lower_to_program(
 ) -> Program:
     """The second half of :func:`compile_program`: lower a :func:`prepare_module` module (in
     place) and emit its validated program."""
-    LowerDfkToRdu(hw=hw, hw_overrides=hw_overrides, launch=launch, **asdict(mapping)).apply(
-        Context(), module
-    )
+    ctx = Context()
+    for p in _lowering_passes(
+        single_launch=single_launch,
+        launch=launch,
+        hw=hw,
+        hw_overrides=hw_overrides,
+        mapping=mapping,
+    ):
+        p.apply(ctx, module)
     program = build_program(module)
     validate_program(program)
     return program

@@ -39,6 +39,7 @@ from xdsl.dialects.builtin import (
     StringAttr,
     SymbolNameConstraint,
     TensorType,
+    UnitAttr,
     i64,
 )
 from xdsl.dialects.func import FuncOp
@@ -603,9 +604,12 @@ class TensorOp(IRDLOperation):
 
 @irdl_op_definition
 class KernelOp(IRDLOperation):
-    """`rdu.kernel @name { rdu.param ... ; rdu.section ... | rdu.hw_loop ... }`: one chip
-    configuration (or several sections run in order). Each launch is a synchronization
-    boundary, which is what kernel looping removes."""
+    """`rdu.kernel @name { rdu.param ... ; rdu.section ... ; rdu.hw_loop { rdu.section ... } ;
+    rdu.section ... }`: one chip configuration (or several sections run in order), with at
+    most one hardware loop. Sections before the loop run once before its first trip (a
+    prologue: the embedding), sections after it once after its last (an epilogue: the LM
+    head), so a decode step can be one launch. Each launch is a synchronization boundary,
+    which is what kernel looping removes."""
 
     name = "rdu.kernel"
 
@@ -628,20 +632,58 @@ class KernelOp(IRDLOperation):
 
     @property
     def sections(self) -> list[SectionOp]:
-        holder = self.loop.body if self.loop is not None else self.body
-        return [op for op in holder.ops if isinstance(op, SectionOp)]
+        """Every section in program order: before the loop, the loop's, after the loop."""
+        out: list[SectionOp] = []
+        for op in self.body.ops:
+            if isinstance(op, SectionOp):
+                out.append(op)
+            elif isinstance(op, HwLoopOp):
+                out.extend(s for s in op.body.ops if isinstance(s, SectionOp))
+        return out
+
+    def loop_range(self) -> tuple[int, int] | None:
+        """The indices `[begin, end)` in `sections` of the loop's sections (None: no loop)."""
+        loop = self.loop
+        if loop is None:
+            return None
+        before = 0
+        for op in self.body.ops:
+            if op is loop:
+                break
+            before += isinstance(op, SectionOp)
+        return before, before + sum(isinstance(s, SectionOp) for s in loop.body.ops)
 
     def verify_(self) -> None:
         name = self.sym_name.data
         if not self.sections:
             raise VerifyException(f"'rdu.kernel' @{name} has no rdu.section")
+        if sum(isinstance(op, HwLoopOp) for op in self.body.ops) > 1:
+            raise VerifyException(f"'rdu.kernel' @{name} has more than one rdu.hw_loop")
+        if self.sections[0].configured_with_previous is not None:
+            raise VerifyException(
+                f"'rdu.kernel' @{name}: its first section has no previous section to be "
+                "configured with"
+            )
         params = {p.param.data for p in self.params}
         if self.loop is not None:
+            if not any(isinstance(s, SectionOp) for s in self.loop.body.ops):
+                raise VerifyException(f"'rdu.kernel' @{name}: its rdu.hw_loop has no section")
             for stacked in self.loop.stacked:
                 if stacked.data not in params:
                     raise VerifyException(
                         f"'rdu.kernel' @{name}: stacked '{stacked.data}' is not a param"
                     )
+            once = [op for op in self.body.ops if isinstance(op, SectionOp)]
+            stacked_names = {s.data for s in self.loop.stacked}
+            for section in once:
+                for unit in section.units:
+                    for access in (*unit.reads, unit.write):
+                        if access.target.data in stacked_names:
+                            raise VerifyException(
+                                f"'rdu.kernel' @{name}: unit '{unit.id.data}' runs once, "
+                                f"outside the rdu.hw_loop, but accesses stacked param "
+                                f"'{access.target.data}'"
+                            )
         for section in self.sections:
             known = params | {b.buffer.data for b in section.body.ops if isinstance(b, BufferOp)}
             for unit in section.units:
@@ -700,22 +742,27 @@ class HwLoopOp(IRDLOperation):
 
 @irdl_op_definition
 class SectionOp(IRDLOperation):
-    """`rdu.section pcus P pmus M sram_bytes S { buffers; units }`: one configuration of the
-    chip and what it occupies on one socket. The verifier recomputes the totals from the units
-    (PCUs and PMUs: sums of counts; SRAM: sum of PMU bytes x count), so they never lie; lowering
-    checks them against the hardware preset."""
+    """`rdu.section pcus P pmus M sram_bytes S [configured_with_previous] { buffers; units }`:
+    a graph of units run as a whole, in its own configuration of the chip, and what it
+    occupies on one socket; `configured_with_previous` puts it in the previous section's
+    configuration (configured at once, no Program Load between them: a prologue or epilogue
+    beside the loop). The verifier recomputes the totals from the units (PCUs and PMUs: sums
+    of counts; SRAM: sum of PMU bytes x count), so they never lie; lowering checks them
+    against the hardware preset."""
 
     name = "rdu.section"
 
     pcus = prop_def(IntegerAttr[I64])
     pmus = prop_def(IntegerAttr[I64])
     sram_bytes = prop_def(IntegerAttr[I64])
+    configured_with_previous = opt_prop_def(UnitAttr)
     body = region_def("single_block")
 
     traits = lazy_traits_def(lambda: (NoTerminator(), HasParent(KernelOp, HwLoopOp)))
 
     assembly_format = (
-        "`pcus` $pcus `pmus` $pmus `sram_bytes` $sram_bytes attr-dict-with-keyword $body"
+        "`pcus` $pcus `pmus` $pmus `sram_bytes` $sram_bytes "
+        "(`configured_with_previous` $configured_with_previous^)? attr-dict-with-keyword $body"
     )
 
     @property

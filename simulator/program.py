@@ -68,6 +68,7 @@ __all__ = [
     "Value",
     "View",
     "Work",
+    "configuration_needs",
     "decode_program",
     "encode_program",
     "load_program",
@@ -910,33 +911,45 @@ def _check_once_sections(bad: Report, path: str, kernel: Kernel, loop: Loop) -> 
                 )
 
 
+def configuration_needs(sections: Sequence[tuple[Resources, bool]], prefetch: int) -> Resources:
+    """What sections configured together occupy on one socket, each given as (its resources,
+    whether the loop repeats it): their PCUs and PMUs, and SRAM with the loop's reservation,
+    ``1 + prefetch`` sets of the looped sections' staging buffers."""
+    return Resources(
+        pcus=sum(r.pcus for r, _ in sections),
+        pmus=sum(r.pmus for r, _ in sections),
+        sram_bytes=sum(r.sram_bytes * (1 + prefetch if looped else 1) for r, looped in sections),
+    )
+
+
 def _check_configurations(bad: Report, path: str, kernel: Kernel, preset: HardwarePreset) -> None:
     """Sections configured together must fit the preset together; a loop's prefetch sets of
     its sections' staging buffers must fit the SRAM beside the rest of their configuration."""
     looped = kernel.looped_sections()
+    prefetch = kernel.loop.prefetch if kernel.loop is not None else 0
     for group in kernel.configurations():
-        sections = [kernel.sections[s] for s in group]
-        if len(group) > 1:
-            for key in ("pcus", "pmus", "sram_bytes"):
-                total = sum(getattr(section.resources, key) for section in sections)
-                if total > (limit := getattr(preset, key)):
-                    bad(
-                        f"{path}.sections[{group[-1]}].configured_with_previous",
-                        f"sections {group[0]}..{group[-1]} are configured together and need "
-                        f"{total} {key} but {preset.name} has {limit} per socket",
-                    )
-        if kernel.loop is None:
-            continue
-        staged = sum(kernel.sections[s].resources.sram_bytes for s in group if s in looped)
-        once = sum(kernel.sections[s].resources.sram_bytes for s in group if s not in looped)
-        reserved = (1 + kernel.loop.prefetch) * staged + once
-        if staged and reserved > preset.sram_bytes:
+        sections = [(kernel.sections[s].resources, s in looped) for s in group]
+        need = configuration_needs(sections, prefetch)
+        staged = sum(r.sram_bytes for r, repeated in sections if repeated)
+        keys = ("pcus", "pmus") if kernel.loop is not None and staged else _RESOURCE_KEYS
+        for key in keys if len(group) > 1 else ():
+            if getattr(need, key) > (limit := getattr(preset, key)):
+                bad(
+                    f"{path}.sections[{group[-1]}].configured_with_previous",
+                    f"sections {group[0]}..{group[-1]} are configured together and need "
+                    f"{getattr(need, key)} {key} but {preset.name} has {limit} per socket",
+                )
+        if kernel.loop is not None and staged and need.sram_bytes > preset.sram_bytes:
+            once = need.sram_bytes - (1 + prefetch) * staged
             beside = f", plus {once} of sections run once" if once else ""
             bad(
                 f"{path}.loop.prefetch",
-                f"prefetch {kernel.loop.prefetch} reserves {reserved} bytes of SRAM (1 + "
-                f"prefetch sets of {staged}{beside}) but {preset.name} has {preset.sram_bytes}",
+                f"prefetch {prefetch} reserves {need.sram_bytes} bytes of SRAM (1 + prefetch "
+                f"sets of {staged}{beside}) but {preset.name} has {preset.sram_bytes}",
             )
+
+
+_RESOURCE_KEYS = ("pcus", "pmus", "sram_bytes")
 
 
 def _check_section(

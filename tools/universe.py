@@ -63,6 +63,12 @@ def _lower_dfk_to_rdu() -> type[ModulePass]:
     return LowerDfkToRdu
 
 
+def _merge_launches() -> type[ModulePass]:
+    from rdu_compiler.lowering.merge_launches import MergeLaunches
+
+    return MergeLaunches
+
+
 def _rdu_pipeline() -> type[ModulePass]:
     from rdu_compiler.lowering.pipeline import RduPipeline
 
@@ -81,6 +87,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "disable-kernel-looping": _disable_kernel_looping,
     "shard-tensor-parallel": _shard_tensor_parallel,
     "lower-dfk-to-rdu": _lower_dfk_to_rdu,
+    "merge-launches": _merge_launches,
     "rdu-pipeline": _rdu_pipeline,
 }
 # What each pass does, for `rdu-opt --help` and `--list-passes` (one line, with its options).
@@ -93,8 +100,10 @@ PASS_HELP: dict[str, str] = {
     "shard-tensor-parallel": "Megatron-style SPMD sharding over sockets {sockets=1|2|4|8|16}",
     "lower-dfk-to-rdu": "map kernels onto PCUs/PMUs/AGCUs, place tensors in HBM/DDR, check "
     "fits {hw=sn40l launch=software|hardware}",
-    "rdu-pipeline": "the default pipeline, llm -> rdu {sockets kernel-looping fusion launch "
-    "hw}; then -t rdu-program writes the program file",
+    "merge-launches": "a looped launch takes in the embedding and LM head launches around it: "
+    "one launch per step {hw=sn40l remarks=false}",
+    "rdu-pipeline": "the default pipeline, llm -> rdu {sockets kernel-looping single-launch "
+    "fusion launch hw}; then -t rdu-program writes the program file",
 }
 TARGETS: dict[str, Callable[[], type[Target]]] = {"rdu-program": _rdu_program}
 

@@ -3,7 +3,6 @@ its tools compile the same few models many times)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from functools import cache
 
 from rdu_compiler.lowering.lower_dfk_to_rdu import Mapping
@@ -16,6 +15,7 @@ def compiled(
     *,
     sockets: int = 1,
     looped: bool = True,
+    single_launch: bool = True,
     batch: int = 1,
     context: int | None = None,
     launch: str = "software",
@@ -35,6 +35,7 @@ def compiled(
             model,
             sockets=sockets,
             kernel_looping=looped,
+            single_launch=single_launch,
             batch=batch,
             context=context,
             launch=launch,
@@ -47,19 +48,19 @@ def compiled(
     from rdu_compiler.frontend.builder import build_decode_step
     from rdu_compiler.frontend.config import load_model_config
     from rdu_compiler.lowering.emit_program import build_program
-    from rdu_compiler.lowering.lower_dfk_to_rdu import LowerDfkToRdu
     from rdu_compiler.lowering.pipeline import pipeline_passes
 
     module = build_decode_step(load_model_config(model), batch=batch, context=context)
     ctx = Context()
-    passes = pipeline_passes(
+    for p in pipeline_passes(
         sockets=sockets,
         kernel_looping=looped,
+        single_launch=single_launch,
         launch=launch,
         fusion=fusion,
         kv_seq_split=kv_seq_split,
-    )
-    lower = LowerDfkToRdu(launch=launch, hw_overrides=hw_overrides, **asdict(mapping))
-    for p in (*passes[:-1], lower):
+        hw_overrides=hw_overrides,
+        mapping=mapping,
+    ):
         p.apply(ctx, module)
     return build_program(module)
