@@ -7,6 +7,7 @@ sections still compute exactly what the reference does.
 `test_functional.py`; here only what the sections add is run.)"""
 
 import re
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -132,7 +133,7 @@ def _launches(program: Program) -> list[Launch]:
 def test_looping_changes_only_the_schedule(preset, sockets):
     """Same params, sections, units and work; the looped kernel adds a loop whose stacked
     params are bound, trip by trip, to what the unlooped launches bind; same tensors."""
-    looped = compile_program(preset, sockets=sockets, kernel_looping=True)
+    looped = compile_program(preset, sockets=sockets, kernel_looping=True, single_launch=False)
     flat = compile_program(preset, sockets=sockets, kernel_looping=False)
     body, layer = _layer_kernel(looped), _layer_kernel(flat)
     assert body.loop is not None and layer.loop is None
@@ -151,6 +152,73 @@ def test_looping_changes_only_the_schedule(preset, sockets):
             assert [v.index for vs in views for v in vs] == [[i] for i in range(len(views))]
         else:
             assert all(vs == binding.tensors for vs in views)
+
+
+def _resolved(kernel: Kernel, launch: Launch, prefix: str) -> list[Any]:
+    """What `kernel`'s sections compute, names aside: units with `prefix` taken off their
+    ids, accesses to params as the views the launch binds them to."""
+    views = {b.param: [(v.tensor, tuple(v.index)) for v in b.tensors] for b in launch.bindings}
+
+    def access(a: Any) -> Any:
+        return (views.get(a.name, a.name), a.ranges, a.step)
+
+    def rest(unit: Any) -> dict[str, Any]:
+        fields = msgspec.to_builtins(unit).items()
+        return {k: v for k, v in fields if k not in ("id", "reads", "write")}
+
+    return [
+        (
+            section.resources,
+            [(b.shape, b.dtype) for b in section.buffers],
+            [
+                (
+                    u.id.removeprefix(prefix),
+                    rest(u),
+                    [access(a) for a in u.reads],
+                    access(u.write),
+                )
+                for u in section.units
+            ],
+            [
+                (s.producer.removeprefix(prefix), s.consumer.removeprefix(prefix), s.bytes)
+                for s in section.streams
+            ],
+        )
+        for section in kernel.sections
+    ]
+
+
+@pytest.mark.parametrize(
+    "preset, sockets", [("tiny-llama", 2), ("tiny-mixtral", 1), ("tiny-alternating", 2)]
+)
+def test_one_launch_keeps_every_part_as_mapped(preset, sockets):
+    """`single-launch` (the default) makes the looped step one launch whose kernel runs the
+    embedding's sections, the loop, and the LM head's sections: each part computes what its
+    own kernel computes in three launches (the same units, work and resources on the same
+    views), only ids get the part's kernel as prefix; tensors are the same."""
+    three = compile_program(preset, sockets=sockets, single_launch=False)
+    one = compile_program(preset, sockets=sockets)
+    (launch,) = _launches(one)
+    (kernel,) = one.kernels
+    assert kernel.name == "+".join(s.kernel for s in _launches(three))
+    assert launch.label == ", ".join(s.label for s in _launches(three))
+    assert (one.tensors, one.values) == (three.tensors, three.values)
+    kernels = {k.name: k for k in three.kernels}
+    want = []
+    for part in _launches(three):
+        own = kernels[part.kernel]
+        want += _resolved(own, part, "" if own.loop is not None else f"{own.name}.")
+        if own.loop is not None:
+            assert kernel.loop is not None and (kernel.loop.trips, kernel.loop.prefetch) == (
+                own.loop.trips,
+                own.loop.prefetch,
+            )
+            assert launch.layers == part.layers
+    got = []
+    for s, section in enumerate(kernel.sections):
+        prefix = "" if s in kernel.looped_sections() else section.units[0].id.split(".")[0] + "."
+        got += _resolved(msgspec.structs.replace(kernel, sections=[section]), launch, prefix)
+    assert got == want
 
 
 def test_strided_cache_slices_of_a_period_2_loop_are_views():

@@ -51,9 +51,9 @@ def test_timing_table_json_and_trace(capsys, tiny, tmp_path):
         "launch_and_sync_ms_per_token",
         "calls",
     } <= report.keys()
-    assert report["launches_per_token"] == 3
+    assert report["launches_per_token"] == 1  # the embedding, the loop, the LM head
     events = json.loads(trace.read_text())["traceEvents"]
-    assert any(e.get("name") == "layers 0-3: layer 3 (trip 3)" for e in events)
+    assert any(e.get("name") == "embed, layers 0-3, lm_head: layer 3 (trip 3)" for e in events)
 
 
 def test_hardware_overrides(capsys, tiny):

@@ -125,7 +125,8 @@ def test_the_loop_streams_next_trip_loads_during_attention_and_all_reduce():
     their weights on chip. Unlooped, each layer's loads wait for its launch; without the
     reservation (prefetch 0) the loop is back to unlooped time."""
     preset = SN40L.replace(**PER_CALL)
-    looped = compiled("llama-3.1-8b", sockets=8, context=4096)
+    # the loop alone (an LM head in the loop's launch would stream beside it too)
+    looped = compiled("llama-3.1-8b", sockets=8, single_launch=False, context=4096)
     unlooped = compiled("llama-3.1-8b", sockets=8, looped=False, context=4096)
     timing = simulate(looped, preset, trace=True)
     plain = simulate(unlooped, preset)
@@ -181,8 +182,15 @@ def test_hardware_launch_cuts_launch_and_sync():
 
 
 def test_split_kernels_reload_every_trip():
+    """A layer kernel split into sections reconfigures the chip between them, every trip. In
+    one launch with the embedding and the LM head, those two join the configurations of the
+    loop's first and last sections: no Program Load more."""
     program = compiled(
-        "tiny-llama", context=64, hw_overrides="pcus=150,pmus=150", mapping=Mapping(matmul_par=64)
+        "tiny-llama",
+        context=64,
+        hw_overrides="pcus=150,pmus=150",
+        mapping=Mapping(matmul_par=64),
+        single_launch=False,
     )
     layer = program.kernels[1]
     trips, sections = layer.loop.trips, len(layer.sections)
@@ -197,13 +205,22 @@ def test_split_kernels_reload_every_trip():
     )
     s = summarize(program, SN40L, timing)
     assert s["calls"][1]["program_load_ms"] == pytest.approx(call.program_load_s * 1e3)
+    one = compiled(
+        "tiny-llama", context=64, hw_overrides="pcus=150,pmus=150", mapping=Mapping(matmul_par=64)
+    )
+    (kernel,) = one.kernels
+    assert len(kernel.sections) == sections + 2
+    assert len(kernel.configurations()) == sections
+    (merged,) = simulate(one, SN40L).calls
+    assert merged.program_load_s == pytest.approx(trips * sections * SN40L.program_load_s)
 
 
 def test_70b_on_16_sockets_simulates_all_80_trips():
     """Simulation speed is a benchmark (bench/engine_speed.py, bench/decode_timing.py)."""
     program = compiled("llama-3.1-70b", sockets=16, context=4096)
     timing = simulate(program, SN40L)
-    assert len(timing.calls) == 3 and timing.calls[1].trips == 80
+    (call,) = timing.calls  # the embedding, 80 trips of the layer and the LM head
+    assert call.trips == 80
 
 
 def test_report_figures_are_consistent():
@@ -249,7 +266,8 @@ def test_trace_names_kernels_and_layers_and_shows_the_gaps():
     assert sum(g >= per_call for g in gaps) >= 31  # memory idle at every layer boundary
     looped = compiled("llama-3.1-8b", sockets=8, context=4096)
     trace = chrome_trace(looped, SN40L, simulate(looped, SN40L, trace=True))
-    assert "layers 0-31: layer 7 (trip 7)" in {e.get("name") for e in trace["traceEvents"]}
+    names = {e.get("name") for e in trace["traceEvents"]}
+    assert "embed, layers 0-31, lm_head: layer 7 (trip 7)" in names
 
 
 def test_the_trace_nests_marks_idle_causes_and_counts_bandwidth_and_buffers():
@@ -275,7 +293,7 @@ def test_the_trace_nests_marks_idle_causes_and_counts_bandwidth_and_buffers():
     ends = {(e["cat"], e["id"]): e["ts"] for e in events if e["ph"] == "e"}
     assert begins.keys() == ends.keys() and all(ends[k] >= begins[k] for k in begins)
     trips = [e for e in events if e["ph"] == "b" and e["cat"] == "trip"]
-    assert "layers 0-31: layer 7 (trip 7)" in {e["name"] for e in trips}
+    assert "embed, layers 0-31, lm_head: layer 7 (trip 7)" in {e["name"] for e in trips}
     loads = [e for e in events if e["ph"] == "b" and e["cat"] == "ld.gate_proj"]
     assert len(loads) == 32  # trips overlap on this unit: async
     idle = defaultdict(float)
@@ -301,7 +319,8 @@ def test_the_vocab_parallel_lm_head_shortens_with_sockets():
     all-gather is a few hundred KB of P2P traffic, so the head's time keeps shrinking."""
     head = []
     for sockets in (1, 2, 4, 8, 16):
-        timing = simulate(compiled("llama-3.1-8b", sockets=sockets, context=4096), SN40L)
+        program = compiled("llama-3.1-8b", sockets=sockets, single_launch=False, context=4096)
+        timing = simulate(program, SN40L)
         head.append(next(c.busy_s for c in timing.calls if c.kernel == "lm_head"))
     assert all(b < 0.6 * a for a, b in zip(head, head[1:])), head
 
