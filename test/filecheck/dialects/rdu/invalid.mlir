@@ -245,3 +245,61 @@ func.func @main() {
   func.return
 }
 // CHECK: 'rdu.launch' @k must bind each of its params ['x'] once, binds ['w']
+
+// -----
+
+// A kernel around its loop: sections before it run once (a prologue), so they cannot read a
+// stacked param (one tensor per trip).
+rdu.kernel @k {
+  rdu.param "w" : tensor<4xbf16>
+  rdu.section pcus 0 pmus 0 sram_bytes 0 {
+    rdu.buffer "y" : tensor<4xbf16>
+    %s = rdu.agcu "load" "l" count 1 reads [#rdu.access<"w" [0:4]>] write <"y" [0:4]> work <flops 0 bytes_read 8 bytes_written 8 tiles 1> : () -> !rdu.stream<tensor<4xbf16>, 2>
+  }
+  rdu.hw_loop trips 2 prefetch 1 stacked ["w"] {
+    rdu.section pcus 0 pmus 0 sram_bytes 0 {
+      rdu.buffer "z" : tensor<4xbf16>
+    }
+  }
+}
+// CHECK: 'rdu.kernel' @k: unit 'l' runs once, outside the rdu.hw_loop, but accesses stacked param 'w'
+
+// -----
+
+rdu.kernel @k {
+  rdu.param "w" : tensor<4xbf16>
+  rdu.hw_loop trips 2 prefetch 1 stacked ["w"] {
+    rdu.section pcus 0 pmus 0 sram_bytes 0 {
+      rdu.buffer "y" : tensor<4xbf16>
+    }
+  }
+  rdu.hw_loop trips 2 prefetch 1 stacked ["w"] {
+    rdu.section pcus 0 pmus 0 sram_bytes 0 {
+      rdu.buffer "z" : tensor<4xbf16>
+    }
+  }
+}
+// CHECK: 'rdu.kernel' @k has more than one rdu.hw_loop
+
+// -----
+
+rdu.kernel @k {
+  rdu.param "w" : tensor<4xbf16>
+  rdu.section pcus 0 pmus 0 sram_bytes 0 {
+    rdu.buffer "y" : tensor<4xbf16>
+  }
+  rdu.hw_loop trips 2 prefetch 1 stacked ["w"] {
+  ^bb0:
+  }
+}
+// CHECK: 'rdu.kernel' @k: its rdu.hw_loop has no section
+
+// -----
+
+rdu.kernel @k {
+  rdu.param "w" : tensor<4xbf16>
+  rdu.section pcus 0 pmus 0 sram_bytes 0 configured_with_previous {
+    rdu.buffer "y" : tensor<4xbf16>
+  }
+}
+// CHECK: 'rdu.kernel' @k: its first section has no previous section to be configured with
