@@ -43,7 +43,14 @@ What is modelled (all rates and costs from :class:`simulator.hardware.HardwarePr
   while bandwidth is idle - the next layer's weights stream in while this layer's attention
   and all-reduces run. ``prefetch = 0``: trips run back to back, as separate launches would.
   Loads of params the kernel writes (the residual stream) wait for the previous trip's stores.
-* **Sections** of one kernel run in order with a Program Load between them (every trip).
+* **Sections** of one kernel run in program order (``Kernel.executions``: a prologue's once,
+  the loop's trip by trip, an epilogue's once). Executions in one configuration run side by
+  side, ordered by their data: a load of a param waits for the latest earlier execution that
+  stores it (trip 0's load of the residual stream for the embedding's store, the LM head's for
+  the last trip's), and requests are served in program order (an epilogue's loads get only
+  bandwidth the loop leaves idle). The first execution of another configuration waits until
+  everything before it finished, then for a Program Load (in a loop over several sections:
+  every trip).
 * **Invariants.** Every unit of every launch finishes, or :class:`SimulationError` names the
   kernel, unit and trip and the chain it waits on; transfers make progress whatever the rates;
   simulated time past ``_HORIZON_S`` is refused. The step is never shorter than the memory and
@@ -108,7 +115,8 @@ class SimulationError(Exception):
 
 class Span(msgspec.Struct, frozen=True, array_like=True):
     """An interval on one track of the trace: ``track`` (unit id, ``hbm``, ``host``, ...),
-    ``name``, ``start`` / ``end`` in seconds, ``call`` (launch index), ``trip``."""
+    ``name``, ``start`` / ``end`` in seconds, ``call`` (launch index), ``trip`` (-1: the host,
+    or a section run once beside a loop)."""
 
     track: str
     name: str

@@ -320,6 +320,7 @@ def _apply_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         "fusion": pipeline.fusion,
         "mapping": pipeline.mapping(),
         "kv_seq_split": pipeline.kv_seq_split,
+        "single_launch": pipeline.single_launch,
     }
 
 

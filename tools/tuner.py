@@ -487,6 +487,7 @@ class Evaluator:
                 raise prepared
             program = lower_to_program(
                 prepared.clone(),
+                single_launch=pipeline.single_launch,
                 launch=pipeline.launch,
                 hw=pipeline.hw,
                 hw_overrides=pipeline.hw_overrides,

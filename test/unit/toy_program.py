@@ -451,7 +451,7 @@ def one_launch_kernel(loop_kernel: Kernel, together: bool) -> Kernel:
     ]
     params = {p.name: p for k in (embed, loop_kernel, head) for p in k.params}
     return Kernel(
-        name="step",
+        name="embed+layer.looped+head",
         params=list(params.values()),
         sections=sections,
         loop=msgspec.structs.replace(loop_kernel.loop, sections=(1, 2)),
