@@ -45,7 +45,6 @@ from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     ArrayAttr,
-    DenseArrayBase,
     ModuleOp,
     StringAttr,
     SymbolRefAttr,
@@ -116,7 +115,7 @@ def _groups(step: func.FuncOp, kernels: dict[str, rdu.KernelOp]) -> list[_Group]
         return _Part(launch, kernels[launch.kernel.root_reference.data])
 
     def joins(launch: rdu.LaunchOp) -> bool:
-        return part(launch).kernel.loop is None and not launch.layers.get_values()
+        return part(launch).kernel.loop is None and len(launch.layers) == 0
 
     groups: list[_Group] = []
     for run in runs:
@@ -318,9 +317,7 @@ class _Merge:
                     [rdu.BindingAttr(name, list(self.views[name])) for name in self.params]
                 ),
                 "label": StringAttr(", ".join(p.launch.label.data for p in self.group.parts)),
-                "layers": DenseArrayBase.from_list(
-                    loop.layers.elt_type, list(loop.layers.get_values())
-                ),
+                "layers": loop.layers,
             }
         )
 

@@ -343,10 +343,11 @@ class Kernel(_Struct, frozen=True, kw_only=True):
         looped = self.looped_sections()
         if self.loop is None:
             return [(s, 0) for s in looped]
+        trips: list[int | None] = list(range(self.trips))
         once = [s for s in range(len(self.sections)) if s not in looped]
         return (
             [(s, None) for s in once if s < looped.start]
-            + [(s, t) for t in range(self.trips) for s in looped]
+            + [(s, t) for t in trips for s in looped]
             + [(s, None) for s in once if s >= looped.stop]
         )
 
