@@ -53,9 +53,10 @@ def main() -> None:
     unlooped = simulate(compile_program("llama-3.1-8b", sockets=8, kernel_looping=False), free)
     for single in (False, True):
         looped = simulate(compile_program("llama-3.1-8b", sockets=8, single_launch=single), free)
+        speedup = unlooped.step_s / looped.step_s
         print(
             f"per-call costs at zero, llama-3.1-8b on 8 sockets, "
-            f"single-launch={str(single).lower()}: looped vs unlooped {unlooped.step_s / looped.step_s:.3f}x "
+            f"single-launch={str(single).lower()}: looped vs unlooped {speedup:.3f}x "
             f"({unlooped.step_s * 1e3:.4f} -> {looped.step_s * 1e3:.4f} ms)"
         )
 
