@@ -229,7 +229,7 @@ def test_strided_cache_slices_of_a_period_2_loop_are_views():
     unlooped program moves (the rows attended, the new rows written)."""
     caches = ("k_cache", "v_cache")
     looped, flat = (compile_program("tiny-alternating", kernel_looping=k) for k in (True, False))
-    (launch,) = [s for s in _launches(looped) if s.kernel.endswith(".looped")]
+    (launch,) = [s for s in _launches(looped) if ".looped" in s.kernel]
     kernel = next(k for k in looped.kernels if k.name == launch.kernel)
     views = {
         b.param: b.tensors
@@ -251,9 +251,9 @@ def test_strided_cache_slices_of_a_period_2_loop_are_views():
             params = {
                 b.param for b in s.bindings if b.tensors[0].tensor.removesuffix(".out") in caches
             }
-            total += (k.loop.trips if k.loop else 1) * sum(
-                u.work.bytes_read + u.work.bytes_written
-                for sec in k.sections
+            total += sum(
+                k.runs(i) * (u.work.bytes_read + u.work.bytes_written)
+                for i, sec in enumerate(k.sections)
                 for u in sec.units
                 if isinstance(u, Agcu) and {u.write.name, *(a.name for a in u.reads)} & params
             )
@@ -298,7 +298,8 @@ def test_a_model_that_fits_neither_memory_fails():
 @pytest.mark.parametrize("preset", ["tiny-llama", "tiny-mixtral"])
 def test_sections_compute_what_the_reference_does(preset, looped):
     """A chip of 200 PCUs / PMUs splits the layer into sections (data crossing them through
-    scratch tensors); the program still matches the reference exactly."""
+    scratch tensors; looped, the embedding and the LM head in the same launch around them);
+    the program still matches the reference exactly."""
     program = compile_program(
         preset,
         kernel_looping=looped,
@@ -306,7 +307,8 @@ def test_sections_compute_what_the_reference_does(preset, looped):
         hw_overrides="pcus=200,pmus=200",
         mapping=Mapping(matmul_par=64),
     )
-    assert len(_layer_kernel(program).sections) > 1
+    layer = next(k for k in program.kernels if "decoder_layer" in k.name)
+    assert len(layer.looped_sections() if looped else layer.sections) > 1
     ref = ReferenceEngine(build_decode_step(load_model_config(preset), batch=2), RandomWeights(0))
     sim = FunctionalSimulator(program, RandomWeights(0))
     k_cache, v_cache = ref.new_caches()
@@ -317,8 +319,12 @@ def test_sections_compute_what_the_reference_does(preset, looped):
 
 
 def test_mapping_knobs_change_the_splits():
-    wide = _layer_kernel(compile_program("tiny-llama", mapping=Mapping(matmul_par=64)))
-    narrow = _layer_kernel(compile_program("tiny-llama", mapping=Mapping(matmul_par=2)))
+    wide, narrow = (
+        _layer_kernel(
+            compile_program("tiny-llama", single_launch=False, mapping=Mapping(matmul_par=k))
+        )
+        for k in (64, 2)
+    )
     counts = [{u.id: u.count for u in k.sections[0].units} for k in (wide, narrow)]
     assert counts[0]["q"] == 64 and counts[1]["q"] == 2
     assert msgspec.structs.replace(wide, sections=[]) == msgspec.structs.replace(
@@ -332,7 +338,9 @@ def test_a_compute_bound_layer_keeps_attention_at_the_pace_of_its_kv_rows():
     them at twice the HBM rate (`PACE`); the linears beside it (same segment, between two
     all-reduces) need only keep pace with it, and the MLP's linears share the rest."""
     preset = get_preset("sn40l")
-    program = compile_program("llama-3.1-70b", sockets=16, batch=80, layers=2, context=4096)
+    program = compile_program(
+        "llama-3.1-70b", sockets=16, batch=80, layers=2, context=4096, single_launch=False
+    )
     (looped,) = [k for k in program.kernels if k.name == "decoder_layer.looped"]
     count = {u.id: u.count for s in looped.sections for u in s.units}
     vector_rate = preset.pcu_lanes * 4 * preset.clock_hz  # on-chip bytes per PCU per second
