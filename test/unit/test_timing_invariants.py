@@ -58,6 +58,14 @@ def parameter_values(draw):
     return changes
 
 
+def _orders_moved(name, value):
+    """How many orders of magnitude a drawn parameter is from the preset's value."""
+    default = getattr(SN40L, name)
+    if isinstance(default, str):
+        return 0.0
+    return abs(math.log10(value / default))
+
+
 @settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 @given(
     looped=st.booleans(),
@@ -77,7 +85,14 @@ def test_every_simulation_finishes_above_its_bounds(
     if looped:
         program = with_prefetch(program, prefetch)
     preset = SN40L.replace(**changes)
-    result = simulate(program, preset)
+    try:
+        result = simulate(program, preset)
+    except SimulationError as refusal:
+        # A step past the engine's horizon is refused, not reported; that may only happen for a
+        # parameter moved by three orders of magnitude or more from the preset.
+        assert str(refusal).startswith("simulated time passes"), refusal
+        assert any(_orders_moved(name, value) >= 3 for name, value in changes.items())
+        return
     launches = [s for s in program.schedule if isinstance(s, Launch)]
     assert [c.kernel for c in result.calls] == [launch.kernel for launch in launches]
     assert all(c.busy_s >= 0 and c.launch_s >= 0 for c in result.calls)
