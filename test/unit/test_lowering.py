@@ -98,7 +98,9 @@ def test_looping_changes_only_the_schedule_of_caches_dealt_along_the_sequence():
     """The dealt attention's units (query and partial gathers, per-socket positions) are
     the same in the looped and unlooped programs."""
     looped, flat = (
-        compile_program("tiny-llama", sockets=4, kernel_looping=k, kv_seq_split=2)
+        compile_program(
+            "tiny-llama", sockets=4, kernel_looping=k, kv_seq_split=2, single_launch=False
+        )
         for k in (True, False)
     )
     body, layer = _layer_kernel(looped), _layer_kernel(flat)
