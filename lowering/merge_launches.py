@@ -55,6 +55,7 @@ from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
 from rdu_compiler.lowering.lower_dfk_to_rdu import HARDWARE_ATTR
+from rdu_compiler.lowering.unit_mapping import fresh_name
 from rdu_compiler.rdu_dialect import rdu
 from rdu_compiler.rdu_dialect.interpreter import ENTRY
 from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
@@ -141,15 +142,6 @@ def _groups(step: func.FuncOp, kernels: dict[str, rdu.KernelOp]) -> list[_Group]
     return groups
 
 
-def _fresh(hint: str, taken: set[str]) -> str:
-    name, k = hint, 0
-    while name in taken:
-        k += 1
-        name = f"{hint}_{k}"
-    taken.add(name)
-    return name
-
-
 class _Merge:
     """The merged kernel and launch of one group."""
 
@@ -159,10 +151,11 @@ class _Merge:
         assert loop is not None
         self.prefetch = loop.prefetch.value.data
         self.stacked = {s.data for s in loop.stacked}
-        self.name = _fresh("+".join(p.name for p in group.parts), taken_kernels)
+        self.name = fresh_name("+".join(p.name for p in group.parts), taken_kernels)
         prefixes: set[str] = set()
         self.prefix = [
-            "" if part is group.loop else _fresh(part.name, prefixes) + "." for part in group.parts
+            "" if part is group.loop else fresh_name(part.name, prefixes) + "."
+            for part in group.parts
         ]
         # params: the loop's named first (their names stay), the others' after, in order
         param_of: dict[tuple[bool, tuple[View, ...]], str] = {}
@@ -181,7 +174,7 @@ class _Merge:
                     if part is group.loop:
                         merged = name
                     else:
-                        merged = _fresh(prefix + name if name in taken else name, taken)
+                        merged = fresh_name(prefix + name if name in taken else name, taken)
                     param_of.setdefault(key, merged)
                     found[merged] = (param, views[name])
                 names[name] = merged
@@ -203,7 +196,7 @@ class _Merge:
         taken = set(self.params) | {b.buffer.data for b in buffers}
         for buffer in buffers:
             if buffer.buffer.data in self.params:
-                names[buffer.buffer.data] = _fresh(buffer.buffer.data, taken)
+                names[buffer.buffer.data] = fresh_name(buffer.buffer.data, taken)
                 buffer.buffer = StringAttr(names[buffer.buffer.data])
         prefix = self.prefix[part]
         for unit in copy.units:

@@ -133,6 +133,16 @@ class Unit:
     group: int = 0  # the op it belongs to: sections are cut between groups only
 
 
+def fresh_name(hint: str, taken: set[str]) -> str:
+    """`hint`, or `hint_1`, `hint_2`, ... if taken; the name returned is added to `taken`."""
+    name, k = hint, 0
+    while name in taken:
+        k += 1
+        name = f"{hint}_{k}"
+    taken.add(name)
+    return name
+
+
 class KernelLowering:
     """Maps one kernel body onto units (see the module docstring)."""
 
@@ -154,26 +164,18 @@ class KernelLowering:
 
     # -- names -----------------------------------------------------------------------------
 
-    def _fresh(self, hint: str, taken: set[str]) -> str:
-        name, k = hint, 0
-        while name in taken:
-            k += 1
-            name = f"{hint}_{k}"
-        taken.add(name)
-        return name
-
     def add_param(self, hint: str, shape: list[int], dtype: str) -> str:
-        name = self._fresh(hint, self.names)
+        name = fresh_name(hint, self.names)
         self.params[name] = (shape, dtype)
         return name
 
     def _buffer(self, hint: str, shape: list[int], dtype: str) -> str:
-        name = self._fresh(hint, self.names)
+        name = fresh_name(hint, self.names)
         self.buffers[name] = (shape, dtype)
         return name
 
     def _unit(self, unit: Unit) -> Unit:
-        unit.id = self._fresh(unit.id, self.ids)
+        unit.id = fresh_name(unit.id, self.ids)
         unit.group = self.group
         if not unit.tiles and (unit.bytes_read or unit.bytes_written):
             moved = max(unit.bytes_read, unit.bytes_written)
