@@ -25,6 +25,7 @@ Index ranges never depend on the socket: the program is what one socket runs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from math import prod
 
 from xdsl.dialects.builtin import (
@@ -230,7 +231,15 @@ def _ints(values: Sequence[int]) -> str:
 
 
 def _array(values: Sequence[int]) -> DenseArrayBase[I64]:
-    return DenseArrayBase.from_list(i64, list(values))
+    return _interned_array(tuple(values))
+
+
+@lru_cache(maxsize=1 << 14)
+def _interned_array(values: tuple[int, ...]) -> DenseArrayBase[I64]:
+    """Attributes are immutable values: the lowering builds the same few index arrays (ranges,
+    shapes, offsets) tens of thousands of times per program, and xDSL verifies each on
+    construction (a fifth of a 70B trial before this cache)."""
+    return DenseArrayBase.from_list(i64, values)
 
 
 @irdl_attr_definition

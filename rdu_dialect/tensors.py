@@ -9,6 +9,8 @@ the lowering import it.
 
 from __future__ import annotations
 
+from functools import cache
+
 from xdsl.dialects.builtin import TensorType
 from xdsl.ir import Attribute, SSAValue
 
@@ -30,4 +32,10 @@ def tensor_shape(v: SSAValue | Attribute) -> tuple[int, ...]:
 def dtype_name(v: SSAValue | Attribute) -> str:
     """The element type's name (`bf16`, `f32`, `i32`, ...), as the program schema and the
     numerics spell dtypes."""
-    return str(tensor_type(v).element_type)
+    return _element_name(tensor_type(v).element_type)
+
+
+@cache
+def _element_name(element: Attribute) -> str:
+    """Printing an attribute runs xDSL's printer: a handful of element types, printed once."""
+    return str(element)
