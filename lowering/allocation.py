@@ -26,7 +26,9 @@ Ops without off-chip bytes (norms, rope, elementwise ops, the KV write) touch a 
 chip's SRAM: each linear weight of a trip is staged whole while `1 + prefetch` trips' worth fit
 (so the loads of the MLP stream during attention and the next trip's during this one's tail),
 otherwise every weight the same fraction; each PMU holds at most its SRAM. The knobs
-(`matmul-par`, `attention-par`, `tile-bytes`) override the allocation where given.
+(`matmul-par`, `attention-par`, `tile-bytes`) override the allocation where given. A kernel
+sized to share the chip with another configuration (`reserved`: the LM head beside the looped
+layers, `lowering/shared_configuration.py`) plans with the PCUs, PMUs and SRAM that one leaves.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from rdu_compiler.passes.cost_model import op_cost, tensor_bytes
 from rdu_compiler.rdu_dialect import llm
 from rdu_compiler.rdu_dialect.tensors import tensor_shape
 from rdu_compiler.simulator.hardware import HardwarePreset, pcu_flops_per_s, vector_bytes_per_s
+from rdu_compiler.simulator.program import Resources
 
 __all__ = ["PACE", "Allocation", "Stage", "allocate"]
 
@@ -80,10 +83,22 @@ class Allocation:
     staging: dict[SSAValue, int] = field(default_factory=dict)
     hbm_rate: float = 0.0
     placed: dict[Operation, int] = field(default_factory=dict)  # PCUs the lowering used
+    notes: list[str] = field(default_factory=list)  # why it was sized so, for the summary
 
     def pcus(self, op: Operation) -> int:
         stage = self.stages.get(op)
         return stage.pcus if stage is not None else 0
+
+    def seconds(self, preset: HardwarePreset) -> float:
+        """Expected time of the stages one after the other, each no faster than its off-chip
+        bytes at HBM rate (at the PCUs the lowering used)."""
+        return sum(
+            max(stage.seconds(preset, self.placed.get(op, stage.pcus)), self._hbm_seconds(stage))
+            for op, stage in self.stages.items()
+        )
+
+    def _hbm_seconds(self, stage: Stage) -> float:
+        return stage.offchip_bytes / self.hbm_rate if self.hbm_rate else 0.0
 
     def report(self, preset: HardwarePreset) -> list[str]:
         """One line per allocated stage: PCUs, work, expected time against its HBM time."""
@@ -91,7 +106,7 @@ class Allocation:
         for op, stage in self.stages.items():
             pcus = self.placed.get(op, stage.pcus)
             name = op.results[0].name_hint or stage.op
-            hbm_us = stage.offchip_bytes / self.hbm_rate * 1e6 if self.hbm_rate else 0.0
+            hbm_us = self._hbm_seconds(stage) * 1e6
             lines.append(
                 f"{stage.op} '{name}': {pcus} PCUs, {stage.offchip_bytes} bytes off-chip, "
                 f"{stage.flops} FLOPs: {stage.seconds(preset, pcus) * 1e6:.2f} us "
@@ -100,7 +115,7 @@ class Allocation:
         staged = sum(self.staging.values())
         if staged:
             lines.append(f"weight staging: {staged} bytes of SRAM over {len(self.staging)} weights")
-        return lines
+        return lines + self.notes
 
 
 def _stage(op: Operation) -> Stage | None:
@@ -128,11 +143,14 @@ def allocate(
     prefetch: int,
     staging_override: int | None,
     buffer_depth: int,
+    reserved: Resources | None = None,
 ) -> Allocation:
     """The allocation of one kernel body (`ops`, in order). `weights` says, per linear weight
     value, whether it is streamed from off-chip (a kernel argument); `small_pcus` is what the
     ops without off-chip bytes take; `prefetch` the trips whose weights are staged ahead;
-    `staging_override` (tile-bytes x buffer-depth per PMU) replaces the SRAM plan."""
+    `staging_override` (tile-bytes x buffer-depth per PMU) replaces the SRAM plan;
+    `reserved`: what another configuration sharing the chip holds (the body gets the rest)."""
+    taken = reserved or Resources(pcus=0, pmus=0, sram_bytes=0)
     hbm = preset.hbm_bandwidth * preset.hbm_efficiency
     alloc = Allocation(hbm_rate=hbm)
     stages = {op: s for op in ops if (s := _stage(op)) is not None}
@@ -145,7 +163,7 @@ def allocate(
             continue
         target = PACE * stage.offchip_bytes / hbm
         wanted[op] = max(1, math.ceil(stage.seconds(preset, 1) / target))
-    budget = max(len(wanted), preset.pcus - small_pcus)
+    budget = max(len(wanted), preset.pcus - taken.pcus - small_pcus)
     wanted = _share(wanted, _paced(ops, stages, wanted, preset, hbm), budget)
     choices = {op: _choices(op) for op in wanted}
     wanted = {op: _pick(choices[op], n) for op, n in wanted.items()}
@@ -169,7 +187,9 @@ def allocate(
     streamed = _streamed(stages, weights)
     per_trip = sum(streamed.values())
     if per_trip:
-        room = SRAM_FILL * min(preset.sram_bytes, preset.pmus * preset.pmu_bytes)
+        free_pmus = max(0, preset.pmus - taken.pmus)
+        free_sram = max(0, min(preset.sram_bytes - taken.sram_bytes, free_pmus * preset.pmu_bytes))
+        room = SRAM_FILL * free_sram
         fraction = min(1.0, room / (per_trip * (1 + prefetch) * _depth_factor(buffer_depth)))
         for w, moved in streamed.items():
             whole = moved * _depth_factor(buffer_depth)

@@ -33,6 +33,7 @@ from rdu_compiler.passes.cost_model import op_cost
 from rdu_compiler.rdu_dialect import dfk, llm, rdu
 from rdu_compiler.rdu_dialect.tensors import dtype_name
 from rdu_compiler.simulator.hardware import HardwarePreset
+from rdu_compiler.simulator.program import Resources
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,14 @@ class KernelPlan:
 
 
 def lower_kernel(
-    kernel: dfk.KernelOp, inplace: dict[int, int], knobs: Mapping, preset: HardwarePreset
+    kernel: dfk.KernelOp,
+    inplace: dict[int, int],
+    knobs: Mapping,
+    preset: HardwarePreset,
+    reserved: Resources | None = None,
 ) -> KernelPlan:
+    """`kernel` lowered; `reserved`: what a configuration it shares the chip with holds (the
+    allocation sizes the body for the rest)."""
     name = kernel.sym_name.data
     lowering = KernelLowering(knobs, preset)
     returned = list(kernel.return_op.arguments)
@@ -164,10 +171,10 @@ def lower_kernel(
         preset,
         weights={v: True for v in lowering.param_of},
         small_pcus=knobs.simd_par * sum(1 for op in body_ops if _stage_free(op)),
-        # the same in a looped and an unlooped kernel, so that both map a layer alike
-        prefetch=knobs.prefetch if knobs.prefetch >= 0 else STAGED_TRIPS_AHEAD,
+        prefetch=planned_prefetch(knobs),
         staging_override=knobs.tile_bytes if knobs.tile_bytes > 0 else None,
         buffer_depth=knobs.buffer_depth,
+        reserved=reserved,
     )
     for op in body_ops:
         lowering.lower_op(op)
@@ -266,6 +273,12 @@ def _check_in_place_updates(ops: Sequence[Operation]) -> None:
                     "updated it in place (its result reuses that buffer): read the updated "
                     "value, or keep the old one out of the kernel",
                 )
+
+
+def planned_prefetch(knobs: Mapping) -> int:
+    """The trips ahead the allocation stages weights for: the same in a looped and an unlooped
+    kernel, so that both map a layer alike (the loop's own depth is bounded later)."""
+    return knobs.prefetch if knobs.prefetch >= 0 else STAGED_TRIPS_AHEAD
 
 
 def _wanted_prefetch(loop: dfk.LoopOp, knobs: Mapping) -> int:

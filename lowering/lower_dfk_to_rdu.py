@@ -70,8 +70,9 @@ from xdsl.passes import ModulePass
 
 from rdu_compiler.lowering.diagnostics import fail, fail_at
 from rdu_compiler.lowering.host import Host
-from rdu_compiler.lowering.kernels import inplace_pairs, lower_kernel
+from rdu_compiler.lowering.kernels import inplace_pairs
 from rdu_compiler.lowering.placement import place_tensors
+from rdu_compiler.lowering.shared_configuration import lower_kernels
 from rdu_compiler.lowering.tensor_types import element_type
 from rdu_compiler.lowering.unit_mapping import Mapping
 from rdu_compiler.passes.context_split import ContextSplit, plan_context_split
@@ -140,10 +141,8 @@ class LowerDfkToRdu(ModulePass):
             if name not in kernels:
                 raise fail_at(call, f"calls @{name}, which is no dfk.kernel of the module")
             calls_of.setdefault(name, []).append(call)
-        plans = {
-            name: lower_kernel(kernels[name], inplace_pairs(of, kernels), knobs, preset)
-            for name, of in calls_of.items()
-        }
+        inplace = {name: inplace_pairs(of, kernels) for name, of in calls_of.items()}
+        plans = lower_kernels(kernels, calls, inplace, knobs, preset)
         host = Host(op, plans, self.launch)
         host.walk(step)
         sockets = sockets_of(op)

@@ -29,6 +29,9 @@ How parts are joined:
   PCUs, PMUs and SRAM with the loop's prefetch reservation (`simulator.program.
   configuration_needs`); else it keeps a configuration of its own (a Program Load between,
   still no launch or sync) and, with `remarks=true`, the pass says why, with the figures.
+  The lowering sizes the embedding and LM head to fit beside the layers' configuration where
+  that costs less than the Program Loads it saves (`lowering/shared_configuration.py`;
+  `lower-dfk-to-rdu{summary=true}` says which way and why).
   Boundaries are tried nearest the loop first, the epilogue's before the prologue's (the LM
   head's weights gain the most from streaming beside the loop).
 
@@ -55,15 +58,14 @@ from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
 from rdu_compiler.lowering.lower_dfk_to_rdu import HARDWARE_ATTR
+from rdu_compiler.lowering.shared_configuration import RESOURCE_NAMES, section_resources
 from rdu_compiler.lowering.unit_mapping import fresh_name
 from rdu_compiler.rdu_dialect import rdu
 from rdu_compiler.rdu_dialect.interpreter import ENTRY
 from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
-from rdu_compiler.simulator.program import Resources, configuration_needs
+from rdu_compiler.simulator.program import configuration_needs
 
 __all__ = ["MergeLaunches"]
-
-_RESOURCES = (("pcus", "PCUs"), ("pmus", "PMUs"), ("sram_bytes", "bytes of SRAM"))
 
 View = tuple[str, tuple[int, ...]]
 
@@ -215,20 +217,9 @@ class _Merge:
         """Why `sections` (each with whether the loop repeats it) do not fit one
         configuration (None: they do)."""
         need = configuration_needs(
-            [
-                (
-                    Resources(
-                        pcus=s.pcus.value.data,
-                        pmus=s.pmus.value.data,
-                        sram_bytes=s.sram_bytes.value.data,
-                    ),
-                    looped,
-                )
-                for s, looped in sections
-            ],
-            self.prefetch,
+            [(section_resources(s), looped) for s, looped in sections], self.prefetch
         )
-        for key, what in _RESOURCES:
+        for key, what in RESOURCE_NAMES:
             if getattr(need, key) > (limit := getattr(self.preset, key)):
                 reserve = (
                     f" (with the loop's {1 + self.prefetch} sets of its staging buffers)"

@@ -394,3 +394,23 @@ def test_dtype_of_outputs():
     )
     logits, tokens = sim.decode(np.zeros(BATCH, np.int32), np.zeros(BATCH, np.int32))
     assert logits.dtype == N.BF16 and tokens.dtype == np.int32
+
+
+# An LM head whose staging, sized as if alone on the chip, does not fit beside the loop's two
+# sets of staging on a 2 MiB SRAM (1 MiB on 2 sockets, where the head is half as large): the
+# lowering sizes it for what the loop leaves, so it shares the loop's configuration (no
+# Program Load in the step), and still computes the reference.
+WIDE_VOCAB = str(CONFIGS / "tiny-llama-wide-vocab.json")
+
+
+@pytest.mark.parametrize("sockets", [1, 2])
+def test_lm_head_sized_to_share_the_loop_matches_reference(sockets):
+    sram = 2097152 // sockets
+    shared = compiled(
+        WIDE_VOCAB, sockets=sockets, batch=BATCH, context=CONTEXT, hw_overrides=f"sram_bytes={sram}"
+    )
+    (kernel,) = shared.kernels
+    assert [s.configured_with_previous for s in kernel.sections] == [False, True, True]
+    loop = kernel.sections[1].resources.sram_bytes * (1 + kernel.loop.prefetch)
+    assert kernel.sections[2].resources.sram_bytes <= sram - loop
+    check_teacher_forced(shared, WIDE_VOCAB, sockets)
