@@ -66,7 +66,6 @@ from xdsl.dialects.builtin import (
     TensorType,
 )
 from xdsl.ir import Attribute
-from xdsl.passes import ModulePass
 
 from rdu_compiler.lowering.diagnostics import fail, fail_at
 from rdu_compiler.lowering.host import Host
@@ -76,6 +75,7 @@ from rdu_compiler.lowering.shared_configuration import lower_kernels
 from rdu_compiler.lowering.tensor_types import element_type
 from rdu_compiler.lowering.unit_mapping import Mapping
 from rdu_compiler.passes.context_split import ContextSplit, plan_context_split
+from rdu_compiler.passes.pass_options import CheckedOptionsPass
 from rdu_compiler.rdu_dialect import dfk, llm, rdu
 from rdu_compiler.rdu_dialect.interpreter import ENTRY
 from rdu_compiler.rdu_dialect.llm import sockets_of
@@ -89,7 +89,7 @@ HARDWARE_ATTR = "rdu.hardware"
 
 
 @dataclass(frozen=True)
-class LowerDfkToRdu(ModulePass):
+class LowerDfkToRdu(CheckedOptionsPass):
     """Maps dfk kernels onto RDU units and the decode step onto a host schedule (module doc)."""
 
     name = "lower-dfk-to-rdu"

@@ -54,12 +54,12 @@ from xdsl.dialects.builtin import (
     UnitAttr,
 )
 from xdsl.ir import Block, Region
-from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import PassFailedException
 
 from rdu_compiler.lowering.lower_dfk_to_rdu import HARDWARE_ATTR
 from rdu_compiler.lowering.shared_configuration import RESOURCE_NAMES, section_resources
 from rdu_compiler.lowering.unit_mapping import fresh_name
+from rdu_compiler.passes.pass_options import CheckedOptionsPass
 from rdu_compiler.rdu_dialect import rdu
 from rdu_compiler.rdu_dialect.interpreter import ENTRY
 from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
@@ -307,7 +307,7 @@ class _Merge:
 
 
 @dataclass(frozen=True)
-class MergeLaunches(ModulePass):
+class MergeLaunches(CheckedOptionsPass):
     """Merges each looped launch with the embedding and LM head launches around it into one
     launch (module docstring)."""
 

@@ -20,7 +20,6 @@ times with different knobs (`rdu-tune`).
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
@@ -28,8 +27,7 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.passes import ModulePass
 from xdsl.transforms.canonicalize import CanonicalizePass
-from xdsl.utils.arg_spec import parse_pipeline
-from xdsl.utils.exceptions import ArgSpecParseError, PassFailedException
+from xdsl.utils.exceptions import PassFailedException
 
 from rdu_compiler.frontend.builder import build_decode_step
 from rdu_compiler.frontend.config import ModelConfig, load_model_config
@@ -38,6 +36,11 @@ from rdu_compiler.lowering.lower_dfk_to_rdu import LowerDfkToRdu, Mapping
 from rdu_compiler.lowering.merge_launches import MergeLaunches
 from rdu_compiler.passes.kernel_looping import DisableKernelLooping, KernelLooping
 from rdu_compiler.passes.outline_kernels import OutlineKernels
+from rdu_compiler.passes.pass_options import (
+    CheckedOptionsPass,
+    PipelineError,
+    parse_pass_pipeline,
+)
 from rdu_compiler.passes.shard_tensor_parallel import ShardTensorParallel
 from rdu_compiler.rdu_dialect import dfk
 from rdu_compiler.simulator.program import Program, validate_program
@@ -130,7 +133,7 @@ def _lowering_passes(
 
 
 @dataclass(frozen=True)
-class RduPipeline(ModulePass, Mapping):
+class RduPipeline(CheckedOptionsPass, Mapping):
     """llm decode step -> rdu program IR with the default passes (module docstring). The
     fields are the options: the pipeline's own below, and the lowering's :class:`Mapping`
     knobs, inherited."""
@@ -187,21 +190,12 @@ class RduPipeline(ModulePass, Mapping):
         """`rdu-pipeline{...}` text (as :meth:`spec` writes it, or any subset of the options)
         -> the options; a message (PassFailedException) for anything else."""
         try:
-            specs = list(parse_pipeline(text.strip()))
-        except (ArgSpecParseError, ValueError) as error:
-            # xDSL's message is a caret diagram; its last line says what is wrong
-            raise PassFailedException(
-                f"bad pipeline {text!r}: {str(error).splitlines()[-1].strip()}"
-            ) from None
-        if len(specs) != 1 or specs[0].name != cls.name:
-            raise PassFailedException(f"expected one {cls.name}{{...}}, got {text!r}")
-        try:
-            return cls.from_pass_spec(specs[0])
-        except ValueError as error:
-            # xDSL names the expected type by its Python repr: say it in words
-            message = re.sub(r"<class '(\w+)'>", r"\1", str(error))
-            message = re.sub(r"typing\.Literal\[(.*)\]", r"one of \1", message)
-            raise PassFailedException(f"{cls.name}: {message}") from None
+            specs = parse_pass_pipeline(text.strip(), {cls.name: lambda: cls})
+        except PipelineError as error:
+            raise PassFailedException(f"bad pipeline '{text}': {error}") from None
+        if len(specs) != 1:
+            raise PassFailedException(f"expected one {cls.name}{{...}}, got '{text}'")
+        return cls.from_pass_spec(specs[0])
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         refuse_unlooping(op, self.kernel_looping)

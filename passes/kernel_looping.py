@@ -91,7 +91,6 @@ from xdsl.dialects.builtin import (
     i64,
 )
 from xdsl.ir import Attribute, Block, Operation, OpResult, Region, SSAValue
-from xdsl.passes import ModulePass
 from xdsl.pattern_rewriter import (
     GreedyRewritePatternApplier,
     PatternRewriter,
@@ -103,6 +102,7 @@ from xdsl.traits import is_side_effect_free
 from xdsl.utils.exceptions import PassFailedException
 
 from rdu_compiler.passes.kernels import kernel_for, symbol_for
+from rdu_compiler.passes.pass_options import CheckedOptionsPass
 from rdu_compiler.rdu_dialect.dfk import (
     CallOp,
     KernelOp,
@@ -989,7 +989,7 @@ def _count_calls(module: ModuleOp) -> int:
 
 
 @dataclass(frozen=True)
-class KernelLooping(ModulePass):
+class KernelLooping(CheckedOptionsPass):
     """Loops every legal run of consecutive calls to one callee, `dfk.call` or `func.call`
     (see the module doc); option defaults are `DEFAULT_OPTIONS`."""
 
@@ -1031,7 +1031,7 @@ class KernelLooping(ModulePass):
 
 
 @dataclass(frozen=True)
-class DisableKernelLooping(ModulePass):
+class DisableKernelLooping(CheckedOptionsPass):
     """Marks the module `dfk.no_kernel_looping`, so that `canonicalize` does not loop calls
     (the pipeline of a run that asks for no kernel looping)."""
 

@@ -38,11 +38,11 @@ from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation, OpResult, Region, SSAValue
-from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.utils.exceptions import PassFailedException
 
 from rdu_compiler.passes.kernels import kernel_for
+from rdu_compiler.passes.pass_options import CheckedOptionsPass
 from rdu_compiler.rdu_dialect.dfk import CallOp, KernelOp, ReturnOp
 from rdu_compiler.rdu_dialect.llm import LAYER_ATTR, ParamOp, WeightOp, layer_of
 from rdu_compiler.rdu_dialect.ssa import require_dominance
@@ -81,7 +81,7 @@ def _describe(base: str, layer: int | None) -> str:
 
 
 @dataclass(frozen=True)
-class OutlineKernels(ModulePass):
+class OutlineKernels(CheckedOptionsPass):
     """Outlines the llm ops of every `func.func` into `dfk.kernel`s (see the module doc)."""
 
     name = "outline-kernels"

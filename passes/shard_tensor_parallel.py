@@ -68,12 +68,12 @@ from xdsl.dialects.builtin import (
     i64,
 )
 from xdsl.ir import Attribute, Block, BlockArgument, Operation, SSAValue
-from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.utils.exceptions import PassFailedException
 
 from rdu_compiler.passes.context_split import ContextSplit, plan_context_split
 from rdu_compiler.passes.kernels import kernel_for
+from rdu_compiler.passes.pass_options import CheckedOptionsPass
 from rdu_compiler.rdu_dialect import dfk, llm
 from rdu_compiler.rdu_dialect.ssa import require_dominance
 from rdu_compiler.rdu_dialect.symbols import lookup_symbol
@@ -520,7 +520,7 @@ def _merge(copies: dict[dfk.KernelOp, tuple[str, dfk.CallOp]]) -> None:
 
 
 @dataclass(frozen=True)
-class ShardTensorParallel(ModulePass):
+class ShardTensorParallel(CheckedOptionsPass):
     """Shards the module over `sockets` sockets (see the module doc)."""
 
     name = "shard-tensor-parallel"

@@ -22,7 +22,6 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import (
-    ArgSpecParseError,
     DiagnosticException,
     ParseError,
     VerifyException,
@@ -31,6 +30,7 @@ from xdsl.utils.lexer import Location, Span
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from rdu_compiler import __version__
+from rdu_compiler.passes.pass_options import PipelineError, parse_pass_pipeline
 from rdu_compiler.rdu_dialect.ssa import UseBeforeDefinition, verify_dominance
 from rdu_compiler.tools.cli import (
     UserError,
@@ -161,9 +161,11 @@ class RduOptMain(xDSLOptMain):
 
     def setup_pipeline(self):
         try:
+            # xDSL's own messages for these are Python reprs or caret diagrams: ours first
+            parse_pass_pipeline(self.args.passes, self.available_passes)
             super().setup_pipeline()
-        except (ArgSpecParseError, ValueError, TypeError) as error:
-            raise UserError(f"invalid pass pipeline '{self.args.passes}': {error}") from None
+        except (PipelineError, ValueError, TypeError) as error:
+            raise UserError(f"-p '{self.args.passes}': {error}") from None
         verify_and_print = self.pipeline.callback
 
         def tracking_callback(previous, module, next_pass):

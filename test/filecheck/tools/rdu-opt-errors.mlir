@@ -2,15 +2,33 @@
 // half-written output file.
 
 // RUN: not rdu-opt %s -p no-such-pass 2>&1 | filecheck %s --check-prefixes=UNKNOWN-PASS,ALL
-// UNKNOWN-PASS: rdu-opt: error: invalid pass pipeline 'no-such-pass': Unrecognized passes: ['no-such-pass']
+// UNKNOWN-PASS: rdu-opt: error: -p 'no-such-pass': unknown pass no-such-pass{{$}}
+// RUN: not rdu-opt %s -p 'canonicalize,rdu-pipelin' 2>&1 | filecheck %s --check-prefixes=NEAR-PASS,ALL
+// NEAR-PASS: rdu-opt: error: -p 'canonicalize,rdu-pipelin': unknown pass rdu-pipelin (did you mean rdu-pipeline?)
 
 // RUN: not rdu-opt %s -p 'canonicalize{no-such-option=1}' 2>&1 | filecheck %s --check-prefixes=BAD-OPTION,ALL
-// BAD-OPTION: rdu-opt: error: invalid pass pipeline 'canonicalize{no-such-option=1}'
-// BAD-OPTION-SAME: no_such_option
+// BAD-OPTION: rdu-opt: error: -p 'canonicalize{no-such-option=1}': canonicalize has no option no-such-option (its options: none)
 
 // RUN: not rdu-opt %s -p 'canonicalize{' 2>&1 | filecheck %s --check-prefixes=BAD-SPEC,ALL
-// BAD-SPEC: rdu-opt: error: invalid pass pipeline 'canonicalize{'
-// BAD-SPEC: Expected argument name here
+// BAD-SPEC: rdu-opt: error: -p 'canonicalize{': column 14: Expected argument name here
+// BAD-SPEC-NOT: ^
+
+// Option values of the wrong kind are named in words (never typing.Literal[...] or <class 'int'>),
+// for our passes and through the plugin in plain xdsl-opt (which prints every error as a
+// traceback: its last line is ours).
+// RUN: not rdu-opt %s -p 'rdu-pipeline{launch=bogus}' 2>&1 | filecheck %s --check-prefixes=LITERAL,ALL
+// LITERAL: rdu-opt: error: -p 'rdu-pipeline{launch=bogus}': rdu-pipeline option launch: 'bogus' is not one of software, hardware
+// RUN: not rdu-opt %s -p 'rdu-pipeline{launch=3}' 2>&1 | filecheck %s --check-prefixes=LITERAL-INT,ALL
+// LITERAL-INT: rdu-opt: error: -p 'rdu-pipeline{launch=3}': rdu-pipeline option launch: '3' is not one of software, hardware
+// RUN: not rdu-opt %s -p 'shard-tensor-parallel{sockets=abc}' 2>&1 | filecheck %s --check-prefixes=INT,ALL
+// INT: rdu-opt: error: -p 'shard-tensor-parallel{sockets=abc}': shard-tensor-parallel option sockets: 'abc' is not an integer
+// RUN: not rdu-opt %s -p 'merge-launches{remarks=maybe}' 2>&1 | filecheck %s --check-prefixes=BOOL,ALL
+// BOOL: rdu-opt: error: -p 'merge-launches{remarks=maybe}': merge-launches option remarks: 'maybe' is not true or false
+// RUN: not rdu-opt %s -p 'rdu-pipeline{launch}' 2>&1 | filecheck %s --check-prefixes=NO-VALUE,ALL
+// NO-VALUE: rdu-opt: error: -p 'rdu-pipeline{launch}': rdu-pipeline option launch needs a value (one of software, hardware)
+// RUN: not xdsl-opt %s -p 'rdu-pipeline{launch=bogus}' 2>&1 | filecheck %s --check-prefix=PLUGIN
+// PLUGIN: PipelineError: rdu-pipeline option launch: 'bogus' is not one of software, hardware
+// PLUGIN-NOT: typing.Literal
 
 // RUN: not rdu-opt %s.does-not-exist 2>&1 | filecheck %s --check-prefixes=MISSING,ALL
 // MISSING: rdu-opt: error: cannot read input file '{{.*}}.does-not-exist': No such file or directory
