@@ -20,6 +20,7 @@ baseline, every knob at random throughout).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import os
@@ -482,6 +483,7 @@ class Evaluator:
                     )
                 except _refusals() as error:
                     self._prepared[key] = error
+                _freeze_long_lived()
             prepared = self._prepared[key]
             if isinstance(prepared, BaseException):
                 raise prepared
@@ -498,6 +500,16 @@ class Evaluator:
         except _refusals() as error:
             return Evaluation(None, str(error).strip().splitlines()[0])
         return Evaluation({o.name: o.measure(summary, program) for o in self.problem.objectives})
+
+
+def _freeze_long_lived() -> None:
+    """Exempt what lives for the whole study (the prepared modules, the imported code and
+    presets) from Python's cyclic garbage collector. Each trial builds and drops a lowered
+    module full of reference cycles, so full collections come about once a trial; they scanned
+    every long-lived object too, a quarter of a 70B trial's CPU time (0.25 s of 0.7-0.9 s),
+    against 0.07 s once these are frozen. Collected first, so no garbage is kept."""
+    gc.collect()
+    gc.freeze()
 
 
 def report_keys() -> list[str]:
