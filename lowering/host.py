@@ -23,14 +23,13 @@ from xdsl.dialects.builtin import (
     ModuleOp,
     StringAttr,
     SymbolRefAttr,
-    TensorType,
     i64,
 )
 from xdsl.ir import Attribute, Operation, SSAValue
 
 from rdu_compiler.lowering.diagnostics import fail_at, op_location, value_name
 from rdu_compiler.lowering.kernels import KernelPlan, StoredResult
-from rdu_compiler.lowering.tensor_types import element_type, shape_of
+from rdu_compiler.lowering.tensor_types import shape_of, tensor_of
 from rdu_compiler.rdu_dialect import dfk, llm, rdu
 from rdu_compiler.rdu_dialect.interpreter import ENTRY
 from rdu_compiler.rdu_dialect.llm import LAYER_ATTR, sockets_of
@@ -158,7 +157,7 @@ class Host:
                 properties={
                     "value": StringAttr(name),
                     "role": rdu.ValueRoleAttr(rdu.ValueRole(role)),
-                    "type": TensorType(element_type(dtype), list(shape)),
+                    "type": tensor_of(dtype, shape),
                 }
             )
 

@@ -19,7 +19,6 @@ from xdsl.dialects.builtin import (
     ArrayAttr,
     IntegerAttr,
     StringAttr,
-    TensorType,
     i64,
 )
 from xdsl.ir import Block, Operation, OpResult, Region, SSAValue
@@ -27,7 +26,7 @@ from xdsl.ir import Block, Operation, OpResult, Region, SSAValue
 from rdu_compiler.lowering.allocation import Allocation, allocate
 from rdu_compiler.lowering.diagnostics import fail_at, op_location, value_name
 from rdu_compiler.lowering.sections import materialize_section, spill, split_sections
-from rdu_compiler.lowering.tensor_types import element_type, shape_of
+from rdu_compiler.lowering.tensor_types import shape_of, tensor_of
 from rdu_compiler.lowering.unit_mapping import STAGED_TRIPS_AHEAD, KernelLowering, Mapping
 from rdu_compiler.passes.cost_model import op_cost
 from rdu_compiler.rdu_dialect import dfk, llm, rdu
@@ -214,7 +213,7 @@ def lower_kernel(
             rdu.ParamOp(
                 properties={
                     "param": StringAttr(param),
-                    "type": TensorType(element_type(dtype), shape),
+                    "type": tensor_of(dtype, shape),
                 }
             )
         )

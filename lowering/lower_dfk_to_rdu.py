@@ -63,7 +63,6 @@ from xdsl.dialects.builtin import (
     ModuleOp,
     StringAttr,
     SymbolRefAttr,
-    TensorType,
 )
 from xdsl.ir import Attribute
 
@@ -72,7 +71,7 @@ from rdu_compiler.lowering.host import Host
 from rdu_compiler.lowering.kernels import inplace_pairs
 from rdu_compiler.lowering.placement import place_tensors
 from rdu_compiler.lowering.shared_configuration import lower_kernels
-from rdu_compiler.lowering.tensor_types import element_type
+from rdu_compiler.lowering.tensor_types import tensor_of
 from rdu_compiler.lowering.unit_mapping import Mapping
 from rdu_compiler.passes.context_split import ContextSplit, plan_context_split
 from rdu_compiler.passes.pass_options import CheckedOptionsPass
@@ -176,7 +175,7 @@ class LowerDfkToRdu(CheckedOptionsPass):
         for t in tensors:
             props: dict[str, Attribute] = {
                 "sym_name": StringAttr(t.name),
-                "type": TensorType(element_type(t.dtype), t.shape),
+                "type": tensor_of(t.dtype, t.shape),
                 "kind": rdu.TensorKindAttr(rdu.TensorKind(t.kind)),
                 "tier": rdu.MemoryTierAttr(rdu.MemoryTier(t.tier)),
             }

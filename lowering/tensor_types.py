@@ -9,12 +9,14 @@ IR's `TensorType`s and the program's plain shapes and dtype names (reading a val
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 from xdsl.dialects.builtin import (
     BFloat16Type,
     Float16Type,
     Float32Type,
     IntegerType,
+    TensorType,
 )
 from xdsl.ir import Attribute, SSAValue
 
@@ -32,7 +34,7 @@ def whole(shape: Sequence[int]) -> list[tuple[int, int]]:
     return [(0, n) for n in shape]
 
 
-# Built once: constructing (and verifying) an xDSL type per call cost a tenth of a 70B trial.
+# Element types of the program's dtype names, built once (xDSL verifies each on construction)
 _ELEMENT_TYPES: dict[str, Attribute] = {
     "bf16": BFloat16Type(),
     "f16": Float16Type(),
@@ -42,6 +44,14 @@ _ELEMENT_TYPES: dict[str, Attribute] = {
 }
 
 
-def element_type(dtype: str) -> Attribute:
-    """The xDSL element type of a program dtype name (the inverse of :func:`dtype_of`)."""
-    return _ELEMENT_TYPES[dtype]
+def tensor_of(dtype: str, shape: Sequence[int]) -> TensorType[Attribute]:
+    """The tensor type of a program dtype name (its element type: the inverse of
+    `rdu_dialect.tensors.dtype_name`) and shape."""
+    return _interned_tensor(dtype, tuple(shape))
+
+
+@lru_cache(maxsize=1 << 12)
+def _interned_tensor(dtype: str, shape: tuple[int, ...]) -> TensorType[Attribute]:
+    """Types are immutable values, and a model's layers repeat a few shapes: built (and
+    verified by xDSL) once each rather than once per value, tensor and buffer."""
+    return TensorType(_ELEMENT_TYPES[dtype], shape)
