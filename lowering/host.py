@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
@@ -175,18 +176,19 @@ class Host:
         """The source of `value` held at `at`: all of it, or on socket s the shard
         `#llm.shard` gives (block s // group along its dim, group = sockets / parts, and with
         an interleave k every k-th row from row s % k along its interleave dim)."""
-        at = at or [0] * len(shape)
+        origin = (0,) * len(shape)
+        at_ = tuple(at) if at else origin
         if shard is None:
-            return rdu.SourceAttr(value, [0] * len(shape), shape, at)
+            return _source_attr(value, origin, tuple(shape), at_, (), 1, ())
         step = [0] * len(shape)
         step[shard.dim.data] = shape[shard.dim.data]
-        dealt = None
+        dealt = ()
         if shard.interleave.data > 1:  # rows dealt among the sockets sharing the block
-            dealt = [1] * len(shape)
-            dealt[shard.interleave_dim.data] = shard.interleave.data
-        return rdu.SourceAttr(
-            value, [0] * len(shape), shape, at, step, self.sockets // shard.parts.data, dealt
-        )
+            rows = [1] * len(shape)
+            rows[shard.interleave_dim.data] = shard.interleave.data
+            dealt = tuple(rows)
+        group = self.sockets // shard.parts.data
+        return _source_attr(value, origin, tuple(shape), at_, tuple(step), group, dealt)
 
     @staticmethod
     def _whole_shape(shape: Sequence[int], shard: llm.ShardAttr | None) -> list[int]:
@@ -235,7 +237,7 @@ class Host:
         layout: each slice its own tensor and tier). A tensor holding several checkpoint
         tensors (MoE experts) has one source per expert."""
         dtype = dtype_name(param.type)
-        piece = list(param.checkpoint_type.get_shape())
+        piece = shape_of(param.type)[param.stack_depth :]  # a checkpoint tensor's shape
         whole = self._whole_shape(piece, param.shard)
         shape = shape_of(param.type)
         slices = [param.slice_source(i) for i in range(shape[0])] if per_trip else [param.source]
@@ -297,7 +299,7 @@ class Host:
                 (self._tensor(HostTensor(f"{plan.name}.{param}", shape, dtype, "activation")), [])
             ]
         for param, views in bound.items():
-            bindings.append(rdu.BindingAttr(param, views))
+            bindings.append(_binding_attr(param, tuple((t, tuple(i)) for t, i in views)))
         layers = self._layers(call, plan)
         label = (
             f"layer {layers[0]}"
@@ -419,6 +421,28 @@ class Host:
                     op,
                     f"'{op.name}' in @{ENTRY} outside a kernel: outline it first (outline-kernels)",
                 )
+
+
+# Attributes are immutable values: the ones a program's host side needs per layer (sources,
+# bindings) are built once per process, and each later lowering of the same model (rdu-tune's
+# trials, rdu-run's variants) reuses them, rather than have xDSL build and verify them again
+# (a fifth of the lowering of 70B without kernel looping).
+@lru_cache(maxsize=1 << 15)
+def _source_attr(
+    value: str,
+    start: tuple[int, ...],
+    shape: tuple[int, ...],
+    at: tuple[int, ...],
+    step: tuple[int, ...],
+    group: int,
+    dealt: tuple[int, ...],
+) -> rdu.SourceAttr:
+    return rdu.SourceAttr(value, start, shape, at, step, group, dealt)
+
+
+@lru_cache(maxsize=1 << 14)
+def _binding_attr(param: str, views: tuple[tuple[str, tuple[int, ...]], ...]) -> rdu.BindingAttr:
+    return rdu.BindingAttr(param, views)
 
 
 def _is_call(op: Operation) -> bool:
