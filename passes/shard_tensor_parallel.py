@@ -429,14 +429,27 @@ def _shard_attrs(
     return ArrayAttr(out)
 
 
+def _reduced(op: Operation, splits: _Splits) -> bool:
+    """Whether the sharding puts an all-reduce after `op`: a row-split linear's partial sums,
+    an MoE's (every expert split)."""
+    return isinstance(op, llm.MoEOp) or (
+        isinstance(op, llm.LinearOp) and splits.get(op.input) is not None
+    )
+
+
+def _weight_parts(op: Operation, splits: _Splits) -> int:
+    """In how many parts the sharding cuts `op`'s weight (a linear's, an MoE's experts): its
+    bytes on one socket are the whole over that; 1 for replicated weights (norms)."""
+    weight = op.weight if isinstance(op, llm.LinearOp) else None
+    weight = op.gate if isinstance(op, llm.MoEOp) else weight
+    split = splits.get(weight)
+    return split.parts if split is not None else 1
+
+
 def _rewrite(module: ModuleOp, splits: _Splits) -> None:
     """Applies the splits: all decisions read first (the retyping replaces the values)."""
     ops = list(module.walk())
-    reduced = [
-        op
-        for op in ops
-        if isinstance(op, llm.MoEOp) or (isinstance(op, llm.LinearOp) and splits.get(op.input))
-    ]
+    reduced = [op for op in ops if _reduced(op, splits)]
     heads = [
         (op, splits.get(op.query), splits.get(op.k_cache))
         for op in ops
@@ -551,17 +564,22 @@ class ShardTensorParallel(CheckedOptionsPass):
             copies = _privatize(op)
             _untie_lm_heads(op)
             heads = _lm_heads(op, self.sockets)
-            split = self.context_split(op)
             for head in heads:  # the logits [B, vocab] are gathered along the vocab
                 _collective_after(head, llm.AllGatherOp, dim=IntegerAttr(1, i64))
-            _rewrite(op, _analyse(op, self.sockets, heads, split.shards if split else 1))
+            splits = _analyse(op, self.sockets, heads, 1)
+            split = self.context_split(op, splits)
+            if split is not None and split.shards > 1:
+                splits = _analyse(op, self.sockets, heads, split.shards)
+            _rewrite(op, splits)
             _merge(copies)
         op.attributes[llm.SOCKETS_ATTR] = IntegerAttr(self.sockets, i64)
 
-    def context_split(self, module: ModuleOp) -> ContextSplit | None:
+    def context_split(self, module: ModuleOp, splits: _Splits) -> ContextSplit | None:
         """How caches whose kv heads are fewer than the sockets are shared (None when every
         socket has kv heads of its own): `kv-seq-split`, or the cost model
-        (`passes/context_split.py`) on the hardware preset `hw` (with `hw-overrides`)."""
+        (`passes/context_split.py`) on the hardware preset `hw` (with `hw-overrides`), which
+        reads each op's share of the weights and its all-reduces from `splits` (the analysis
+        with replicated caches: the weights' cuts do not depend on the choice)."""
         attentions = [op for op in module.walk() if isinstance(op, llm.AttentionOp)]
         kv_heads = {op.num_kv_heads.value.data for op in attentions}
         if (
@@ -587,5 +605,7 @@ class ShardTensorParallel(CheckedOptionsPass):
             self.sockets // min(kv_heads),
             preset,
             sharded=False,
+            weight_parts=lambda op: _weight_parts(op, splits),
+            reduced=lambda op: _reduced(op, splits),
             knob=self.kv_seq_split,
         )
