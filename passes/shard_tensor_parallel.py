@@ -53,6 +53,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from xdsl.context import Context
 from xdsl.dialects import func
@@ -429,7 +430,7 @@ def _shard_attrs(
     return ArrayAttr(out)
 
 
-def _reduced(op: Operation, splits: _Splits) -> bool:
+def _reduced(op: Operation, splits: _Splits) -> TypeGuard[llm.LinearOp | llm.MoEOp]:
     """Whether the sharding puts an all-reduce after `op`: a row-split linear's partial sums,
     an MoE's (every expert split)."""
     return isinstance(op, llm.MoEOp) or (
