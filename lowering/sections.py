@@ -22,7 +22,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Region, SSAValue
 
 from rdu_compiler.lowering.diagnostics import fail
-from rdu_compiler.lowering.tensor_types import tensor_of, whole
+from rdu_compiler.lowering.tensor_types import stream_of, tensor_of, whole
 from rdu_compiler.lowering.unit_mapping import Access, KernelLowering, Unit
 from rdu_compiler.rdu_dialect import rdu
 from rdu_compiler.simulator.hardware import HardwarePreset
@@ -145,7 +145,7 @@ def materialize_section(lowering: KernelLowering, units: list[Unit]) -> rdu.Sect
         elements = max(
             1, min(math.prod(unit.write.block()), knobs.tile // DTYPES[space[1]].itemsize)
         )
-        stream_type = rdu.StreamType(tensor_of(space[1], [elements]), knobs.buffer_depth)
+        stream_type = stream_of(space[1], elements, knobs.buffer_depth)
         props: dict[str, Attribute] = {
             "op": rdu.PcuComputeAttr(rdu.PcuCompute(unit.op))
             if unit.kind == "pcu"

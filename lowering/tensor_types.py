@@ -20,6 +20,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, SSAValue
 
+from rdu_compiler.rdu_dialect import rdu
 from rdu_compiler.rdu_dialect.tensors import tensor_shape
 
 
@@ -55,3 +56,15 @@ def _interned_tensor(dtype: str, shape: tuple[int, ...]) -> TensorType[Attribute
     """Types are immutable values, and a model's layers repeat a few shapes: built (and
     verified by xDSL) once each rather than once per value, tensor and buffer."""
     return TensorType(_ELEMENT_TYPES[dtype], shape)
+
+
+def stream_of(dtype: str, elements: int, depth: int) -> rdu.StreamType:
+    """The stream type of `depth` tiles of `elements` elements of a program dtype."""
+    return _interned_stream(dtype, elements, depth)
+
+
+@lru_cache(maxsize=1 << 12)
+def _interned_stream(dtype: str, elements: int, depth: int) -> rdu.StreamType:
+    """Interned as :func:`tensor_of` is: a stream type's verifier prints its element type, the
+    costliest attribute the kernels' lowering builds, and a kernel has few distinct ones."""
+    return rdu.StreamType(tensor_of(dtype, [elements]), depth)
