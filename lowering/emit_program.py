@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
+from msgspec import UNSET
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
@@ -26,10 +27,11 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute
 from xdsl.utils.target import Target
 
-from rdu_compiler.lowering.lower_dfk_to_rdu import HARDWARE_ATTR
+from rdu_compiler.lowering.lower_dfk_to_rdu import lowered_hardware
 from rdu_compiler.rdu_dialect import rdu
 from rdu_compiler.rdu_dialect.llm import RopeScalingAttr, sockets_of
 from rdu_compiler.rdu_dialect.tensors import dtype_name, tensor_shape
+from rdu_compiler.simulator.hardware import parse_overrides
 from rdu_compiler.simulator.program import (
     Access,
     Agcu,
@@ -248,11 +250,12 @@ def build_program(module: ModuleOp) -> Program:
     by_name = {v.name: v for v in values}
     if "tokens" not in by_name or "k_cache" not in by_name:
         raise ProgramEmissionError("the module has no tokens / k_cache values (a decode step)")
-    hardware = module.attributes.get(HARDWARE_ATTR)
+    hardware, overrides = lowered_hardware(module) or ("sn40l", "")
     model = module.attributes.get("llm.model")
     return Program(
         model=model.data if isinstance(model, StringAttr) else "model",
-        hardware=hardware.data if isinstance(hardware, StringAttr) else "sn40l",
+        hardware=hardware,
+        hardware_overrides=parse_overrides(overrides) if overrides else UNSET,
         sockets=sockets_of(module),
         launch_mode=modes.pop().value if modes else "software",
         batch=by_name["tokens"].shape[0],

@@ -79,12 +79,53 @@ from rdu_compiler.rdu_dialect import dfk, llm, rdu
 from rdu_compiler.rdu_dialect.interpreter import ENTRY
 from rdu_compiler.rdu_dialect.llm import sockets_of
 from rdu_compiler.rdu_dialect.ssa import require_dominance
-from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
+from rdu_compiler.simulator.hardware import (
+    HardwarePreset,
+    PresetError,
+    get_preset,
+    overrides_between,
+)
 
-__all__ = ["HARDWARE_ATTR", "LowerDfkToRdu", "Mapping"]
+__all__ = [
+    "HARDWARE_ATTR",
+    "HARDWARE_OVERRIDES_ATTR",
+    "LowerDfkToRdu",
+    "Mapping",
+    "hardware_words",
+    "lowered_hardware",
+    "stamp_hardware",
+]
 
 HARDWARE_ATTR = "rdu.hardware"
 """Module attribute naming the hardware preset the module was lowered for."""
+HARDWARE_OVERRIDES_ATTR = "rdu.hardware_overrides"
+"""Module attribute: `key=value,...`, the figures of the hardware the module was lowered for
+that differ from its preset's (absent when none); the program records them."""
+
+
+def lowered_hardware(module: ModuleOp) -> tuple[str, str] | None:
+    """The hardware `module` was lowered for: its preset's name and `key=value,...` overrides
+    (`""`: none), or None if it is not lowered."""
+    name = module.attributes.get(HARDWARE_ATTR)
+    if not isinstance(name, StringAttr):
+        return None
+    overrides = module.attributes.get(HARDWARE_OVERRIDES_ATTR)
+    return name.data, overrides.data if isinstance(overrides, StringAttr) else ""
+
+
+def hardware_words(name: str, overrides: str) -> str:
+    """A preset and its overrides for a message: `sn40l`, `sn40l with pcus=512`."""
+    return f"{name} with {overrides}" if overrides else name
+
+
+def stamp_hardware(module: ModuleOp, base: HardwarePreset, preset: HardwarePreset) -> None:
+    """Record on `module` that it is lowered for `preset`: the preset `base` overridden."""
+    module.attributes[HARDWARE_ATTR] = StringAttr(base.name)
+    overrides = overrides_between(base, preset)
+    if overrides:
+        module.attributes[HARDWARE_OVERRIDES_ATTR] = StringAttr(overrides)
+    else:
+        module.attributes.pop(HARDWARE_OVERRIDES_ATTR, None)
 
 
 @dataclass(frozen=True)
@@ -109,9 +150,9 @@ class LowerDfkToRdu(CheckedOptionsPass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         require_dominance(op)
         try:
-            preset = get_preset(self.hw)
+            base = preset = get_preset(self.hw)
             if self.hw_overrides:
-                preset = preset.with_overrides(self.hw_overrides)
+                preset = base.with_overrides(self.hw_overrides)
         except PresetError as error:
             raise fail(str(error)) from None
         if self.launch not in ("software", "hardware"):
@@ -188,7 +229,7 @@ class LowerDfkToRdu(CheckedOptionsPass):
         main = func.FuncOp(ENTRY, ((), ()))
         main.body.block.add_ops([*host.launches, rdu.SyncOp(), func.ReturnOp()])
         body.add_op(main)
-        op.attributes[HARDWARE_ATTR] = StringAttr(preset.name)
+        stamp_hardware(op, base, preset)
 
 
 def _shared_kv_heads(

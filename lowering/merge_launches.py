@@ -56,13 +56,18 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Block, Region
 from xdsl.utils.exceptions import PassFailedException
 
-from rdu_compiler.lowering.lower_dfk_to_rdu import HARDWARE_ATTR
+from rdu_compiler.lowering.lower_dfk_to_rdu import hardware_words, lowered_hardware
 from rdu_compiler.lowering.shared_configuration import RESOURCE_NAMES, section_resources
 from rdu_compiler.lowering.unit_mapping import fresh_name
 from rdu_compiler.passes.pass_options import CheckedOptionsPass
 from rdu_compiler.rdu_dialect import rdu
 from rdu_compiler.rdu_dialect.interpreter import ENTRY
-from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
+from rdu_compiler.simulator.hardware import (
+    HardwarePreset,
+    PresetError,
+    get_preset,
+    overrides_between,
+)
 from rdu_compiler.simulator.program import configuration_needs
 
 __all__ = ["MergeLaunches"]
@@ -319,16 +324,20 @@ class MergeLaunches(CheckedOptionsPass):
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         try:
-            preset = get_preset(self.hw)
+            base = preset = get_preset(self.hw)
             if self.hw_overrides:
-                preset = preset.with_overrides(self.hw_overrides)
+                preset = base.with_overrides(self.hw_overrides)
         except PresetError as error:
             raise _fail(str(error)) from None
-        lowered = op.attributes.get(HARDWARE_ATTR)
-        if not isinstance(lowered, StringAttr):
+        lowered = lowered_hardware(op)
+        if lowered is None:
             raise _fail("the module is not in the rdu dialect: lower it first (lower-dfk-to-rdu)")
-        if lowered.data != preset.name:
-            raise _fail(f"the module is lowered for {lowered.data}, not {preset.name}")
+        wanted = (base.name, overrides_between(base, preset))
+        if lowered != wanted:
+            raise _fail(
+                f"the module is lowered for {hardware_words(*lowered)}, "
+                f"not {hardware_words(*wanted)}"
+            )
         step = next(
             (o for o in op.ops if isinstance(o, func.FuncOp) and o.sym_name.data == ENTRY), None
         )

@@ -40,6 +40,7 @@ __all__ = [
     "get_preset",
     "list_presets",
     "load_hardware",
+    "changed_figures",
     "overrides_between",
     "parse_overrides",
     "pcu_flops_per_s",
@@ -483,15 +484,21 @@ def encode_hardware(preset: HardwarePreset) -> bytes:
     return msgspec.json.format(msgspec.json.encode(preset), indent=2) + b"\n"
 
 
+def changed_figures(base: HardwarePreset, preset: HardwarePreset) -> dict[str, int | float | str]:
+    """Every figure where ``preset`` differs from ``base``, in figure order: what a program
+    records of the hardware it was compiled for besides the preset's name."""
+    return {
+        key: getattr(preset, key)
+        for key in HardwarePreset.figures()
+        if getattr(preset, key) != getattr(base, key)
+    }
+
+
 def overrides_between(base: HardwarePreset, preset: HardwarePreset) -> str:
     """``key=value,...`` for every figure where ``preset`` differs from ``base`` (exact: floats
     are written with ``repr``), so a tool that names hardware by preset plus overrides (the
     lowering's ``hw`` / ``hw-overrides``) can be given a hardware file."""
-    return ",".join(
-        f"{key}={getattr(preset, key)!r}"
-        for key in HardwarePreset.figures()
-        if getattr(preset, key) != getattr(base, key)
-    )
+    return ",".join(f"{key}={value!r}" for key, value in changed_figures(base, preset).items())
 
 
 def describe_hardware(preset: HardwarePreset) -> str:

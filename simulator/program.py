@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
-from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
+from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset, list_presets
 from rdu_compiler.simulator.numerics import OPS, RopeScaling, bytes_of
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "Value",
     "View",
     "Work",
+    "compiled_hardware",
     "configuration_needs",
     "decode_program",
     "encode_program",
@@ -405,12 +406,15 @@ class Sync(_Step, frozen=True, tag="sync", kw_only=True):
 
 class Program(_Struct, frozen=True, kw_only=True, omit_defaults=False):
     """A whole program file: one decode step of ``model`` on ``sockets`` sockets of the
-    ``hardware`` preset. ``format`` and ``version`` come first and are always written."""
+    ``hardware`` preset with the figures ``hardware_overrides`` changes (absent, and not
+    written, when none: see :func:`compiled_hardware`). ``format`` and ``version`` come first
+    and are always written."""
 
     format: str = PROGRAM_FORMAT
     version: int = VERSION
     model: str
     hardware: Name
+    hardware_overrides: dict[str, int | float | str] | UnsetType = UNSET
     sockets: Count
     launch_mode: Literal["software", "hardware"]
     batch: Count
@@ -612,14 +616,24 @@ _COMPUTE = {name: _signature(fn) for name, fn in OPS.items() if name not in COLL
 Report = Callable[[str, str], None]
 
 
+def compiled_hardware(program: Program) -> HardwarePreset:
+    """The hardware ``program`` was compiled for: its ``hardware`` preset with its
+    ``hardware_overrides`` applied (the default of every check and simulation of it). Raises
+    PresetError for an unknown preset or a bad override."""
+    preset = get_preset(program.hardware)
+    if program.hardware_overrides is UNSET:
+        return preset
+    return preset.replace(**program.hardware_overrides)
+
+
 def validate_program(
     program: Program, preset: HardwarePreset | None = None, *, name: str = "<program>"
 ) -> None:
     """Check what the schema cannot say: references resolve, index ranges stay in bounds,
     sources tile their tensors, aliases match, units are well-formed for their op, resources
-    match their units and fit the preset, launches bind every param with a matching view, loop
-    trips match stacked bindings, sockets are in range. Raises :class:`ProgramError` listing
-    every problem with its JSON path."""
+    match their units and fit the preset (default: :func:`compiled_hardware`), launches bind
+    every param with a matching view, loop trips match stacked bindings, sockets are in range.
+    Raises :class:`ProgramError` listing every problem with its JSON path."""
     problems: list[tuple[str, str]] = []
 
     def bad(path: str, message: str) -> None:
@@ -635,9 +649,12 @@ def validate_program(
         )
     if preset is None:
         try:
-            preset = get_preset(program.hardware)
+            preset = compiled_hardware(program)
         except PresetError as e:
-            bad("$.hardware", str(e))
+            overridden = program.hardware_overrides is not UNSET and program.hardware in (
+                list_presets()
+            )
+            bad("$.hardware_overrides" if overridden else "$.hardware", str(e))
     if preset is not None and program.sockets > preset.max_sockets:
         bad(
             "$.sockets",

@@ -896,6 +896,6 @@ class _Step:
 
 
 def simulate(program: Program, preset: HardwarePreset, *, trace: bool = False) -> StepTiming:
-    """Simulate one decode step of ``program`` on ``preset`` (e.g. ``get_preset(program.hardware)``
+    """Simulate one decode step of ``program`` on ``preset`` (e.g. ``compiled_hardware(program)``
     with overrides). ``trace`` keeps every unit's and channel's intervals for a trace file."""
     return _Step(program, preset, trace).run()

@@ -89,11 +89,11 @@ def _refuse_unused(args: argparse.Namespace) -> None:
 def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _refuse_unused(args)
-    from rdu_compiler.simulator.hardware import get_preset
-    from rdu_compiler.simulator.program import load_program, validate_program
+    from rdu_compiler.simulator.program import compiled_hardware, load_program, validate_program
 
     program = _compile_ir(args.program) if is_ir_file(args.program) else load_program(args.program)
-    preset = get_preset(program.hardware)
+    # the hardware the program was compiled for; --hw-override changes figures on top of it
+    preset = compiled_hardware(program)
     if args.hw_override:
         preset = preset.with_overrides(",".join(args.hw_override))
         validate_program(program, preset, name=args.program)  # resources against the overrides

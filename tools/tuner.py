@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from rdu_compiler.lowering.pipeline import RduPipeline, lower_to_program, prepare_module
 from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
-from rdu_compiler.simulator.program import Program, ProgramError
+from rdu_compiler.simulator.program import Program, ProgramError, compiled_hardware
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -519,7 +519,7 @@ def report_keys() -> list[str]:
     from rdu_compiler.simulator.timing import simulate
 
     program = compile_program("tiny-llama", layers=1, context=8)
-    preset = get_preset(program.hardware)
+    preset = compiled_hardware(program)
     summary = summarize(program, preset, simulate(program, preset))
     return [k for k, v in summary.items() if isinstance(v, int | float) and not isinstance(v, bool)]
 

@@ -24,43 +24,21 @@ def compiled(
     mapping: Mapping | None = None,
     kv_seq_split: int = -1,
 ) -> Program:
-    """``compile_program``; with ``hw_overrides`` (e.g. fewer PCUs, to force kernels split
-    into sections) the same passes with the lowering's ``hw-overrides`` option; ``mapping``:
-    the lowering's knobs; ``kv_seq_split`` the pipeline's option of that name."""
+    """``compile_program`` with these options (``hw_overrides``: e.g. fewer PCUs, to force
+    kernels split into sections; ``mapping``: the lowering's knobs; ``kv_seq_split`` the
+    pipeline's option of that name)."""
     from rdu_compiler.lowering.pipeline import compile_program
 
-    mapping = mapping or Mapping()
-    if not hw_overrides:
-        return compile_program(
-            model,
-            sockets=sockets,
-            kernel_looping=looped,
-            single_launch=single_launch,
-            batch=batch,
-            context=context,
-            launch=launch,
-            fusion=fusion,
-            mapping=mapping,
-            kv_seq_split=kv_seq_split,
-        )
-    from xdsl.context import Context
-
-    from rdu_compiler.frontend.builder import build_decode_step
-    from rdu_compiler.frontend.config import load_model_config
-    from rdu_compiler.lowering.emit_program import build_program
-    from rdu_compiler.lowering.pipeline import pipeline_passes
-
-    module = build_decode_step(load_model_config(model), batch=batch, context=context)
-    ctx = Context()
-    for p in pipeline_passes(
+    return compile_program(
+        model,
         sockets=sockets,
         kernel_looping=looped,
         single_launch=single_launch,
+        batch=batch,
+        context=context,
         launch=launch,
         fusion=fusion,
-        kv_seq_split=kv_seq_split,
         hw_overrides=hw_overrides,
-        mapping=mapping,
-    ):
-        p.apply(ctx, module)
-    return build_program(module)
+        mapping=mapping or Mapping(),
+        kv_seq_split=kv_seq_split,
+    )

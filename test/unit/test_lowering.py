@@ -28,6 +28,7 @@ from rdu_compiler.simulator.program import (
     Kernel,
     Launch,
     Program,
+    ProgramError,
     encode_program,
     validate_program,
 )
@@ -294,6 +295,18 @@ def test_placement_does_not_depend_on_looping():
 def test_a_model_that_fits_neither_memory_fails():
     with pytest.raises(PassFailedException, match="does not fit: weights and KV caches need"):
         compile_program("tiny-llama", hw_overrides="hbm_bytes=100000,ddr_bytes=1000")
+
+
+def test_fits_are_checked_against_the_overridden_hardware():
+    """A chip of 4000 PMUs holds a layer of llama-3.2-1b in one section, which sn40l's 1040
+    cannot: the program validates against the hardware it was compiled for, and records it."""
+    program = compile_program(
+        "llama-3.2-1b", layers=1, context=64, hw_overrides="pcus=4000,pmus=4000"
+    )
+    assert max(s.resources.pmus for k in program.kernels for s in k.sections) > 1040
+    assert (program.hardware, program.hardware_overrides) == ("sn40l", {"pcus": 4000, "pmus": 4000})
+    with pytest.raises(ProgramError, match="needs .* but sn40l has 1040 per socket"):
+        validate_program(program, get_preset("sn40l"))
 
 
 @pytest.mark.parametrize("looped", [True, False])

@@ -25,6 +25,7 @@ from rdu_compiler.simulator.program import (
     ProgramError,
     Source,
     Tensor,
+    compiled_hardware,
     decode_program,
     encode_program,
     load_program,
@@ -842,6 +843,23 @@ def test_validate_against_a_given_preset():
     rejected(
         program, "$.kernels[1].sections[0].resources.pcus: needs 7 but sn40l has 4", preset=small
     )
+
+
+def test_checked_against_and_recording_the_hardware_it_was_compiled_for():
+    """A program records the figures it was compiled for beyond its preset's; the loader checks
+    it against them (not the bare preset), and writes nothing of them when there are none."""
+    d = as_dict()
+    assert b"hardware_overrides" not in encoded(d)
+    d["hardware_overrides"] = {"pcus": 4}
+    rejected(encoded(d), "$.kernels[1].sections[0].resources.pcus: needs 7 but sn40l has 4")
+    d["hardware_overrides"] = {"pcus": 4000, "hbm_bandwidth": 1e12}
+    program = load_program(encoded(d))
+    assert compiled_hardware(program).hbm_bandwidth == 1e12
+    assert load_program(encode_program(program)) == program
+    d["hardware_overrides"] = {"pcu": 4}
+    rejected(encoded(d), "$.hardware_overrides: unknown hardware parameter 'pcu'")
+    d["hardware_overrides"] = {"pcus": -4}
+    rejected(encoded(d), "$.hardware_overrides: hardware parameter pcus")
 
 
 def test_dtypes_match_numerics():

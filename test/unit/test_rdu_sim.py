@@ -14,7 +14,9 @@ import pytest
 from compiled import compiled
 from toy_program import build_toy
 
+from rdu_compiler.simulator.hardware import get_preset
 from rdu_compiler.simulator.program import encode_program
+from rdu_compiler.simulator.timing import simulate
 from rdu_compiler.tools.rdu_sim import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +70,30 @@ def test_hardware_overrides(capsys, tiny):
     code, out, err = run(capsys, tiny, "--hw-override", "hbm_bandwith=1e12")
     assert code == 1 and not out
     assert "unknown hardware parameter 'hbm_bandwith' (did you mean 'hbm_bandwidth'?)" in err
+
+
+def test_simulated_on_the_hardware_it_was_compiled_for(capsys, tiny, tmp_path):
+    """`rdu-run --hw-override` / the lowering's `hw-overrides` are in the program: rdu-sim
+    times it on them, and `--hw-override` changes figures on top of them."""
+    slow = compiled("tiny-llama", context=64, hw_overrides="hbm_bandwidth=1e11")
+    path = tmp_path / "slow.json"
+    path.write_bytes(encode_program(slow))
+    assert path.read_bytes() == encode_program(
+        compiled.__wrapped__("tiny-llama", context=64, hw_overrides="hbm_bandwidth=1e11")
+    )
+    code, out, err = run(capsys, path, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["overrides"] == {"hbm_bandwidth": 1e11}
+    sn40l = get_preset("sn40l")
+    step_on = {
+        bandwidth: simulate(slow, sn40l.replace(hbm_bandwidth=bandwidth)).step_s * 1e3
+        for bandwidth in (1e11, sn40l.hbm_bandwidth)
+    }
+    assert report["ms_per_token"] == step_on[1e11] != step_on[sn40l.hbm_bandwidth]
+    code, out, err = run(capsys, path, "--json", "--hw-override", "launch_software_s=0")
+    assert code == 0, err
+    assert json.loads(out)["overrides"] == {"hbm_bandwidth": 1e11, "launch_software_s": 0.0}
 
 
 def test_functional_matches_the_reference_engine(capsys, tiny):
