@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
 from xdsl.dialects.builtin import (
     I64,
@@ -75,6 +74,7 @@ from xdsl.utils.exceptions import VerifyException
 
 from rdu_compiler.rdu_dialect.ssa import IsolatedBody, NestedOpError, verify_dominance
 from rdu_compiler.rdu_dialect.symbols import lookup_symbol
+from rdu_compiler.rdu_dialect.tensors import tensor_shape, tensor_type
 
 
 def stacked_type(t: TensorType, n: int) -> TensorType:
@@ -506,7 +506,7 @@ class LoopOp(IRDLOperation):
         return (
             IndexType(),
             *(v.type for v in (*carried, *invariant)),
-            *(slice_type(cast(TensorType, v.type)) for v in stacked),
+            *(slice_type(tensor_type(v)) for v in stacked),
         )
 
     @property
@@ -573,8 +573,7 @@ class LoopOp(IRDLOperation):
                 f"dfk.loop pipeline_depth must be >= 1, got {self.pipeline_depth}"
             )
         for i, t in enumerate(self.stacked.types):
-            assert isinstance(t, TensorType)
-            dims = t.get_shape()
+            dims = tensor_shape(t)
             if not dims or dims[0] != n:
                 lead = dims[0] if dims else "none (rank 0)"
                 raise VerifyException(
@@ -692,7 +691,7 @@ class YieldOp(IRDLOperation):
     def stacked_types(self) -> tuple[TensorType, ...]:
         """Types of the stacked slices: tensors, as the `stacked` operand constraint verifies
         (nested ops verify before the enclosing loop's `verify_`)."""
-        return cast(tuple[TensorType, ...], tuple(self.stacked.types))
+        return tuple(tensor_type(t) for t in self.stacked.types)
 
 
 # --------------------------------------------------------------------------------------
@@ -728,8 +727,7 @@ class StackOp(IRDLOperation):
 
     def __init__(self, inputs: Sequence[SSAValue | Operation]):
         """Stacks `inputs` (at least one, all of one tensor type)."""
-        element = SSAValue.get(inputs[0]).type
-        assert isinstance(element, TensorType)
+        element = tensor_type(SSAValue.get(inputs[0]))
         super().__init__(operands=[inputs], result_types=[stacked_type(element, len(inputs))])
 
     def verify_(self) -> None:
@@ -742,8 +740,7 @@ class StackOp(IRDLOperation):
                     f"dfk.stack operand #{i} has type {t}, but operand #0 has type {first}: "
                     "all stacked values must have the same type"
                 )
-        assert isinstance(first, TensorType)
-        expected = stacked_type(first, len(self.inputs))
+        expected = stacked_type(tensor_type(first), len(self.inputs))
         if self.result.type != expected:
             raise VerifyException(
                 f"dfk.stack result type {self.result.type} does not match {expected} "
@@ -793,8 +790,7 @@ class SliceOp(IRDLOperation):
     assembly_format = "$source `[` $index `]` attr-dict `:` type($source) `->` type($result)"
 
     def __init__(self, source: SSAValue | Operation, index: int):
-        source_type = SSAValue.get(source).type
-        assert isinstance(source_type, TensorType)
+        source_type = tensor_type(SSAValue.get(source))
         super().__init__(
             operands=[source],
             result_types=[slice_type(source_type)],
@@ -807,8 +803,7 @@ class SliceOp(IRDLOperation):
         return self.index_attr.value.data
 
     def verify_(self) -> None:
-        source = self.source.type
-        assert isinstance(source, TensorType)
+        source = tensor_type(self.source)
         dims = source.get_shape()
         if not dims:
             raise VerifyException(f"dfk.slice source {source} has no leading dimension")
