@@ -193,6 +193,7 @@ def _tensor(op: rdu.TensorOp) -> Tensor:
             socket_step=_ints(s.socket_step) or None,
             socket_group=s.socket_group.value.data,
             interleave=_ints(s.interleave) or None,
+            sockets=_ints(s.sockets) or None,
         )
         for s in (op.sources or ())
     ]

@@ -154,7 +154,9 @@ def materialize_section(lowering: KernelLowering, units: list[Unit]) -> rdu.Sect
             "count": IntegerAttr(unit.count, i64),
             "reads": ArrayAttr([a.attr() for a in unit.reads]),
             "write": unit.write.attr(),
-            "work": rdu.WorkAttr(unit.flops, unit.bytes_read, unit.bytes_written, unit.tiles),
+            "work": rdu.WorkAttr(
+                unit.flops, unit.bytes_read, unit.bytes_written, unit.tiles, unit.roofline_bytes
+            ),
         }
         if unit.kind == "pcu":
             cls: type[rdu.UnitOp] = rdu.PcuOp

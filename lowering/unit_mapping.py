@@ -124,6 +124,7 @@ class Unit:
     bytes_read: int = 0
     bytes_written: int = 0
     tiles: int = 0
+    roofline_bytes: int | None = None  # a transfer's share of the unsharded step's bytes
     attrs: dict[str, Attribute] = field(default_factory=dict)
     attr_step: dict[str, int] = field(default_factory=dict)
     attr_by_socket: dict[str, list[int]] = field(default_factory=dict)

@@ -5,8 +5,11 @@ stamped `llm.sockets = N` (later stages read it). What is split (docs/tensor_par
 - attention: q projection (+ bias, q norm, rope) column-split by query heads, N parts; k / v
   projections and the KV caches by kv heads; o_proj row-split, then `llm.all_reduce`;
 - gated MLP: gate / up column-split, down row-split, then `llm.all_reduce`;
-- MoE: every expert's intermediate dim (gate / up column, down row), router replicated, then
-  `llm.all_reduce` of the layer's output;
+- MoE (`moe=tensor`, the default): every expert's intermediate dim (gate / up column, down
+  row), router replicated, then `llm.all_reduce` of the layer's output; `moe=expert`: the
+  experts dealt over the sockets (`E / N` whole experts each, the stacked parameters'
+  `stack_shard`, `llm.moe`'s `expert_shards`), router replicated, each socket computing its
+  own experts for the tokens routed to them, then the same `llm.all_reduce`;
 - LM head: split by vocab rows when the vocab divides by N (each rank computes `vocab / N`
   logits), then `llm.all_gather` of the logits, so the argmax and the returned logits are
   whole; replicated when the vocab does not divide. A head tied to the embedding first gets
@@ -41,7 +44,8 @@ shares one `@linear` among q and o projections) are independent; identical copie
 back afterwards (stable names, as outlining).
 
 Refused, with a message naming the model dims: query heads not a multiple of N; kv heads
-neither a multiple nor a divisor of N; an intermediate size not a multiple of N; a row-split
+neither a multiple nor a divisor of N; an intermediate size not a multiple of N; with
+`moe=expert`, experts not a multiple of N (fewer experts than sockets included); a row-split
 linear with a bias; a full-width norm (or any op without a rule) over split features; a module
 already sharded over another socket count. Sharding a module already stamped with N changes
 nothing (idempotent); `sockets=1` only stamps. Cost: linear in the number of ops (the
@@ -223,10 +227,16 @@ def _link(module: ModuleOp, splits: _Splits) -> None:
             splits.union(op.source, op.result)
 
 
-def _seed(op: Operation, splits: _Splits, sockets: int, model: str, context_shards: int) -> None:
-    """The splits `op` defines by itself: attention heads, the MLP intermediate, experts; a
-    cache whose kv heads are shared by several sockets is dealt along the sequence over
-    `context_shards` of them."""
+MOE_SPLITS = ("tensor", "expert")
+"""How `llm.moe` is split (`moe=`): every expert over the sockets, or the experts dealt."""
+
+
+def _seed(
+    op: Operation, splits: _Splits, sockets: int, model: str, context_shards: int, moe: str
+) -> None:
+    """The splits `op` defines by itself: attention heads, the MLP intermediate, experts (or,
+    `moe` = expert, the experts dealt whole); a cache whose kv heads are shared by several
+    sockets is dealt along the sequence over `context_shards` of them."""
     if isinstance(op, llm.AttentionOp):
         heads, kv_heads = op.num_heads.value.data, op.num_kv_heads.value.data
         if problem := _head_split_problem(heads, kv_heads, sockets):
@@ -239,6 +249,16 @@ def _seed(op: Operation, splits: _Splits, sockets: int, model: str, context_shar
         split = Split(-3, min(kv_heads, sockets), interleave=context_shards)
         for cache in (op.k_cache, op.v_cache):
             splits.set(cache, split, "llm.attention (kv heads)")
+        return
+    if isinstance(op, llm.MoEOp) and moe == "expert":
+        experts = op.num_experts.value.data
+        if experts % sockets:
+            raise PassFailedException(
+                f"{model}: moe=expert deals the {experts} experts over the sockets, but "
+                f"{experts} is not a multiple of {sockets} (use moe=tensor)"
+            )
+        for weight in (op.gate, op.up, op.down):
+            splits.set(weight, Split(-3, sockets), "llm.moe (experts)")
         return
     if isinstance(op, llm.MoEOp):
         what, inner = "expert intermediate size", tensor_shape(op.gate)[1]
@@ -364,7 +384,7 @@ def _lm_heads(module: ModuleOp, sockets: int) -> list[llm.LinearOp]:
 
 
 def _analyse(
-    module: ModuleOp, sockets: int, heads: list[llm.LinearOp], context_shards: int
+    module: ModuleOp, sockets: int, heads: list[llm.LinearOp], context_shards: int, moe: str
 ) -> _Splits:
     model = module.attributes.get("llm.model")
     model = model.data if isinstance(model, StringAttr) else "the model"
@@ -372,7 +392,7 @@ def _analyse(
     _link(module, splits)
     ops = list(module.walk())
     for op in ops:
-        _seed(op, splits, sockets, model, context_shards)
+        _seed(op, splits, sockets, model, context_shards, moe)
     for head in heads:
         splits.set(head.result, Split(-1, sockets), "the vocab-parallel LM head")
     rules = [op for op in ops if isinstance(op, llm.LinearOp | llm.KVCacheWriteOp)]
@@ -472,9 +492,18 @@ def _rewrite(module: ModuleOp, splits: _Splits) -> None:
         for f in ops
         if isinstance(f, func.FuncOp)
     ]
+    dealt_experts = [
+        (op, split.parts)
+        for op in ops
+        if isinstance(op, llm.MoEOp) and (split := splits.get(op.gate)) and split.dim == -3
+    ]
     for param in ops:
         if isinstance(param, llm.ParamOp) and (split := splits.get(param)):
-            param.properties["shard"] = split.attr(len(param.checkpoint_type.get_shape()))
+            rank = len(param.checkpoint_type.get_shape())
+            if -split.dim > rank:  # a stacked dim (the experts): each rank binds its slices
+                param.properties["stack_shard"] = split.attr(len(param.type.get_shape()))
+            else:
+                param.properties["shard"] = split.attr(rank)
             param.properties["type"] = split.shard_type(param.type)
     split_values = [(v, split) for v in _values(module) if (split := splits.get(v))]
     for value, split in split_values:
@@ -486,6 +515,8 @@ def _rewrite(module: ModuleOp, splits: _Splits) -> None:
         op.properties["num_kv_heads"] = IntegerAttr(op.num_kv_heads.value.data // kv.parts, i64)
     for op, shards in dealt:
         op.properties["context_shards"] = IntegerAttr(shards, i64)
+    for op, shards in dealt_experts:
+        op.properties["expert_shards"] = IntegerAttr(shards, i64)
     for op in reduced:
         _collective_after(op, llm.AllReduceOp, reduction=StringAttr("sum"))
     for f, arg_attrs, res_attrs in functions:
@@ -541,11 +572,14 @@ class ShardTensorParallel(CheckedOptionsPass):
 
     sockets: int = 1
     kv_seq_split: int = -1
+    moe: str = "tensor"
     hw: str = "sn40l"
     hw_overrides: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         require_dominance(op)
+        if self.moe not in MOE_SPLITS:
+            raise PassFailedException(f"moe must be {' or '.join(MOE_SPLITS)}, got '{self.moe}'")
         if self.sockets not in SOCKET_COUNTS:
             raise PassFailedException(
                 f"sockets={self.sockets} is not supported (one of "
@@ -567,10 +601,10 @@ class ShardTensorParallel(CheckedOptionsPass):
             heads = _lm_heads(op, self.sockets)
             for head in heads:  # the logits [B, vocab] are gathered along the vocab
                 _collective_after(head, llm.AllGatherOp, dim=IntegerAttr(1, i64))
-            splits = _analyse(op, self.sockets, heads, 1)
+            splits = _analyse(op, self.sockets, heads, 1, self.moe)
             split = self.context_split(op, splits)
             if split is not None and split.shards > 1:
-                splits = _analyse(op, self.sockets, heads, split.shards)
+                splits = _analyse(op, self.sockets, heads, split.shards, self.moe)
             _rewrite(op, splits)
             _merge(copies)
         op.attributes[llm.SOCKETS_ATTR] = IntegerAttr(self.sockets, i64)

@@ -70,7 +70,7 @@ from xdsl.utils.hints import isa
 
 from rdu_compiler.rdu_dialect import dfk, llm
 from rdu_compiler.rdu_dialect.symbols import lookup_symbol
-from rdu_compiler.rdu_dialect.tensors import dtype_name
+from rdu_compiler.rdu_dialect.tensors import dtype_name, tensor_shape
 from rdu_compiler.simulator import numerics
 from rdu_compiler.simulator.weights import WeightSource
 
@@ -176,7 +176,10 @@ class LlmFunctions(InterpreterFunctions):
         if param.shard is not None:
             whole = param.shard.whole_shape(shape)
             index = param.shard.index(shape, self.rank, len(self.exchange.parts))
-        slices = [self.weights.get(s, whole, dtype, index=index) for s in param.flat_sources()]
+        slices = [
+            self.weights.get(s, whole, dtype, index=index)
+            for s in param.rank_sources(self.rank, len(self.exchange.parts))
+        ]
         if not param.is_stacked:
             return slices[0]
         return np.stack(slices).reshape(param.type.get_shape())
@@ -190,6 +193,26 @@ class LlmFunctions(InterpreterFunctions):
         if uses and all(isinstance(u.operation, llm.AllReduceOp) for u in uses):
             return (numerics.linear(*args, accumulate_only=True),)
         return _run_math(self, interpreter, op, args)
+
+    @impl(llm.MoEOp)
+    def run_moe(self, interpreter: Interpreter, op: llm.MoEOp, args: tuple[Any, ...]):
+        """With the experts dealt over the ranks (`expert_shards`), this rank's experts only,
+        from its first one on; its f32 sum goes to the all-reduce (rounded once there, as
+        the unsharded block rounds its sum once)."""
+        shards = llm.expert_shards_of(op)
+        kwargs = {
+            name: _python_value(getattr(op, name))
+            for name in ("num_experts", "top_k", "normalize_top_k")
+        }
+        if shards == 1:
+            return (numerics.moe(*args, **kwargs),)
+        block = self.rank * shards // len(self.exchange.parts)
+        held = tensor_shape(op.gate)[0]
+        uses = op.result.uses
+        reduced = bool(uses) and all(isinstance(u.operation, llm.AllReduceOp) for u in uses)
+        return (
+            numerics.moe(*args, **kwargs, expert_start=block * held, accumulate_only=reduced),
+        )
 
     @impl(llm.KVCacheWriteOp)
     def run_kv_cache_write(

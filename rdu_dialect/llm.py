@@ -537,7 +537,11 @@ class ParamOp(IRDLOperation):
     In a module sharded over sockets (`llm.sockets`), `shard` (a `#llm.shard`, printed after
     the sources: `... "name" shard #llm.shard<dim = 0, parts = 2> : ...`) says which part of
     each checkpoint tensor a rank holds: `dim` counts in the checkpoint tensor (one slice of a
-    stacked parameter), so stacking keeps it; `type` is then the shard's type.
+    stacked parameter), so stacking keeps it; `type` is then the shard's type. `stack_shard`
+    (a `#llm.shard` without interleave, printed next: `... stack_shard #llm.shard<dim = 1,
+    parts = 8> : ...`) deals the slices of stacked dim `dim` over the ranks instead (expert
+    parallelism: rank r binds experts of block `r * parts // N`): the sources list every
+    slice, `type` holds `1 / parts` of them along that dim.
     """
 
     name = "llm.param"
@@ -546,6 +550,7 @@ class ParamOp(IRDLOperation):
     type = prop_def(TensorType)
     source = prop_def(base(StringAttr) | base(ArrayAttr))
     shard = opt_prop_def(ShardAttr)
+    stack_shard = opt_prop_def(ShardAttr)
 
     traits = traits_def(SymbolOpInterface(), HasParent(ModuleOp), _LayerAttrForm())
 
@@ -555,6 +560,7 @@ class ParamOp(IRDLOperation):
         type: TensorType[Attribute],
         source: NestedSources | Attribute,
         shard: ShardAttr | None = None,
+        stack_shard: ShardAttr | None = None,
     ):
         super().__init__(
             properties={
@@ -562,6 +568,7 @@ class ParamOp(IRDLOperation):
                 "type": type,
                 "source": _source_attr(source),
                 "shard": shard,
+                "stack_shard": stack_shard,
             }
         )
 
@@ -602,13 +609,53 @@ class ParamOp(IRDLOperation):
         walk(self.source)
         return names
 
+    @property
+    def stacked_shape(self) -> tuple[int, ...]:
+        """The type's shape with every slice of the sources (`stack_shard`'s dim whole)."""
+        shape = list(self.type.get_shape())
+        if self.stack_shard is not None:
+            shape[self.stack_shard.dim.data] *= self.stack_shard.parts.data
+        return tuple(shape)
+
+    def rank_sources(self, rank: int, sockets: int) -> list[str]:
+        """The checkpoint names rank `rank` of `sockets` binds, in row-major order of the
+        stacked dims: all of them unless `stack_shard` deals a stacked dim."""
+        if self.stack_shard is None:
+            return self.flat_sources()
+        dim = self.stack_shard.dim.data
+        held = self.type.get_shape()[dim]
+        block, _ = self.stack_shard.block(rank, sockets)
+
+        def walk(source: Attribute, level: int) -> list[str]:
+            if isinstance(source, StringAttr):
+                return [source.data]
+            assert isinstance(source, ArrayAttr)
+            items = source.data[block * held : (block + 1) * held] if level == dim else source.data
+            return [name for s in items for name in walk(s, level + 1)]
+
+        return walk(self.source, 0)
+
     def verify_(self) -> None:
-        shape = _shape(self, f"@{self.sym_name.data} type", self.type)
-        _source_depth(self, self.source, 0, shape)
+        where = f"llm.param @{self.sym_name.data}"
+        _shape(self, f"@{self.sym_name.data} type", self.type)
+        stack_shard = self.stack_shard
+        if stack_shard is not None and (
+            not 0 <= stack_shard.dim.data < self.stack_depth or stack_shard.interleave.data != 1
+        ):
+            raise VerifyException(
+                f"{where}: stack_shard must name one of the {self.stack_depth} stacked dim(s), "
+                "without interleave"
+            )
+        _source_depth(self, self.source, 0, self.stacked_shape)
         module = self.parent_op()
-        if self.shard is not None and isinstance(module, ModuleOp):
-            where = f"llm.param @{self.sym_name.data}"
+        if not isinstance(module, ModuleOp):
+            return
+        if self.shard is not None:
             self.shard.check(sockets_of(module), self.checkpoint_type.get_shape(), where)
+        if stack_shard is not None:
+            stack_shard.check(
+                sockets_of(module), self.stacked_shape[: self.stack_depth], f"{where} stack_shard"
+            )
 
     @classmethod
     def parse(cls, parser: Parser) -> ParamOp:
@@ -626,13 +673,19 @@ class ParamOp(IRDLOperation):
             shard = parser.parse_attribute()
             if not isinstance(shard, ShardAttr):
                 parser.raise_error("expected a #llm.shard after 'shard'", pos)
+        stack_shard = None
+        if parser.parse_optional_keyword("stack_shard") is not None:
+            pos = parser.pos
+            stack_shard = parser.parse_attribute()
+            if not isinstance(stack_shard, ShardAttr):
+                parser.raise_error("expected a #llm.shard after 'stack_shard'", pos)
         attributes = parser.parse_optional_attr_dict()
         parser.parse_punctuation(":")
         pos = parser.pos
         type = parser.parse_type()
         if not isinstance(type, TensorType):
             parser.raise_error(f"llm.param type must be a tensor, got {type}", pos)
-        op = cls(sym_name.data, type, source, shard)
+        op = cls(sym_name.data, type, source, shard, stack_shard)
         op.attributes |= attributes
         return op
 
@@ -644,6 +697,9 @@ class ParamOp(IRDLOperation):
         if self.shard is not None:
             printer.print_string(" shard ")
             printer.print_attribute(self.shard)
+        if self.stack_shard is not None:
+            printer.print_string(" stack_shard ")
+            printer.print_attribute(self.stack_shard)
         printer.print_op_attributes(self.attributes)
         printer.print_string(" : ")
         printer.print_attribute(self.type)
@@ -865,14 +921,22 @@ def context_shards_of(op: KVCacheWriteOp | AttentionOp) -> int:
     return 1 if op.context_shards is None else op.context_shards.value.data
 
 
-def _context_shards(op: Operation, attr: IntegerAttr | None) -> None:
-    """`context_shards` is positive and divides the module's socket count."""
-    _positive(op, "context_shards", attr)
+def expert_shards_of(op: MoEOp) -> int:
+    """Over how many ranks `op`'s experts are dealt (1: the rank holds every expert)."""
+    return 1 if op.expert_shards is None else op.expert_shards.value.data
+
+
+def _context_shards(
+    op: Operation, attr: IntegerAttr | None, name: str = "context_shards"
+) -> None:
+    """`attr` (`context_shards`, or `name`) is positive and divides the module's socket
+    count."""
+    _positive(op, name, attr)
     module = op.get_toplevel_object()
     sockets = sockets_of(module) if isinstance(module, ModuleOp) else 1
     if attr is not None and sockets % attr.value.data:
         raise VerifyException(
-            f"{op.name}: context_shards {attr.value.data} must divide the module's {sockets} "
+            f"{op.name}: {name} {attr.value.data} must divide the module's {sockets} "
             f"socket(s) ({SOCKETS_ATTR})"
         )
 
@@ -1157,6 +1221,10 @@ class MoEOp(IRDLOperation):
     `top` = the `top_k` experts of largest `p` (lower index first among ties), with weights
     `w = p[top]`, renormalized to sum 1 if `normalize_top_k` is set (Mixtral);
     `y[b] = sum_{e in top} w_e * down[e] @ (silu(gate[e] @ x[b]) * (up[e] @ x[b]))`.
+    `expert_shards = p` (set by sharding with `moe=expert`): the experts are dealt over the
+    ranks, gate / up / down hold this rank's `E / p` of them (rank r of N: the experts of
+    block `r * p // N`), the router all `E`; the sum runs over the rank's experts only, and
+    an `llm.all_reduce` adds the ranks' sums.
     """
 
     name = "llm.moe"
@@ -1171,6 +1239,7 @@ class MoEOp(IRDLOperation):
     num_experts = prop_def(IntegerAttr[I64])
     top_k = prop_def(IntegerAttr[I64])
     normalize_top_k = opt_prop_def(UnitAttr)
+    expert_shards = opt_prop_def(IntegerAttr[I64])
     result = result_def(T)
 
     assembly_format = (
@@ -1188,11 +1257,18 @@ class MoEOp(IRDLOperation):
             )
         _, hidden = _shape(self, "input", self.input, 2)
         _dims(self, "router", self.router, (experts, hidden), "num_experts, hidden")
-        legend = "num_experts, intermediate, hidden"
-        _, inner, _ = _dims(self, "gate", self.gate, (experts, None, hidden), legend)
-        _dims(self, "up", self.up, (experts, inner, hidden), legend)
-        legend = "num_experts, hidden, intermediate"
-        _dims(self, "down", self.down, (experts, hidden, inner), legend)
+        _context_shards(self, self.expert_shards, "expert_shards")
+        shards = expert_shards_of(self)
+        if experts % shards:
+            raise VerifyException(
+                f"llm.moe: expert_shards {shards} must divide num_experts {experts}"
+            )
+        held = experts // shards
+        legend = "experts held, intermediate, hidden"
+        _, inner, _ = _dims(self, "gate", self.gate, (held, None, hidden), legend)
+        _dims(self, "up", self.up, (held, inner, hidden), legend)
+        legend = "experts held, hidden, intermediate"
+        _dims(self, "down", self.down, (held, hidden, inner), legend)
         weights = (("router", self.router), ("gate", self.gate), ("up", self.up))
         _same_element_type(self, ("input", self.input), *weights, ("down", self.down))
 

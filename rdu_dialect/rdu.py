@@ -352,21 +352,31 @@ class AccessAttr(ParametrizedAttribute):
             )
 
 
-_WORK_FIELDS = ("flops", "bytes_read", "bytes_written", "tiles")
+_WORK_FIELDS = ("flops", "bytes_read", "bytes_written", "tiles", "roofline_bytes")
 
 
 @irdl_attr_definition
 class WorkAttr(ParametrizedAttribute):
     """`#rdu.work<flops 2048 bytes_read 1088 bytes_written 128 tiles 2>`: what one execution
     (per launch, or per trip) of a whole unit group does: FLOPs of matrix products, bytes
-    consumed and produced (off-chip bytes for AGCU transfers, at their tensor's tier), tiles."""
+    consumed and produced (off-chip bytes for AGCU transfers, at their tensor's tier), tiles;
+    optionally `roofline_bytes N`: a transfer's share of what the unsharded step must move,
+    when the simulated socket moves more (expert parallelism's busiest socket)."""
 
     name = "rdu.work"
 
     values: DenseArrayBase[I64]
 
-    def __init__(self, flops: int, bytes_read: int, bytes_written: int, tiles: int):
-        super().__init__(_array((flops, bytes_read, bytes_written, tiles)))
+    def __init__(
+        self,
+        flops: int,
+        bytes_read: int,
+        bytes_written: int,
+        tiles: int,
+        roofline_bytes: int | None = None,
+    ):
+        figures = (flops, bytes_read, bytes_written, tiles)
+        super().__init__(_array(figures if roofline_bytes is None else (*figures, roofline_bytes)))
 
     def as_dict(self) -> dict[str, int]:
         return dict(zip(_WORK_FIELDS, self.values.get_values()))
@@ -375,8 +385,10 @@ class WorkAttr(ParametrizedAttribute):
     def parse_parameters(cls, parser: AttrParser) -> tuple[Attribute, ...]:
         with parser.in_angle_brackets():
             values = []
-            for field in _WORK_FIELDS:
+            for field in _WORK_FIELDS[:4]:
                 parser.parse_keyword(field)
+                values.append(parser.parse_integer(allow_boolean=False))
+            if parser.parse_optional_keyword(_WORK_FIELDS[4]) is not None:
                 values.append(parser.parse_integer(allow_boolean=False))
         return (_array(values),)
 
@@ -384,8 +396,8 @@ class WorkAttr(ParametrizedAttribute):
         printer.print_string("<" + " ".join(f"{k} {v}" for k, v in self.as_dict().items()) + ">")
 
     def verify(self) -> None:
-        if len(self.values.get_values()) != 4 or min(self.values.get_values()) < 0:
-            raise VerifyException("work needs four non-negative figures")
+        if len(self.values.get_values()) not in (4, 5) or min(self.values.get_values()) < 0:
+            raise VerifyException("work needs four non-negative figures (five with roofline_bytes)")
 
 
 @irdl_attr_definition
@@ -394,7 +406,8 @@ class SourceAttr(ParametrizedAttribute):
     block `value[start : start + shape]` a tensor holds at `at`. On socket s the block starts
     at `start + (s // group) * step` (no step: the same block on every socket, replicated).
     `interleave [1, 2, 1]`: along a dim with k > 1 socket s holds every k-th row from
-    `start + s % k` on (a KV cache dealt along the sequence over sockets)."""
+    `start + s % k` on (a KV cache dealt along the sequence over sockets). `sockets [2, 3]`:
+    only those sockets hold the block (expert parallelism: each socket its own experts)."""
 
     name = "rdu.source"
 
@@ -405,6 +418,7 @@ class SourceAttr(ParametrizedAttribute):
     socket_step: DenseArrayBase[I64]
     socket_group: IntegerAttr[I64]
     interleave: DenseArrayBase[I64]
+    sockets: DenseArrayBase[I64]
 
     def __init__(
         self,
@@ -415,6 +429,7 @@ class SourceAttr(ParametrizedAttribute):
         socket_step: Sequence[int] | None = None,
         socket_group: int = 1,
         interleave: Sequence[int] | None = None,
+        sockets: Sequence[int] | None = None,
     ):
         super().__init__(
             StringAttr(value),
@@ -424,6 +439,7 @@ class SourceAttr(ParametrizedAttribute):
             _array(socket_step or ()),
             IntegerAttr(socket_group, i64),
             _array(interleave or ()),
+            _array(sockets or ()),
         )
 
     @classmethod
@@ -438,6 +454,7 @@ class SourceAttr(ParametrizedAttribute):
             step = _parse_ints(parser) if parser.parse_optional_keyword("step") else ()
             group = parser.parse_integer() if parser.parse_optional_keyword("group") else 1
             dealt = _parse_ints(parser) if parser.parse_optional_keyword("interleave") else ()
+            held = _parse_ints(parser) if parser.parse_optional_keyword("sockets") else ()
         return (
             StringAttr(value),
             _array(start),
@@ -446,6 +463,7 @@ class SourceAttr(ParametrizedAttribute):
             _array(step),
             IntegerAttr(group, i64),
             _array(dealt),
+            _array(held),
         )
 
     def print_parameters(self, printer: Printer) -> None:
@@ -459,6 +477,8 @@ class SourceAttr(ParametrizedAttribute):
             text += f" group {self.socket_group.value.data}"
         if self.interleave.get_values():
             text += f" interleave {_ints(self.interleave.get_values())}"
+        if self.sockets.get_values():
+            text += f" sockets {_ints(self.sockets.get_values())}"
         printer.print_string(text + ">")
 
 

@@ -264,7 +264,7 @@ class FunctionalSimulator:
         self, tensor: Tensor, read: Callable[[Source, tuple[slice, ...], Any], np.ndarray]
     ) -> None:
         for socket, mem in enumerate(self.memory):
-            for src in tensor.sources:
+            for src in (src for src in tensor.sources if src.holds_on(socket)):
                 in_value, in_tensor, shape = _source_blocks(src, tensor, socket)
                 mem[tensor.name][in_tensor] = read(src, in_value, self.values[src.value]).reshape(
                     shape
@@ -287,7 +287,7 @@ class FunctionalSimulator:
                     for first in range(0, self.program.sockets, group)
                     for i in range(dealt)
                 ]
-                for socket in shards:
+                for socket in (s for s in shards if src.holds_on(s)):
                     in_value, in_tensor, _ = _source_blocks(src, t, socket)
                     whole[in_value] = self.memory[socket][t.name][in_tensor].reshape(
                         whole[in_value].shape

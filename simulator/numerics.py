@@ -839,15 +839,35 @@ def moe_expert(
     return linear(mul(silu(g), u), down, accumulate_only=accumulate_only, out_dtype=dt)
 
 
-def _check_moe(x: np.ndarray, router: Any, gate: Any, up: Any, down: Any, num_experts: Any) -> None:
-    e, inter, hidden = np.asarray(gate).shape
-    if np.asarray(up).shape != (e, inter, hidden) or np.asarray(down).shape != (e, hidden, inter):
+def _check_moe(
+    x: np.ndarray,
+    router: Any,
+    gate: Any,
+    up: Any,
+    down: Any,
+    num_experts: Any,
+    expert_start: int,
+) -> None:
+    """The weights hold experts ``expert_start ..`` of the router's (all of them unless the
+    experts are dealt over sockets)."""
+    local, inter, hidden = np.asarray(gate).shape
+    if np.asarray(up).shape != (local, inter, hidden) or np.asarray(down).shape != (
+        local,
+        hidden,
+        inter,
+    ):
         raise ValueError(
             f"moe: expert weight shapes gate {np.shape(gate)}, up {np.shape(up)}, "
             f"down {np.shape(down)} do not agree ([E,I,H],[E,I,H],[E,H,I])"
         )
+    e = np.asarray(router).shape[0]
     if num_experts is not None and num_experts != e:
-        raise ValueError(f"moe: num_experts {num_experts} but expert weights hold {e}")
+        raise ValueError(f"moe: num_experts {num_experts} but the router has {e}")
+    if not 0 <= expert_start <= e - local:
+        raise ValueError(
+            f"moe: experts {expert_start}..{expert_start + local - 1} held, but the router "
+            f"has {e}"
+        )
     if np.asarray(router).shape != (e, hidden) or x.shape[-1] != hidden:
         raise ValueError(
             f"moe: router {np.shape(router)} / x {x.shape} do not match "
@@ -865,6 +885,7 @@ def moe_partial(
     top_k: int,
     normalize_top_k: bool,
     num_experts: int | None = None,
+    expert_start: int = 0,
     out_dtype: DTypeLike = None,
 ) -> np.ndarray:
     """The routed experts of :func:`moe` over one block of their intermediate dim: ``gate, up
@@ -872,10 +893,14 @@ def moe_partial(
     ``[B, top_k, H]``: per batch entry and routing slot, its expert's down projection over the
     block, unrounded (gate, up, silu and mul round as in :func:`moe_expert`, each element being
     whole). :func:`moe_combine` sums the blocks, rounds each expert's output once and weights
-    them; one block of the whole dim is :func:`moe` itself."""
+    them; one block of the whole dim is :func:`moe` itself. Experts dealt over sockets: the
+    weights hold ``E'`` experts from ``expert_start`` on (routing is over all the router's);
+    slots routed to other experts stay 0."""
     del out_dtype  # the partials are f32; the experts round to x's storage dtype
     xa = np.asarray(x)
-    return _moe_blocks(xa, router, gate, up, down, top_k, normalize_top_k, num_experts, None)
+    return _moe_blocks(
+        xa, router, gate, up, down, top_k, normalize_top_k, num_experts, expert_start, None
+    )
 
 
 def _moe_blocks(
@@ -887,17 +912,22 @@ def _moe_blocks(
     top_k: int,
     normalize_top_k: bool,
     num_experts: int | None,
+    expert_start: int,
     out_dtype: DTypeLike,
 ) -> np.ndarray:
     """:func:`moe_partial`, its experts rounding to ``result_dtype(x, out_dtype)``."""
-    _check_moe(x, router, gate, up, down, num_experts)
+    _check_moe(x, router, gate, up, down, num_experts, expert_start)
     dt = result_dtype(x, out_dtype=out_dtype)
     experts, _ = moe_route(x, router, top_k=top_k, normalize_top_k=normalize_top_k)
     ys = np.zeros((x.shape[0], top_k, x.shape[-1]), dtype=np.float32)
+    held = range(expert_start, expert_start + np.shape(gate)[0])
     for ex in np.unique(experts):  # each expert once, on the entries that selected it
+        if ex not in held:
+            continue
         rows, slot = np.nonzero(experts == ex)
+        local = ex - expert_start
         ys[rows, slot] = moe_expert(
-            x[rows], gate[ex], up[ex], down[ex], accumulate_only=True, out_dtype=dt
+            x[rows], gate[local], up[local], down[local], accumulate_only=True, out_dtype=dt
         )
     return ys
 
@@ -910,13 +940,15 @@ def moe_combine(
     top_k: int,
     normalize_top_k: bool,
     num_experts: int | None = None,
+    accumulate_only: bool = False,
     out_dtype: DTypeLike = None,
 ) -> np.ndarray:
     """Finish :func:`moe` from the blocks of :func:`moe_partial` (``partials [B, blocks,
     top_k, H]``, f32): each routed expert's output is the blocks' sum rounded once, weighted by
     its routing weight (rounded to the storage dtype) and accumulated in f32 in
-    descending-weight order, rounded once. The router runs again (it is cheap and its weights
-    are on chip), so the partials carry no routing state."""
+    descending-weight order, rounded once (with ``accumulate_only``: the f32 accumulator, for a
+    sum over sockets each holding some of the experts). The router runs again (it is cheap
+    and its weights are on chip), so the partials carry no routing state."""
     xa = np.asarray(x)
     dt = result_dtype(xa, out_dtype=out_dtype)
     if num_experts is not None and num_experts != np.asarray(router).shape[0]:
@@ -929,7 +961,7 @@ def moe_combine(
     acc = w[:, 0, None] * ys[:, 0]
     for k in range(1, top_k):
         acc = acc + w[:, k, None] * ys[:, k]
-    return round_to(acc, dt)
+    return acc if accumulate_only else round_to(acc, dt)
 
 
 def moe(
@@ -942,6 +974,8 @@ def moe(
     top_k: int,
     normalize_top_k: bool,
     num_experts: int | None = None,
+    expert_start: int = 0,
+    accumulate_only: bool = False,
     out_dtype: DTypeLike = None,
 ) -> np.ndarray:
     """Sparse MoE block: ``x [B, H]``, ``router [E, H]``, ``gate, up [E, I, H]``, ``down [E, H,
@@ -954,9 +988,13 @@ def moe(
     expert computed by :func:`moe_expert` (rounded like the dense MLP); then ``sum_k w_k *
     expert_k`` accumulated in f32 in descending-weight order and rounded once (HF multiplies and
     index-adds in bf16, in expert-index order - a difference of at most about one bf16 ulp).
-    It is :func:`moe_partial` over the whole intermediate dim, then :func:`moe_combine`."""
+    It is :func:`moe_partial` over the whole intermediate dim, then :func:`moe_combine`.
+    Experts dealt over sockets: the weights hold experts ``expert_start ..`` (the others
+    contribute 0) and ``accumulate_only`` returns the f32 sum, to be summed over the sockets."""
     xa = np.asarray(x)
-    blocks = _moe_blocks(xa, router, gate, up, down, top_k, normalize_top_k, num_experts, out_dtype)
+    blocks = _moe_blocks(
+        xa, router, gate, up, down, top_k, normalize_top_k, num_experts, expert_start, out_dtype
+    )
     return moe_combine(
         xa,
         router,
@@ -964,6 +1002,7 @@ def moe(
         top_k=top_k,
         normalize_top_k=normalize_top_k,
         num_experts=num_experts,
+        accumulate_only=accumulate_only,
         out_dtype=out_dtype,
     )
 

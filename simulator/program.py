@@ -121,8 +121,12 @@ class Source(_Struct, frozen=True, kw_only=True):
     default all 1) deals a dimension's rows among the sockets: with ``k`` along a dimension,
     socket ``s`` holds every k-th row from ``start + s % k`` on, ``shape`` rows (a KV cache
     dealt along the sequence over the ``k`` sockets of a group sharing its kv heads: position
-    ``t`` on socket ``t % k``, at row ``t // k``). For ``output`` values the copy goes the
-    other way, from the tensor into the value after the step."""
+    ``t`` on socket ``t % k``, at row ``t // k``). ``sockets`` (increasing socket indices)
+    limits the source to those sockets, so different sockets hold different values in the
+    same place (expert parallelism: slot ``j`` of a stacked expert tensor holds expert
+    ``s * E/N + j`` on socket ``s``); the sources holding on a socket tile the tensor. For
+    ``output`` values the copy goes the other way, from the tensor into the value after the
+    step."""
 
     value: Name
     start: list[Index]
@@ -131,6 +135,11 @@ class Source(_Struct, frozen=True, kw_only=True):
     socket_step: list[int] | None = None
     socket_group: Count = 1
     interleave: list[Count] | None = None
+    sockets: list[Index] | None = None
+
+    def holds_on(self, socket: int) -> bool:
+        """Whether socket ``socket``'s copy of the tensor holds this block."""
+        return self.sockets is None or socket in self.sockets
 
 
 class Tensor(_Struct, frozen=True, kw_only=True):
@@ -196,12 +205,17 @@ class Work(_Struct, frozen=True, kw_only=True):
     arithmetic (FLOPs, 2 per multiply-add), bytes consumed and produced (off-chip bytes for
     AGCU transfers, at their tensor's tier; per socket for collectives: the block it reads is
     its share), and tiles processed. Data-dependent accesses state what really moves: a
-    KV-cache write its new rows, attention the attended rows."""
+    KV-cache write its new rows, attention the attended rows. ``roofline_bytes`` (AGCU
+    transfers only) is this socket's share of the bytes the unsharded step must move, when
+    the simulated socket moves more than that share (expert parallelism: every socket is
+    simulated as the busiest one, holding the routed experts); without it the share is the
+    bytes moved over the sockets holding the same contents."""
 
     flops: Index
     bytes_read: Index
     bytes_written: Index
     tiles: Index
+    roofline_bytes: Index | None = None
 
 
 class _Unit(_Struct, frozen=True, tag_field="unit", kw_only=True):
@@ -755,7 +769,17 @@ def _check_tensor(
         if block is not None:
             blocks.append(block)
     if len(blocks) == len(tensor.sources) and blocks:
-        _check_tiling(bad, f"{path}.sources", tensor, blocks)
+        if all(source.sockets is None for source in tensor.sources):
+            _check_tiling(bad, f"{path}.sources", tensor, list(enumerate(blocks)))
+            return
+        for socket in range(sockets):  # sources limited to some sockets: each socket's copy
+            held = [
+                (j, block)
+                for j, (block, source) in enumerate(zip(blocks, tensor.sources))
+                if source.holds_on(socket)
+            ]
+            if not _check_tiling(bad, f"{path}.sources", tensor, held, f" on socket {socket}"):
+                return
 
 
 def _check_source(
@@ -789,6 +813,17 @@ def _check_source(
         bad(
             f"{path}.at",
             f"{len(source.at)} entries for tensor {tensor.name!r} of rank {len(tensor.shape)}",
+        )
+        return None
+    if source.sockets is not None and (
+        not source.sockets
+        or any(not 0 <= s < sockets for s in source.sockets)
+        or any(a >= b for a, b in zip(source.sockets, source.sockets[1:]))
+    ):
+        bad(
+            f"{path}.sockets",
+            f"sockets {source.sockets} must be increasing socket indices in 0..{sockets - 1} "
+            "(at least one)",
         )
         return None
     if source.socket_step is not None and sockets % source.socket_group:
@@ -843,20 +878,28 @@ def _check_source(
 
 
 def _check_tiling(
-    bad: Report, path: str, tensor: Tensor, blocks: list[list[tuple[int, int]]]
-) -> None:
-    for j, block in enumerate(blocks):
-        for i in range(j):
-            if not _disjoint(blocks[i], block):
-                bad(f"{path}[{j}]", f"overlaps sources[{i}] in tensor {tensor.name!r}")
-                return
-    covered = sum(math.prod(b - a for a, b in block) for block in blocks)
+    bad: Report,
+    path: str,
+    tensor: Tensor,
+    blocks: list[tuple[int, list[tuple[int, int]]]],
+    where: str = "",
+) -> bool:
+    """Whether the sources' blocks (with their indices) tile the tensor exactly; reports why
+    not (`where`: on which socket)."""
+    for k, (j, block) in enumerate(blocks):
+        for i, other in blocks[:k]:
+            if not _disjoint(other, block):
+                bad(f"{path}[{j}]", f"overlaps sources[{i}] in tensor {tensor.name!r}{where}")
+                return False
+    covered = sum(math.prod(b - a for a, b in block) for _, block in blocks)
     if covered != math.prod(tensor.shape):
         bad(
             path,
             f"sources cover {covered} of the {math.prod(tensor.shape)} elements of "
-            f"{tensor.name!r}: they must tile it exactly",
+            f"{tensor.name!r}{where}: they must tile it exactly",
         )
+        return False
+    return True
 
 
 def _check_capacity(bad: Report, tensors: Sequence[Tensor], preset: HardwarePreset) -> None:
@@ -1079,6 +1122,16 @@ def _check_unit(
             f"the {unit.count} units write overlapping blocks of {unit.write.name!r}",
         )
     _check_attrs(bad, f"{path}.attrs", unit.attrs)
+    required = unit.work.roofline_bytes
+    if required is not None and (
+        unit.op not in ("load", "store", "copy")
+        or required > unit.work.bytes_read + unit.work.bytes_written
+    ):
+        bad(
+            f"{path}.work.roofline_bytes",
+            f"{required} bytes: only an off-chip transfer (an agcu load, store or copy) has "
+            "them, at most the bytes it moves",
+        )
     if signature is None:
         _check_move(bad, path, unit, shapes, out, sockets)
     else:

@@ -66,8 +66,9 @@ __all__ = [
 TIERS = ("hbm", "ddr")
 
 
-def _transfers(program: Program) -> Iterator[tuple[str, int, Tensor]]:
-    """Every off-chip transfer of one socket's step: (op, bytes, the tensor it touches)."""
+def _transfers(program: Program) -> Iterator[tuple[str, int, Tensor, int | None]]:
+    """Every off-chip transfer of one socket's step: (op, bytes, the tensor it touches, its
+    ``roofline_bytes`` if the program states them)."""
     tensors = {t.name: t for t in program.tensors}
     kernels = {k.name: k for k in program.kernels}
     for launch in (s for s in program.schedule if isinstance(s, Launch)):
@@ -86,20 +87,28 @@ def _transfers(program: Program) -> Iterator[tuple[str, int, Tensor]]:
                 }[unit.op]
                 views = bound[param]
                 for trip in range(kernel.runs(s)):
-                    yield unit.op, nbytes, views[trip if len(views) == trips else 0]
+                    view = views[trip if len(views) == trips else 0]
+                    yield unit.op, nbytes, view, unit.work.roofline_bytes
 
 
 def _held_by(tensor: Tensor, tensors: dict[str, Tensor], sockets: int) -> int:
     """How many sockets hold the same contents as this socket's copy of ``tensor``: all of
     them when no source is sharded (replicated weights, the residual stream), else the
-    ``socket_group`` of its shards, less the sockets among which a shard's rows are dealt
-    (``interleave``: a KV cache dealt along the sequence)."""
+    ``socket_group`` of its shards (or the ``sockets`` a source is limited to), less the
+    sockets among which a shard's rows are dealt (``interleave``: a KV cache dealt along the
+    sequence)."""
     if tensor.aliases is not None:
         tensor = tensors[tensor.aliases]
     sharded = [
-        s.socket_group if s.socket_step is not None and any(s.socket_step) else sockets
+        len(s.sockets)
+        if s.sockets is not None
+        else s.socket_group
+        if s.socket_step is not None and any(s.socket_step)
+        else sockets
         for s in tensor.sources
-        if s.interleave is not None or (s.socket_step is not None and any(s.socket_step))
+        if s.sockets is not None
+        or s.interleave is not None
+        or (s.socket_step is not None and any(s.socket_step))
     ]
     dealt = [math.prod(s.interleave) for s in tensor.sources if s.interleave is not None]
     return max(sharded) // max(dealt, default=1) if sharded else sockets
@@ -133,9 +142,11 @@ def bounds(program: Program, preset: HardwarePreset) -> Bounds:
     tensors = {t.name: t for t in program.tensors}
     moved: dict[str, float] = dict.fromkeys(TIERS, 0.0)
     unique: dict[str, float] = dict.fromkeys(TIERS, 0.0)
-    for _, nbytes, tensor in _transfers(program):
+    for _, nbytes, tensor, required in _transfers(program):
         moved[tensor.tier] += nbytes
-        unique[tensor.tier] += nbytes / _held_by(tensor, tensors, n)
+        unique[tensor.tier] += (
+            nbytes / _held_by(tensor, tensors, n) if required is None else required
+        )
     kernels = {k.name: k for k in program.kernels}
     flops = 0.0
     for launch in (s for s in program.schedule if isinstance(s, Launch)):
@@ -350,7 +361,7 @@ def summarize(program: Program, preset: HardwarePreset, timing: StepTiming) -> d
         "param_bytes": param_bytes,
         "kv_bytes": kv_bytes,
         "weight_bytes_loaded": n
-        * sum(nbytes for op, nbytes, t in transfers if op == "load" and t.kind == "weight"),
+        * sum(nbytes for op, nbytes, t, _ in transfers if op == "load" and t.kind == "weight"),
         "paper_bytes_per_token": param_bytes + kv_bytes,
         "roofline_bytes": sum(bound.unique_bytes.values()) * n,
         "memory_roofline_ms": bound.memory_s * 1e3,
