@@ -172,14 +172,17 @@ class Host:
         shape: list[int],
         at: list[int] | None = None,
         shard: llm.ShardAttr | None = None,
+        held_on: list[int] | None = None,
     ) -> rdu.SourceAttr:
         """The source of `value` held at `at`: all of it, or on socket s the shard
         `#llm.shard` gives (block s // group along its dim, group = sockets / parts, and with
-        an interleave k every k-th row from row s % k along its interleave dim)."""
+        an interleave k every k-th row from row s % k along its interleave dim); on the
+        sockets `held_on` only if given."""
         origin = (0,) * len(shape)
         at_ = tuple(at) if at else origin
+        held = tuple(held_on or ())
         if shard is None:
-            return _source_attr(value, origin, tuple(shape), at_, (), 1, ())
+            return _source_attr(value, origin, tuple(shape), at_, (), 1, (), held)
         step = [0] * len(shape)
         step[shard.dim.data] = shape[shard.dim.data]
         dealt = ()
@@ -188,7 +191,7 @@ class Host:
             rows[shard.interleave_dim.data] = shard.interleave.data
             dealt = tuple(rows)
         group = self.sockets // shard.parts.data
-        return _source_attr(value, origin, tuple(shape), at_, tuple(step), group, dealt)
+        return _source_attr(value, origin, tuple(shape), at_, tuple(step), group, dealt, held)
 
     @staticmethod
     def _whole_shape(shape: Sequence[int], shard: llm.ShardAttr | None) -> list[int]:
@@ -235,7 +238,8 @@ class Host:
     def _weight_tensors(self, param: llm.ParamOp, per_trip: bool) -> list[tuple[str, list[int]]]:
         """Tensors holding a parameter: one, or (`per_trip`) one per leading slice (stacked by
         layout: each slice its own tensor and tier). A tensor holding several checkpoint
-        tensors (MoE experts) has one source per expert."""
+        tensors (MoE experts) has one source per expert; with the experts dealt over the
+        sockets (`stack_shard`), each on the sockets holding it only."""
         dtype = dtype_name(param.type)
         piece = shape_of(param.type)[param.stack_depth :]  # a checkpoint tensor's shape
         whole = self._whole_shape(piece, param.shard)
@@ -243,14 +247,26 @@ class Host:
         slices = [param.slice_source(i) for i in range(shape[0])] if per_trip else [param.source]
         inner = shape[1:] if per_trip else shape
         stacked_dims = inner[: len(inner) - len(piece)]
+        dealt = param.stack_shard
+        dealt_dim = None if dealt is None else dealt.dim.data - (1 if per_trip else 0)
+        source_dims = list(stacked_dims)
+        if dealt is not None and dealt_dim is not None:
+            source_dims[dealt_dim] *= dealt.parts.data
         views = []
         for source in slices:
             flat = _flatten(source)
             sources = []
             for k, ckpt in enumerate(flat):
                 self._value(ckpt, "param", whole, dtype)
-                at = list(_unravel(k, stacked_dims)) + [0] * len(piece)
-                sources.append(self._whole_source(ckpt, piece, at, param.shard))
+                at = list(_unravel(k, source_dims)) + [0] * len(piece)
+                held_on = None
+                if dealt is not None and dealt_dim is not None:
+                    # slice e of the dealt dim: slot e % held on the sockets of block e // held
+                    block, at[dealt_dim] = divmod(at[dealt_dim], stacked_dims[dealt_dim])
+                    held_on = [
+                        s for s in range(self.sockets) if dealt.block(s, self.sockets)[0] == block
+                    ]
+                sources.append(self._whole_source(ckpt, piece, at, param.shard, held_on))
             name = _common_name(flat)
             if name in self.tensors and self.tensors[name].sources != sources:
                 # another parameter reading the same checkpoint tensor, cut differently (the
@@ -436,8 +452,9 @@ def _source_attr(
     step: tuple[int, ...],
     group: int,
     dealt: tuple[int, ...],
+    held_on: tuple[int, ...],
 ) -> rdu.SourceAttr:
-    return rdu.SourceAttr(value, start, shape, at, step, group, dealt)
+    return rdu.SourceAttr(value, start, shape, at, step, group, dealt, held_on)
 
 
 @lru_cache(maxsize=1 << 14)

@@ -8,8 +8,9 @@ merge-launches{hw hw-overrides} (unless single-launch=false: the embedding and L
 launches then stay apart from the looped layers'), so users need not spell out every pass.
 `kv-seq-split` (-1: the cost model of `passes/context_split.py`) says whether caches whose kv
 heads are fewer than the sockets are dealt along the sequence; it changes the sharded IR, so it
-is a pipeline option, not a lowering knob. Its options are the fields of :class:`RduPipeline`,
-which inherits every knob of the lowering's :class:`Mapping` (a knob added there is an option
+is a pipeline option, not a lowering knob; so is `moe` (`tensor`: every expert split over the
+sockets; `expert`: the experts dealt over them, docs/tensor_parallelism.md). Its options are
+the fields of :class:`RduPipeline`, which inherits every knob of the lowering's :class:`Mapping` (a knob added there is an option
 here, and a dimension of `rdu-tune`'s default space, without further edits).
 :func:`compile_program` runs the same passes on a module (or builds one from a model config)
 and returns the :class:`simulator.program.Program`, never printing or re-parsing text (text is
@@ -74,6 +75,7 @@ def _front_passes(
     kernel_looping: bool,
     fusion: str,
     kv_seq_split: int = -1,
+    moe: str = "tensor",
     hw: str = "sn40l",
     hw_overrides: str = "",
 ) -> list[ModulePass]:
@@ -85,7 +87,11 @@ def _front_passes(
         KernelLooping() if kernel_looping else DisableKernelLooping(),
         CanonicalizePass(),
         ShardTensorParallel(
-            sockets=sockets, kv_seq_split=kv_seq_split, hw=hw, hw_overrides=hw_overrides
+            sockets=sockets,
+            kv_seq_split=kv_seq_split,
+            moe=moe,
+            hw=hw,
+            hw_overrides=hw_overrides,
         ),
     ]
 
@@ -101,6 +107,7 @@ def pipeline_passes(
     hw_overrides: str = "",
     mapping: Mapping = DEFAULT_MAPPING,
     kv_seq_split: int = -1,
+    moe: str = "tensor",
 ) -> list[ModulePass]:
     """The passes of the default pipeline, in order (`mapping`: the lowering's knobs)."""
     return [
@@ -109,6 +116,7 @@ def pipeline_passes(
             kernel_looping=kernel_looping,
             fusion=fusion,
             kv_seq_split=kv_seq_split,
+            moe=moe,
             hw=hw,
             hw_overrides=hw_overrides,
         ),
@@ -148,6 +156,7 @@ class RduPipeline(CheckedOptionsPass, Mapping):
     hw: str = "sn40l"
     hw_overrides: str = ""
     kv_seq_split: int = -1  # KV heads fewer than sockets: deal caches over at most this many
+    moe: Literal["tensor", "expert"] = "tensor"  # MoE: every expert split, or experts dealt
 
     def mapping(self) -> Mapping:
         """The lowering's knobs of this pipeline."""
@@ -165,6 +174,7 @@ class RduPipeline(CheckedOptionsPass, Mapping):
             "hw_overrides": self.hw_overrides,
             "mapping": self.mapping(),
             "kv_seq_split": self.kv_seq_split,
+            "moe": self.moe,
         }
 
     def spec(self) -> str:
@@ -218,6 +228,7 @@ def compile_program(
     hw_overrides: str = "",
     mapping: Mapping = DEFAULT_MAPPING,
     kv_seq_split: int = -1,
+    moe: str = "tensor",
 ) -> Program:
     """The validated program of one decode step of `model`: an llm module from rdu-import
     (modified in place), a `ModelConfig`, or a preset name / HF config path (`layers` keeps the
@@ -234,6 +245,7 @@ def compile_program(
         context=context,
         layers=layers,
         kv_seq_split=kv_seq_split,
+        moe=moe,
         hw=hw,
         hw_overrides=hw_overrides,
     )
@@ -257,6 +269,7 @@ def prepare_module(
     context: int | None = None,
     layers: int | None = None,
     kv_seq_split: int = -1,
+    moe: str = "tensor",
     hw: str = "sn40l",
     hw_overrides: str = "",
 ) -> ModuleOp:
@@ -274,6 +287,7 @@ def prepare_module(
         kernel_looping=kernel_looping,
         fusion=fusion,
         kv_seq_split=kv_seq_split,
+        moe=moe,
         hw=hw,
         hw_overrides=hw_overrides,
     )

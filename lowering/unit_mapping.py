@@ -29,7 +29,7 @@ from xdsl.irdl import IRDLOperation
 from rdu_compiler.lowering.allocation import Allocation
 from rdu_compiler.lowering.diagnostics import fail, fail_at, value_name
 from rdu_compiler.lowering.tensor_types import shape_of, whole
-from rdu_compiler.passes.cost_model import op_cost, tensor_bytes
+from rdu_compiler.passes.cost_model import moe_expert_share, op_cost, tensor_bytes
 from rdu_compiler.rdu_dialect import llm, rdu
 from rdu_compiler.rdu_dialect.tensors import dtype_name
 from rdu_compiler.simulator.hardware import HardwarePreset
@@ -375,7 +375,8 @@ class KernelLowering:
         attrs: dict[str, Attribute] = {}
         for name in type(op).get_irdl_definition().properties:
             attr = op.properties.get(name)
-            if attr is not None and name != "context_shards":  # units say it per socket
+            if attr is not None and name not in ("context_shards", "expert_shards"):
+                # units say them per socket (`attr_by_socket`)
                 attrs[name] = attr
         for name, value in overrides.items():
             attrs[name] = IntegerAttr(value, i64)
@@ -410,16 +411,25 @@ class KernelLowering:
         self.alloc.placed[op] = count
         return count
 
-    def _stage_weight(self, value: SSAValue, dim: int, pcus: int, moved: int | None = None) -> str:
+    def _stage_weight(
+        self,
+        value: SSAValue,
+        dim: int,
+        pcus: int,
+        moved: int | None = None,
+        roofline_bytes: int | None = None,
+    ) -> str:
         """Load a weight (by AGCUs over `dim`) and stage it in PMUs over `dim` (their SRAM from
         the allocation, or one PMU per PCU with `tile-bytes` x `buffer-depth`): the buffer the
-        `pcus` PCUs read. `moved`: the bytes really read (the routed experts' share)."""
+        `pcus` PCUs read. `moved`: the bytes really read (the routed experts' share);
+        `roofline_bytes`: the load's share of the unsharded step's bytes, if smaller."""
         loaded = self._load(value, split_dim=dim)
         param = self.param_of[value]
         shape, dtype = shape_of(value), dtype_name(value)
         size = bytes_of(shape, dtype) if moved is None else moved
         if moved is not None:
             self._set_load_bytes(param, moved)
+        self.load_unit[param].roofline_bytes = roofline_bytes
         depth = self.knobs.buffer_depth
         if self.knobs.tile_bytes > 0:
             count = pcus
@@ -455,27 +465,51 @@ class KernelLowering:
         projections (`moe_partial`, f32); `moe_combine` units (over hidden features) sum the
         blocks, round each expert once and weight them. Each unit routes the real tokens
         itself (the router is small); the weights staged are the routed share (the cost
-        model's assumption: `min(E, B x top_k)` distinct experts per step)."""
+        model's assumption: `min(E, B x top_k)` distinct experts per step). Experts dealt
+        over the sockets (`expert_shards`): the units hold the socket's experts, from its
+        first one on (`expert_start` per socket), the combine hands the all-reduce its sum in
+        the collective dtype (as a row-split linear does), and the loads are the busiest
+        socket's, with the socket's share of the unsharded step's bytes as their
+        `roofline_bytes` (cost model)."""
         experts, inter, hidden = shape_of(op.gate)
+        routed_over = shape_of(op.router)[0]  # the router scores every expert
         batch, top_k = shape_of(op.input)[0], op.top_k.value.data
+        shards = llm.expert_shards_of(op)
         count = self._units(op, inter, self.knobs.matmul_par)
         block = inter // count
         cost, router_bytes = op_cost(op), tensor_bytes(op.router)
         routed, every = cost.weight_bytes - router_bytes, cost.dense_weight_bytes - router_bytes
+        share = moe_expert_share(op) if shards > 1 else None
         x, router = self._read(op.input), self._read(op.router)
         weights = []
         for w, dim in ((op.gate, 1), (op.up, 1), (op.down, 2)):
             if w in self.param_of:
-                weights.append(self._stage_weight(w, dim, count, tensor_bytes(w) * routed // every))
+                weights.append(
+                    self._stage_weight(
+                        w,
+                        dim,
+                        count,
+                        tensor_bytes(w) * routed // every,
+                        None if share is None else tensor_bytes(w) * share // every,
+                    )
+                )
             else:
                 weights.append(self._read(w))
+        by_socket = None
+        if shards > 1:
+            module = op.get_toplevel_object()
+            sockets = llm.sockets_of(module) if isinstance(module, ModuleOp) else 1
+            by_socket = {"expert_start": [s * shards // sockets * experts for s in range(sockets)]}
         multi = count > 1
         rows = [(0, experts), (0, block), (0, hidden)]
         cols = [(0, experts), (0, hidden), (0, block)]
         partial = self._buffer(
             f"{op.results[0].name_hint or 'moe'}.part", [batch, count, top_k, hidden], "f32"
         )
-        shared = [Access(x, whole([batch, hidden])), Access(router, whole([experts, hidden]))]
+        shared = [
+            Access(x, whole([batch, hidden])),
+            Access(router, whole([routed_over, hidden])),
+        ]
         self._pcu(
             op,
             [
@@ -487,14 +521,19 @@ class KernelLowering:
             Access(partial, [(0, batch), (0, 1), (0, top_k), (0, hidden)], [0, 1, 0, 0]),
             count,
             mode="systolic",
-            attrs=self._attrs(op),
+            attrs=self._attrs(op, **({"expert_start": 0} if by_socket else {})),
+            attr_by_socket=by_socket,
             op_name="moe_partial",
             bytes_read=routed + router_bytes + tensor_bytes(op.input),
         )
         self.group += 1
         parts = _divisor(hidden, self.knobs.simd_par)
         width = hidden // parts
-        out, _, _ = self._result(op)
+        dtype = self.knobs.collective_dtype
+        out, _, _ = self._result(op, dtype if shards > 1 and dtype != "auto" else None)
+        combine = self._attrs(op)
+        if shards > 1 and dtype == "f32":
+            combine["accumulate_only"] = BoolAttr.from_bool(True)
         split = parts > 1
         self._pcu(
             op,
@@ -508,7 +547,7 @@ class KernelLowering:
             ],
             Access(out, [(0, batch), (0, width)], [0, width] if split else None),
             parts,
-            attrs=self._attrs(op),
+            attrs=combine,
             op_name="moe_combine",
             flops=0,
         )

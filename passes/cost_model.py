@@ -22,7 +22,14 @@ frontend's flat step and inside a kernel or loop body):
 * MoE routing assumption: each batch entry picks `top_k` distinct experts and different
   entries pick different ones, so a step reads `min(E, B*top_k)` experts per layer (an upper
   bound; at batch 1 it is exact). The `dense_*` fields count every expert (as if all ran),
-  which is the all-parameters convention of `bytes_per_token`.
+  which is the all-parameters convention of `bytes_per_token`. Experts dealt over sockets
+  (`expert_shards`, `moe=expert`): the op's cost is its busiest socket's, all the tokens'
+  routed experts on this socket as far as it holds them, `min(E', B*top_k)` of its `E'`
+  experts read and `B * min(top_k, E')` expert products (a worst case: the sockets meet at
+  the all-reduce after the block, so the step waits for the busiest; with one expert per
+  socket it is exact at batch 1, and for `B*top_k` well above `E` nearly every expert is
+  routed anyway); :func:`moe_expert_share` is a socket's share of the unsharded step's
+  routed bytes, what the roofline counts.
 * KV bytes: `llm.attention` reads K and V over the attended rows; `llm.kv_cache_write` writes
   the new row (the cache itself is updated in place, never copied).
 
@@ -66,6 +73,7 @@ from rdu_compiler.rdu_dialect.llm import (
     ParamOp,
     RMSNormOp,
     context_shards_of,
+    expert_shards_of,
 )
 from rdu_compiler.rdu_dialect.tensors import dtype_name, tensor_shape
 from rdu_compiler.simulator.numerics import bytes_of
@@ -74,6 +82,7 @@ __all__ = [
     "OpCost",
     "tensor_bytes",
     "op_cost",
+    "moe_expert_share",
     "total_cost",
     "step_stats",
     "STATS_KEYS",
@@ -128,11 +137,22 @@ def _dense(flops: int = 0, weight_bytes: int = 0, kv_read: int = 0, kv_write: in
 
 
 def _moe_experts(op: MoEOp) -> tuple[int, int, int]:
-    """(num_experts, bytes of one expert's gate+up+down, experts a step reads)."""
-    experts = op.num_experts.value.data
-    per_expert = sum(tensor_bytes(w) for w in (op.gate, op.up, op.down)) // experts
+    """(experts held: all E unless dealt over sockets, bytes of one expert's gate+up+down,
+    experts a step reads: of those held, at most `B * top_k`)."""
+    held = tensor_shape(op.gate)[0]
+    per_expert = sum(tensor_bytes(w) for w in (op.gate, op.up, op.down)) // held
     batch = tensor_shape(op.input)[0]
-    return experts, per_expert, min(experts, batch * op.top_k.value.data)
+    return held, per_expert, min(held, batch * op.top_k.value.data)
+
+
+def moe_expert_share(op: MoEOp) -> int:
+    """One socket's share of the expert bytes the unsharded step reads (`min(E, B*top_k)`
+    experts over the `expert_shards` sockets dealing them): what the memory roofline counts
+    when each socket is costed as the busiest (see the module doc)."""
+    _, per_expert, _ = _moe_experts(op)
+    experts, top_k = op.num_experts.value.data, op.top_k.value.data
+    routed = min(experts, tensor_shape(op.input)[0] * top_k)
+    return routed * per_expert // expert_shards_of(op)
 
 
 def op_cost(op: Operation) -> OpCost:
@@ -164,16 +184,16 @@ def op_cost(op: Operation) -> OpCost:
         return _dense(weight_bytes=tensor_bytes(op.weight) + tensor_bytes(op.bias))
     if isinstance(op, MoEOp):
         batch, hidden = tensor_shape(op.input)
-        experts, per_expert, read = _moe_experts(op)
+        held, per_expert, read = _moe_experts(op)
         inner = tensor_shape(op.gate)[1]
-        router_flops = 2 * batch * experts * hidden
+        router_flops = 2 * batch * op.num_experts.value.data * hidden
         expert_flops = 3 * 2 * hidden * inner
         router = tensor_bytes(op.router)
         return OpCost(
-            flops=router_flops + batch * op.top_k.value.data * expert_flops,
+            flops=router_flops + batch * min(op.top_k.value.data, held) * expert_flops,
             weight_bytes=router + read * per_expert,
-            dense_flops=router_flops + batch * experts * expert_flops,
-            dense_weight_bytes=router + experts * per_expert,
+            dense_flops=router_flops + batch * held * expert_flops,
+            dense_weight_bytes=router + held * per_expert,
         )
     return ZERO
 

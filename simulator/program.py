@@ -1412,12 +1412,14 @@ def _operand_problem(
         x, router, *rest = reads
         e, hidden = (router + [0, 0])[:2]
         if op == "moe_partial":
-            gate, up, down = rest
+            gate, up, down = rest  # E' <= E experts held (from `expert_start` on)
             bad = (
                 len(gate) != 3
                 or up != gate
-                or down != [e, gate[2], gate[1]]
-                or gate[::2] != [e, hidden]
+                or down != [gate[0], gate[2], gate[1]]
+                or gate[2] != hidden
+                or not 1 <= gate[0] <= e
+                or attrs.get("expert_start", 0) + gate[0] > e
                 or math.prod(write) != x[0] * attrs["top_k"] * hidden
             )
         else:

@@ -295,7 +295,7 @@ def _model(args: argparse.Namespace):
 def _apply_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     """--pipeline: rdu-tune's options replayed. Its sockets, launch, looping and hardware
     become the run's (a flag that contradicts them is refused); returns the rest (fusion, the
-    lowering's knobs, kv-seq-split) for `compile_program`."""
+    lowering's knobs, kv-seq-split, moe) for `compile_program`."""
     if args.pipeline is None:
         return {}
     from rdu_compiler.lowering.pipeline import RduPipeline
@@ -320,6 +320,7 @@ def _apply_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         "fusion": pipeline.fusion,
         "mapping": pipeline.mapping(),
         "kv_seq_split": pipeline.kv_seq_split,
+        "moe": pipeline.moe,
         "single_launch": pipeline.single_launch,
     }
 
