@@ -10,8 +10,9 @@ launches then stay apart from the looped layers'), so users need not spell out e
 heads are fewer than the sockets are dealt along the sequence; it changes the sharded IR, so it
 is a pipeline option, not a lowering knob; so is `moe` (`tensor`: every expert split over the
 sockets; `expert`: the experts dealt over them, docs/tensor_parallelism.md). Its options are
-the fields of :class:`RduPipeline`, which inherits every knob of the lowering's :class:`Mapping` (a knob added there is an option
-here, and a dimension of `rdu-tune`'s default space, without further edits).
+the fields of :class:`RduPipeline`, which inherits every knob of the lowering's
+:class:`Mapping` (a knob added there is an option here, and a dimension of `rdu-tune`'s
+default space, without further edits).
 :func:`compile_program` runs the same passes on a module (or builds one from a model config)
 and returns the :class:`simulator.program.Program`, never printing or re-parsing text (text is
 the slow path: tools such as `rdu-run` call this); :func:`prepare_module` and
