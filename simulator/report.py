@@ -27,7 +27,10 @@ in ``_per_token`` are per step (each sequence gets one token per step).
   ``memory_idle_compute_by_op`` the compute-bound ops behind ``memory_idle_compute``.
 * ``weight_bytes_loaded`` (active) vs ``param_bytes`` (total): for mixture-of-experts models
   the difference is the experts not read. Routing assumption: the simulator moves exactly the
-  bytes the program's work states, i.e. the lowering's choice of active experts.
+  bytes the program's work states, i.e. the lowering's choice of active experts; with the
+  experts dealt over the sockets, the busiest socket's (``moe_routing`` says which), while
+  the roofline counts the transfers' ``roofline_bytes``, a socket's share of the unsharded
+  step's routed experts.
 * per call: ``launch`` (launch + Argument Load + Program Load), ``sync`` (until the completion
   is seen), ``busy`` (kernel execution including pipeline fill and drain, and the Program Loads
   between the sections of a split kernel: every trip in a loop); launch + sync totals are the
@@ -322,9 +325,9 @@ def summarize(program: Program, preset: HardwarePreset, timing: StepTiming) -> d
     split = breakdown(program, preset, timing)
     roofline_s = max(bound.memory_s, bound.compute_s)
     launch_sync = sum(c.launch_s + c.sync_s for c in timing.calls)
-    moe = any(
-        u.op in ("moe", "moe_partial") for k in program.kernels for s in k.sections for u in s.units
-    )
+    units = [u for k in program.kernels for s in k.sections for u in s.units]
+    moe = any(u.op in ("moe", "moe_partial") for u in units)
+    dealt = any("expert_start" in getattr(u, "attr_by_socket", {}) for u in units)
     calls = [
         {
             "label": c.label,
@@ -377,7 +380,13 @@ def summarize(program: Program, preset: HardwarePreset, timing: StepTiming) -> d
         "pcu_occupied_fraction": timing.pcu_occupied_s / (preset.pcus * step) if step else 0.0,
         "pmu_occupied_fraction": timing.pmu_occupied_s / (preset.pmus * step) if step else 0.0,
         "moe_routing": (
-            "the bytes the program's work states (the lowering's active experts)" if moe else None
+            None
+            if not moe
+            else "experts dealt over the sockets: every socket simulated as the busiest, "
+            "reading its experts routed by any token (the work's bytes); the roofline counts "
+            "its share of the unsharded step's routed experts"
+            if dealt
+            else "the bytes the program's work states (the lowering's active experts)"
         ),
         "simulated_events": timing.events,
         "overrides": {

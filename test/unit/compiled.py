@@ -23,10 +23,11 @@ def compiled(
     hw_overrides: str = "",
     mapping: Mapping | None = None,
     kv_seq_split: int = -1,
+    moe: str = "tensor",
 ) -> Program:
     """``compile_program`` with these options (``hw_overrides``: e.g. fewer PCUs, to force
-    kernels split into sections; ``mapping``: the lowering's knobs; ``kv_seq_split`` the
-    pipeline's option of that name)."""
+    kernels split into sections; ``mapping``: the lowering's knobs; ``kv_seq_split`` and
+    ``moe`` the pipeline's options of those names)."""
     from rdu_compiler.lowering.pipeline import compile_program
 
     return compile_program(
@@ -41,4 +42,5 @@ def compiled(
         hw_overrides=hw_overrides,
         mapping=mapping or Mapping(),
         kv_seq_split=kv_seq_split,
+        moe=moe,
     )
