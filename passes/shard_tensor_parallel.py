@@ -45,7 +45,7 @@ back afterwards (stable names, as outlining).
 
 Refused, with a message naming the model dims: query heads not a multiple of N; kv heads
 neither a multiple nor a divisor of N; an intermediate size not a multiple of N; with
-`moe=expert`, experts not a multiple of N (fewer experts than sockets included); a row-split
+`moe=expert`, experts fewer than N or not a multiple of N; a row-split
 linear with a bias; a full-width norm (or any op without a rule) over split features; a module
 already sharded over another socket count. Sharding a module already stamped with N changes
 nothing (idempotent); `sockets=1` only stamps. Cost: linear in the number of ops (the
@@ -252,6 +252,12 @@ def _seed(
         return
     if isinstance(op, llm.MoEOp) and moe == "expert":
         experts = op.num_experts.value.data
+        if experts < sockets:
+            raise PassFailedException(
+                f"{model}: moe=expert deals whole experts over the sockets, but its {experts} "
+                f"experts are fewer than the {sockets} sockets (an expert split over sockets "
+                "is not supported: use moe=tensor)"
+            )
         if experts % sockets:
             raise PassFailedException(
                 f"{model}: moe=expert deals the {experts} experts over the sockets, but "

@@ -509,6 +509,14 @@ def _source_depth(op: ParamOp, source: Attribute, level: int, shape: tuple[int, 
             f"{where}: stacked sources nest deeper than the rank {len(shape)} of {op.type}"
         )
     if len(source.data) != shape[level]:
+        dealt = op.stack_shard
+        if dealt is not None and dealt.dim.data == level:
+            parts = dealt.parts.data
+            raise VerifyException(
+                f"{where}: stacked sources list {len(source.data)} slices at nesting level "
+                f"{level} but dim {level} of {op.type} holds {shape[level] // parts} in each of "
+                f"the {parts} parts of its stack_shard ({shape[level]} slices)"
+            )
         raise VerifyException(
             f"{where}: stacked sources list {len(source.data)} slices at nesting level {level} "
             f"but dim {level} of {op.type} is {shape[level]}"
@@ -926,9 +934,7 @@ def expert_shards_of(op: MoEOp) -> int:
     return 1 if op.expert_shards is None else op.expert_shards.value.data
 
 
-def _context_shards(
-    op: Operation, attr: IntegerAttr | None, name: str = "context_shards"
-) -> None:
+def _context_shards(op: Operation, attr: IntegerAttr | None, name: str = "context_shards") -> None:
     """`attr` (`context_shards`, or `name`) is positive and divides the module's socket
     count."""
     _positive(op, name, attr)
@@ -1264,10 +1270,11 @@ class MoEOp(IRDLOperation):
                 f"llm.moe: expert_shards {shards} must divide num_experts {experts}"
             )
         held = experts // shards
-        legend = "experts held, intermediate, hidden"
+        count = "num_experts" if shards == 1 else "num_experts / expert_shards"
+        legend = f"{count}, intermediate, hidden"
         _, inner, _ = _dims(self, "gate", self.gate, (held, None, hidden), legend)
         _dims(self, "up", self.up, (held, inner, hidden), legend)
-        legend = "experts held, hidden, intermediate"
+        legend = f"{count}, hidden, intermediate"
         _dims(self, "down", self.down, (held, hidden, inner), legend)
         weights = (("router", self.router), ("gate", self.gate), ("up", self.up))
         _same_element_type(self, ("input", self.input), *weights, ("down", self.down))

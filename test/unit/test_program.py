@@ -687,6 +687,56 @@ def test_dealt_cache_validation():
     rejected(encoded(d), "attr_by_socket.head_start: 3 entries for the program's 2 socket(s)")
 
 
+def test_expert_sources_validation():
+    """Experts dealt over 4 sockets (`moe=expert`): each expert's source names the sockets
+    holding it; on every socket the sources holding there tile the tensor; a transfer's
+    `roofline_bytes` belongs to an off-chip transfer and is at most what it moves."""
+    from compiled import compiled
+
+    program = compiled("tiny-mixtral", sockets=4, batch=1, context=8, moe="expert")
+    d = msgspec.to_builtins(program)
+    load_program(encoded(d))
+    t = next(
+        i
+        for i, t in enumerate(d["tensors"])
+        if t["name"].endswith("layers.0.block_sparse_moe.experts.w1.weight")
+    )
+    where = f"$.tensors[{t}].sources"
+    for held, why in (
+        ([], "[] must be"),
+        ([4], "[4] must be"),
+        ([1, 1], "[1, 1] must be"),
+    ):
+        d = msgspec.to_builtins(program)
+        d["tensors"][t]["sources"][1]["sockets"] = held
+        rejected(
+            encoded(d),
+            f"{where}[1].sockets: sockets {why} increasing socket indices in 0..3 (at least one)",
+        )
+    d = msgspec.to_builtins(program)
+    d["tensors"][t]["sources"][2]["sockets"] = [3]  # socket 2 holds nothing, 3 two experts
+    rejected(
+        encoded(d),
+        f"{where}: sources cover 0 of the 8192 elements of '{d['tensors'][t]['name']}' on "
+        "socket 2: they must tile it exactly",
+    )
+    d = msgspec.to_builtins(program)
+    d["tensors"][t]["sources"][1]["sockets"] = [0, 1]
+    rejected(encoded(d), f"{where}[1]: overlaps sources[0] in tensor", "on socket 0")
+    d = msgspec.to_builtins(program)
+    units = [u for k in d["kernels"] for s in k["sections"] for u in s["units"]]
+    load = next(u for u in units if u["id"] == "ld.w1")
+    moved = load["work"]["bytes_read"] + load["work"]["bytes_written"]
+    load["work"]["roofline_bytes"] = moved + 1
+    next(u for u in units if u["id"] == "moe.part")["work"]["roofline_bytes"] = 1
+    rejected(
+        encoded(d),
+        f"work.roofline_bytes: {moved + 1} bytes: only an off-chip transfer",
+        "work.roofline_bytes: 1 bytes: only an off-chip transfer (an agcu load, store or copy) "
+        "has them, at most the bytes it moves",
+    )
+
+
 def replace_unit(program: Program, kernel: int, index: int, **changes: Any) -> Program:
     k = program.kernels[kernel]
     units = list(k.sections[0].units)

@@ -316,3 +316,46 @@ builtin.module attributes {llm.sockets = 4 : i64} {
   }
 }
 // CHECK: llm.attention: context_shards must be positive, got 0
+
+// -----
+
+// llm.moe with its experts dealt over the sockets (expert_shards): each rank holds E / p
+builtin.module attributes {llm.sockets = 2 : i64} {
+  func.func @f(%x: tensor<1x64xbf16>, %r: tensor<4x64xbf16>, %g: tensor<4x96x64xbf16>, %d: tensor<4x64x96xbf16>) {
+    %y = llm.moe %x, %r, %g, %g, %d {num_experts = 4 : i64, top_k = 2 : i64, expert_shards = 2 : i64} : tensor<1x64xbf16>, tensor<4x64xbf16>, tensor<4x96x64xbf16>, tensor<4x96x64xbf16>, tensor<4x64x96xbf16>
+    func.return
+  }
+}
+// CHECK: llm.moe: gate must be [2, ?, 64] ([num_experts / expert_shards, intermediate, hidden]), got tensor<4x96x64xbf16>
+
+// -----
+
+builtin.module attributes {llm.sockets = 4 : i64} {
+  func.func @f(%x: tensor<1x64xbf16>, %r: tensor<4x64xbf16>, %g: tensor<1x96x64xbf16>, %d: tensor<1x64x96xbf16>) {
+    %y = llm.moe %x, %r, %g, %g, %d {num_experts = 4 : i64, top_k = 2 : i64, expert_shards = 3 : i64} : tensor<1x64xbf16>, tensor<4x64xbf16>, tensor<1x96x64xbf16>, tensor<1x96x64xbf16>, tensor<1x64x96xbf16>
+    func.return
+  }
+}
+// CHECK: llm.moe: expert_shards 3 must divide the module's 4 socket(s) (llm.sockets)
+
+// -----
+
+// llm.param stack_shard: a stacked dim dealt over the ranks
+builtin.module attributes {llm.sockets = 2 : i64} {
+  llm.param @w stacked ["a", "b"] stack_shard #llm.shard<dim = 1, parts = 2> : tensor<1x4x4xbf16>
+}
+// CHECK: llm.param @w: stack_shard must name one of the 1 stacked dim(s), without interleave
+
+// -----
+
+builtin.module attributes {llm.sockets = 1 : i64} {
+  llm.param @w stacked ["a", "b"] stack_shard #llm.shard<dim = 0, parts = 2> : tensor<1x4x4xbf16>
+}
+// CHECK: llm.param @w stack_shard: shard parts 2 must divide the module's 1 socket(s) (llm.sockets)
+
+// -----
+
+builtin.module attributes {llm.sockets = 2 : i64} {
+  llm.param @w stacked ["a", "b", "c", "d"] stack_shard #llm.shard<dim = 0, parts = 2> : tensor<1x4x4xbf16>
+}
+// CHECK: llm.param @w: stacked sources list 4 slices at nesting level 0 but dim 0 of tensor<1x4x4xbf16> holds 1 in each of the 2 parts of its stack_shard (2 slices)

@@ -11,12 +11,14 @@
 // CHECK-NEXT: rdu.value "x" input : tensor<2x16xbf16>
 // CHECK-NEXT: rdu.tensor @w0 : tensor<16x16xbf16> weight tier ddr sources [#rdu.source<"model.layers.0.mlp.up_proj.weight" [0, 0] x [16, 16] at [0, 0] step [16, 0]>]
 // CHECK-NEXT: rdu.tensor @w1 : tensor<16x16xbf16> weight tier hbm sources [#rdu.source<"model.layers.0.mlp.up_proj.weight" [0, 0] x [16, 16] at [0, 0] step [16, 0] group 2>]
+// CHECK-NEXT: rdu.tensor @e : tensor<1x16x16xbf16> weight tier hbm sources [#rdu.source<"model.layers.0.mlp.up_proj.weight" [0, 0] x [16, 16] at [0, 0, 0] sockets [0]>, #rdu.source<"model.layers.0.mlp.up_proj.weight" [16, 0] x [16, 16] at [0, 0, 0] sockets [1]>]
 // CHECK-NEXT: rdu.tensor @h : tensor<2x16xbf16> activation tier hbm
 // CHECK-NEXT: rdu.tensor @h.out : tensor<2x16xbf16> activation tier hbm aliases @h
 rdu.value "model.layers.0.mlp.up_proj.weight" param : tensor<32x16xbf16>
 rdu.value "x" input : tensor<2x16xbf16>
 rdu.tensor @w0 : tensor<16x16xbf16> weight tier ddr sources [#rdu.source<"model.layers.0.mlp.up_proj.weight" [0, 0] x [16, 16] at [0, 0] step [16, 0]>]
 rdu.tensor @w1 : tensor<16x16xbf16> weight tier hbm sources [#rdu.source<"model.layers.0.mlp.up_proj.weight" [0, 0] x [16, 16] at [0, 0] step [16, 0] group 2>]
+rdu.tensor @e : tensor<1x16x16xbf16> weight tier hbm sources [#rdu.source<"model.layers.0.mlp.up_proj.weight" [0, 0] x [16, 16] at [0, 0, 0] sockets [0]>, #rdu.source<"model.layers.0.mlp.up_proj.weight" [16, 0] x [16, 16] at [0, 0, 0] sockets [1]>]
 rdu.tensor @h : tensor<2x16xbf16> activation tier hbm
 rdu.tensor @h.out : tensor<2x16xbf16> activation tier hbm aliases @h
 
@@ -27,6 +29,7 @@ rdu.tensor @h.out : tensor<2x16xbf16> activation tier hbm aliases @h
 // CHECK-NEXT:     rdu.section pcus 3 pmus 2 sram_bytes 1024 {
 // CHECK-NEXT:       rdu.buffer "x" : tensor<2x16xbf16>
 // CHECK:            [[X:%.*]] = rdu.agcu "load" "ld.h" count 1 reads [#rdu.access<"h" [0:2, 0:16]>] write <"x" [0:2, 0:16]> work <flops 0 bytes_read 64 bytes_written 64 tiles 1> : () -> !rdu.stream<tensor<32xbf16>, 2>
+// CHECK:            rdu.agcu "load" "ld.w" {{.*}} work <flops 0 bytes_read 512 bytes_written 512 tiles 2 roofline_bytes 256>
 // CHECK:            [[S:%.*]] = rdu.pmu "copy" "stage.w" count 2 sram_bytes 512 buffers 2 ([[W:%.*]]) reads
 // CHECK-NEXT:       [[Y:%.*]] = rdu.pcu linear "y" count 2 systolic attrs {accumulate_only = false} ([[X]], [[S]]) reads [#rdu.access<"x" [0:2, 0:16]>, #rdu.access<"ws" [0:8, 0:16] step [8, 0]>] write <"y" [0:2, 0:8] step [0, 8]>
 // CHECK-NEXT:       rdu.agcu "all_gather" "gather.y" count 1 attrs {dim = 1 : i64} ([[Y]]) reads [#rdu.access<"y" [0:2, 0:16]>] write <"g" [0:2, 0:32]>
@@ -44,7 +47,7 @@ rdu.kernel @up {
       rdu.buffer "pos" : tensor<2xi32>
       rdu.buffer "r" : tensor<2x16xbf16>
       %x = rdu.agcu "load" "ld.h" count 1 reads [#rdu.access<"h" [0:2, 0:16]>] write <"x" [0:2, 0:16]> work <flops 0 bytes_read 64 bytes_written 64 tiles 1> : () -> !rdu.stream<tensor<32xbf16>, 2>
-      %w = rdu.agcu "load" "ld.w" count 2 reads [#rdu.access<"w" [0:8, 0:16] step [8, 0]>] write <"wl" [0:8, 0:16] step [8, 0]> work <flops 0 bytes_read 512 bytes_written 512 tiles 2> : () -> !rdu.stream<tensor<128xbf16>, 2>
+      %w = rdu.agcu "load" "ld.w" count 2 reads [#rdu.access<"w" [0:8, 0:16] step [8, 0]>] write <"wl" [0:8, 0:16] step [8, 0]> work <flops 0 bytes_read 512 bytes_written 512 tiles 2 roofline_bytes 256> : () -> !rdu.stream<tensor<128xbf16>, 2>
       %s = rdu.pmu "copy" "stage.w" count 2 sram_bytes 512 buffers 2 (%w) reads [#rdu.access<"wl" [0:8, 0:16] step [8, 0]>] write <"ws" [0:8, 0:16] step [8, 0]> work <flops 0 bytes_read 512 bytes_written 512 tiles 2> : (!rdu.stream<tensor<128xbf16>, 2>) -> !rdu.stream<tensor<128xbf16>, 2>
       %y = rdu.pcu linear "y" count 2 systolic attrs {accumulate_only = false} (%x, %s) reads [#rdu.access<"x" [0:2, 0:16]>, #rdu.access<"ws" [0:8, 0:16] step [8, 0]>] write <"y" [0:2, 0:8] step [0, 8]> work <flops 1024 bytes_read 576 bytes_written 64 tiles 2> : (!rdu.stream<tensor<32xbf16>, 2>, !rdu.stream<tensor<128xbf16>, 2>) -> !rdu.stream<tensor<32xbf16>, 2>
       %g = rdu.agcu "all_gather" "gather.y" count 1 attrs {dim = 1 : i64} (%y) reads [#rdu.access<"y" [0:2, 0:16]>] write <"g" [0:2, 0:32]> work <flops 0 bytes_read 64 bytes_written 128 tiles 1> : (!rdu.stream<tensor<32xbf16>, 2>) -> !rdu.stream<tensor<64xbf16>, 2>
