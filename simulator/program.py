@@ -9,10 +9,11 @@ the problem. ``docs/program_format.md`` explains every field and shows an exampl
 Design (details in the docs):
 
 * **SPMD.** The program is what *one* socket runs; every socket runs it on its own buffers,
-  whose contents may differ by socket only through the ``socket_step`` and ``interleave`` of a
-  tensor's sources (a shard of a checkpoint parameter, a KV cache's positions). Index ranges
-  in kernels never depend on the socket; integer attributes may, through a PCU's
-  ``attr_by_socket`` (which of a sequence's positions a socket holds).
+  whose contents may differ by socket only through the ``socket_step``, ``interleave`` and
+  ``sockets`` of a tensor's sources (a shard of a checkpoint parameter, a KV cache's positions,
+  a socket's experts). Index ranges in kernels never depend on the socket; integer attributes
+  may, through a PCU's ``attr_by_socket`` (which of a sequence's positions, which experts a
+  socket holds).
 * **Execution from index ranges.** A unit applies its op (a :data:`simulator.numerics.OPS`
   name or a data movement) to the blocks its ``reads`` name and stores the result in the block
   its ``write`` names; units run in list order. Nothing else says what a unit computes, so a
