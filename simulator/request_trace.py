@@ -3,8 +3,10 @@
 Synthetic: Poisson arrivals at ``arrival_rate`` requests per second; the expert of each request
 drawn with Zipf popularity (expert ``i`` of ``n``, in the order the description lists them,
 with probability proportional to ``1 / (i + 1) ** zipf``: the first expert is the most popular;
-``zipf = 0`` is uniform); prompt and output lengths uniform over ``[min, max]``. One numpy
-``PCG64`` generator seeded with ``seed`` draws everything, so a seed gives the same trace.
+``zipf = 0`` is uniform); prompt and output lengths uniform over ``[min, max]``. Each of the
+four quantities comes from its own numpy ``PCG64`` stream spawned from ``seed``, drawn request
+by request, so a seed gives the same trace and a longer trace of the same seed starts with the
+shorter one (``--requests 2N`` serves the requests of ``--requests N`` first, then N more).
 
 JSONL: one request per line, ``{"arrival_s": 0.5, "expert": "name", "prompt_tokens": 128,
 "output_tokens": 64}`` (``expert`` is a name of the description, or its index), optional
@@ -48,12 +50,16 @@ def synthetic_trace(
     seed: int,
 ) -> list[Request]:
     """``requests`` requests (module docstring), sorted by arrival."""
-    rng = np.random.Generator(np.random.PCG64(seed))
-    arrivals = np.cumsum(rng.exponential(1.0 / arrival_rate, requests))
+    # one stream per quantity: drawing N of one never shifts where another's draws start
+    gaps, experts_rng, prompts_rng, outputs_rng = (
+        np.random.Generator(np.random.PCG64(child))
+        for child in np.random.SeedSequence(seed).spawn(4)
+    )
+    arrivals = np.cumsum(gaps.exponential(1.0 / arrival_rate, requests))
     weights = 1.0 / np.arange(1, experts + 1, dtype=np.float64) ** zipf
-    chosen = rng.choice(experts, size=requests, p=weights / weights.sum())
-    prompts = rng.integers(prompt.low, prompt.high, size=requests, endpoint=True)
-    outputs = rng.integers(output.low, output.high, size=requests, endpoint=True)
+    chosen = experts_rng.choice(experts, size=requests, p=weights / weights.sum())
+    prompts = prompts_rng.integers(prompt.low, prompt.high, size=requests, endpoint=True)
+    outputs = outputs_rng.integers(output.low, output.high, size=requests, endpoint=True)
     return [
         Request(i, float(arrivals[i]), int(chosen[i]), int(prompts[i]), int(outputs[i]))
         for i in range(requests)

@@ -162,6 +162,25 @@ def test_synthetic_trace_is_seeded_and_zipf_shaped():
     assert a[-1].arrival_s == pytest.approx(2000 / 4.0, rel=0.1)
 
 
+def test_a_longer_synthetic_trace_starts_with_the_shorter_one():
+    """`rdu-serve --requests 2N --seed S` serves the requests of `--requests N --seed S` first."""
+
+    def make(requests):
+        return synthetic_trace(
+            requests=requests,
+            experts=150,
+            arrival_rate=1.0,
+            zipf=1.0,
+            prompt=LengthRange(16, 256),
+            output=LengthRange(16, 256),
+            seed=3,
+        )
+
+    longer = make(400)
+    for n in (1, 7, 200):
+        assert make(n) == longer[:n]
+
+
 def test_jsonl_trace_reads_names_and_reports_bad_lines(tmp_path):
     path = tmp_path / "t.jsonl"
     lines = [
