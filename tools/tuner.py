@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import math
 import os
 import time
@@ -206,6 +207,11 @@ def parse_space(
     for raw_name, entry in spec.items():
         name = _knob_name(str(raw_name), where, hardware)
         at = f"{where}: knob {raw_name}"
+        if isinstance(entry, list):
+            raise TuneError(
+                f"{at}: a bare value fixes the knob, got the list {_shown(entry)} "
+                "(to search values: {values: [...]})"
+            )
         if not isinstance(entry, dict):
             fixed[name] = _check_value(name, entry, at, types)
             continue
@@ -214,7 +220,7 @@ def parse_space(
             raise TuneError(f"{at}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
         kind = entry.get("kind", "categorical" if "values" in entry else "int")
         if kind not in KINDS:
-            raise TuneError(f"{at}: kind must be one of {', '.join(KINDS)}, got {kind}")
+            raise TuneError(f"{at}: kind must be one of {', '.join(KINDS)}, got {_shown(kind)}")
         log = entry.get("log", False)
         if not isinstance(log, bool):
             raise TuneError(f"{at}: log must be true or false")
@@ -310,8 +316,13 @@ def _check_value(name: str, value: Any, at: str, types: dict[str, Any]) -> Any:
             if typing.get_origin(kind) is Literal
             else {bool: "true or false", str: "text", int: "an integer"}.get(kind, "a number")
         )
-        raise TuneError(f"{at}: expected {expected}, got {value}")
+        raise TuneError(f"{at}: expected {expected}, got {_shown(value)}")
     return value
+
+
+def _shown(value: Any) -> str:
+    """A value of a space file as its file would write it (JSON), never a Python repr."""
+    return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -230,6 +230,13 @@ def test_plot_writes_a_png(capsys, small_space, tmp_path):
         ('{"hw.pcu": {"kind": "int", "range": [1, 2]}}', "unknown hardware figure pcu"),
         ('{"tile-bytes": ', "space.json:1:"),
         (b"\xff\xfe{", "space.json' is not a text file"),
+        # values the file gives are shown as JSON, never as Python reprs (['software', 3])
+        (
+            '{"launch": ["software", 3]}',
+            'a bare value fixes the knob, got the list ["software", 3]',
+        ),
+        ('{"launch": {"values": ["software", {"a": 1}]}}', 'got {"a": 1}'),
+        ('{"matmul-par": {"kind": ["int"]}}', 'got ["int"]'),
     ],
 )
 def test_bad_space_files(capsys, tmp_path, content, message):
