@@ -41,6 +41,7 @@ from rdu_compiler.passes.outline_kernels import OutlineKernels
 from rdu_compiler.passes.pass_options import (
     CheckedOptionsPass,
     PipelineError,
+    UnknownPassError,
     parse_pass_pipeline,
 )
 from rdu_compiler.passes.shard_tensor_parallel import ShardTensorParallel
@@ -202,6 +203,8 @@ class RduPipeline(CheckedOptionsPass, Mapping):
         -> the options; a message (PassFailedException) for anything else."""
         try:
             specs = parse_pass_pipeline(text.strip(), {cls.name: lambda: cls})
+        except UnknownPassError:
+            specs = []
         except PipelineError as error:
             raise PassFailedException(f"bad pipeline '{text}': {error}") from None
         if len(specs) != 1:

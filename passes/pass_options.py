@@ -27,6 +27,7 @@ from xdsl.utils.hints import isa
 __all__ = [
     "CheckedOptionsPass",
     "PipelineError",
+    "UnknownPassError",
     "check_pass_options",
     "parse_pass_pipeline",
 ]
@@ -34,6 +35,10 @@ __all__ = [
 
 class PipelineError(ValueError):
     """A pass pipeline that cannot be built, with a one-line message that says why."""
+
+
+class UnknownPassError(PipelineError):
+    """A pipeline naming a pass that is not available."""
 
 
 def parse_pass_pipeline(
@@ -52,7 +57,7 @@ def parse_pass_pipeline(
         if spec.name not in available:
             close = difflib.get_close_matches(spec.name, list(available), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise PipelineError(f"unknown pass {spec.name}{hint}")
+            raise UnknownPassError(f"unknown pass {spec.name}{hint}")
         check_pass_options(available[spec.name](), spec)
     return specs
 

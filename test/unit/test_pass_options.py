@@ -62,3 +62,24 @@ def test_good_options_pass():
         PASSES,
     )
     assert [s.name for s in specs] == ["outline-kernels", "rdu-pipeline"]
+
+
+def test_rdu_run_pipeline_text():
+    """`rdu-run --pipeline` takes one rdu-pipeline{...}: anything else is named as such."""
+    import re
+
+    from xdsl.utils.exceptions import PassFailedException
+
+    from rdu_compiler.lowering.pipeline import RduPipeline
+
+    for text in ("canonicalize", "rdu-pipeline,rdu-pipeline"):
+        with pytest.raises(
+            PassFailedException, match=re.escape(f"expected one rdu-pipeline{{...}}, got '{text}'")
+        ):
+            RduPipeline.parse(text)
+    with pytest.raises(PassFailedException) as caught:
+        RduPipeline.parse("rdu-pipeline{launch=3}")
+    assert str(caught.value) == (
+        "bad pipeline 'rdu-pipeline{launch=3}': rdu-pipeline option launch: '3' is not one of "
+        "software, hardware"
+    )
