@@ -4,7 +4,9 @@
 Prints, per model, socket count and batch: TPOT (the step time, ms), tokens/s, the roofline
 fraction (`roofline_fraction`: the larger roofline over the step time; the memory roofline
 counts a socket's share of the unsharded step's bytes in both modes, so the two modes are
-measured against the same roofline), and the time above the memory roofline by cause.
+measured against the same roofline), and the time above the memory roofline by cause, ms per
+step (compute / collect: HBM idle behind compute-bound units / collectives; filldr: pipeline
+fill and drain).
 
 Routing assumption of `moe=expert` (docs/tensor_parallelism.md): every socket is costed as
 the busiest one, holding the routed experts of all the batch's tokens as far as it holds them
@@ -28,7 +30,13 @@ from rdu_compiler.simulator.hardware import get_preset
 from rdu_compiler.simulator.report import summarize
 from rdu_compiler.simulator.timing import simulate
 
-CAUSES = ("memory_idle_compute", "memory_idle_collectives", "fill_drain", "other")
+# time_breakdown causes as columns: (heading, cause)
+CAUSES = (
+    ("compute", "memory_idle_compute"),
+    ("collect", "memory_idle_collectives"),
+    ("filldr", "fill_drain"),
+    ("other", "other"),
+)
 
 
 def main() -> None:
@@ -40,7 +48,7 @@ def main() -> None:
     preset = get_preset("sn40l")
     print(
         f"{'model':<14}{'sock':>5}{'batch':>6}  {'moe':<7}{'TPOT ms':>9}{'tok/s':>10}"
-        f"{'%roof':>7}{'roofl ms':>9}" + "".join(f"{c[:14]:>16}" for c in CAUSES)
+        f"{'%roof':>7}{'roofl ms':>9}" + "".join(f"{h:>9}" for h, _ in CAUSES)
     )
     for batch in map(int, args.batches.split(",")):
         for moe in ("tensor", "expert"):
@@ -51,7 +59,7 @@ def main() -> None:
                 print(f"{head}refused: {error}")
                 continue
             s = summarize(program, preset, simulate(program, preset))
-            causes = "".join(f"{s['time_breakdown'][c]:>16.3f}" for c in CAUSES)
+            causes = "".join(f"{s['time_breakdown'][c]:>9.3f}" for _, c in CAUSES)
             print(
                 f"{head}{s['ms_per_token']:>9.3f}{s['tokens_per_s']:>10.1f}"
                 f"{s['roofline_fraction']:>7.1%}{s['roofline_ms']:>9.3f}{causes}"
