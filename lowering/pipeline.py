@@ -158,7 +158,7 @@ class RduPipeline(CheckedOptionsPass, Mapping):
     hw: str = "sn40l"
     hw_overrides: str = ""
     kv_seq_split: int = -1  # KV heads fewer than sockets: deal caches over at most this many
-    moe: str = "tensor"  # MoE: every expert split (tensor), or the experts dealt (expert)
+    moe: Literal["tensor", "expert"] = "tensor"  # MoE: every expert split, or experts dealt
 
     def mapping(self) -> Mapping:
         """The lowering's knobs of this pipeline."""

@@ -57,7 +57,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import Literal, TypeGuard
 
 from xdsl.context import Context
 from xdsl.dialects import func
@@ -578,7 +578,7 @@ class ShardTensorParallel(CheckedOptionsPass):
 
     sockets: int = 1
     kv_seq_split: int = -1
-    moe: str = "tensor"
+    moe: Literal["tensor", "expert"] = "tensor"
     hw: str = "sn40l"
     hw_overrides: str = ""
 

@@ -50,7 +50,9 @@ KINDS = ("int", "float", "ordinal", "categorical")
 # op) was 7.5 to 14x the default's TPOT on bench/tune.py's three cases (outside the
 # hypervolume's reference box) and a 70B/16 trial with it costs 2.7 to 3.4 s of CPU against
 # 0.8 to 1.5 s with layer fusion: a space file (`fusion: {values: [layer, op]}`) still tries it.
-NOT_SEARCHED = ("hw", "hw_overrides", "sockets", "fusion")
+# `moe=expert` (experts dealt over the sockets) ties or loses against the default on Mixtral
+# (docs/tensor_parallelism.md) and means nothing for a dense model: a space file searches it.
+NOT_SEARCHED = ("hw", "hw_overrides", "sockets", "fusion", "moe")
 # Options whose default is -1 ("the allocation decides") have no magnitude to scale a range
 # from: beside -1 itself they search the powers of two between these bounds.
 AUTO_RANGES = {"matmul_par": (1, 1024), "attention_par": (1, 1024), "tile_bytes": (8192, 524288)}
@@ -480,7 +482,14 @@ class Evaluator:
         from rdu_compiler.simulator.report import summarize
         from rdu_compiler.simulator.timing import simulate
 
-        key = (pipeline.sockets, pipeline.kernel_looping, pipeline.fusion)
+        # the options the passes before the lowering read (the sharding's among them)
+        key = (
+            pipeline.sockets,
+            pipeline.kernel_looping,
+            pipeline.fusion,
+            pipeline.kv_seq_split,
+            pipeline.moe,
+        )
         try:
             if key not in self._prepared:
                 try:
@@ -491,6 +500,8 @@ class Evaluator:
                         fusion=pipeline.fusion,
                         batch=self.problem.batch,
                         context=self.problem.context,
+                        kv_seq_split=pipeline.kv_seq_split,
+                        moe=pipeline.moe,
                     )
                 except _refusals() as error:
                     self._prepared[key] = error

@@ -160,3 +160,27 @@ def test_timing_counts_the_busiest_socket_against_the_unsharded_roofline():
     assert dealt["roofline_bytes"] == tensor["roofline_bytes"]
     assert dealt["hbm_bytes"] > tensor["hbm_bytes"] >= tensor["roofline_bytes"]
     assert "busiest" in dealt["moe_routing"] and "busiest" not in tensor["moe_routing"]
+
+
+def test_rdu_tune_searches_moe_from_a_space_file():
+    """`moe` is no default knob (tuner.NOT_SEARCHED) but a space file may search it, and a
+    trial compiles with its value (the prepared module is kept per sharding option)."""
+    from rdu_compiler.lowering.pipeline import RduPipeline
+    from rdu_compiler.tools import tuner
+
+    assert "moe" not in {k.name for k in tuner.default_space()}
+    knobs, _ = tuner.parse_space({"moe": {"values": ["tensor", "expert"]}}, "space.yaml")
+    assert knobs[0].values == ("tensor", "expert")
+    with pytest.raises(tuner.TuneError, match="knob moe"):
+        tuner.parse_space({"moe": "both"}, "space.yaml")
+    problem = tuner.Problem(
+        PRESET, 1, CONTEXT, None, RduPipeline(sockets=4), tuple(knobs),
+        (tuner.Objective("hbm_bytes", "minimize"),),
+    )  # fmt: skip
+    evaluator = tuner.Evaluator(problem)
+    measured = {
+        moe: evaluator.evaluate(problem.pipeline({"moe": moe})).objectives
+        for moe in ("tensor", "expert")
+    }
+    for moe, objectives in measured.items():
+        assert objectives == {"hbm_bytes": _timing(moe, 1)["hbm_bytes"]}, moe

@@ -39,5 +39,5 @@
 // PROGRAM:      "attr_by_socket": {"expert_start":[0,1,2,3]}
 
 // FEWER: error: pass 'shard-tensor-parallel' failed: mixtral-8x7b: moe=expert deals whole experts over the sockets, but its 8 experts are fewer than the 16 sockets (an expert split over sockets is not supported: use moe=tensor)
-// OPTION: error: pass 'shard-tensor-parallel' failed: moe must be tensor or expert, got 'both'
-// PIPELINE: error: pass 'rdu-pipeline' failed: moe must be tensor or expert, got 'both'
+// OPTION: rdu-opt: error: -p 'shard-tensor-parallel{sockets=2 moe=both}': shard-tensor-parallel option moe: 'both' is not one of tensor, expert
+// PIPELINE: rdu-opt: error: -p 'rdu-pipeline{sockets=2 moe=both}': rdu-pipeline option moe: 'both' is not one of tensor, expert
