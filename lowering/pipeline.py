@@ -164,19 +164,26 @@ class RduPipeline(CheckedOptionsPass, Mapping):
         """The lowering's knobs of this pipeline."""
         return Mapping(**{f.name: getattr(self, f.name) for f in fields(Mapping)})
 
-    def compile_options(self) -> dict[str, Any]:
-        """These options as keyword arguments of :func:`compile_program`."""
+    def prepare_options(self) -> dict[str, Any]:
+        """The options of :func:`prepare_module` (the passes before the lowering): one
+        prepared module serves every pipeline that agrees on them."""
         return {
             "sockets": self.sockets,
             "kernel_looping": self.kernel_looping,
-            "single_launch": self.single_launch,
             "fusion": self.fusion,
-            "launch": self.launch,
-            "hw": self.hw,
-            "hw_overrides": self.hw_overrides,
-            "mapping": self.mapping(),
             "kv_seq_split": self.kv_seq_split,
             "moe": self.moe,
+            "hw": self.hw,
+            "hw_overrides": self.hw_overrides,
+        }
+
+    def compile_options(self) -> dict[str, Any]:
+        """These options as keyword arguments of :func:`compile_program`."""
+        return {
+            **self.prepare_options(),
+            "single_launch": self.single_launch,
+            "launch": self.launch,
+            "mapping": self.mapping(),
         }
 
     def spec(self) -> str:

@@ -456,7 +456,7 @@ def _refusals() -> tuple[type[BaseException], ...]:
 
 class Evaluator:
     """Compiles and times pipelines of one problem, keeping each prepared module (the passes
-    before the lowering) for the next trial with the same fusion, looping and sockets."""
+    before the lowering) for the next trial with the same options of those passes."""
 
     def __init__(self, problem: Problem, *, remember: bool = True):
         from rdu_compiler.frontend.config import load_model_config
@@ -482,26 +482,16 @@ class Evaluator:
         from rdu_compiler.simulator.report import summarize
         from rdu_compiler.simulator.timing import simulate
 
-        # the options the passes before the lowering read (the sharding's among them)
-        key = (
-            pipeline.sockets,
-            pipeline.kernel_looping,
-            pipeline.fusion,
-            pipeline.kv_seq_split,
-            pipeline.moe,
-        )
+        options = pipeline.prepare_options()
+        key = tuple(options.items())
         try:
             if key not in self._prepared:
                 try:
                     self._prepared[key] = prepare_module(
                         self._config,
-                        sockets=pipeline.sockets,
-                        kernel_looping=pipeline.kernel_looping,
-                        fusion=pipeline.fusion,
                         batch=self.problem.batch,
                         context=self.problem.context,
-                        kv_seq_split=pipeline.kv_seq_split,
-                        moe=pipeline.moe,
+                        **options,
                     )
                 except _refusals() as error:
                     self._prepared[key] = error

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from dataclasses import fields
+from pathlib import Path
 
 import optuna
 import pytest
@@ -18,6 +19,8 @@ from rdu_compiler.lowering.pipeline import RduPipeline
 from rdu_compiler.tools import tuner
 from rdu_compiler.tools.rdu_run import main as rdu_run
 from rdu_compiler.tools.rdu_tune import main as rdu_tune
+
+CONFIGS = Path(__file__).parent / "configs"
 
 # A small space on a tiny model: a few seconds per search.
 SMALL_SPACE = {
@@ -304,3 +307,27 @@ def test_two_workers_share_one_postgresql_study(small_space):
     assert all(r["ran_here"] > 0 for r in reports)  # both really worked on it
     assert len({t.user_attrs["worker"] for t in trials}) == 2
     optuna.delete_study(study_name=study, storage=url)
+
+
+def test_a_trial_times_the_pipeline_it_reports():
+    """Every option of the passes before the lowering reaches the trial's compile, through
+    one list of them (`RduPipeline.prepare_options`: `kv-seq-split` was once searched but
+    never applied), and one evaluator keeps apart the modules it prepared with different ones."""
+    from rdu_compiler.lowering.pipeline import compile_program
+    from rdu_compiler.simulator.hardware import get_preset
+    from rdu_compiler.simulator.report import summarize
+    from rdu_compiler.simulator.timing import simulate
+
+    mqa = str(CONFIGS / "tiny-llama-mqa.json")
+    objectives = (tuner.Objective("ms_per_token", "minimize"),)
+    problem = tuner.Problem(mqa, 1, 64, None, RduPipeline(sockets=2), (), objectives)
+    evaluator = tuner.Evaluator(problem)
+    figures = {}
+    for split in (1, 2):
+        pipeline = RduPipeline(sockets=2, kv_seq_split=split)
+        program = compile_program(mqa, batch=1, context=64, **pipeline.compile_options())
+        preset = get_preset(pipeline.hw)
+        expected = summarize(program, preset, simulate(program, preset))["ms_per_token"]
+        figures[split] = evaluator.evaluate(pipeline).objectives
+        assert figures[split] == {"ms_per_token": expected}
+    assert figures[1] != figures[2]  # the option matters here, so the check above can fail
