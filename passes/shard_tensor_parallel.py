@@ -8,8 +8,10 @@ stamped `llm.sockets = N` (later stages read it). What is split (docs/tensor_par
 - MoE (`moe=tensor`, the default): every expert's intermediate dim (gate / up column, down
   row), router replicated, then `llm.all_reduce` of the layer's output; `moe=expert`: the
   experts dealt over the sockets (`E / N` whole experts each, the stacked parameters'
-  `stack_shard`, `llm.moe`'s `expert_shards`), router replicated, each socket computing its
-  own experts for the tokens routed to them, then the same `llm.all_reduce`;
+  `stack_shard`, `llm.moe`'s `expert_shards`; with fewer experts than sockets each expert on
+  `N / E` sockets, which deal its intermediate rows, a `#llm.shard` interleave), router
+  replicated, each socket computing its own experts for the tokens routed to them, then the
+  same `llm.all_reduce`;
 - LM head: split by vocab rows when the vocab divides by N (each rank computes `vocab / N`
   logits), then `llm.all_gather` of the logits, so the argmax and the returned logits are
   whole; replicated when the vocab does not divide. A head tied to the embedding first gets
@@ -45,7 +47,8 @@ back afterwards (stable names, as outlining).
 
 Refused, with a message naming the model dims: query heads not a multiple of N; kv heads
 neither a multiple nor a divisor of N; an intermediate size not a multiple of N; with
-`moe=expert`, experts fewer than N or not a multiple of N; a row-split
+`moe=expert`, experts neither a divisor nor a multiple of N (or, fewer than N, an expert
+intermediate size that the N / E sockets sharing an expert cannot deal evenly); a row-split
 linear with a bias; a full-width norm (or any op without a rule) over split features; a module
 already sharded over another socket count. Sharding a module already stamped with N changes
 nothing (idempotent); `sockets=1` only stamps. Cost: linear in the number of ops (the
@@ -251,20 +254,23 @@ def _seed(
             splits.set(cache, split, "llm.attention (kv heads)")
         return
     if isinstance(op, llm.MoEOp) and moe == "expert":
-        experts = op.num_experts.value.data
-        if experts < sockets:
-            raise PassFailedException(
-                f"{model}: moe=expert deals whole experts over the sockets, but its {experts} "
-                f"experts are fewer than the {sockets} sockets (an expert split over sockets "
-                "is not supported: use moe=tensor)"
-            )
-        if experts % sockets:
+        experts, inner = op.num_experts.value.data, tensor_shape(op.gate)[1]
+        if experts % sockets and sockets % experts:
             raise PassFailedException(
                 f"{model}: moe=expert deals the {experts} experts over the sockets, but "
-                f"{experts} is not a multiple of {sockets} (use moe=tensor)"
+                f"{experts} neither divides nor is a multiple of {sockets} (use moe=tensor)"
             )
-        for weight in (op.gate, op.up, op.down):
-            splits.set(weight, Split(-3, sockets), "llm.moe (experts)")
+        # fewer experts than sockets: each expert on `share` sockets, which deal its
+        # intermediate rows (gate / up rows, down columns) among themselves
+        share = max(1, sockets // experts)
+        if inner % share:
+            raise PassFailedException(
+                f"{model}: moe=expert splits each of the {experts} experts over {share} "
+                f"sockets, but the expert intermediate size {inner} is not a multiple of {share}"
+            )
+        for weight, rows in ((op.gate, -2), (op.up, -2), (op.down, -1)):
+            split = Split(-3, min(experts, sockets), rows, share)
+            splits.set(weight, split, "llm.moe (experts)")
         return
     if isinstance(op, llm.MoEOp):
         what, inner = "expert intermediate size", tensor_shape(op.gate)[1]
@@ -507,7 +513,12 @@ def _rewrite(module: ModuleOp, splits: _Splits) -> None:
         if isinstance(param, llm.ParamOp) and (split := splits.get(param)):
             rank = len(param.checkpoint_type.get_shape())
             if -split.dim > rank:  # a stacked dim (the experts): each rank binds its slices
-                param.properties["stack_shard"] = split.attr(len(param.type.get_shape()))
+                whole = len(param.type.get_shape())
+                param.properties["stack_shard"] = Split(split.dim, split.parts).attr(whole)
+                if split.interleave > 1:  # and the ranks sharing a slice deal its rows
+                    other = -1 if split.interleave_dim != -1 else -2
+                    rows = Split(other, 1, split.interleave_dim, split.interleave)
+                    param.properties["shard"] = rows.attr(rank)
             else:
                 param.properties["shard"] = split.attr(rank)
             param.properties["type"] = split.shard_type(param.type)

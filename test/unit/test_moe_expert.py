@@ -8,6 +8,7 @@ figures (the busiest socket's bytes, the unsharded step's share on the roofline)
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import msgspec
 import numpy as np
@@ -43,6 +44,8 @@ from rdu_compiler.simulator.timing import simulate
 from rdu_compiler.simulator.weights import RandomWeights
 
 PRESET = "tiny-mixtral"  # 4 experts, top 2: the only tiny MoE preset
+# 2 experts, top 2: on 4 sockets each expert is split over 2 (they deal its intermediate rows)
+TWO_EXPERTS = str(Path(__file__).parent / "configs" / "tiny-mixtral-2x.json")
 EXACT = Mapping(collective_dtype="f32")  # the sockets' f32 sums are rounded once
 
 
@@ -52,15 +55,17 @@ def expert(sockets: int) -> ShardTensorParallel:
 
 @pytest.mark.parametrize("looped", [True, False], ids=["looped", "unlooped"])
 @pytest.mark.parametrize("sockets", [1, 2, 4])
-def test_reference_of_dealt_experts_equals_unsharded(sockets, looped):
+@pytest.mark.parametrize("model", [PRESET, TWO_EXPERTS], ids=["4-experts", "2-experts"])
+def test_reference_of_dealt_experts_equals_unsharded(model, sockets, looped):
     """Top 2: each entry's two experts sum in one order on any split, so the f32 sums the
     ranks hand the all-reduce give the unsharded answer within bf16 tolerance (here, on
     these weights, bit for bit)."""
     passes = [OutlineKernels(), *([KernelLooping()] if looped else []), expert(sockets)]
-    module = apply(build(PRESET), *passes)
+    module = apply(build(model), *passes)
     moes = [op for op in module.walk() if isinstance(op, llm.MoEOp)]
-    assert moes and all(llm.expert_shards_of(op) == sockets for op in moes if sockets > 1)
-    matches(run(module), run(build(PRESET)), f"{PRESET} moe=expert x{sockets}")
+    experts = moes[0].num_experts.value.data
+    assert all(llm.expert_shards_of(op) == min(sockets, experts) for op in moes)
+    matches(run(module), run(build(model)), f"{model} moe=expert x{sockets}")
 
 
 @pytest.mark.parametrize("mapping", [None, FEATURES, EXACT], ids=["default", "features", "f32"])
@@ -78,6 +83,25 @@ def test_functional_matches_reference(sockets, looped, mapping):
         moe="expert",
     )
     check_teacher_forced(program, PRESET, sockets)
+
+
+@pytest.mark.parametrize("looped", [True, False], ids=["looped", "unlooped"])
+@pytest.mark.parametrize("sockets", [1, 2, 4])
+def test_functional_matches_reference_with_fewer_experts_than_sockets(sockets, looped):
+    """2 experts: one per socket on 2 sockets; on 4, each expert's sources on its 2 sockets,
+    which deal its intermediate rows (`interleave`), each socket computing its half."""
+    program = compiled(
+        TWO_EXPERTS, sockets=sockets, looped=looped, batch=BATCH, context=CONTEXT, moe="expert"
+    )
+    if sockets == 4:
+        w1 = next(
+            t for t in program.tensors if t.name.endswith("0.block_sparse_moe.experts.w1.weight")
+        )
+        assert [(s.sockets, s.interleave) for s in w1.sources] == [
+            ([0, 1], [2, 1]),
+            ([2, 3], [2, 1]),
+        ]
+    check_teacher_forced(program, TWO_EXPERTS, sockets)
 
 
 def _rotate_expert_sockets(unit_or_program: dict) -> None:
