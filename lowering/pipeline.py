@@ -44,7 +44,7 @@ from rdu_compiler.passes.pass_options import (
     UnknownPassError,
     parse_pass_pipeline,
 )
-from rdu_compiler.passes.shard_tensor_parallel import ShardTensorParallel
+from rdu_compiler.passes.shard_tensor_parallel import MoeSplit, ShardTensorParallel
 from rdu_compiler.rdu_dialect import dfk
 from rdu_compiler.simulator.program import Program, validate_program
 
@@ -77,7 +77,7 @@ def _front_passes(
     kernel_looping: bool,
     fusion: str,
     kv_seq_split: int = -1,
-    moe: str = "tensor",
+    moe: MoeSplit = "tensor",
     hw: str = "sn40l",
     hw_overrides: str = "",
 ) -> list[ModulePass]:
@@ -109,7 +109,7 @@ def pipeline_passes(
     hw_overrides: str = "",
     mapping: Mapping = DEFAULT_MAPPING,
     kv_seq_split: int = -1,
-    moe: str = "tensor",
+    moe: MoeSplit = "tensor",
 ) -> list[ModulePass]:
     """The passes of the default pipeline, in order (`mapping`: the lowering's knobs)."""
     return [
@@ -158,7 +158,7 @@ class RduPipeline(CheckedOptionsPass, Mapping):
     hw: str = "sn40l"
     hw_overrides: str = ""
     kv_seq_split: int = -1  # KV heads fewer than sockets: deal caches over at most this many
-    moe: Literal["tensor", "expert"] = "tensor"  # MoE: every expert split, or experts dealt
+    moe: MoeSplit = "tensor"  # MoE: every expert split, or experts dealt
 
     def mapping(self) -> Mapping:
         """The lowering's knobs of this pipeline."""
@@ -239,7 +239,7 @@ def compile_program(
     hw_overrides: str = "",
     mapping: Mapping = DEFAULT_MAPPING,
     kv_seq_split: int = -1,
-    moe: str = "tensor",
+    moe: MoeSplit = "tensor",
 ) -> Program:
     """The validated program of one decode step of `model`: an llm module from rdu-import
     (modified in place), a `ModelConfig`, or a preset name / HF config path (`layers` keeps the
@@ -280,7 +280,7 @@ def prepare_module(
     context: int | None = None,
     layers: int | None = None,
     kv_seq_split: int = -1,
-    moe: str = "tensor",
+    moe: MoeSplit = "tensor",
     hw: str = "sn40l",
     hw_overrides: str = "",
 ) -> ModuleOp:

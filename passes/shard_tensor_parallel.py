@@ -60,7 +60,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, TypeGuard
+from typing import Literal, TypeGuard, get_args
 
 from xdsl.context import Context
 from xdsl.dialects import func
@@ -230,7 +230,8 @@ def _link(module: ModuleOp, splits: _Splits) -> None:
             splits.union(op.source, op.result)
 
 
-MOE_SPLITS = ("tensor", "expert")
+MoeSplit = Literal["tensor", "expert"]
+MOE_SPLITS: tuple[MoeSplit, ...] = get_args(MoeSplit)
 """How `llm.moe` is split (`moe=`): every expert over the sockets, or the experts dealt."""
 
 
@@ -589,7 +590,7 @@ class ShardTensorParallel(CheckedOptionsPass):
 
     sockets: int = 1
     kv_seq_split: int = -1
-    moe: Literal["tensor", "expert"] = "tensor"
+    moe: MoeSplit = "tensor"
     hw: str = "sn40l"
     hw_overrides: str = ""
 
