@@ -10,16 +10,23 @@ and timing; goal for 70B on 16 sockets: at most 1.5 s).
 A point proposed again is not compiled again (one evaluation cache per case: compiling and
 timing are deterministic, so the searches see the same figures); the trial cost is measured on
 the compiled trials only, as CPU time of this process and as wall time (the machine is shared).
+`--cache DIR` keeps each case's evaluations in a file for the next run (screening sampler
+designs without compiling random search's points again): the file is named by a hash of the
+compiler's and simulator's sources, so a changed compiler starts a new one.
 
     python bench/tune.py                       # budget 60, seeds 0-4, all cases
-    python bench/tune.py --budget 30 --seeds 3 --cases 8b
+    python bench/tune.py --budget 30 --seeds 3 --cases 8b --cache /tmp/tune-cache
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import statistics
 import time
+from pathlib import Path
 
 from rdu_compiler.lowering.pipeline import RduPipeline
 from rdu_compiler.tools import tuner
@@ -27,40 +34,73 @@ from rdu_compiler.tools import tuner
 CASES = {"8b": ("llama-3.1-8b", 8), "70b": ("llama-3.1-70b", 16), "mixtral": ("mixtral-8x7b", 8)}
 
 
-class TimedEvaluator:
-    """An evaluator that times each pipeline it compiles (not the ones it remembers)."""
+# What a trial's figures depend on: a change to any of these sources starts a new cache file.
+COMPILER_LAYERS = ("frontend", "rdu_dialect", "passes", "lowering", "simulator")
 
-    def __init__(self, problem: tuner.Problem):
+
+def compiler_version() -> str:
+    """A hash of the compiler's and simulator's sources (and the model presets)."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for layer in COMPILER_LAYERS:
+        for path in sorted((root / layer).rglob("*")):
+            if path.suffix in (".py", ".json") and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class TimedEvaluator:
+    """An evaluator that times each pipeline it compiles (not the ones it remembers or finds in
+    the cache file `cache`, which it extends with every compiled one)."""
+
+    def __init__(self, problem: tuner.Problem, cache: Path | None = None):
         self.problem = problem
         self._inner = tuner.Evaluator(problem)
         self.cpu: list[float] = []
         self.wall: list[float] = []
-        self._seen: set[str] = set()
+        self._cache = cache
+        self._known: dict[str, tuner.Evaluation] = {}
+        if cache is not None and cache.exists():
+            for spec, (objectives, reason) in json.loads(cache.read_text()).items():
+                self._known[spec] = tuner.Evaluation(objectives, reason)
 
     def evaluate(self, pipeline: RduPipeline) -> tuner.Evaluation:
-        if pipeline.spec() in self._seen:
-            return self._inner.evaluate(pipeline)
-        self._seen.add(pipeline.spec())
-        cpu, wall = time.process_time(), time.perf_counter()
-        outcome = self._inner.evaluate(pipeline)
-        self.cpu.append(time.process_time() - cpu)
-        self.wall.append(time.perf_counter() - wall)
-        return outcome
+        spec = pipeline.spec()
+        if spec not in self._known:
+            cpu, wall = time.process_time(), time.perf_counter()
+            self._known[spec] = self._inner.evaluate(pipeline)
+            self.cpu.append(time.process_time() - cpu)
+            self.wall.append(time.perf_counter() - wall)
+        return self._known[spec]
+
+    def save(self) -> None:
+        """Add every evaluation known to the cache file (with those another run wrote there
+        meanwhile; atomically: a rename)."""
+        if self._cache is None:
+            return
+        known = json.loads(self._cache.read_text()) if self._cache.exists() else {}
+        known.update({s: [e.objectives, e.reason] for s, e in self._known.items()})
+        known = dict(sorted(known.items()))
+        partial = self._cache.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(known))
+        partial.replace(self._cache)
 
 
-def search(problem, evaluator, sampler: str, seed: int, budget: int, startup: int):
+def search(problem, evaluator, sampler: str, seed: int, budget: int, phases: tuner.Phases):
     """One in-memory study of `budget` trials."""
     study = tuner.open_study(
         problem,
         tuner.open_storage(None),
         f"{sampler}-{seed}",
-        tuner.make_sampler(sampler, problem, seed, startup),
+        tuner.make_sampler(sampler, problem, seed, phases),
     )
     tuner.work(study, problem, evaluator, budget)  # type: ignore[arg-type]  (duck-typed)
     return study
 
 
 def spread(values: list[float]) -> str:
+    if not values:
+        return "none compiled"
     return f"median {statistics.median(values):.2f}, max {max(values):.2f}"
 
 
@@ -69,11 +109,16 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=60)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--cache", type=Path, help="folder of evaluation cache files")
     args = parser.parse_args()
+    version = compiler_version()
+    if args.cache is not None:
+        args.cache.mkdir(parents=True, exist_ok=True)
     objectives = tuple(tuner.parse_objectives("ms_per_token,pcus", tuner.report_keys()))
-    startup = max(4, min(10, args.budget // 10))
+    phases = tuner.phases(args.budget)
     print(
-        f"budget {args.budget} trials per search, seeds 0-{args.seeds - 1}, TPE startup {startup}"
+        f"budget {args.budget} trials per search, seeds 0-{args.seeds - 1}, TPE startup "
+        f"{phases.startup}, climbing from trial {phases.climb_from}"
     )
     summary = []
     for case in args.cases.split(","):
@@ -87,10 +132,11 @@ def main() -> None:
             tuple(tuner.default_space()),
             objectives,
         )
-        evaluator = TimedEvaluator(problem)
+        cache = args.cache / f"{case}-{version}.json" if args.cache is not None else None
+        evaluator = TimedEvaluator(problem, cache)
         default = evaluator.evaluate(problem.base)
         assert default.objectives is not None, default.reason
-        prepared = evaluator.cpu.pop(), evaluator.wall.pop()  # the first trial prepares too
+        prepared = (evaluator.cpu.pop(), evaluator.wall.pop()) if evaluator.cpu else (0.0, 0.0)
         scale = [default.objectives[o.name] for o in objectives]
         print(
             f"\n{model}, {sockets} sockets: default {default.objectives['ms_per_token']:.3f} "
@@ -108,12 +154,13 @@ def main() -> None:
         for seed in range(args.seeds):
             runs = {}
             for sampler in ("tpe", "random"):
-                trials = search(problem, evaluator, sampler, seed, args.budget, startup).trials
+                trials = search(problem, evaluator, sampler, seed, args.budget, phases).trials
                 history = tuner.hypervolume_history(trials, objectives, scale)
                 feasible = [t for t in trials if tuner.feasible(t)]
                 best = min(t.user_attrs["objectives"]["ms_per_token"] for t in feasible)
                 runs[sampler] = (history, best, len(trials) - len(feasible))
                 infeasible[sampler] += len(trials) - len(feasible)
+            evaluator.save()
             (hv_t, best_t, inf_t), (hv_r, best_r, inf_r) = runs["tpe"], runs["random"]
             reach = next((k + 1 for k, v in enumerate(hv_t) if v >= hv_r[-1] - 1e-12), None)
             ratio = reach / args.budget if reach else float("inf")
@@ -137,9 +184,9 @@ def main() -> None:
         summary.append(
             f"{case:>8}  {median:12.2f}  {sum(wins)}/{len(wins)} seeds  "
             f"{infeasible['tpe'] / n:5.0%} / {infeasible['random'] / n:.0%}  "
-            f"{statistics.median(evaluator.cpu):.2f} / {max(evaluator.cpu):.2f} s CPU"
+            f"{spread(evaluator.cpu)} s CPU"
         )
-    print("\n    case  median reach  best TPOT TPE <= random  infeasible  trial median / max")
+    print("\n    case  median reach  best TPOT TPE <= random  infeasible  trial cost")
     print("\n".join(summary))
 
 

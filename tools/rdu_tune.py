@@ -91,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default: trials/10, 4 to 10)",
     )
     p.add_argument(
+        "--climb",
+        type=int,
+        metavar="N",
+        help="the last N trials move one knob at a time from the best point (default: "
+        "trials/6; 0: none)",
+    )
+    p.add_argument(
         "--storage",
         metavar="URL",
         help="keep the study: a journal file path, sqlite:///FILE, or postgresql://... "
@@ -188,6 +195,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         ("--trials", args.trials, 1),
         ("--jobs", args.jobs, 1),
         ("--startup", args.startup, 1),
+        ("--climb", args.climb, 0),
     ):
         if value is not None and value < minimum:
             raise UserError(f"{name} must be >= {minimum}, got {value}")
@@ -200,18 +208,18 @@ def run(argv: Sequence[str] | None = None) -> int:
     context = default_context(config) if args.context is None else args.context
     try:
         problem = _problem(args, config)
-        startup = args.startup or max(4, min(10, args.trials // 10))
+        phases = tuner.phases(args.trials, args.startup, args.climb)
         study_name = args.study or (
             f"{config.name}-{args.sockets.replace(',', '_')}s-b{args.batch}-c{context}"
         )
         evaluator = tuner.Evaluator(problem)
         default = evaluator.evaluate(problem.base)
         with _Progress(args.trials) as progress:
-            study, ran = _optimize(args, problem, evaluator, study_name, startup, progress)
+            study, ran = _optimize(args, problem, evaluator, study_name, phases, progress)
             baseline = None
             if args.plot:
                 progress.phase = "random search"
-                baseline = _random_baseline(problem, evaluator, args, startup, progress)
+                baseline = _random_baseline(problem, evaluator, args, phases, progress)
     except tuner.TuneError as error:
         raise UserError(str(error)) from None
     report = _report(args, config, context, problem, study, default)
@@ -225,7 +233,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _optimize(args, problem, evaluator, study_name: str, startup: int, progress) -> Any:
+def _optimize(args, problem, evaluator, study_name: str, phases, progress) -> Any:
     """Open or resume the study and run trials until it holds --trials: here with --jobs 1,
     else in --jobs worker processes sharing the storage (a temporary journal file when none
     is given)."""
@@ -233,7 +241,7 @@ def _optimize(args, problem, evaluator, study_name: str, startup: int, progress)
 
     if args.jobs == 1:
         storage = tuner.open_storage(args.storage)
-        sampler = tuner.make_sampler(args.sampler, problem, args.seed, startup)
+        sampler = tuner.make_sampler(args.sampler, problem, args.seed, phases)
         study = tuner.open_study(problem, storage, study_name, sampler)
         progress.count(study)
         ran = tuner.work(study, problem, evaluator, args.trials, on_trial=progress.add)
@@ -241,12 +249,12 @@ def _optimize(args, problem, evaluator, study_name: str, startup: int, progress)
     with tempfile.TemporaryDirectory(prefix="rdu-tune-") as scratch:
         url = args.storage or os.path.join(scratch, "study.journal")
         storage = tuner.open_storage(url)
-        sampler = tuner.make_sampler(args.sampler, problem, args.seed, startup)
+        sampler = tuner.make_sampler(args.sampler, problem, args.seed, phases)
         study = tuner.open_study(problem, storage, study_name, sampler)
         progress.count(study)
         remaining = max(0, args.trials - tuner.counted(study))
         shares = [remaining // args.jobs + (i < remaining % args.jobs) for i in range(args.jobs)]
-        ran = _run_workers(url, study_name, problem, args, startup, shares, study, progress)
+        ran = _run_workers(url, study_name, problem, args, phases, shares, study, progress)
         if args.storage is None:  # the scratch journal goes away: keep the trials in memory
             kept = tuner.open_storage(None)
             optuna = _optuna()
@@ -261,7 +269,7 @@ def _optuna():
     return optuna
 
 
-def _run_workers(url, study_name, problem, args, startup, shares, study, progress) -> int:
+def _run_workers(url, study_name, problem, args, phases, shares, study, progress) -> int:
     """Worker processes (spawned: no storage connection crosses a fork), each running its
     share; progress is read from the storage meanwhile; a worker's error stops the rest.
     Returns the trials they ran."""
@@ -278,7 +286,7 @@ def _run_workers(url, study_name, problem, args, startup, shares, study, progres
                 problem,
                 args.sampler,
                 args.seed + i,
-                startup,
+                phases,
                 args.trials,
                 share,
             )
@@ -298,21 +306,21 @@ def _run_workers(url, study_name, problem, args, startup, shares, study, progres
         return sum(f.result() for f in futures)  # re-raises a worker's error here
 
 
-def _worker(url, study_name, problem, sampler_name, seed, startup, total, share) -> int:
+def _worker(url, study_name, problem, sampler_name, seed, phases, total, share) -> int:
     """One worker process: load the study and run `share` trials of it."""
     from rdu_compiler.tools import tuner
 
     storage = tuner.open_storage(url)
-    sampler = tuner.make_sampler(sampler_name, problem, seed, startup)
+    sampler = tuner.make_sampler(sampler_name, problem, seed, phases)
     study = _optuna().load_study(study_name=study_name, storage=storage, sampler=sampler)
     return tuner.work(study, problem, tuner.Evaluator(problem), total, share)
 
 
-def _random_baseline(problem, evaluator, args, startup, progress) -> Any:
+def _random_baseline(problem, evaluator, args, phases, progress) -> Any:
     """Random search over the same space with the same budget (in memory, this process)."""
     from rdu_compiler.tools import tuner
 
-    sampler = tuner.make_sampler("random", problem, args.seed, startup)
+    sampler = tuner.make_sampler("random", problem, args.seed, phases)
     study = tuner.open_study(problem, tuner.open_storage(None), "random-search", sampler)
     progress.done = 0
     tuner.work(study, problem, evaluator, args.trials, on_trial=progress.add)

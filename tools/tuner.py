@@ -39,6 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rdu_compiler.lowering.pipeline import RduPipeline, lower_to_program, prepare_module
 from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
 from rdu_compiler.simulator.program import Program, ProgramError, compiled_hardware
+from rdu_compiler.tools import local_search
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -542,6 +543,7 @@ def report_keys() -> list[str]:
 
 SAMPLERS = ("tpe", "nsga2", "random")
 MOVED_SHARE = 2  # knobs a startup trial moves from the centre, on average
+CLIMB_SHARE = 1 / 6  # of the budget: the last trials, the local search's
 
 
 class KnobSampler(optuna.samplers.BaseSampler):
@@ -561,25 +563,43 @@ class KnobSampler(optuna.samplers.BaseSampler):
         startup: int,
         model: optuna.samplers.BaseSampler | None,
         centre: dict[str, Any] | None = None,
+        climb_from: int | None = None,
     ):
+        self._space = tuple(space)
         self._knobs = {k.name: k for k in space}
         self._seed, self._startup, self._model = seed, startup, model
         self._centre = centre or {}
+        self._climb_from = climb_from
+        self._climbs: dict[int, dict[str, Any] | None] = {}
 
     def _modelled(self, trial: FrozenTrial) -> bool:
         return self._model is not None and trial.number >= self._startup
 
+    def _climb(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] | None:
+        """From trial `climb_from` on, the local search's point (`tools/local_search.py`), or
+        None (before, without a model, or when no move is left: the model proposes)."""
+        if self._model is None or self._climb_from is None or trial.number < self._climb_from:
+            return None
+        if trial.number not in self._climbs:
+            trials = study.get_trials(deepcopy=False)
+            found = local_search.moves(self._space, trials, study.directions, feasible)
+            self._climbs[trial.number] = next(found, None)
+        return self._climbs[trial.number]
+
     def infer_relative_search_space(self, study, trial):
-        if not self._modelled(trial):
+        if not self._modelled(trial) or self._climb(study, trial) is not None:
             return {}
         return self._model.infer_relative_search_space(study, trial)  # type: ignore[union-attr]
 
     def sample_relative(self, study, trial, search_space):
-        if not self._modelled(trial):
+        if not self._modelled(trial) or self._climb(study, trial) is not None:
             return {}
         return self._model.sample_relative(study, trial, search_space)  # type: ignore[union-attr]
 
     def sample_independent(self, study, trial, param_name, param_distribution):
+        climb = self._climb(study, trial)
+        if climb is not None:
+            return climb[param_name]
         if self._modelled(trial):
             return self._model.sample_independent(  # type: ignore[union-attr]
                 study, trial, param_name, param_distribution
@@ -619,9 +639,29 @@ class KnobSampler(optuna.samplers.BaseSampler):
             self._model.reseed_rng()
 
 
-def make_sampler(name: str, problem: Problem, seed: int, startup: int) -> KnobSampler:
+@dataclass(frozen=True)
+class Phases:
+    """How a model-guided search spends its budget: `startup` trials around the default point
+    (:class:`KnobSampler`), then the model, and from trial `climb_from` on (None: never) the
+    local search (`tools/local_search.py`)."""
+
+    startup: int
+    climb_from: int | None = None
+
+
+def phases(trials: int, startup: int | None = None, climb: int | None = None) -> Phases:
+    """The phases of a budget of `trials`: `startup` (default trials/10, 4 to 10) and the
+    last `climb` trials climbing (default :data:`CLIMB_SHARE` of the budget; 0: none)."""
+    startup = startup or max(4, min(10, trials // 10))
+    climb = round(trials * CLIMB_SHARE) if climb is None else climb
+    return Phases(startup, trials - climb if climb > 0 else None)
+
+
+def make_sampler(name: str, problem: Problem, seed: int, phases: Phases) -> KnobSampler:
     """`tpe` (multi-objective TPE, multivariate, constant liar for parallel workers), `nsga2`
-    or `random`; feasibility comes from each trial's constraints (`Trial.set_constraint`)."""
+    or `random`; feasibility comes from each trial's constraints (`Trial.set_constraint`).
+    Random search ignores the phases (the baseline knows nothing)."""
+    startup = phases.startup
     model: optuna.samplers.BaseSampler | None = None
     if name == "tpe":
         model = optuna.samplers.TPESampler(
@@ -630,7 +670,7 @@ def make_sampler(name: str, problem: Problem, seed: int, startup: int) -> KnobSa
     elif name == "nsga2":
         model = optuna.samplers.NSGAIISampler(population_size=max(4, startup), seed=seed)
     centre = _initial_points(problem)[-1]
-    return KnobSampler(problem.space, seed, startup, model, centre)
+    return KnobSampler(problem.space, seed, startup, model, centre, phases.climb_from)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def test_startup_trials_move_a_few_knobs_of_the_default():
     centre = {k.name: k.param(getattr(problem.base, k.name)) for k in space}
 
     def startup_points(sampler_name: str) -> list[dict]:
-        sampler = tuner.make_sampler(sampler_name, problem, seed=5, startup=12)
+        sampler = tuner.make_sampler(sampler_name, problem, seed=5, phases=tuner.Phases(12))
         study = optuna.create_study(directions=["minimize"] * 2, sampler=sampler)
         points = []
         for _ in range(12):
