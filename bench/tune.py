@@ -60,12 +60,23 @@ class TimedEvaluator:
         self.wall: list[float] = []
         self._cache = cache
         self._known: dict[str, tuner.Evaluation] = {}
-        if cache is not None and cache.exists():
-            for spec, (objectives, reason) in json.loads(cache.read_text()).items():
-                self._known[spec] = tuner.Evaluation(objectives, reason)
+        self._loaded = 0.0  # the cache file's modification time when last read
+        self._load()
+
+    def _load(self) -> None:
+        """Read the cache file if it changed since (another run may be filling it)."""
+        if self._cache is None or not self._cache.exists():
+            return
+        changed = self._cache.stat().st_mtime
+        if changed != self._loaded:
+            for spec, (objectives, reason) in json.loads(self._cache.read_text()).items():
+                self._known.setdefault(spec, tuner.Evaluation(objectives, reason))
+            self._loaded = changed
 
     def evaluate(self, pipeline: RduPipeline) -> tuner.Evaluation:
         spec = pipeline.spec()
+        if spec not in self._known:
+            self._load()
         if spec not in self._known:
             cpu, wall = time.process_time(), time.perf_counter()
             self._known[spec] = self._inner.evaluate(pipeline)
@@ -136,12 +147,14 @@ def main() -> None:
         evaluator = TimedEvaluator(problem, cache)
         default = evaluator.evaluate(problem.base)
         assert default.objectives is not None, default.reason
-        prepared = (evaluator.cpu.pop(), evaluator.wall.pop()) if evaluator.cpu else (0.0, 0.0)
+        first = "from the cache file"
+        if evaluator.cpu:  # compiled: the first trial prepares the module too
+            first = f"preparing the module too: {evaluator.cpu.pop():.2f} s CPU, "
+            first += f"{evaluator.wall.pop():.2f} s wall"
         scale = [default.objectives[o.name] for o in objectives]
         print(
             f"\n{model}, {sockets} sockets: default {default.objectives['ms_per_token']:.3f} "
-            f"ms/token, {default.objectives['pcus']:.0f} PCUs (first trial, preparing the "
-            f"module too: {prepared[0]:.2f} s CPU, {prepared[1]:.2f} s wall)",
+            f"ms/token, {default.objectives['pcus']:.0f} PCUs (first trial: {first})",
             flush=True,
         )
         print(
