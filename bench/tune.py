@@ -31,6 +31,9 @@ from pathlib import Path
 from rdu_compiler.lowering.pipeline import RduPipeline
 from rdu_compiler.tools import tuner
 
+# Best TPOTs this close count as equal: pipelines that time the same (a knob without effect
+# set differently) can differ in the last bits of the sum.
+TPOT_TIE = 1e-9
 CASES = {"8b": ("llama-3.1-8b", 8), "70b": ("llama-3.1-70b", 16), "mixtral": ("mixtral-8x7b", 8)}
 
 
@@ -178,10 +181,10 @@ def main() -> None:
             reach = next((k + 1 for k, v in enumerate(hv_t) if v >= hv_r[-1] - 1e-12), None)
             ratio = reach / args.budget if reach else float("inf")
             ratios.append(ratio)
-            wins.append(best_t <= best_r)
+            wins.append(best_t <= best_r * (1 + TPOT_TIE))
             print(
                 f"  {seed:>4}  {str(reach) if reach else 'never':>8} = {ratio:5.2f}  "
-                f"{hv_t[-1]:6.3f}  {hv_r[-1]:9.3f}  {best_t:13.3f}  {best_r:6.3f}  "
+                f"{hv_t[-1]:6.3f}  {hv_r[-1]:9.3f}  {best_t:13.4f}  {best_r:6.4f}  "
                 f"{inf_t / args.budget:14.0%}  {inf_r / args.budget:6.0%}",
                 flush=True,
             )

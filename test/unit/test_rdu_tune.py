@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -88,6 +89,21 @@ def test_startup_trials_move_a_few_knobs_of_the_default():
     assert sum(map(len, randomly)) > sum(map(len, moved))
 
 
+def test_tpe_takes_the_prior_weight_quietly():
+    """TPE's prior weight is an argument Optuna 4.9 deprecated (the pin keeps it): set, and
+    its warning not shown to users."""
+    space = tuple(tuner.default_space())
+    objectives = (tuner.Objective("ms_per_token", "minimize"),)
+    problem = tuner.Problem("tiny-llama", 1, 8, 1, RduPipeline(), space, objectives)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sampler = tuner.make_sampler("tpe", problem, 0, tuner.phases(60))
+    assert not caught, [str(w.message) for w in caught]
+    model = sampler._model
+    assert isinstance(model, optuna.samplers.TPESampler)
+    assert model._parzen_estimator_parameters.prior_weight == tuner.TPE_PRIOR_WEIGHT
+
+
 def test_shipped_example_space_parses():
     import yaml
 
@@ -113,6 +129,7 @@ def test_search_is_deterministic_with_a_seed(capsys, small_space):
     code, second, err = tune(capsys, *argv)
     assert code == 0, err
     assert first == second
+    assert "Warning" not in err  # Optuna's deprecation of TPE's prior weight stays quiet
     report = json.loads(first)
     assert (report["trials"], report["infeasible"], report["ran_here"]) == (6, 0, 6)
     assert report["default"]["objectives"]["ms_per_token"] > 0
@@ -257,6 +274,7 @@ def test_bad_space_files(capsys, tmp_path, content, message):
         (("--objectives", "up:ms_per_token"), "a direction is min: or max:"),
         (("--sockets", "2,x"), "--sockets must be comma-separated integers"),
         (("--trials", "0"), "--trials must be >= 1"),
+        (("--climb", "-1"), "--climb must be >= 0"),
         (("--storage", "postgresql://u:secret@127.0.0.1:1/db"), "cannot open postgresql://u:***@"),
     ],
 )
