@@ -19,13 +19,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-if TYPE_CHECKING:
-    from rdu_compiler.tools.tuner import Knob
+
+class Knob(Protocol):
+    """What the search reads of a `tools.tuner.Knob` (that module imports this one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def low(self) -> float: ...
+    @property
+    def high(self) -> float: ...
+    @property
+    def values(self) -> tuple[Any, ...]: ...
+    @property
+    def log(self) -> bool: ...
+
 
 STEPS = 8  # an int or float knob moves an eighth of its range (of its log range when log)
 
