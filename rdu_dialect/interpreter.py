@@ -210,9 +210,7 @@ class LlmFunctions(InterpreterFunctions):
         held = tensor_shape(op.gate)[0]
         uses = op.result.uses
         reduced = bool(uses) and all(isinstance(u.operation, llm.AllReduceOp) for u in uses)
-        return (
-            numerics.moe(*args, **kwargs, expert_start=block * held, accumulate_only=reduced),
-        )
+        return (numerics.moe(*args, **kwargs, expert_start=block * held, accumulate_only=reduced),)
 
     @impl(llm.KVCacheWriteOp)
     def run_kv_cache_write(

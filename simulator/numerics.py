@@ -865,8 +865,7 @@ def _check_moe(
         raise ValueError(f"moe: num_experts {num_experts} but the router has {e}")
     if not 0 <= expert_start <= e - local:
         raise ValueError(
-            f"moe: experts {expert_start}..{expert_start + local - 1} held, but the router "
-            f"has {e}"
+            f"moe: experts {expert_start}..{expert_start + local - 1} held, but the router has {e}"
         )
     if np.asarray(router).shape != (e, hidden) or x.shape[-1] != hidden:
         raise ValueError(
