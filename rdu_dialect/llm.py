@@ -527,6 +527,17 @@ def _source_depth(op: ParamOp, source: Attribute, level: int, shape: tuple[int, 
     return 1 + depths.pop()
 
 
+def _parse_optional_shard(parser: Parser, keyword: str) -> ShardAttr | None:
+    """`keyword #llm.shard<...>`, if the keyword comes next."""
+    if parser.parse_optional_keyword(keyword) is None:
+        return None
+    pos = parser.pos
+    shard = parser.parse_attribute()
+    if not isinstance(shard, ShardAttr):
+        parser.raise_error(f"expected a #llm.shard after '{keyword}'", pos)
+    return shard
+
+
 @irdl_op_definition
 class ParamOp(IRDLOperation):
     """A model parameter: a module-level symbol with its tensor type and checkpoint source(s).
@@ -675,18 +686,8 @@ class ParamOp(IRDLOperation):
                 parser.raise_error("expected a list of checkpoint names after 'stacked'", pos)
         else:
             source = StringAttr(parser.parse_str_literal(" (checkpoint name)"))
-        shard = None
-        if parser.parse_optional_keyword("shard") is not None:
-            pos = parser.pos
-            shard = parser.parse_attribute()
-            if not isinstance(shard, ShardAttr):
-                parser.raise_error("expected a #llm.shard after 'shard'", pos)
-        stack_shard = None
-        if parser.parse_optional_keyword("stack_shard") is not None:
-            pos = parser.pos
-            stack_shard = parser.parse_attribute()
-            if not isinstance(stack_shard, ShardAttr):
-                parser.raise_error("expected a #llm.shard after 'stack_shard'", pos)
+        shard = _parse_optional_shard(parser, "shard")
+        stack_shard = _parse_optional_shard(parser, "stack_shard")
         attributes = parser.parse_optional_attr_dict()
         parser.parse_punctuation(":")
         pos = parser.pos

@@ -45,3 +45,8 @@ llm.param @p stacked "a" : tensor<2x4xbf16>
 
 llm.param @p "a" : memref<4xbf16>
 // CHECK: llm.param type must be a tensor, got memref<4xbf16>
+
+// -----
+
+llm.param @w stacked ["a", "b"] stack_shard "experts" : tensor<1x4x4xbf16>
+// CHECK: expected a #llm.shard after 'stack_shard'
