@@ -28,6 +28,7 @@ from xdsl.ir import Attribute
 from xdsl.utils.target import Target
 
 from rdu_compiler.lowering.lower_dfk_to_rdu import lowered_hardware
+from rdu_compiler.passes.pass_options import CheckedOptions
 from rdu_compiler.rdu_dialect import rdu
 from rdu_compiler.rdu_dialect.llm import RopeScalingAttr, sockets_of
 from rdu_compiler.rdu_dialect.tensors import dtype_name, tensor_shape
@@ -270,7 +271,7 @@ def build_program(module: ModuleOp) -> Program:
 
 
 @dataclass(frozen=True)
-class RduProgramTarget(Target):
+class RduProgramTarget(CheckedOptions, Target):
     """`-t rdu-program`: writes the validated program file (`pretty`: one item per line)."""
 
     name = "rdu-program"

@@ -20,16 +20,18 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self, get_args, get_origin, get_type_hints
 
 from xdsl.passes import ModulePass
-from xdsl.utils.arg_spec import ArgSpec, ParameterListType, parse_pipeline
+from xdsl.utils.arg_spec import ArgSpec, ArgSpecConvertible, ParameterListType, parse_pipeline
 from xdsl.utils.exceptions import ArgSpecParseError
 from xdsl.utils.hints import isa
 
 __all__ = [
+    "CheckedOptions",
     "CheckedOptionsPass",
     "PipelineError",
     "UnknownPassError",
     "check_pass_options",
     "parse_pass_pipeline",
+    "spec_syntax_message",
 ]
 
 
@@ -49,10 +51,7 @@ def parse_pass_pipeline(
     try:
         specs = list(parse_pipeline(text))
     except ArgSpecParseError as error:
-        # xDSL's text: a title line, `pass-pipeline:1:COL`, the pipeline, a caret, the message
-        lines = str(error).splitlines()
-        column = lines[1].rsplit(":", 1)[-1] if len(lines) > 1 else "?"
-        raise PipelineError(f"column {column}: {lines[-1].strip()}") from None
+        raise PipelineError(spec_syntax_message(error)) from None
     for spec in specs:
         if spec.name not in available:
             close = difflib.get_close_matches(spec.name, list(available), n=1)
@@ -62,9 +61,18 @@ def parse_pass_pipeline(
     return specs
 
 
-def check_pass_options(pass_class: type[ModulePass], spec: ArgSpec) -> None:
-    """Raise a PipelineError naming the pass and option when `spec` gives an option that
-    `pass_class` does not have, or a value its type (by xDSL's rule) does not accept."""
+def spec_syntax_message(error: ArgSpecParseError) -> str:
+    """xDSL's caret diagram of a `name{options}` syntax error as one line: column, message."""
+    # its text: a title line, `pass-pipeline:1:COL`, the spec, a caret, the message
+    lines = str(error).splitlines()
+    column = lines[1].rsplit(":", 1)[-1] if len(lines) > 1 else "?"
+    return f"column {column}: {lines[-1].strip()}"
+
+
+def check_pass_options(pass_class: type[ArgSpecConvertible], spec: ArgSpec) -> None:
+    """Raise a PipelineError naming the pass (or target) and option when `spec` gives an
+    option that `pass_class` does not have, or a value its type (by xDSL's rule) does not
+    accept."""
     options = {f.name: f for f in dataclasses.fields(pass_class) if f.init and f.name != "name"}
     hints = get_type_hints(pass_class)
     for key, value in spec.normalize_parameter_names().parameters.items():
@@ -81,14 +89,18 @@ def check_pass_options(pass_class: type[ModulePass], spec: ArgSpec) -> None:
             )
 
 
-class CheckedOptionsPass(ModulePass):
-    """A pass whose options are checked by :func:`check_pass_options` before xDSL converts
-    them, so a bad value is refused in words wherever the pass is built from text."""
+class CheckedOptions(ArgSpecConvertible):
+    """Options checked by :func:`check_pass_options` before xDSL converts them, so a bad value
+    is refused in words wherever the pass or target is built from text."""
 
     @classmethod
     def from_spec(cls, spec: ArgSpec) -> Self:
         check_pass_options(cls, spec)
         return super().from_spec(spec)
+
+
+class CheckedOptionsPass(CheckedOptions, ModulePass):
+    """A pass whose options are checked (:class:`CheckedOptions`)."""
 
 
 def _accepts(hint: Any, value: ParameterListType) -> bool:

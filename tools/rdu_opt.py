@@ -22,6 +22,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
 from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import (
+    ArgSpecParseError,
     DiagnosticException,
     ParseError,
     VerifyException,
@@ -30,7 +31,11 @@ from xdsl.utils.lexer import Location, Span
 from xdsl.xdsl_opt_main import xDSLOptMain
 
 from rdu_compiler import __version__
-from rdu_compiler.passes.pass_options import PipelineError, parse_pass_pipeline
+from rdu_compiler.passes.pass_options import (
+    PipelineError,
+    parse_pass_pipeline,
+    spec_syntax_message,
+)
 from rdu_compiler.rdu_dialect.ssa import UseBeforeDefinition, verify_dominance
 from rdu_compiler.tools.cli import (
     UserError,
@@ -256,7 +261,10 @@ def _report(message: str) -> int:
 
 def _run(args: Sequence[str] | None) -> int:
     """The driver's run; its own errors located here, what every tool shares by `run_tool`."""
-    driver = RduOptMain(args=args)
+    try:
+        driver = RduOptMain(args=args)  # parses -t's options
+    except ArgSpecParseError as error:
+        return _report(f"{PROG}: error: -t: {spec_syntax_message(error)}")
     try:
         if driver.args.list_passes:
             sys.stdout.write(driver.list_passes())

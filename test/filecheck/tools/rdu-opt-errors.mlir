@@ -26,6 +26,12 @@
 // BOOL: rdu-opt: error: -p 'merge-launches{remarks=maybe}': merge-launches option remarks: 'maybe' is not true or false
 // RUN: not rdu-opt %s -p 'rdu-pipeline{launch}' 2>&1 | filecheck %s --check-prefixes=NO-VALUE,ALL
 // NO-VALUE: rdu-opt: error: -p 'rdu-pipeline{launch}': rdu-pipeline option launch needs a value (one of software, hardware)
+// Target options the same way; a syntax error in -t is one line too (it was a traceback).
+// RUN: not rdu-opt %s -t 'rdu-program{pretty=maybe}' 2>&1 | filecheck %s --check-prefixes=TARGET-BOOL,ALL
+// TARGET-BOOL: rdu-opt: error: rdu-program option pretty: 'maybe' is not true or false
+// RUN: not rdu-opt %s -t 'rdu-program{' 2>&1 | filecheck %s --check-prefixes=TARGET-SPEC,ALL
+// TARGET-SPEC: rdu-opt: error: -t: column 13: Expected argument name here
+// TARGET-SPEC-NOT: ^
 // RUN: not xdsl-opt %s -p 'rdu-pipeline{launch=bogus}' 2>&1 | filecheck %s --check-prefix=PLUGIN
 // PLUGIN: PipelineError: rdu-pipeline option launch: 'bogus' is not one of software, hardware
 // PLUGIN-NOT: typing.Literal
