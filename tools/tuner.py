@@ -55,9 +55,15 @@ KINDS = ("int", "float", "ordinal", "categorical")
 # `moe=expert` (experts dealt over the sockets) ties or loses against the default on Mixtral
 # (docs/tensor_parallelism.md) and means nothing for a dense model: a space file searches it.
 NOT_SEARCHED = ("hw", "hw_overrides", "sockets", "fusion", "moe")
-# Options whose default is -1 ("the allocation decides") have no magnitude to scale a range
-# from: beside -1 itself they search the powers of two between these bounds.
-AUTO_RANGES = {"matmul_par": (1, 1024), "attention_par": (1, 1024), "tile_bytes": (8192, 524288)}
+# Options whose default is -1 ("the allocation decides", or the cost model for `kv-seq-split`)
+# have no magnitude to scale a range from: beside -1 itself they search the powers of two
+# between these bounds (`kv-seq-split` deals over socket counts, which are powers of two).
+AUTO_RANGES = {
+    "matmul_par": (1, 1024),
+    "attention_par": (1, 1024),
+    "tile_bytes": (8192, 524288),
+    "kv_seq_split": (1, 16),
+}
 # Hardware figures `--hardware-space` explores when no file says which (users' what-if
 # questions: compute units, SRAM, HBM bandwidth, peer-to-peer links), each over half to twice
 # the preset's value.

@@ -57,6 +57,7 @@ def test_default_space_is_the_pipelines_options():
     assert knobs["kernel_looping"].values == (False, True)
     assert knobs["tile_bytes"].values == (-1, *(8192 * 2**i for i in range(7)))
     assert knobs["matmul_par"].values == (-1, *(2**i for i in range(11)))
+    assert knobs["kv_seq_split"].values == (-1, 1, 2, 4, 8, 16)  # no 0: it is refused
     assert all(RduPipeline.__dataclass_fields__[n].default == -1 for n in tuner.AUTO_RANGES)
 
 
