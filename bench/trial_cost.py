@@ -1,8 +1,9 @@
 """The cost of one rdu-tune trial (compile in process + timing simulation), per knob setting.
 
 A trial is what `rdu-tune` runs for each proposed point (tools/tuner.py's Evaluator): lower a
-clone of the prepared module (the passes before the lowering run once per sockets, looping and
-fusion, and are not timed here), emit and validate the program, simulate its timing, summarize.
+clone of the prepared module (the passes before the lowering run once per options of theirs,
+`RduPipeline.prepare_options`, and are timed apart), emit and validate the program, simulate its
+timing, summarize.
 The settings: the default point, rdu-tune's slow corners (sections split by a wide matmul, small
 tiles, deep buffers, no kernel looping, the hardware launch mode) and `--random N` points drawn
 uniformly from the default space (`--seed`). Prints the CPU time of each trial (this process:
@@ -75,11 +76,20 @@ def main() -> None:
     if args.only:
         settings = {k: v for k, v in settings.items() if args.only in k}
     pipelines = {name: problem.pipeline(values) for name, values in settings.items()}
-    for looping in sorted({p.kernel_looping for p in pipelines.values()}):
-        evaluator.evaluate(replace(base, kernel_looping=looping))  # prepares, untimed
+    # prepares each module the trials lower (once per options of the passes before the
+    # lowering, as rdu-tune does), timed apart from the trials
+    front = {tuple(p.prepare_options().items()): p.prepare_options() for p in pipelines.values()}
+    preparing = []
+    for options in front.values():
+        start = time.process_time()
+        evaluator.evaluate(replace(base, **options))
+        preparing.append(time.process_time() - start)
     profile = cProfile.Profile() if args.profile else None
     costs = []
-    print(f"{args.model}, {args.sockets} sockets, context {args.context}: CPU s per trial")
+    print(
+        f"{args.model}, {args.sockets} sockets, context {args.context}: {len(front)} prepared"
+        f" modules (each with a first trial), max {max(preparing):.3f} s CPU; CPU s per trial"
+    )
     for name, pipeline in pipelines.items():
         times = []
         for _ in range(args.repeat):
