@@ -31,8 +31,7 @@ from typing import Any
 from xdsl.printer import Printer
 
 from rdu_compiler.lowering.pipeline import RduPipeline, lower_to_program, prepare_module
-from rdu_compiler.simulator.hardware import get_preset
-from rdu_compiler.simulator.program import encode_program
+from rdu_compiler.simulator.program import compiled_hardware, encode_program
 from rdu_compiler.simulator.report import summarize
 from rdu_compiler.simulator.timing import simulate
 from rdu_compiler.tools.tuner import _refusals
@@ -108,25 +107,9 @@ def compile_case(case: dict[str, Any]) -> dict[str, bytes]:
     shape = {k: options.pop(k) for k in ("batch", "context", "layers") if k in options}
     pipeline = RduPipeline(**options)
     try:
-        module = prepare_module(
-            model,
-            sockets=pipeline.sockets,
-            kernel_looping=pipeline.kernel_looping,
-            fusion=pipeline.fusion,
-            kv_seq_split=pipeline.kv_seq_split,
-            hw=pipeline.hw,
-            hw_overrides=pipeline.hw_overrides,
-            **shape,
-        )
-        program = lower_to_program(
-            module,
-            single_launch=pipeline.single_launch,
-            launch=pipeline.launch,
-            hw=pipeline.hw,
-            hw_overrides=pipeline.hw_overrides,
-            mapping=pipeline.mapping(),
-        )
-        preset = get_preset(pipeline.hw).with_overrides(pipeline.hw_overrides)
+        module = prepare_module(model, **pipeline.prepare_options(), **shape)
+        program = lower_to_program(module, **pipeline.lowering_options())
+        preset = compiled_hardware(program)
         summary = summarize(program, preset, simulate(program, preset))
     except _refusals() as error:
         return {".err": str(error).encode()}

@@ -177,14 +177,19 @@ class RduPipeline(CheckedOptionsPass, Mapping):
             "hw_overrides": self.hw_overrides,
         }
 
-    def compile_options(self) -> dict[str, Any]:
-        """These options as keyword arguments of :func:`compile_program`."""
+    def lowering_options(self) -> dict[str, Any]:
+        """The options of :func:`lower_to_program` (the lowering and merging its launches)."""
         return {
-            **self.prepare_options(),
             "single_launch": self.single_launch,
             "launch": self.launch,
+            "hw": self.hw,
+            "hw_overrides": self.hw_overrides,
             "mapping": self.mapping(),
         }
+
+    def compile_options(self) -> dict[str, Any]:
+        """These options as keyword arguments of :func:`compile_program`."""
+        return {**self.prepare_options(), **self.lowering_options()}
 
     def spec(self) -> str:
         """The exact `rdu-pipeline{...}` text of these options, every option spelled out (so

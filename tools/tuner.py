@@ -507,15 +507,8 @@ class Evaluator:
             prepared = self._prepared[key]
             if isinstance(prepared, BaseException):
                 raise prepared
-            program = lower_to_program(
-                prepared.clone(),
-                single_launch=pipeline.single_launch,
-                launch=pipeline.launch,
-                hw=pipeline.hw,
-                hw_overrides=pipeline.hw_overrides,
-                mapping=pipeline.mapping(),
-            )
-            preset = get_preset(pipeline.hw).with_overrides(pipeline.hw_overrides)
+            program = lower_to_program(prepared.clone(), **pipeline.lowering_options())
+            preset = compiled_hardware(program)
             summary = summarize(program, preset, simulate(program, preset))
         except _refusals() as error:
             return Evaluation(None, str(error).strip().splitlines()[0])
