@@ -163,6 +163,19 @@ class _Model:
         return max(offchip / hbm, path)
 
 
+def _step_seconds(
+    model: _Model, blocks: list[tuple[Block, AttentionOp]], runs: Callable[[Block], int], k: int
+) -> float:
+    """The step's time with caches dealt over `k`: each block's, once per run (added run by
+    run, as the same block called from several places adds up)."""
+    total = 0.0
+    for block, op in blocks:
+        once = _trips(op) * model.block_seconds(block, k)
+        for _ in range(runs(block)):
+            total += once
+    return total
+
+
 def plan_context_split(
     attentions: Sequence[AttentionOp],
     sockets: int,
@@ -172,6 +185,7 @@ def plan_context_split(
     sharded: bool,
     weight_parts: Callable[[Operation], int] = lambda op: 1,
     reduced: Callable[[Operation], bool] = lambda op: False,
+    runs: Callable[[Block], int] = lambda block: 1,
     knob: int = -1,
 ) -> ContextSplit:
     """The choice for `attentions` (the step's attention ops, before sharding, or after it
@@ -179,14 +193,13 @@ def plan_context_split(
     sequence), whose kv heads are each shared by `replicas` of the `sockets` sockets. Before
     sharding, `weight_parts(op)` says in how many parts the sharding cuts `op`'s weight (its
     bytes on one socket: the whole over that) and `reduced(op)` whether an all-reduce of its
-    result will follow (after sharding, the IR says both). `knob` > 0 forces the largest
-    candidate not above it (`kv-seq-split`); -1 leaves it to the cost model."""
+    result will follow (after sharding, the IR says both); `runs(block)` how many calls run
+    a block besides the loops around it (a kernel's body, called once per unlooped layer).
+    `knob` > 0 forces the largest candidate not above it (`kv-seq-split`); -1 leaves it to
+    the cost model."""
     model = _Model(preset, sockets, sharded, weight_parts, reduced)
     blocks = list({id(b): (b, op) for op in attentions if (b := op.parent_block())}.values())
-    seconds = {
-        k: sum(_trips(op) * model.block_seconds(block, k) for block, op in blocks)
-        for k in _divisors(replicas)
-    }
+    seconds = {k: _step_seconds(model, blocks, runs, k) for k in _divisors(replicas)}
     if knob > 0:
         shards = max(k for k in seconds if k <= knob)
     else:

@@ -187,14 +187,29 @@ def _terminator_operands(block: Block) -> tuple[SSAValue, ...]:
     return tuple(terminator.operands)
 
 
+def _calls(module: ModuleOp) -> dict[str, list[dfk.CallOp]]:
+    """The calls of each kernel, in module order (kernels by their first call)."""
+    calls: dict[str, list[dfk.CallOp]] = defaultdict(list)
+    for op in module.walk():
+        if isinstance(op, dfk.CallOp):
+            calls[op.callee.string_value()].append(op)
+    return calls
+
+
+def _kernel(call: dfk.CallOp) -> dfk.KernelOp:
+    kernel = lookup_symbol(call, call.callee.string_value())
+    assert isinstance(kernel, dfk.KernelOp), "verified IR: the callee is a kernel"
+    return kernel
+
+
 # --------------------------------------------------------------------------------------
 # Analysis: which values are cut, and how
 # --------------------------------------------------------------------------------------
 
 
-def _link(module: ModuleOp, splits: _Splits) -> None:
-    """Unions the values that must be cut alike (see the module doc)."""
-    for op in module.walk():
+def _link(root: Operation, splits: _Splits) -> None:
+    """Unions the values that must be cut alike (see the module doc), for the ops under `root`."""
+    for op in root.walk():
         if isinstance(op, llm.WeightOp):
             param = lookup_symbol(op, op.param.root_reference.data)
             assert isinstance(param, llm.ParamOp), "verified IR: llm.weight reads an llm.param"
@@ -209,8 +224,7 @@ def _link(module: ModuleOp, splits: _Splits) -> None:
             splits.union(op.query, op.result)
             splits.union(op.k_cache, op.v_cache)
         elif isinstance(op, dfk.CallOp):
-            kernel = lookup_symbol(op, op.callee.string_value())
-            assert isinstance(kernel, dfk.KernelOp), "verified IR: the callee is a kernel"
+            kernel = _kernel(op)
             for a, b in zip(op.arguments, kernel.args):
                 splits.union(a, b)
             for a, b in zip(op.res, kernel.return_op.arguments):
@@ -340,23 +354,27 @@ def _check(op: Operation, splits: _Splits) -> None:
         raise PassFailedException("an llm.rms_norm normalizes over features split across sockets")
 
 
-def _untie_lm_heads(module: ModuleOp) -> None:
+def _read_by_argmax(linear: llm.LinearOp) -> bool:
+    """Whether an `llm.argmax` reads the linear's result (an LM head)."""
+    return any(isinstance(use.operation, llm.ArgmaxOp) for use in linear.result.uses)
+
+
+def _untie_lm_heads(module: ModuleOp) -> list[tuple[llm.WeightOp, llm.ParamOp]]:
     """A tied LM head reads the embedding's table: its `llm.weight` gets a parameter symbol of
     its own (`@<table>.lm_head`, the same checkpoint tensor), so the head can be split by vocab
     while the embedding gathers rows of the whole table. Only a head whose weight comes
-    straight from an `llm.weight` used by nothing else (the frontend's form) is untied."""
+    straight from an `llm.weight` used by nothing else (the frontend's form) is untied.
+    Returns each untied read with the parameter it read (for `_retie`)."""
     classes = _Splits()
     _link(module, classes)
     ops = list(module.walk())
     tables = {classes.find(op.table) for op in ops if isinstance(op, llm.EmbeddingOp)}
-    calls = defaultdict(list)
-    for op in ops:
-        if isinstance(op, dfk.CallOp):
-            calls[op.callee.string_value()].append(op)
+    calls = _calls(module)
+    untied_reads = []
     for head in ops:
         if not (
             isinstance(head, llm.LinearOp)
-            and any(isinstance(use.operation, llm.ArgmaxOp) for use in head.result.uses)
+            and _read_by_argmax(head)
             and classes.find(head.weight) in tables
         ):
             continue
@@ -376,6 +394,20 @@ def _untie_lm_heads(module: ModuleOp) -> None:
         untied.properties["sym_name"] = StringAttr(f"{param.sym_name.data}.lm_head")
         Rewriter.insert_op(untied, InsertPoint.after(param))
         weight.properties["param"] = SymbolRefAttr(untied.sym_name.data)
+        untied_reads.append((weight, param))
+    return untied_reads
+
+
+def _retie(untied_reads: list[tuple[llm.WeightOp, llm.ParamOp]], gathers: list[Operation]) -> None:
+    """Undoes `_untie_lm_heads` (given what it returned) and the LM heads' all-gathers."""
+    for gather in gathers:
+        gather.results[0].replace_all_uses_with(gather.operands[0])
+        Rewriter.erase_op(gather)
+    for weight, param in untied_reads:
+        untied = lookup_symbol(weight, weight.param.root_reference.data)
+        assert untied is not None, "the parameter `_untie_lm_heads` inserted"
+        weight.properties["param"] = SymbolRefAttr(param.sym_name.data)
+        Rewriter.erase_op(untied)
 
 
 def _lm_heads(module: ModuleOp, sockets: int) -> list[llm.LinearOp]:
@@ -390,20 +422,28 @@ def _lm_heads(module: ModuleOp, sockets: int) -> list[llm.LinearOp]:
         op
         for op in ops
         if isinstance(op, llm.LinearOp)
-        and any(isinstance(use.operation, llm.ArgmaxOp) for use in op.result.uses)
+        and _read_by_argmax(op)
         and _width(op.result) % sockets == 0
         and classes.find(op.weight) not in tables
     ]
 
 
-def _analyse(
-    module: ModuleOp, sockets: int, heads: list[llm.LinearOp], context_shards: int, moe: str
+def _model_name(op: Operation) -> str:
+    """The model's name for messages (the module's `llm.model`)."""
+    module = op if isinstance(op, ModuleOp) else op.get_toplevel_object()
+    model = module.attributes.get("llm.model") if isinstance(module, ModuleOp) else None
+    return model.data if isinstance(model, StringAttr) else "the model"
+
+
+def _closure(
+    root: Operation, sockets: int, heads: list[llm.LinearOp], context_shards: int, moe: str
 ) -> _Splits:
-    model = module.attributes.get("llm.model")
-    model = model.data if isinstance(model, StringAttr) else "the model"
+    """The splits that the ops under `root` (the module, or one kernel) imply by themselves:
+    their classes, seeds and `heads`, propagated until nothing new is learnt."""
+    model = _model_name(root)
     splits = _Splits()
-    _link(module, splits)
-    ops = list(module.walk())
+    _link(root, splits)
+    ops = list(root.walk())
     for op in ops:
         _seed(op, splits, sockets, model, context_shards, moe)
     for head in heads:
@@ -411,7 +451,14 @@ def _analyse(
     rules = [op for op in ops if isinstance(op, llm.LinearOp | llm.KVCacheWriteOp)]
     while any([_propagate(op, splits) for op in rules]):  # a list: every rule runs each sweep
         pass
-    for op in ops:
+    return splits
+
+
+def _analyse(
+    module: ModuleOp, sockets: int, heads: list[llm.LinearOp], context_shards: int, moe: str
+) -> _Splits:
+    splits = _closure(module, sockets, heads, context_shards, moe)
+    for op in module.walk():
         if op.dialect_name() == "llm":
             _check(op, splits)
     return splits
@@ -422,8 +469,9 @@ def _analyse(
 # --------------------------------------------------------------------------------------
 
 
-def _values(module: ModuleOp) -> Iterator[SSAValue]:
-    for op in module.walk():
+def _values(root: Operation) -> Iterator[SSAValue]:
+    """The results and block arguments under `root`."""
+    for op in root.walk():
         yield from op.results
         for region in op.regions:
             for block in region.blocks:
@@ -432,7 +480,7 @@ def _values(module: ModuleOp) -> Iterator[SSAValue]:
 
 def _collective_after(
     op: llm.LinearOp | llm.MoEOp, collective: type[Operation], **properties: Attribute
-) -> None:
+) -> Operation:
     """Combines `op`'s per-rank result over the sockets with `collective` (an all-reduce of
     partial sums, an all-gather of vocab blocks), for all of its users."""
     part = op.result
@@ -445,6 +493,7 @@ def _collective_after(
     whole.location = op.location
     Rewriter.insert_op(whole, InsertPoint.after(op))
     part.replace_uses_with_if(whole.results[0], lambda use: use.operation is not whole)
+    return whole
 
 
 def _shard_attrs(
@@ -547,19 +596,53 @@ def _rewrite(module: ModuleOp, splits: _Splits) -> None:
             )
 
 
+def _keep_their_splits(
+    module: ModuleOp,
+    kernels: list[dfk.KernelOp],
+    splits: _Splits,
+    heads: list[llm.LinearOp],
+    sockets: int,
+    context_shards: int,
+    moe: str,
+) -> bool:
+    """Whether `splits` (the analysis of `module` with each of `kernels` kept whole for its
+    several calls) cuts each kernel as one copy per call would be cut: then the copies would
+    all be alike and merge back into the kernel, so keeping it whole changes nothing.
+
+    It is so when the kernel's own ops already imply every split the analysis gives its
+    values (`_closure` of the kernel alone). With one copy per call, each copy's splits would
+    be implied by at least its own ops and by at most the module analysis (whose unions and
+    seeds include the copy's, so its splits satisfy the copy's rules), hence the same; the
+    values outside the kernels then get the same splits too, derived from the same facts. A
+    kernel whose values share a class with an embedding table or an LM head's weight
+    (`heads`, or any linear read by an argmax) is never kept whole: the untying and the
+    choice of the heads read those classes."""
+    guarded = {splits.find(head.weight) for head in heads}
+    for op in module.walk():
+        if isinstance(op, llm.EmbeddingOp):
+            guarded.add(splits.find(op.table))
+        elif isinstance(op, llm.LinearOp) and _read_by_argmax(op):
+            guarded.add(splits.find(op.weight))
+    for kernel in kernels:
+        values = list(_values(kernel))
+        if any(splits.find(v) in guarded for v in values):
+            return False
+        try:
+            own = _closure(kernel, sockets, [], context_shards, moe)
+        except PassFailedException:  # its own ops alone would cut a value two ways
+            return False
+        if any(own.get(v) != splits.get(v) for v in values):
+            return False
+    return True
+
+
 def _privatize(module: ModuleOp) -> dict[dfk.KernelOp, tuple[str, dfk.CallOp]]:
     """Gives every call but the first of each kernel its own copy of the kernel (under a
     temporary name), so that calls whose operands need different splits stay independent.
     Returns each copy with its kernel's name and its one call."""
-    calls: dict[str, list[dfk.CallOp]] = defaultdict(list)
-    for op in module.walk():
-        if isinstance(op, dfk.CallOp):
-            calls[op.callee.string_value()].append(op)
     copies: dict[dfk.KernelOp, tuple[str, dfk.CallOp]] = {}
-    for name, sites in calls.items():
-        kernel = lookup_symbol(sites[0], name)
-        assert isinstance(kernel, dfk.KernelOp), "verified IR: the callee is a kernel"
-        anchor = kernel
+    for name, sites in _calls(module).items():
+        kernel = anchor = _kernel(sites[0])
         for i, call in enumerate(sites[1:], 1):
             copy = kernel.clone()
             copy.properties["sym_name"] = StringAttr(f"{name}.call{i}")
@@ -614,18 +697,54 @@ class ShardTensorParallel(CheckedOptionsPass):
                 f"shard the unsharded module over {self.sockets} instead"
             )
         if stamped == 1 and self.sockets > 1:
-            copies = _privatize(op)
-            _untie_lm_heads(op)
-            heads = _lm_heads(op, self.sockets)
-            for head in heads:  # the logits [B, vocab] are gathered along the vocab
-                _collective_after(head, llm.AllGatherOp, dim=IntegerAttr(1, i64))
-            splits = _analyse(op, self.sockets, heads, 1, self.moe)
-            split = self.context_split(op, splits)
-            if split is not None and split.shards > 1:
-                splits = _analyse(op, self.sockets, heads, split.shards, self.moe)
-            _rewrite(op, splits)
-            _merge(copies)
+            # kernels called several times (unlooped layers) are first kept whole; only if
+            # that could cut them otherwise than a copy per call, each call gets its copy
+            shared = [_kernel(sites[0]) for sites in _calls(op).values() if len(sites) > 1]
+            if not (shared and self._shard(op, shared)):
+                copies = _privatize(op)
+                self._shard(op, [])
+                _merge(copies)
         op.attributes[llm.SOCKETS_ATTR] = IntegerAttr(self.sockets, i64)
+
+    def _shard(self, module: ModuleOp, shared: list[dfk.KernelOp]) -> bool:
+        """Shards `module`, whose kernels `shared` are each kept whole for their several
+        calls (every other kernel has one call). False, and the module left as it was, when
+        a kernel kept whole would be cut otherwise than one copy per call would be
+        (`_keep_their_splits`; an analysis refusing the shared kernel counts as such)."""
+        untied = _untie_lm_heads(module)
+        heads = _lm_heads(module, self.sockets)
+        # the logits [B, vocab] are gathered along the vocab
+        gathers = [_collective_after(h, llm.AllGatherOp, dim=IntegerAttr(1, i64)) for h in heads]
+        try:
+            splits = self._splits(module, heads, shared)
+        except PassFailedException:
+            if not shared:
+                raise
+            splits = None
+        if splits is None:
+            _retie(untied, gathers)
+            return False
+        _rewrite(module, splits)
+        return True
+
+    def _splits(
+        self, module: ModuleOp, heads: list[llm.LinearOp], shared: list[dfk.KernelOp]
+    ) -> _Splits | None:
+        """The analysis, caches dealt along the sequence as `context_split` says; None when a
+        kernel of `shared` would not keep its splits (`_keep_their_splits`)."""
+        shards = 1
+        while True:
+            splits = _analyse(module, self.sockets, heads, shards, self.moe)
+            if shared and not _keep_their_splits(
+                module, shared, splits, heads, self.sockets, shards, self.moe
+            ):
+                return None
+            if shards > 1:
+                return splits
+            split = self.context_split(module, splits)
+            if split is None or split.shards == 1:
+                return splits
+            shards = split.shards
 
     def context_split(self, module: ModuleOp, splits: _Splits) -> ContextSplit | None:
         """How caches whose kv heads are fewer than the sockets are shared (None when every
@@ -652,6 +771,7 @@ class ShardTensorParallel(CheckedOptionsPass):
                 preset = preset.with_overrides(self.hw_overrides)
         except PresetError as error:
             raise PassFailedException(f"{self.name}: {error}") from None
+        calls = {_kernel(sites[0]).body.block: len(sites) for sites in _calls(module).values()}
         return plan_context_split(
             attentions,
             self.sockets,
@@ -660,5 +780,6 @@ class ShardTensorParallel(CheckedOptionsPass):
             sharded=False,
             weight_parts=lambda op: _weight_parts(op, splits),
             reduced=lambda op: _reduced(op, splits),
+            runs=lambda block: calls.get(block, 1),
             knob=self.kv_seq_split,
         )

@@ -21,7 +21,12 @@ from rdu_compiler.frontend.builder import build_decode_step
 from rdu_compiler.frontend.config import list_presets, load_model_config
 from rdu_compiler.passes.kernel_looping import KernelLooping
 from rdu_compiler.passes.outline_kernels import OutlineKernels
-from rdu_compiler.passes.shard_tensor_parallel import SOCKET_COUNTS, ShardTensorParallel
+from rdu_compiler.passes.shard_tensor_parallel import (
+    SOCKET_COUNTS,
+    ShardTensorParallel,
+    _merge,
+    _privatize,
+)
 from rdu_compiler.rdu_dialect.dfk import DFK, KernelOp
 from rdu_compiler.rdu_dialect.interpreter import ReferenceEngine
 from rdu_compiler.rdu_dialect.llm import (
@@ -218,6 +223,82 @@ def test_op_policy_kernels_are_split_per_call():
     assert not any(".call" in n for n in names)
     reduces = [op for op in module.walk() if isinstance(op, AllReduceOp)]
     assert len(reduces) == 2  # one o_proj kernel, one moe kernel, each shared by the layers
+
+
+def _printed(module) -> str:
+    out = io.StringIO()
+    Printer(stream=out).print_op(module)
+    return out.getvalue()
+
+
+def _shard_copy_per_call(module, sharding: ShardTensorParallel):
+    """The pass as it ran before kernels called several times could be kept whole: every call
+    its own copy of the kernel, the identical copies merged back afterwards."""
+    copies = _privatize(module)
+    sharding.apply(Context(), module)
+    _merge(copies)
+    return module
+
+
+@pytest.mark.parametrize("policy", ["layer", "op"])
+@pytest.mark.parametrize(
+    "preset, sockets, kv_seq_split",
+    [("tiny-llama", 2, -1), ("tiny-llama", 4, 2), ("tiny-mixtral", 4, -1), ("tiny-qwen3", 4, 1)],
+)
+def test_kernels_kept_whole_shard_as_a_copy_per_call_would(preset, sockets, kv_seq_split, policy):
+    """Unlooped layers call one kernel each: the pass keeps it whole when that cuts it as a
+    copy per call would be cut (the layer policy), else (`@linear` of the op policy serves
+    column- and row-split projections) gives each call its copy; the IR is the same either
+    way as with a copy per call."""
+    sharding = ShardTensorParallel(sockets=sockets, kv_seq_split=kv_seq_split)
+    got = apply(build(preset, layers=3), OutlineKernels(policy=policy), sharding)
+    want = _shard_copy_per_call(
+        apply(build(preset, layers=3), OutlineKernels(policy=policy)), sharding
+    )
+    assert _printed(got) == _printed(want)
+
+
+# `@mul` serves the MLP's product (its intermediate split over the sockets) and a product of
+# a parameter nothing else reads: kept whole, the kernel would split that parameter too.
+TWO_SPLITS_ONE_KERNEL = """
+builtin.module attributes {llm.model = "toy"} {
+  llm.param @wg "gate" : tensor<8x8xbf16>
+  llm.param @wu "up" : tensor<8x8xbf16>
+  llm.param @wd "down" : tensor<8x8xbf16>
+  llm.param @extra "extra" : tensor<1x8xbf16>
+  dfk.kernel @mul(%a: tensor<1x8xbf16>, %b: tensor<1x8xbf16>) -> (tensor<1x8xbf16>) {
+    %p = llm.mul %a, %b : tensor<1x8xbf16>
+    dfk.return %p : tensor<1x8xbf16>
+  }
+  func.func @step(%h: tensor<1x8xbf16>) -> (tensor<1x8xbf16>, tensor<1x8xbf16>) {
+    %wg = llm.weight @wg : tensor<8x8xbf16>
+    %g = llm.linear %h, %wg : tensor<1x8xbf16>, tensor<8x8xbf16> -> tensor<1x8xbf16>
+    %wu = llm.weight @wu : tensor<8x8xbf16>
+    %u = llm.linear %h, %wu : tensor<1x8xbf16>, tensor<8x8xbf16> -> tensor<1x8xbf16>
+    %s = llm.silu %g : tensor<1x8xbf16>
+    %gu = dfk.call @mul(%s, %u) : (tensor<1x8xbf16>, tensor<1x8xbf16>) -> (tensor<1x8xbf16>)
+    %wd = llm.weight @wd : tensor<8x8xbf16>
+    %d = llm.linear %gu, %wd : tensor<1x8xbf16>, tensor<8x8xbf16> -> tensor<1x8xbf16>
+    %e = llm.weight @extra : tensor<1x8xbf16>
+    %z = dfk.call @mul(%e, %e) : (tensor<1x8xbf16>, tensor<1x8xbf16>) -> (tensor<1x8xbf16>)
+    func.return %d, %z : tensor<1x8xbf16>, tensor<1x8xbf16>
+  }
+}
+"""
+
+
+def test_calls_needing_different_splits_do_not_share_a_kernel():
+    """No conflict warns here (the second call's values need no split): the pass must see
+    that the kernel's own ops do not imply the split the first call gives it."""
+    module = apply(parse(TWO_SPLITS_ONE_KERNEL), shard(2))
+    params = {p.sym_name.data: p for p in module.ops if isinstance(p, ParamOp)}
+    assert params["extra"].shard is None and params["wg"].shard == ShardAttr(0, 2)
+    kernels = {k.sym_name.data: k for k in module.ops if isinstance(k, KernelOp)}
+    assert list(kernels) == ["mul", "mul_1"]
+    assert kernels["mul"].function_type.inputs.data[0].get_shape() == (1, 4)
+    assert kernels["mul_1"].function_type.inputs.data[0].get_shape() == (1, 8)
+    want = _shard_copy_per_call(parse(TWO_SPLITS_ONE_KERNEL), shard(2))
+    assert _printed(module) == _printed(want)
 
 
 def test_one_socket_only_stamps_and_resharding_is_idempotent():
