@@ -79,17 +79,25 @@ def main() -> None:
     # prepares each module the trials lower (once per options of the passes before the
     # lowering, as rdu-tune does), timed apart from the trials
     front = {tuple(p.prepare_options().items()): p.prepare_options() for p in pipelines.values()}
+    print(
+        f"{args.model}, {args.sockets} sockets, context {args.context}: {len(front)} prepared"
+        " modules; CPU s of each preparation with its first trial (the options that differ"
+        " from the default pipeline's)"
+    )
     preparing = []
     for options in front.values():
         start = time.process_time()
         evaluator.evaluate(replace(base, **options))
         preparing.append(time.process_time() - start)
+        changed = " ".join(
+            f"{k.replace('_', '-')}={str(v).lower()}"
+            for k, v in options.items()
+            if getattr(base, k) != v
+        )
+        print(f"  {preparing[-1]:6.3f}  {changed or 'default'}", flush=True)
+    print(f"max {max(preparing):.3f} s CPU; CPU s per trial")
     profile = cProfile.Profile() if args.profile else None
     costs = []
-    print(
-        f"{args.model}, {args.sockets} sockets, context {args.context}: {len(front)} prepared"
-        f" modules (each with a first trial), max {max(preparing):.3f} s CPU; CPU s per trial"
-    )
     for name, pipeline in pipelines.items():
         times = []
         for _ in range(args.repeat):
