@@ -60,6 +60,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal, TypeGuard, get_args
 
 from xdsl.context import Context
@@ -114,19 +115,31 @@ class Split:
     interleave: int = 1
 
     def shard_type(self, t: TensorType) -> TensorType:
-        shape = list(t.get_shape())
-        shape[self.dim] //= self.parts
-        if self.interleave > 1:
-            shape[self.interleave_dim] //= self.interleave
-        return TensorType(t.element_type, shape, t.encoding)
+        return _shard_type(self, t)
 
     def attr(self, rank: int) -> llm.ShardAttr:
         """As a `#llm.shard` of a tensor of rank `rank`."""
-        if self.interleave == 1:
-            return llm.ShardAttr(rank + self.dim, self.parts)
-        return llm.ShardAttr(
-            rank + self.dim, self.parts, rank + self.interleave_dim, self.interleave
-        )
+        return _shard_attr(self, rank)
+
+
+# Attributes are immutable: the many layers' values cut alike share one (built and verified
+# once, not once per value).
+@cache
+def _shard_type(split: Split, t: TensorType) -> TensorType:
+    shape = list(t.get_shape())
+    shape[split.dim] //= split.parts
+    if split.interleave > 1:
+        shape[split.interleave_dim] //= split.interleave
+    return TensorType(t.element_type, shape, t.encoding)
+
+
+@cache
+def _shard_attr(split: Split, rank: int) -> llm.ShardAttr:
+    if split.interleave == 1:
+        return llm.ShardAttr(rank + split.dim, split.parts)
+    return llm.ShardAttr(
+        rank + split.dim, split.parts, rank + split.interleave_dim, split.interleave
+    )
 
 
 Key = SSAValue | llm.ParamOp
@@ -202,6 +215,14 @@ def _kernel(call: dfk.CallOp) -> dfk.KernelOp:
     return kernel
 
 
+def _symbols(root: Operation) -> dict[str, Operation]:
+    """The parameters and kernels of the module holding `root`, by name (one table for the
+    many lookups of a walk)."""
+    module = root if isinstance(root, ModuleOp) else root.get_toplevel_object()
+    assert isinstance(module, ModuleOp), "verified IR: ops sit in the module"
+    return {op.sym_name.data: op for op in module.ops if isinstance(op, llm.ParamOp | dfk.KernelOp)}
+
+
 # --------------------------------------------------------------------------------------
 # Analysis: which values are cut, and how
 # --------------------------------------------------------------------------------------
@@ -209,9 +230,10 @@ def _kernel(call: dfk.CallOp) -> dfk.KernelOp:
 
 def _link(root: Operation, splits: _Splits) -> None:
     """Unions the values that must be cut alike (see the module doc), for the ops under `root`."""
+    symbols = _symbols(root)
     for op in root.walk():
         if isinstance(op, llm.WeightOp):
-            param = lookup_symbol(op, op.param.root_reference.data)
+            param = symbols[op.param.root_reference.data]
             assert isinstance(param, llm.ParamOp), "verified IR: llm.weight reads an llm.param"
             splits.union(op.result, param)
         elif isinstance(op, llm.RopeOp | llm.SiluOp | llm.GeluOp | llm.RMSNormOp):
@@ -224,7 +246,8 @@ def _link(root: Operation, splits: _Splits) -> None:
             splits.union(op.query, op.result)
             splits.union(op.k_cache, op.v_cache)
         elif isinstance(op, dfk.CallOp):
-            kernel = _kernel(op)
+            kernel = symbols[op.callee.string_value()]
+            assert isinstance(kernel, dfk.KernelOp), "verified IR: the callee is a kernel"
             for a, b in zip(op.arguments, kernel.args):
                 splits.union(a, b)
             for a, b in zip(op.res, kernel.return_op.arguments):
