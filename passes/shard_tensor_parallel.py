@@ -153,6 +153,19 @@ class _Splits:
         self.parent: dict[Key, Key] = {}
         self.split: dict[Key, Split] = {}
 
+    @classmethod
+    def linked(cls, root: Operation) -> _Splits:
+        """The classes of the ops under `root` (`_link`), no split known yet."""
+        classes = cls()
+        _link(root, classes)
+        return classes
+
+    def classes(self) -> _Splits:
+        """The same classes, no split known yet (for another analysis of the same IR)."""
+        copy = _Splits()
+        copy.parent = dict(self.parent)
+        return copy
+
     def find(self, key: Key) -> Key:
         root = key
         while (up := self.parent.get(root, root)) is not root:
@@ -382,14 +395,13 @@ def _read_by_argmax(linear: llm.LinearOp) -> bool:
     return any(isinstance(use.operation, llm.ArgmaxOp) for use in linear.result.uses)
 
 
-def _untie_lm_heads(module: ModuleOp) -> list[tuple[llm.WeightOp, llm.ParamOp]]:
+def _untie_lm_heads(module: ModuleOp, classes: _Splits) -> list[tuple[llm.WeightOp, llm.ParamOp]]:
     """A tied LM head reads the embedding's table: its `llm.weight` gets a parameter symbol of
     its own (`@<table>.lm_head`, the same checkpoint tensor), so the head can be split by vocab
     while the embedding gathers rows of the whole table. Only a head whose weight comes
     straight from an `llm.weight` used by nothing else (the frontend's form) is untied.
-    Returns each untied read with the parameter it read (for `_retie`)."""
-    classes = _Splits()
-    _link(module, classes)
+    `classes`: the module's (`_Splits.linked`). Returns each untied read with the parameter
+    it read (for `_retie`)."""
     ops = list(module.walk())
     tables = {classes.find(op.table) for op in ops if isinstance(op, llm.EmbeddingOp)}
     calls = _calls(module)
@@ -433,12 +445,10 @@ def _retie(untied_reads: list[tuple[llm.WeightOp, llm.ParamOp]], gathers: list[O
         Rewriter.erase_op(untied)
 
 
-def _lm_heads(module: ModuleOp, sockets: int) -> list[llm.LinearOp]:
+def _lm_heads(module: ModuleOp, sockets: int, classes: _Splits) -> list[llm.LinearOp]:
     """The LM heads to split by vocab rows: linears read by an `llm.argmax`, whose vocab is a
     multiple of `sockets` and whose weight is not also an embedding table (tied embeddings:
     the embedding gathers rows of the whole table, so the shared parameter stays whole)."""
-    classes = _Splits()
-    _link(module, classes)
     ops = list(module.walk())
     tables = {classes.find(op.table) for op in ops if isinstance(op, llm.EmbeddingOp)}
     return [
@@ -459,13 +469,18 @@ def _model_name(op: Operation) -> str:
 
 
 def _closure(
-    root: Operation, sockets: int, heads: list[llm.LinearOp], context_shards: int, moe: str
+    root: Operation,
+    sockets: int,
+    heads: list[llm.LinearOp],
+    context_shards: int,
+    moe: str,
+    classes: _Splits | None = None,
 ) -> _Splits:
     """The splits that the ops under `root` (the module, or one kernel) imply by themselves:
-    their classes, seeds and `heads`, propagated until nothing new is learnt."""
+    their classes (`classes`, if linked already), seeds and `heads`, propagated until
+    nothing new is learnt."""
     model = _model_name(root)
-    splits = _Splits()
-    _link(root, splits)
+    splits = classes.classes() if classes else _Splits.linked(root)
     ops = list(root.walk())
     for op in ops:
         _seed(op, splits, sockets, model, context_shards, moe)
@@ -478,9 +493,14 @@ def _closure(
 
 
 def _analyse(
-    module: ModuleOp, sockets: int, heads: list[llm.LinearOp], context_shards: int, moe: str
+    module: ModuleOp,
+    sockets: int,
+    heads: list[llm.LinearOp],
+    context_shards: int,
+    moe: str,
+    classes: _Splits,
 ) -> _Splits:
-    splits = _closure(module, sockets, heads, context_shards, moe)
+    splits = _closure(module, sockets, heads, context_shards, moe, classes)
     for op in module.walk():
         if op.dialect_name() == "llm":
             _check(op, splits)
@@ -734,8 +754,9 @@ class ShardTensorParallel(CheckedOptionsPass):
         calls (every other kernel has one call). False, and the module left as it was, when
         a kernel kept whole would be cut otherwise than one copy per call would be
         (`_keep_their_splits`; an analysis refusing the shared kernel counts as such)."""
-        untied = _untie_lm_heads(module)
-        heads = _lm_heads(module, self.sockets)
+        classes = _Splits.linked(module)
+        untied = _untie_lm_heads(module, classes)
+        heads = _lm_heads(module, self.sockets, _Splits.linked(module) if untied else classes)
         # the logits [B, vocab] are gathered along the vocab
         gathers = [_collective_after(h, llm.AllGatherOp, dim=IntegerAttr(1, i64)) for h in heads]
         try:
@@ -755,9 +776,10 @@ class ShardTensorParallel(CheckedOptionsPass):
     ) -> _Splits | None:
         """The analysis, caches dealt along the sequence as `context_split` says; None when a
         kernel of `shared` would not keep its splits (`_keep_their_splits`)."""
+        classes = _Splits.linked(module)
         shards = 1
         while True:
-            splits = _analyse(module, self.sockets, heads, shards, self.moe)
+            splits = _analyse(module, self.sockets, heads, shards, self.moe, classes)
             if shared and not _keep_their_splits(
                 module, shared, splits, heads, self.sockets, shards, self.moe
             ):

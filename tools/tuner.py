@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from xdsl.dialects.builtin import ModuleOp
 
 from rdu_compiler.lowering.pipeline import RduPipeline, lower_to_program, prepare_module
 from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
@@ -471,6 +472,7 @@ class Evaluator:
 
         self.problem = problem
         self._config = load_model_config(problem.model, layers=problem.layers)
+        self._step: ModuleOp | None = None  # the decode step, built once
         self._prepared: dict[tuple, Any] = {}
         self._results: dict[str, Evaluation] = {}
         self._remember = remember
@@ -495,12 +497,7 @@ class Evaluator:
         try:
             if key not in self._prepared:
                 try:
-                    self._prepared[key] = prepare_module(
-                        self._config,
-                        batch=self.problem.batch,
-                        context=self.problem.context,
-                        **options,
-                    )
+                    self._prepared[key] = prepare_module(self._decode_step().clone(), **options)
                 except _refusals() as error:
                     self._prepared[key] = error
                 _freeze_long_lived()
@@ -513,6 +510,17 @@ class Evaluator:
         except _refusals() as error:
             return Evaluation(None, str(error).strip().splitlines()[0])
         return Evaluation({o.name: o.measure(summary, program) for o in self.problem.objectives})
+
+    def _decode_step(self) -> ModuleOp:
+        """The llm module of the problem's decode step, which every preparation starts from
+        (a copy of it: copying costs half of building it again)."""
+        if self._step is None:
+            from rdu_compiler.frontend.builder import build_decode_step
+
+            self._step = build_decode_step(
+                self._config, batch=self.problem.batch, context=self.problem.context
+            )
+        return self._step
 
 
 def _freeze_long_lived() -> None:
