@@ -98,38 +98,10 @@ def _front_passes(
     ]
 
 
-def pipeline_passes(
-    *,
-    sockets: int = 1,
-    kernel_looping: bool = True,
-    single_launch: bool = True,
-    fusion: str = "layer",
-    launch: str = "software",
-    hw: str = "sn40l",
-    hw_overrides: str = "",
-    mapping: Mapping = DEFAULT_MAPPING,
-    kv_seq_split: int = -1,
-    moe: MoeSplit = "tensor",
-) -> list[ModulePass]:
-    """The passes of the default pipeline, in order (`mapping`: the lowering's knobs)."""
-    return [
-        *_front_passes(
-            sockets=sockets,
-            kernel_looping=kernel_looping,
-            fusion=fusion,
-            kv_seq_split=kv_seq_split,
-            moe=moe,
-            hw=hw,
-            hw_overrides=hw_overrides,
-        ),
-        *_lowering_passes(
-            single_launch=single_launch,
-            launch=launch,
-            hw=hw,
-            hw_overrides=hw_overrides,
-            mapping=mapping,
-        ),
-    ]
+def pipeline_passes(**options: Any) -> list[ModulePass]:
+    """The passes of the default pipeline with these options (:class:`RduPipeline`'s, the
+    lowering's knobs among them), in order."""
+    return RduPipeline(**options).passes()
 
 
 def _lowering_passes(
@@ -223,9 +195,17 @@ class RduPipeline(CheckedOptionsPass, Mapping):
             raise PassFailedException(f"expected one {cls.name}{{...}}, got '{text}'")
         return cls.from_pass_spec(specs[0])
 
+    def passes(self) -> list[ModulePass]:
+        """The passes these options run, in order: those :func:`prepare_module` runs, then
+        those :func:`lower_to_program` runs."""
+        return [
+            *_front_passes(**self.prepare_options()),
+            *_lowering_passes(**self.lowering_options()),
+        ]
+
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         refuse_unlooping(op, self.kernel_looping)
-        for p in pipeline_passes(**self.compile_options()):
+        for p in self.passes():
             p.apply(ctx, op)
 
 
