@@ -40,10 +40,12 @@ row-split). The LM head (a linear read by `llm.argmax`) is seeded by its output 
 all-gather inserted first so that the logits' users see the whole logits. Then every split
 value is retyped, attention head counts divided, all-reduces inserted after row-split linears
 and MoE, parameters get their `#llm.shard` and the entry function's split arguments / results
-an `llm.shard` attribute (so the engine can cut and reassemble the caches). Kernels are first
-given one copy per call, so that calls needing different splits (`outline-kernels{policy=op}`
-shares one `@linear` among q and o projections) are independent; identical copies are merged
-back afterwards (stable names, as outlining).
+an `llm.shard` attribute (so the engine can cut and reassemble the caches). Calls needing
+different splits of one kernel (`outline-kernels{policy=op}` shares one `@linear` among q and
+o projections) must be independent: a kernel called several times (the layers without kernel
+looping) is kept whole when its own ops imply every split the analysis gives its values (then
+a copy per call would be cut alike), else every call gets its own copy of every kernel and the
+identical copies are merged back afterwards (stable names, as outlining).
 
 Refused, with a message naming the model dims: query heads not a multiple of N; kv heads
 neither a multiple nor a divisor of N; an intermediate size not a multiple of N; with
