@@ -4,11 +4,12 @@ and token printout, so the engines are driven and compared alike."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 
 class UserError(Exception):
@@ -88,6 +89,56 @@ def describe_error(prog: str, error: BaseException) -> str:
     if span is not None and hasattr(span, "get_location"):
         return f"{span.get_location()}: error: {getattr(error, 'msg', error)}"
     return f"{prog}: error: {error}".rstrip("\n")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose option errors are user errors like any other: one line through
+    :func:`run_tool`, `prog: error: message (see prog --help)`, exit 1 (argparse's own prints
+    its whole usage above the message and exits 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def integer(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [minimum, maximum], so a count of zero or a negative
+    seed is refused while the options are read, naming the option (`argument --seed: must be
+    >= 0, got -1`), instead of being used or failing deep inside a run."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+        return _in_range(value, minimum, maximum)
+
+    return parse
+
+
+def integers(minimum: int) -> Callable[[str], list[int]]:
+    """An argparse type: `8` or `1,8,32` -> [1, 8, 32], each value at least `minimum` (the
+    sweep lists of rdu-run's --batch, --context and --sockets)."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(t) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer or a comma-separated list, got '{text}'"
+            ) from None
+        if not values:
+            raise argparse.ArgumentTypeError("expected at least one value")
+        return [_in_range(value, minimum, None) for value in values]
+
+    return parse
+
+
+def _in_range(value: int, minimum: int, maximum: int | None) -> int:
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
+    return value
 
 
 def check_context(context: int, max_positions: int) -> None:

@@ -13,9 +13,16 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
-from rdu_compiler.tools.cli import UserError, check_context, run_tool, write_atomically
+from rdu_compiler.tools.cli import (
+    ArgumentParser,
+    UserError,
+    check_context,
+    integer,
+    run_tool,
+    write_atomically,
+)
 
 PROG = "rdu-import"
 
@@ -35,27 +42,10 @@ See passes/cost_model.py for the exact conventions.
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """Option errors are user errors: one message, exit 1 (not argparse's exit 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(f"{message} (see {PROG} --help)")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _arguments() -> argparse.ArgumentParser:
     from rdu_compiler.frontend.builder import DEFAULT_CONTEXT, DTYPES
 
-    p = _Parser(
+    p = ArgumentParser(
         prog=PROG,
         description="Import a model's decode step as llm-dialect IR (xDSL/MLIR text), or "
         "report its cost accounting.",
@@ -70,20 +60,20 @@ def _arguments() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch",
-        type=_positive,
+        type=integer(1),
         default=1,
         help="batch entries per step, each at its own position (default: 1)",
     )
     p.add_argument(
         "--context",
-        type=_positive,
+        type=integer(1),
         default=None,
         help="KV-cache length in tokens, at most the model's max_position_embeddings "
         f"(default: min(max_position_embeddings, {DEFAULT_CONTEXT}))",
     )
     p.add_argument(
         "--layers",
-        type=_positive,
+        type=integer(1),
         default=None,
         help="keep the model's first N decoder layers (default: all)",
     )

@@ -52,11 +52,14 @@ from typing import Any
 
 from rdu_compiler import __version__
 from rdu_compiler.tools.cli import (
+    ArgumentParser,
     Progress,
     UserError,
     check_context,
     decode_loop,
     decode_steps,
+    integer,
+    integers,
     print_generated,
     run_tool,
     write_atomically,
@@ -85,19 +88,6 @@ examples:
   rdu-run --list-models; rdu-run --print-hardware"""
 
 
-def _int_list(text: str) -> list[int]:
-    """`8` or `1,8,32` -> [1, 8, 32] (argparse type of --batch, --context, --sockets)."""
-    try:
-        values = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer or a comma-separated list, got {text!r}"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one value")
-    return values
-
-
 def _gpu_nodes(text: str) -> list[str]:
     from rdu_compiler.tools.gpu_baseline import parse_gpu_nodes
 
@@ -105,7 +95,7 @@ def _gpu_nodes(text: str) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description=(__doc__ or "").split("\n\n")[0],
         epilog=EXAMPLES,
@@ -129,22 +119,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     shape = p.add_argument_group("shape of the step (lists sweep their product in timing runs)")
     shape.add_argument(
-        "--batch", type=_int_list, default=[1], metavar="B[,B...]", help="batch entries"
+        "--batch", type=integers(1), default=[1], metavar="B[,B...]", help="batch entries"
     )
     shape.add_argument(
         "--context",
-        type=_int_list,
+        type=integers(1),
         metavar="S[,S...]",
         help="KV-cache length (default: min(max positions, 4096))",
     )
     shape.add_argument(
         "--sockets",
-        type=_int_list,
+        type=integers(1),
         default=[1],
         metavar="N[,N...]",
         help="sockets, tensor parallel: 1, 2, 4, 8 or 16 (default 1)",
     )
-    shape.add_argument("--layers", type=int, metavar="N", help="use only the first N layers")
+    shape.add_argument("--layers", type=integer(1), metavar="N", help="use only the first N layers")
     shape.add_argument(
         "--dtype",
         choices=("bf16", "f32"),
@@ -159,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
         help="safetensors file or HF model folder (default: MODEL's checkpoint if it is a "
         "folder holding one, else --seed 0)",
     )
-    source.add_argument("--seed", type=int, help="seeded random init")
+    source.add_argument("--seed", type=integer(0), help="seeded random init")
     numbers.add_argument(
         "--prompt",
         metavar="IDS|TEXT",
@@ -171,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
         help="tokenizer.json (default: MODEL folder's); text prompts, decoded output",
     )
     numbers.add_argument(
-        "--steps", type=int, metavar="N", help="tokens to generate greedily (default: 8)"
+        "--steps", type=integer(0), metavar="N", help="tokens to generate greedily (default: 8)"
     )
     numbers.add_argument("--logits-out", metavar="FILE.npy", help="save the last step's logits")
     sim = p.add_argument_group("simulator engine")
@@ -194,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim.add_argument(
         "--generate",
-        type=int,
+        type=integer(1),
         metavar="N",
         help="time N decode steps as the KV cache grows from the prompt's length "
         "(TPOT p50/p99, total); compiles one program per cache length",
@@ -225,7 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     gpu.add_argument(
         "--gpu-tp",
-        type=int,
+        type=integer(1),
         metavar="N",
         help="GPUs the step is tensor-parallel over (default: all of the node's)",
     )
@@ -351,15 +341,6 @@ def _list_models() -> str:
 
 def _check_options(args: argparse.Namespace, timing: bool) -> None:
     """Refuse what the chosen mode would ignore, with the way to use it."""
-    for name, values in (("--batch", args.batch), ("--sockets", args.sockets)):
-        for value in values:
-            _positive(name, value)
-    for value in args.context or ():
-        _positive("--context", value)
-    _positive("--layers", args.layers)
-    _positive("--steps", args.steps, 0)
-    _positive("--generate", args.generate)
-    _positive("--gpu-tp", args.gpu_tp)
     if args.gpu_tp is not None and args.gpu is None:
         raise UserError("--gpu-tp: give --gpu NODE too")
     if args.engine == "reference":
@@ -435,11 +416,6 @@ def _check_options(args: argparse.Namespace, timing: bool) -> None:
 def _given(*options: tuple[str, bool]) -> list[str]:
     """The flags of ``(flag, given)`` pairs that were given."""
     return [flag for flag, on in options if on]
-
-
-def _positive(name: str, value: int | None, minimum: int = 1) -> None:
-    if value is not None and value < minimum:
-        raise UserError(f"{name} must be >= {minimum}, got {value}")
 
 
 # -- runs that compute numbers ---------------------------------------------------------------

@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from rdu_compiler import __version__
-from rdu_compiler.tools.cli import Progress, UserError, run_tool, write_atomically
+from rdu_compiler.tools.cli import (
+    ArgumentParser,
+    Progress,
+    UserError,
+    integer,
+    run_tool,
+    write_atomically,
+)
 
 PROG = "rdu-serve"
 KEYS = (
@@ -55,7 +62,7 @@ examples:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description=(__doc__ or "").split("\n\n")[0],
         epilog=EXAMPLES,
@@ -63,8 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("spec", metavar="SPEC", help="CoE description (YAML or JSON)")
     p.add_argument("--version", action="version", version=f"{PROG} (rdu-compiler {__version__})")
-    p.add_argument("--requests", type=int, metavar="N", help="requests of the trace (override)")
-    p.add_argument("--seed", type=int, metavar="S", help="seed of the synthetic trace (override)")
+    p.add_argument(
+        "--requests", type=integer(1), metavar="N", help="requests of the trace (override)"
+    )
+    p.add_argument(
+        "--seed", type=integer(0), metavar="S", help="seed of the synthetic trace (override)"
+    )
     p.add_argument("--policy", choices=("lru", "popularity"), help="HBM cache policy (override)")
     prefetch = p.add_mutually_exclusive_group()
     prefetch.add_argument(
@@ -96,9 +107,6 @@ def _main(argv: Sequence[str] | None) -> int:
     from rdu_compiler.tools.coe_spec import load_spec
 
     args = _parser().parse_args(argv)
-    for flag, value in (("--requests", args.requests), ("--seed", args.seed)):
-        if value is not None and value < (1 if flag == "--requests" else 0):
-            raise UserError(f"{flag} must be {'>= 1' if flag == '--requests' else '>= 0'}")
     if args.plot and not args.plot.endswith(".png"):
         raise UserError(f"--plot {args.plot}: the chart is a PNG (give a FILE.png)")
     spec = load_spec(args.spec)

@@ -20,9 +20,11 @@ import sys
 from collections.abc import Sequence
 
 from rdu_compiler.tools.cli import (
+    ArgumentParser,
     UserError,
     decode_loop,
     decode_steps,
+    integer,
     is_ir_file,
     parse_prompt,
     print_generated,
@@ -34,7 +36,7 @@ PROG = "rdu-sim"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=(__doc__ or "").split("\n\n")[0])
     p.add_argument(
         "program",
         metavar="PROGRAM",
@@ -45,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--weights", metavar="PATH", help="safetensors file or HF model folder")
-    source.add_argument("--seed", type=int, help="seeded random init (default: seed 0)")
+    source.add_argument("--seed", type=integer(0), help="seeded random init (default: seed 0)")
     p.add_argument(
         "--prompt",
         metavar="IDS",
@@ -53,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--steps",
-        type=int,
+        type=integer(0),
         metavar="N",
         help="functional: greedy tokens after the prompt (default: 8)",
     )
@@ -123,8 +125,6 @@ def _functional(args: argparse.Namespace, program) -> int:
         "1" if args.prompt is None else args.prompt, logits.shape[-1], program.model
     )
     steps = 8 if args.steps is None else args.steps
-    if steps < 0:
-        raise UserError(f"--steps must be >= 0, got {steps}")
     if decode_steps(prompt, steps) > program.context:
         raise UserError(
             f"a {len(prompt)}-token prompt and {steps} generated tokens need "

@@ -25,13 +25,22 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from rdu_compiler.tools.cli import UserError, read_text_file, run_tool, write_atomically
+from rdu_compiler.tools.cli import (
+    ArgumentParser,
+    UserError,
+    integer,
+    read_text_file,
+    run_tool,
+    write_atomically,
+)
 
 PROG = "rdu-tune"
+SEEDS = 2**32
+"""Seeds Optuna's samplers take (numpy's legacy seeding: 0 to 2**32 - 1)."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG,
         description=(__doc__ or "").split("\n\n")[0],
         epilog="example: rdu-tune llama-3.1-8b --sockets 8 --trials 60 --plot front.png",
@@ -43,11 +52,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N[,N...]",
         help="sockets (one value: fixed; several: a knob searched over them)",
     )
-    p.add_argument("--batch", type=int, default=1, metavar="B", help="batch entries (default 1)")
     p.add_argument(
-        "--context", type=int, metavar="S", help="KV cache length (default: min(max pos, 4096))"
+        "--batch", type=integer(1), default=1, metavar="B", help="batch entries (default 1)"
     )
-    p.add_argument("--layers", type=int, metavar="N", help="use only the first N layers")
+    p.add_argument(
+        "--context",
+        type=integer(1),
+        metavar="S",
+        help="KV cache length (default: min(max pos, 4096))",
+    )
+    p.add_argument("--layers", type=integer(1), metavar="N", help="use only the first N layers")
     p.add_argument(
         "--objectives",
         default="ms_per_token,pcus",
@@ -72,11 +86,17 @@ def _parser() -> argparse.ArgumentParser:
         metavar="K=V",
         help="a fixed hardware figure (repeatable)",
     )
-    p.add_argument("--trials", type=int, default=50, metavar="N", help="trials in the study")
+    p.add_argument("--trials", type=integer(1), default=50, metavar="N", help="trials in the study")
     p.add_argument(
-        "--jobs", type=int, default=1, metavar="J", help="parallel local worker processes"
+        "--jobs", type=integer(1), default=1, metavar="J", help="parallel local worker processes"
     )
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="sampler seed (default 0)")
+    p.add_argument(
+        "--seed",
+        type=integer(0, SEEDS - 1),
+        default=0,
+        metavar="S",
+        help="sampler seed (default 0)",
+    )
     p.add_argument(
         "--sampler",
         choices=("tpe", "nsga2", "random"),
@@ -85,14 +105,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--startup",
-        type=int,
+        type=integer(1),
         metavar="N",
         help="trials that move a few knobs of the default (and priors) point before the model "
         "(default: trials/10, 4 to 10)",
     )
     p.add_argument(
         "--climb",
-        type=int,
+        type=integer(0),
         metavar="N",
         help="the last N trials move one knob at a time from the best point (default: "
         "trials/6; 0: none)",
@@ -112,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
         "(runs that search too)",
     )
     return p
+
+
+def worker_seed(seed: int, worker: int) -> int:
+    """The sampler seed of local worker `worker` of `--jobs`: `seed + worker`, wrapped into
+    the range samplers take."""
+    return (seed + worker) % SEEDS
 
 
 def _sockets(text: str) -> list[int]:
@@ -188,17 +214,6 @@ def _problem(args: argparse.Namespace, config) -> Any:
 
 def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    for name, value, minimum in (
-        ("--batch", args.batch, 1),
-        ("--context", args.context, 1),
-        ("--layers", args.layers, 1),
-        ("--trials", args.trials, 1),
-        ("--jobs", args.jobs, 1),
-        ("--startup", args.startup, 1),
-        ("--climb", args.climb, 0),
-    ):
-        if value is not None and value < minimum:
-            raise UserError(f"{name} must be >= {minimum}, got {value}")
 
     from rdu_compiler.frontend.builder import default_context
     from rdu_compiler.frontend.config import load_model_config
@@ -285,7 +300,7 @@ def _run_workers(url, study_name, problem, args, phases, shares, study, progress
                 study_name,
                 problem,
                 args.sampler,
-                args.seed + i,
+                worker_seed(args.seed, i),
                 phases,
                 args.trials,
                 share,

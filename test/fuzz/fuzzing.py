@@ -4,7 +4,7 @@ Every case is one tool run on a mutated input: IR at every stage (llm from rdu-i
 outlined, looped, lowered rdu) through `rdu-opt` with the next pass or target, `config.json`
 files through `rdu-import`, program files through `rdu-sim` (timing and functional), and
 mutated command lines of `rdu-import`, `rdu-opt`, `rdu-sim` and `rdu-run`. A case passes when
-the run ends in exit 0, or in exit 1 with a message on stderr (argparse usage errors may keep
+the run ends in exit 0, or in exit 1 with a message on stderr (`rdu-opt`'s argparse usage errors
 exit 2), with no Python traceback, within the per-case time limit, and, when it failed, with
 its `-o` / `--trace` file (created beforehand) unchanged.
 

@@ -100,7 +100,7 @@ def test_rdu_opt_out_of_memory_is_a_message(capsys, tmp_path, monkeypatch):
     ("argv", "message"),
     [
         (["--prompt", "1,2"], "--prompt: not used by a timing run"),
-        (["--steps", "-5"], "--steps: not used by a timing run"),
+        (["--steps", "5"], "--steps: not used by a timing run"),
         (["--weights", "/nonexistent"], "--weights: not used by a timing run"),
         (["--seed", "0"], "--seed: not used by a timing run"),
         (["--trace", ""], "--trace needs a file name"),

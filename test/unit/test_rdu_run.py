@@ -102,9 +102,9 @@ def test_checkpoint_weights_match_the_seed(capsys, tmp_path):
         ),
         (["--engine", "reference", "--sockets", "3"], "sockets=3 is not supported"),
         (["--functional", "--launch", "both"], "--launch both compares timings: drop --functional"),
-        (["--sockets", "0"], "--sockets must be >= 1, got 0"),
+        (["--sockets", "0"], "argument --sockets: must be >= 1, got 0"),
         (["--logits-out", "x.npy"], "--logits-out needs real numbers: add --functional"),
-        (["--batch", "0"], "--batch must be >= 1, got 0"),
+        (["--batch", "0"], "argument --batch: must be >= 1, got 0"),
     ],
 )
 def test_user_errors(capsys, argv, message):

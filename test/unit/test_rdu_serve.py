@@ -194,7 +194,7 @@ def test_json_descriptions_and_their_syntax_errors(capsys, tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--requests", "0"], "--requests must be >= 1"),
+        (["--requests", "0"], "argument --requests: must be >= 1"),
         (["--plot", "chart.svg"], "the chart is a PNG"),
         (["--functional", "--policy", "lru"], "--policy times the node: drop it with --functional"),
     ],

@@ -274,8 +274,8 @@ def test_bad_space_files(capsys, tmp_path, content, message):
         (("--objectives", "ms_per_token,nope"), "unknown objective 'nope'"),
         (("--objectives", "up:ms_per_token"), "a direction is min: or max:"),
         (("--sockets", "2,x"), "--sockets must be comma-separated integers"),
-        (("--trials", "0"), "--trials must be >= 1"),
-        (("--climb", "-1"), "--climb must be >= 0"),
+        (("--trials", "0"), "argument --trials: must be >= 1"),
+        (("--climb", "-1"), "argument --climb: must be >= 0"),
         (("--storage", "postgresql://u:secret@127.0.0.1:1/db"), "cannot open postgresql://u:***@"),
     ],
 )
