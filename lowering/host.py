@@ -36,6 +36,7 @@ from rdu_compiler.rdu_dialect.interpreter import ENTRY
 from rdu_compiler.rdu_dialect.llm import LAYER_ATTR, sockets_of
 from rdu_compiler.rdu_dialect.tensors import dtype_name
 from rdu_compiler.simulator.numerics import bytes_of
+from rdu_compiler.simulator.program import LaunchMode
 
 
 @dataclass
@@ -61,7 +62,7 @@ _OUTPUTS = ("logits", "next_token")
 class Host:
     """Tensors, values and launches of the decode step."""
 
-    def __init__(self, module: ModuleOp, plans: dict[str, KernelPlan], launch: str):
+    def __init__(self, module: ModuleOp, plans: dict[str, KernelPlan], launch: LaunchMode):
         self.sockets = sockets_of(module)
         self.plans = plans
         self.launch = launch

@@ -85,6 +85,7 @@ from rdu_compiler.simulator.hardware import (
     get_preset,
     overrides_between,
 )
+from rdu_compiler.simulator.program import LaunchMode
 
 __all__ = [
     "HARDWARE_ATTR",
@@ -136,7 +137,7 @@ class LowerDfkToRdu(CheckedOptionsPass):
 
     hw: str = "sn40l"
     hw_overrides: str = ""
-    launch: str = "software"
+    launch: LaunchMode = "software"
     matmul_par: int = Mapping.matmul_par
     attention_par: int = Mapping.attention_par
     simd_par: int = Mapping.simd_par
@@ -155,8 +156,6 @@ class LowerDfkToRdu(CheckedOptionsPass):
                 preset = base.with_overrides(self.hw_overrides)
         except PresetError as error:
             raise fail(str(error)) from None
-        if self.launch not in ("software", "hardware"):
-            raise fail(f"launch must be software or hardware, got {self.launch!r}")
         knobs = Mapping(
             matmul_par=self.matmul_par,
             attention_par=self.attention_par,

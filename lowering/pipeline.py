@@ -46,7 +46,7 @@ from rdu_compiler.passes.pass_options import (
 )
 from rdu_compiler.passes.shard_tensor_parallel import MoeSplit, ShardTensorParallel
 from rdu_compiler.rdu_dialect import dfk
-from rdu_compiler.simulator.program import Program, validate_program
+from rdu_compiler.simulator.program import LaunchMode, Program, validate_program
 
 __all__ = [
     "RduPipeline",
@@ -105,7 +105,7 @@ def pipeline_passes(**options: Any) -> list[ModulePass]:
 
 
 def _lowering_passes(
-    *, single_launch: bool, launch: str, hw: str, hw_overrides: str, mapping: Mapping
+    *, single_launch: bool, launch: LaunchMode, hw: str, hw_overrides: str, mapping: Mapping
 ) -> list[ModulePass]:
     """The lowering and, with `single_launch`, the merge of each looped launch with the
     embedding and LM head launches around it (a program without a loop has none to merge)."""
@@ -126,7 +126,7 @@ class RduPipeline(CheckedOptionsPass, Mapping):
     kernel_looping: bool = True
     single_launch: bool = True
     fusion: Literal["layer", "op"] = "layer"
-    launch: Literal["software", "hardware"] = "software"
+    launch: LaunchMode = "software"
     hw: str = "sn40l"
     hw_overrides: str = ""
     kv_seq_split: int = -1  # KV heads fewer than sockets: deal caches over at most this many
@@ -215,7 +215,7 @@ def compile_program(
     sockets: int = 1,
     kernel_looping: bool = True,
     single_launch: bool = True,
-    launch: str = "software",
+    launch: LaunchMode = "software",
     fusion: str = "layer",
     batch: int = 1,
     context: int | None = None,
@@ -296,7 +296,7 @@ def lower_to_program(
     module: ModuleOp,
     *,
     single_launch: bool = True,
-    launch: str = "software",
+    launch: LaunchMode = "software",
     hw: str = "sn40l",
     hw_overrides: str = "",
     mapping: Mapping = DEFAULT_MAPPING,

@@ -44,6 +44,7 @@ from rdu_compiler.simulator.numerics import OPS, RopeScaling, bytes_of
 
 __all__ = [
     "COLLECTIVES",
+    "LaunchMode",
     "PROGRAM_FORMAT",
     "VERSION",
     "Access",
@@ -85,6 +86,8 @@ Count = Annotated[int, Meta(ge=1)]
 Index = Annotated[int, Meta(ge=0)]
 Shape = list[Count]
 DType = Literal["bf16", "f16", "f32", "i32", "i64"]
+LaunchMode = Literal["software", "hardware"]
+"""Who sequences the launches: the host's runtime (software) or the AGCUs (hardware)."""
 
 
 class _Struct(
@@ -431,7 +434,7 @@ class Program(_Struct, frozen=True, kw_only=True, omit_defaults=False):
     hardware: Name
     hardware_overrides: dict[str, int | float | str] | UnsetType = UNSET
     sockets: Count
-    launch_mode: Literal["software", "hardware"]
+    launch_mode: LaunchMode
     batch: Count
     context: Count
     dtype: DType

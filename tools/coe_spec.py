@@ -29,11 +29,14 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
 from rdu_compiler.tools.cli import UserError
+
+if TYPE_CHECKING:
+    from rdu_compiler.simulator.program import LaunchMode
 
 __all__ = ["CoeSpec", "ExpertSpec", "RouterSpec", "SpecError", "load_spec"]
 
@@ -100,7 +103,7 @@ class CoeSpec:
     name: str
     hardware: str
     sockets: int
-    launch: str
+    launch: LaunchMode
     experts: tuple[ExpertSpec, ...]
     router: RouterSpec
     cache_policy: str
@@ -334,7 +337,7 @@ def load_spec(path: str) -> CoeSpec:
     node = sub("node", ("hardware", "sockets", "launch"))
     hardware = node.str("hardware", "sn40l")
     sockets = node.int("sockets", 1, low=1)
-    launch = node.str("launch", "software", LAUNCHES)
+    launch = cast("LaunchMode", node.str("launch", "software", LAUNCHES))  # one of LAUNCHES
     experts = _experts(top.raw("experts"), root.where, base)
 
     r = sub("router", ("model", "weights", "seed", "policy", "cost_ms"))

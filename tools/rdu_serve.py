@@ -28,7 +28,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rdu_compiler import __version__
 from rdu_compiler.tools.cli import (
@@ -39,6 +39,9 @@ from rdu_compiler.tools.cli import (
     run_tool,
     write_atomically,
 )
+
+if TYPE_CHECKING:
+    from rdu_compiler.simulator.program import LaunchMode
 
 PROG = "rdu-serve"
 KEYS = (
@@ -199,7 +202,7 @@ def _hardware(spec):
 
 
 def _time_architecture(
-    config, *, sockets: int, batch: int, context: int, launch: str, preset, progress
+    config, *, sockets: int, batch: int, context: int, launch: LaunchMode, preset, progress
 ) -> ArchTiming:
     """Compile `config` at cache lengths 1 and `context` and time one decode step of each."""
     from rdu_compiler.simulator.numerics import bytes_of

@@ -15,11 +15,14 @@ import io
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rdu_compiler.tools.cli import Progress, UserError
 
-LAUNCHES = ("software", "hardware")
+if TYPE_CHECKING:
+    from rdu_compiler.simulator.program import LaunchMode
+
+LAUNCHES: tuple[LaunchMode, ...] = ("software", "hardware")
 VARIANTS = ("looped", "unlooped")
 
 
@@ -30,7 +33,7 @@ class Case:
     sockets: int
     batch: int
     context: int
-    launch: str
+    launch: LaunchMode
     looping: str  # "looped" or "unlooped"
 
 
@@ -99,7 +102,7 @@ def cases(
     sockets: Sequence[int],
     batches: Sequence[int],
     contexts: Sequence[int],
-    launches: Sequence[str],
+    launches: Sequence[LaunchMode],
     variants: Sequence[str],
 ) -> list[Case]:
     """The product, in the order the options list them (variants innermost)."""

@@ -39,6 +39,7 @@ def test_a_wrong_value_is_refused_in_words(pass_name, option, hint):
 def test_option_kinds_are_named():
     cases = {
         "rdu-pipeline{launch=bogus}": "launch: 'bogus' is not one of software, hardware",
+        "lower-dfk-to-rdu{launch=bogus}": "launch: 'bogus' is not one of software, hardware",
         "rdu-pipeline{fusion=3}": "fusion: '3' is not one of layer, op",
         "rdu-pipeline{sockets=abc}": "sockets: 'abc' is not an integer",
         "rdu-pipeline{kernel-looping=1}": "kernel-looping: '1' is not true or false",
