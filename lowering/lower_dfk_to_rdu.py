@@ -92,7 +92,6 @@ __all__ = [
     "HARDWARE_OVERRIDES_ATTR",
     "LowerDfkToRdu",
     "Mapping",
-    "hardware_words",
     "lowered_hardware",
     "stamp_hardware",
 ]
@@ -112,11 +111,6 @@ def lowered_hardware(module: ModuleOp) -> tuple[str, str] | None:
         return None
     overrides = module.attributes.get(HARDWARE_OVERRIDES_ATTR)
     return name.data, overrides.data if isinstance(overrides, StringAttr) else ""
-
-
-def hardware_words(name: str, overrides: str) -> str:
-    """A preset and its overrides for a message: `sn40l`, `sn40l with pcus=512`."""
-    return f"{name} with {overrides}" if overrides else name
 
 
 def stamp_hardware(module: ModuleOp, base: HardwarePreset, preset: HardwarePreset) -> None:

@@ -56,7 +56,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Block, Region
 from xdsl.utils.exceptions import PassFailedException
 
-from rdu_compiler.lowering.lower_dfk_to_rdu import hardware_words, lowered_hardware
+from rdu_compiler.lowering.lower_dfk_to_rdu import lowered_hardware
 from rdu_compiler.lowering.shared_configuration import RESOURCE_NAMES, section_resources
 from rdu_compiler.lowering.unit_mapping import fresh_name
 from rdu_compiler.passes.pass_options import CheckedOptionsPass
@@ -66,6 +66,7 @@ from rdu_compiler.simulator.hardware import (
     HardwarePreset,
     PresetError,
     get_preset,
+    hardware_words,
     overrides_between,
 )
 from rdu_compiler.simulator.program import configuration_needs
@@ -233,7 +234,7 @@ class _Merge:
                 )
                 return (
                     f"together they need {getattr(need, key)} {what}{reserve} but "
-                    f"{self.preset.name} has {limit} per socket"
+                    f"{self.preset.label} has {limit} per socket"
                 )
         return None
 

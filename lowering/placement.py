@@ -50,7 +50,7 @@ def place_tensors(
     if fixed > hbm:
         raise fail(
             f"{model} does not fit: inputs, outputs and activations need {_size(pinned)} of HBM "
-            f"per socket ({sockets} socket(s)) but {preset.name} has {_size(hbm)}; use a "
+            f"per socket ({sockets} socket(s)) but {preset.label} has {_size(hbm)}; use a "
             f"smaller batch"
         )
     free, spilled = hbm - fixed, 0
@@ -69,7 +69,7 @@ def place_tensors(
         raise fail(
             f"{model} does not fit: weights and KV caches need "
             f"{_size(sum(t.nbytes for t in weights + caches))} per socket ({sockets} socket(s)) "
-            f"but {preset.name} has {_size(hbm - pinned)} of HBM left after inputs, outputs and "
+            f"but {preset.label} has {_size(hbm - pinned)} of HBM left after inputs, outputs and "
             f"activations and {_size(preset.ddr_bytes)} of DDR; use more sockets (they split "
             f"the weights and KV heads) or a smaller batch or context"
         )

@@ -59,7 +59,7 @@ def split_sections(kernel: str, units: list[Unit], preset: HardwarePreset) -> li
                 what = next((u for u in group if u.kind == "pcu"), group[-1])
                 raise fail(
                     f"kernel @{kernel} does not fit: its {what.op} '{what.id}' alone "
-                    f"needs {value} {_RESOURCE[key]} but {preset.name} has "
+                    f"needs {value} {_RESOURCE[key]} but {preset.label} has "
                     f"{limits[key]} per socket (lower the parallelization factors)"
                 )
         if sections[-1] and any(used[k] + need[k] > limits[k] for k in limits):

@@ -38,6 +38,7 @@ __all__ = [
     "describe_hardware",
     "encode_hardware",
     "get_preset",
+    "hardware_words",
     "list_presets",
     "load_hardware",
     "changed_figures",
@@ -119,6 +120,14 @@ class HardwarePreset(msgspec.Struct, frozen=True, kw_only=True):
     def figures(cls) -> tuple[str, ...]:
         """Names of the figures (every field but ``name`` and ``provenance``), in order."""
         return tuple(f for f in cls.__struct_fields__ if f not in ("name", "provenance"))
+
+    @property
+    def label(self) -> str:
+        """How messages name this hardware (`but sn40l with pcus=40 has 40 per socket`): the
+        preset's name and the figures that differ from the built-in preset of that name, so
+        that hardware checked or timed with overrides is never reported as the bare preset."""
+        base = _PRESETS.get(self.name)
+        return hardware_words(self.name, overrides_between(base, self) if base else "")
 
     @property
     def pmu_bytes(self) -> int:
@@ -499,6 +508,12 @@ def overrides_between(base: HardwarePreset, preset: HardwarePreset) -> str:
     are written with ``repr``), so a tool that names hardware by preset plus overrides (the
     lowering's ``hw`` / ``hw-overrides``) can be given a hardware file."""
     return ",".join(f"{key}={value!r}" for key, value in changed_figures(base, preset).items())
+
+
+def hardware_words(name: str, overrides: str) -> str:
+    """A preset and its overrides (`key=value,...`) for a message: `sn40l`, `sn40l with
+    pcus=512` (:attr:`HardwarePreset.label`; a program or a lowered module records the two)."""
+    return f"{name} with {overrides}" if overrides else name
 
 
 def describe_hardware(preset: HardwarePreset) -> str:

@@ -676,7 +676,7 @@ def validate_program(
     if preset is not None and program.sockets > preset.max_sockets:
         bad(
             "$.sockets",
-            f"{program.sockets} sockets, but {preset.name} has at most {preset.max_sockets}",
+            f"{program.sockets} sockets, but {preset.label} has at most {preset.max_sockets}",
         )
     values = _unique(bad, "$.values", program.values)
     tensors = _unique(bad, "$.tensors", program.tensors)
@@ -914,7 +914,8 @@ def _check_capacity(bad: Report, tensors: Sequence[Tensor], preset: HardwarePres
         if used > capacity:
             bad(
                 "$.tensors",
-                f"tensors in {tier} need {used} bytes per socket, but {preset.name} has {capacity}",
+                f"tensors in {tier} need {used} bytes per socket, but {preset.label} has "
+                f"{capacity}",
             )
 
 
@@ -1002,7 +1003,7 @@ def _check_configurations(bad: Report, path: str, kernel: Kernel, preset: Hardwa
                 bad(
                     f"{path}.sections[{group[-1]}].configured_with_previous",
                     f"sections {group[0]}..{group[-1]} are configured together and need "
-                    f"{getattr(need, key)} {key} but {preset.name} has {limit} per socket",
+                    f"{getattr(need, key)} {key} but {preset.label} has {limit} per socket",
                 )
         if kernel.loop is not None and staged and need.sram_bytes > preset.sram_bytes:
             once = need.sram_bytes - (1 + prefetch) * staged
@@ -1010,7 +1011,7 @@ def _check_configurations(bad: Report, path: str, kernel: Kernel, preset: Hardwa
             bad(
                 f"{path}.loop.prefetch",
                 f"prefetch {prefetch} reserves {need.sram_bytes} bytes of SRAM (1 + prefetch "
-                f"sets of {staged}{beside}) but {preset.name} has {preset.sram_bytes}",
+                f"sets of {staged}{beside}) but {preset.label} has {preset.sram_bytes}",
             )
 
 
@@ -1053,7 +1054,7 @@ def _check_section(
         if preset is not None and value > (limit := getattr(preset, key)):
             bad(
                 f"{path}.resources.{key}",
-                f"needs {value} but {preset.name} has {limit} "
+                f"needs {value} but {preset.label} has {limit} "
                 f"per socket: split the kernel into sections",
             )
     for i, stream in enumerate(section.streams):
@@ -1103,7 +1104,7 @@ def _check_unit(
     if isinstance(unit, Pmu) and preset is not None and unit.sram_bytes > preset.pmu_bytes:
         bad(
             f"{path}.sram_bytes",
-            f"{unit.sram_bytes} bytes per PMU, but a {preset.name} PMU has {preset.pmu_bytes}",
+            f"{unit.sram_bytes} bytes per PMU, but a PMU of {preset.label} has {preset.pmu_bytes}",
         )
     storage = {"param": params, "buffer": buffers}
     shapes: list[tuple[Access, Param | Buffer] | None] = []

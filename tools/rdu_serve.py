@@ -225,7 +225,7 @@ def _time_architecture(
     in_ddr = [t.name for t in program.tensors if t.tier != "hbm" and t.aliases is None]
     if in_ddr:
         raise UserError(
-            f"{config.name} on {sockets} socket(s) of {preset.name} keeps {in_ddr[0]} in DDR: an "
+            f"{config.name} on {sockets} socket(s) of {preset.label} keeps {in_ddr[0]} in DDR: an "
             f"expert must fit HBM to be served from it (use more sockets)"
         )
 

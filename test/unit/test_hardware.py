@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from rdu_compiler.simulator.hardware import (
@@ -175,6 +176,19 @@ def test_with_overrides(sn40l):
     assert swept.provenance["p2p_latency_s"].origin == "override"
     with pytest.raises(PresetError, match=r"Expected `float` > 0.0"):
         sn40l.with_overrides("hbm_efficiency=0")
+
+
+def test_messages_name_the_hardware_as_overridden(sn40l):
+    """Fit messages say `but {preset.label} has ...`: the figures that differ from the preset
+    of that name are part of the name, so an override is never reported as the preset."""
+    assert sn40l.label == "sn40l"
+    assert sn40l.replace(pcus=40).label == "sn40l with pcus=40"
+    assert sn40l.with_overrides("pcus=1040").label == "sn40l"  # the preset's own value
+    assert sn40l.replace(pcus=40, hbm_bandwidth=2.4e12).label == (
+        "sn40l with pcus=40,hbm_bandwidth=2400000000000.0"
+    )
+    own = msgspec.structs.replace(sn40l.replace(pcus=40), name="my-chip")  # a hardware file
+    assert own.label == "my-chip"  # no preset to differ from: its name says it all
 
 
 def test_preset_is_immutable(sn40l):

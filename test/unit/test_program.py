@@ -550,7 +550,7 @@ SEMANTIC: dict[str, tuple[Any, ...]] = {
     ),
     "pmu bytes": (
         lambda d: unit(d, "stage_up").update(sram_bytes=1 << 20),
-        f"{U}[8].sram_bytes: 1048576 bytes per PMU, but a sn40l PMU has 524288",
+        f"{U}[8].sram_bytes: 1048576 bytes per PMU, but a PMU of sn40l has 524288",
     ),
     "duplicate unit": (
         lambda d: unit(d, "act").update(id="up"),
@@ -833,7 +833,7 @@ def test_loop_section_range_and_configurations():
     rejected(
         encoded(_one_launch()),
         "<bytes>: $.kernels[0].sections[2].configured_with_previous: sections 0..2 are "
-        "configured together and need 12 pcus but sn40l has 10 per socket",
+        "configured together and need 12 pcus but sn40l with pcus=10 has 10 per socket",
         preset=SN40L.replace(pcus=10),
     )
     d = _one_launch()
@@ -858,7 +858,8 @@ def test_loop_section_range_and_configurations():
     rejected(
         encoded(d),
         "<bytes>: $.kernels[0].loop.prefetch: prefetch 1 reserves 3048 bytes of SRAM (1 + "
-        "prefetch sets of 1024, plus 1000 of sections run once) but sn40l has 3000",
+        "prefetch sets of 1024, plus 1000 of sections run once) but sn40l with sram_bytes=3000 "
+        "has 3000",
         preset=SN40L.replace(sram_bytes=3000),
     )
 
@@ -891,7 +892,9 @@ def test_validate_against_a_given_preset():
     program = encode_program(build_toy(looped=False))
     small = get_preset("sn40l").replace(pcus=4)
     rejected(
-        program, "$.kernels[1].sections[0].resources.pcus: needs 7 but sn40l has 4", preset=small
+        program,
+        "$.kernels[1].sections[0].resources.pcus: needs 7 but sn40l with pcus=4 has 4",
+        preset=small,
     )
 
 
@@ -901,7 +904,9 @@ def test_checked_against_and_recording_the_hardware_it_was_compiled_for():
     d = as_dict()
     assert b"hardware_overrides" not in encoded(d)
     d["hardware_overrides"] = {"pcus": 4}
-    rejected(encoded(d), "$.kernels[1].sections[0].resources.pcus: needs 7 but sn40l has 4")
+    rejected(
+        encoded(d), "$.kernels[1].sections[0].resources.pcus: needs 7 but sn40l with pcus=4 has 4"
+    )
     d["hardware_overrides"] = {"pcus": 4000, "hbm_bandwidth": 1e12}
     program = load_program(encoded(d))
     assert compiled_hardware(program).hbm_bandwidth == 1e12
