@@ -50,9 +50,13 @@ def main() -> None:
             f"{pair('launch_and_sync_ms_per_token'):>20}"
         )
     free = preset.replace(**dict.fromkeys(PER_CALL, 0.0))
-    unlooped = simulate(compile_program("llama-3.1-8b", sockets=8, kernel_looping=False), free)
+    unlooped = simulate(
+        compile_program("llama-3.1-8b", sockets=8, kernel_looping=False), free, what_if=True
+    )
     for single in (False, True):
-        looped = simulate(compile_program("llama-3.1-8b", sockets=8, single_launch=single), free)
+        looped = simulate(
+            compile_program("llama-3.1-8b", sockets=8, single_launch=single), free, what_if=True
+        )
         speedup = unlooped.step_s / looped.step_s
         print(
             f"per-call costs at zero, llama-3.1-8b on 8 sockets, "

@@ -74,6 +74,7 @@ import msgspec
 
 from rdu_compiler.simulator.hardware import (
     HardwarePreset,
+    changed_figures,
     collective_plan,
     pcu_flops_per_s,
     vector_bytes_per_s,
@@ -87,6 +88,8 @@ from rdu_compiler.simulator.program import (
     Pmu,
     Program,
     Section,
+    compiled_hardware,
+    validate_program,
 )
 
 __all__ = [
@@ -895,7 +898,29 @@ class _Step:
         )
 
 
-def simulate(program: Program, preset: HardwarePreset, *, trace: bool = False) -> StepTiming:
-    """Simulate one decode step of ``program`` on ``preset`` (e.g. ``compiled_hardware(program)``
-    with overrides). ``trace`` keeps every unit's and channel's intervals for a trace file."""
+def simulate(
+    program: Program,
+    preset: HardwarePreset | None = None,
+    *,
+    trace: bool = False,
+    what_if: bool = False,
+) -> StepTiming:
+    """Simulate one decode step of ``program`` on ``preset``, by default and normally the
+    hardware it was compiled for (:func:`compiled_hardware`: the lowering chose its units and
+    tiles for those figures). Other figures are refused with a SimulationError naming both,
+    unless ``what_if`` says the change is deliberate (a sensitivity sweep, ``rdu-sim
+    --hw-override``); a what-if is then checked like any program on that hardware
+    (:func:`validate_program`: its kernels must still fit), so it is never silently timed on
+    hardware it does not fit. ``trace`` keeps every unit's and channel's intervals for a trace
+    file."""
+    compiled = compiled_hardware(program)
+    if preset is None:
+        preset = compiled
+    elif what_if:
+        validate_program(program, preset)
+    elif changed_figures(compiled, preset):
+        raise SimulationError(
+            f"the program was compiled for {compiled.label}, not for {preset.label}: timing it "
+            f"on other hardware is a what-if (simulate(..., what_if=True), rdu-sim --hw-override)"
+        )
     return _Step(program, preset, trace).run()

@@ -94,11 +94,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     from rdu_compiler.simulator.program import compiled_hardware, load_program, validate_program
 
     program = _compile_ir(args.program) if is_ir_file(args.program) else load_program(args.program)
-    # the hardware the program was compiled for; --hw-override changes figures on top of it
+    # the hardware the program was compiled for; --hw-override changes figures on top of it,
+    # a what-if that must still fit (checked here too, so that the message names the file)
     preset = compiled_hardware(program)
     if args.hw_override:
         preset = preset.with_overrides(",".join(args.hw_override))
-        validate_program(program, preset, name=args.program)  # resources against the overrides
+        validate_program(program, preset, name=args.program)
     return _functional(args, program) if args.functional else _timing(args, program, preset)
 
 
@@ -159,7 +160,7 @@ def _timing(args: argparse.Namespace, program, preset) -> int:
     from rdu_compiler.simulator.report import chrome_trace, format_table, summarize
     from rdu_compiler.simulator.timing import simulate
 
-    timing = simulate(program, preset, trace=args.trace is not None)
+    timing = simulate(program, preset, trace=args.trace is not None, what_if=bool(args.hw_override))
     summary = summarize(program, preset, timing)
     if args.trace:
         write_atomically(

@@ -87,13 +87,17 @@ def test_simulated_on_the_hardware_it_was_compiled_for(capsys, tiny, tmp_path):
     assert report["overrides"] == {"hbm_bandwidth": 1e11}
     sn40l = get_preset("sn40l")
     step_on = {
-        bandwidth: simulate(slow, sn40l.replace(hbm_bandwidth=bandwidth)).step_s * 1e3
+        bandwidth: simulate(slow, sn40l.replace(hbm_bandwidth=bandwidth), what_if=True).step_s * 1e3
         for bandwidth in (1e11, sn40l.hbm_bandwidth)
     }
     assert report["ms_per_token"] == step_on[1e11] != step_on[sn40l.hbm_bandwidth]
     code, out, err = run(capsys, path, "--json", "--hw-override", "launch_software_s=0")
     assert code == 0, err
     assert json.loads(out)["overrides"] == {"hbm_bandwidth": 1e11, "launch_software_s": 0.0}
+    code, out, err = run(capsys, path, "--hw-override", "pcus=2")
+    assert code == 1 and not out and "Traceback" not in err, err
+    assert f"{path}: $.kernels[" in err, err  # every problem, each naming the file
+    assert "but sn40l with pcus=2,hbm_bandwidth=100000000000.0 has 2 per socket" in err, err
 
 
 def test_functional_matches_the_reference_engine(capsys, tiny):

@@ -15,6 +15,7 @@ from toy_program import build_toy
 
 from rdu_compiler.lowering.lower_dfk_to_rdu import Mapping
 from rdu_compiler.simulator.hardware import get_preset
+from rdu_compiler.simulator.program import ProgramError, compiled_hardware
 from rdu_compiler.simulator.report import (
     CAUSES,
     breakdown,
@@ -22,7 +23,7 @@ from rdu_compiler.simulator.report import (
     format_table,
     summarize,
 )
-from rdu_compiler.simulator.timing import simulate
+from rdu_compiler.simulator.timing import SimulationError, simulate
 
 SN40L = get_preset("sn40l")
 PER_CALL = dict(
@@ -37,7 +38,8 @@ KV_ROW = 8 * 128 * 2  # llama-3.1-8b: bytes of one position of one layer's K (or
 
 
 def step_ms(program, preset=SN40L) -> float:
-    return simulate(program, preset).step_s * 1e3
+    """The step time of `program` on `preset` (a what-if on figures other than SN40L's)."""
+    return simulate(program, preset, what_if=True).step_s * 1e3
 
 
 def without_prefetch(program):
@@ -128,8 +130,8 @@ def test_the_loop_streams_next_trip_loads_during_attention_and_all_reduce():
     # the loop alone (an LM head in the loop's launch would stream beside it too)
     looped = compiled("llama-3.1-8b", sockets=8, single_launch=False, context=4096)
     unlooped = compiled("llama-3.1-8b", sockets=8, looped=False, context=4096)
-    timing = simulate(looped, preset, trace=True)
-    plain = simulate(unlooped, preset)
+    timing = simulate(looped, preset, trace=True, what_if=True)
+    plain = simulate(unlooped, preset, what_if=True)
     assert timing.step_s < 0.9 * plain.step_s
     assert step_ms(without_prefetch(looped), preset) == pytest.approx(plain.step_s * 1e3, rel=0.01)
     overlap, idle = breakdown(looped, preset, timing).causes, breakdown(unlooped, preset, plain)
@@ -192,18 +194,19 @@ def test_split_kernels_reload_every_trip():
         mapping=Mapping(matmul_par=64),
         single_launch=False,
     )
+    small = compiled_hardware(program)  # timed on the figures it was compiled for
     layer = program.kernels[1]
     trips, sections = layer.loop.trips, len(layer.sections)
     assert sections > 1
-    timing = simulate(program, SN40L)
+    timing = simulate(program)
     call = timing.calls[1]
-    assert call.program_load_s == pytest.approx(trips * sections * SN40L.program_load_s)
-    assert call.busy_s > (trips * sections - 1) * SN40L.program_load_s
-    cheap = simulate(program, SN40L.replace(program_load_s=0)).calls[1]
+    assert call.program_load_s == pytest.approx(trips * sections * small.program_load_s)
+    assert call.busy_s > (trips * sections - 1) * small.program_load_s
+    cheap = simulate(program, small.replace(program_load_s=0), what_if=True).calls[1]
     assert call.busy_s - cheap.busy_s == pytest.approx(
-        (trips * sections - 1) * SN40L.program_load_s, rel=1e-6
+        (trips * sections - 1) * small.program_load_s, rel=1e-6
     )
-    s = summarize(program, SN40L, timing)
+    s = summarize(program, small, timing)
     assert s["calls"][1]["program_load_ms"] == pytest.approx(call.program_load_s * 1e3)
     one = compiled(
         "tiny-llama", context=64, hw_overrides="pcus=150,pmus=150", mapping=Mapping(matmul_par=64)
@@ -211,8 +214,8 @@ def test_split_kernels_reload_every_trip():
     (kernel,) = one.kernels
     assert len(kernel.sections) == sections + 2
     assert len(kernel.configurations()) == sections
-    (merged,) = simulate(one, SN40L).calls
-    assert merged.program_load_s == pytest.approx(trips * sections * SN40L.program_load_s)
+    (merged,) = simulate(one).calls
+    assert merged.program_load_s == pytest.approx(trips * sections * small.program_load_s)
 
 
 def test_70b_on_16_sockets_simulates_all_80_trips():
@@ -358,3 +361,26 @@ def test_one_launch_runs_prologue_loop_and_epilogue_in_order():
     assert three.step_s - one.step_s == pytest.approx(
         2 * per_call + 3 * SN40L.program_load_s, rel=1e-3
     )
+
+
+def test_timed_on_the_hardware_it_was_compiled_for_unless_asked():
+    """A program is timed on the hardware it records (`compiled_hardware`, the default):
+    another preset is refused, naming both, unless the caller says it is a what-if, which is
+    then checked for fit like any program on that hardware."""
+    program = build_toy(looped=True)
+    assert simulate(program).step_s == simulate(program, SN40L).step_s
+    faster = SN40L.replace(hbm_bandwidth=3.6e12)
+    with pytest.raises(SimulationError) as refused:
+        simulate(program, faster)
+    assert str(refused.value) == (
+        "the program was compiled for sn40l, not for sn40l with hbm_bandwidth=3600000000000.0: "
+        "timing it on other hardware is a what-if (simulate(..., what_if=True), "
+        "rdu-sim --hw-override)"
+    )
+    assert simulate(program, faster, what_if=True).step_s < simulate(program).step_s
+    with pytest.raises(ProgramError, match="needs 7 but sn40l with pcus=4 has 4"):
+        simulate(program, SN40L.replace(pcus=4), what_if=True)
+    recorded = msgspec.structs.replace(program, hardware_overrides={"hbm_bandwidth": 3.6e12})
+    assert simulate(recorded, faster).step_s == simulate(program, faster, what_if=True).step_s
+    with pytest.raises(SimulationError, match="compiled for sn40l with hbm_bandwidth="):
+        simulate(recorded, SN40L)

@@ -86,7 +86,7 @@ def test_every_simulation_finishes_above_its_bounds(
         program = with_prefetch(program, prefetch)
     preset = SN40L.replace(**changes)
     try:
-        result = simulate(program, preset)
+        result = simulate(program, preset, what_if=True)
     except SimulationError as refusal:
         # A step past the engine's horizon is refused, not reported; that may only happen for a
         # parameter moved by three orders of magnitude or more from the preset.
@@ -124,7 +124,7 @@ def test_huge_p2p_bandwidth_does_not_livelock():
     """A transfer's remaining bytes can fall below what the clock's float resolves; each
     completion still ends its transfer (1e18 B/s livelocked before)."""
     program = compiled("llama-3.1-8b", sockets=8, context=4096)
-    fast = simulate(program, SN40L.replace(p2p_bandwidth=1e18))
+    fast = simulate(program, SN40L.replace(p2p_bandwidth=1e18), what_if=True)
     base = simulate(program, SN40L)
     assert fast.step_s < base.step_s and fast.events < 2 * base.events
 
@@ -153,14 +153,14 @@ def test_collectives_cross_every_link_and_pick_the_faster_algorithm(op):
     assert collective_plan(ring, op, n, small)[0] > SN40L.p2p_latency_s
     assert collective_plan(SN40L, op, 1, large) == (0.0, 0.0)
     program = build_toy(looped=True, sockets=4, layers=2)
-    times = [simulate(program, SN40L.replace(p2p_links=k)).step_s for k in (1, 4)]
+    times = [simulate(program, SN40L.replace(p2p_links=k), what_if=True).step_s for k in (1, 4)]
     p2p = simulate(program, SN40L).bytes["p2p"]
     assert times[0] - times[1] == pytest.approx(p2p / SN40L.p2p_bandwidth * 3 / 4, rel=0.05)
 
 
 def test_a_rate_too_small_to_finish_is_refused():
     with pytest.raises(SimulationError, match="a hardware rate too small"):
-        simulate(build_toy(looped=True), SN40L.replace(clock_hz=1e-300))
+        simulate(build_toy(looped=True), SN40L.replace(clock_hz=1e-300), what_if=True)
 
 
 def test_large_batches_on_several_sockets_finish_every_launch():
