@@ -27,3 +27,16 @@ builtin.module {
 // CANON: func.func @f(%[[X:.*]]: tensor<1x8xbf16>, %[[S:.*]]: tensor<2x1x8xbf16>)
 // CANON-NOT: dfk.stack
 // CANON: func.return %{{.*}}, %[[S]]
+
+// Our refusals under plain xdsl-opt. xDSL 0.74's xdsl-opt catches no exception (unless
+// --verify-diagnostics / --parsing-diagnostics), so it prints a traceback, whose last line is
+// our one-line message (docs/robustness.md says what xDSL would need to print it alone):
+// RUN: not xdsl-opt %s -p 'lower-dfk-to-rdu{launch=bogus}' 2>&1 | tail -n 1 | filecheck %s --check-prefix=OPTION
+// OPTION: PipelineError: lower-dfk-to-rdu option launch: 'bogus' is not one of software, hardware
+// RUN: not xdsl-opt %s -p 'lower-dfk-to-rdu' 2>&1 | tail -n 1 | filecheck %s --check-prefix=FAILED
+// FAILED: PassFailedException: lower-dfk-to-rdu: no func.func @decode_step (a decode step from rdu-import)
+// With --verify-diagnostics, a pass failure (a DiagnosticException) is the message alone:
+// RUN: xdsl-opt %s -p 'lower-dfk-to-rdu' --verify-diagnostics 2>&1 | filecheck %s --check-prefix=DIAG
+// DIAG-NOT: Traceback
+// DIAG: lower-dfk-to-rdu: no func.func @decode_step (a decode step from rdu-import)
+// DIAG-NOT: Traceback
