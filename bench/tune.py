@@ -54,7 +54,9 @@ def compiler_version() -> str:
 
 class TimedEvaluator:
     """An evaluator that times each pipeline it compiles (not the ones it remembers or finds in
-    the cache file `cache`, which it extends with every compiled one)."""
+    the cache file `cache`, which it extends with every compiled one). What a trial's program
+    resolved its automatic knobs to (`Evaluation.resolved`) is kept in a file beside it, so
+    the cache file keeps its format; a feasible point cached without it is compiled again."""
 
     def __init__(self, problem: tuner.Problem, cache: Path | None = None):
         self.problem = problem
@@ -62,25 +64,39 @@ class TimedEvaluator:
         self.cpu: list[float] = []
         self.wall: list[float] = []
         self._cache = cache
+        self._resolutions = cache.with_suffix(".resolved.json") if cache is not None else None
         self._known: dict[str, tuner.Evaluation] = {}
-        self._loaded = 0.0  # the cache file's modification time when last read
+        self._loaded = (0.0, 0.0)  # the files' modification times when last read
         self._load()
 
     def _load(self) -> None:
-        """Read the cache file if it changed since (another run may be filling it)."""
-        if self._cache is None or not self._cache.exists():
+        """Read the cache files if they changed since (another run may be filling them)."""
+        if self._cache is None or self._resolutions is None or not self._cache.exists():
             return
-        changed = self._cache.stat().st_mtime
+        changed = tuple(
+            p.stat().st_mtime if p.exists() else 0.0 for p in (self._cache, self._resolutions)
+        )
         if changed != self._loaded:
+            resolved = json.loads(self._resolutions.read_text()) if changed[1] else {}
             for spec, (objectives, reason) in json.loads(self._cache.read_text()).items():
-                self._known.setdefault(spec, tuner.Evaluation(objectives, reason))
+                known = self._known.get(spec)
+                if known is None or known.resolved is None and spec in resolved:
+                    self._known[spec] = tuner.Evaluation(objectives, reason, resolved.get(spec))
             self._loaded = changed
+
+    def _complete(self, spec: str, pipeline: RduPipeline) -> bool:
+        """Whether the evaluation known for `spec` is what a compile would give."""
+        known = self._known.get(spec)
+        if known is None:
+            return False
+        auto = any(getattr(pipeline, name) == -1 for name in tuner.AUTO_UNITS)
+        return known.objectives is None or known.resolved is not None or not auto
 
     def evaluate(self, pipeline: RduPipeline) -> tuner.Evaluation:
         spec = pipeline.spec()
-        if spec not in self._known:
+        if not self._complete(spec, pipeline):
             self._load()
-        if spec not in self._known:
+        if not self._complete(spec, pipeline):
             cpu, wall = time.process_time(), time.perf_counter()
             self._known[spec] = self._inner.evaluate(pipeline)
             self.cpu.append(time.process_time() - cpu)
@@ -88,16 +104,19 @@ class TimedEvaluator:
         return self._known[spec]
 
     def save(self) -> None:
-        """Add every evaluation known to the cache file (with those another run wrote there
-        meanwhile; atomically: a rename)."""
-        if self._cache is None:
+        """Add every evaluation known to the cache files (with those another run wrote there
+        meanwhile; atomically: a rename each)."""
+        if self._cache is None or self._resolutions is None:
             return
-        known = json.loads(self._cache.read_text()) if self._cache.exists() else {}
-        known.update({s: [e.objectives, e.reason] for s, e in self._known.items()})
-        known = dict(sorted(known.items()))
-        partial = self._cache.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps(known))
-        partial.replace(self._cache)
+        for path, entries in (
+            (self._cache, {s: [e.objectives, e.reason] for s, e in self._known.items()}),
+            (self._resolutions, {s: e.resolved for s, e in self._known.items() if e.resolved}),
+        ):
+            known = json.loads(path.read_text()) if path.exists() else {}
+            known.update(entries)
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(dict(sorted(known.items()))))
+            partial.replace(path)
 
 
 def search(problem, evaluator, sampler: str, seed: int, budget: int, phases: tuner.Phases):

@@ -45,13 +45,52 @@ class Knob(Protocol):
 STEPS = 8  # an int or float knob moves an eighth of its range (of its log range when log)
 
 
-def neighbours(knob: Knob, param: Any) -> list[Any]:
+AUTO = -1  # an ordinal knob's first value -1: the allocation (or a cost model) decides
+# the trial user attribute holding, per knob left at AUTO, the value the program resolved it to
+# (`tools/tuner.py` sets it; an int: PCUs per op of the knob's kind)
+RESOLVED_ATTR = "resolved"
+# the trial system attribute holding the point a sampler proposed for it: a running trial's
+# parameters are stored one by one as the trial suggests them, so a parallel worker reads the
+# whole proposal here (`claimed`)
+PROPOSED_ATTR = "rdu_tune.proposed"
+
+
+def is_auto(knob: Knob) -> bool:
+    """Whether `knob` is ordinal over AUTO and then ascending positive values (the -1 options
+    of the default space): AUTO is no step away from any of them."""
+    values = knob.values
+    return (
+        knob.kind == "ordinal"
+        and len(values) > 2
+        and values[0] == AUTO
+        and all(isinstance(v, int) and 0 < v < w for v, w in zip(values[1:], values[2:]))
+    )
+
+
+def _beside(knob: Knob, resolved: int | None) -> list[int]:
+    """The indices of the values either side of `resolved` (the value AUTO stood for) among
+    an AUTO knob's values, the value itself excluded; without a resolution, either side of
+    the middle value (a mid-range guess, never an extreme)."""
+    values = knob.values[1:]
+    if resolved is None:
+        resolved = values[len(values) // 2]
+    below = [i for i, v in enumerate(values, 1) if v < resolved]
+    above = [i for i, v in enumerate(values, 1) if v > resolved]
+    return below[-1:] + above[:1]
+
+
+def neighbours(knob: Knob, param: Any, resolved: int | None = None) -> list[Any]:
     """The Optuna parameters one step from `param` (categorical: every other value, in order;
-    ordinal: the index either side; int and float: a step of 1/:data:`STEPS` of the range
-    down, then up, clamped; none outside the range)."""
+    ordinal: the index either side, and for an AUTO knob (:func:`is_auto`) at AUTO the values
+    beside the one it `resolved` to, AUTO itself never a step from a value; int and float: a
+    step of 1/:data:`STEPS` of the range down, then up, clamped; none outside the range)."""
     if knob.kind == "categorical":
         return [v for v in knob.values if v != param]
     if knob.kind == "ordinal":
+        if is_auto(knob):
+            if param == 0:
+                return _beside(knob, resolved)
+            return [i for i in (param - 1, param + 1) if 1 <= i < len(knob.values)]
         return [i for i in (param - 1, param + 1) if 0 <= i < len(knob.values)]
     if knob.log:
         ratio = (knob.high / knob.low) ** (1 / STEPS)
@@ -66,12 +105,40 @@ def neighbours(knob: Knob, param: Any) -> list[Any]:
     return [m for m in dict.fromkeys(clamped) if m != param]
 
 
+def value(knob: Knob, param: Any, resolved: int | None = None) -> Any:
+    """The knob's value for an Optuna parameter (an ordinal's index), AUTO as what it
+    `resolved` to when known: the value that orders moves (:func:`direction`)."""
+    if knob.kind != "ordinal":
+        return param
+    if is_auto(knob) and param == 0:
+        return resolved if resolved is not None else knob.values[1 + (len(knob.values) - 1) // 2]
+    return knob.values[param]
+
+
+def direction(knob: Knob, start: Any, move: Any, resolved: int | None = None) -> Any:
+    """Which way `move` goes from `start`: -1 or 1 for an ordered knob (by value, AUTO as
+    resolved), the value moved to for a categorical one."""
+    if knob.kind == "categorical":
+        return move
+    return 1 if value(knob, move, resolved) > value(knob, start, resolved) else -1
+
+
+def resolution(trial: FrozenTrial, knob: Knob) -> int | None:
+    """What AUTO stood for in `trial` for `knob`, when its program told."""
+    return trial.user_attrs.get(RESOLVED_ATTR, {}).get(knob.name)
+
+
+def claimed(trial: FrozenTrial) -> dict[str, Any]:
+    """The point a trial holds: its parameters, or while it runs, the point proposed for it."""
+    return trial.system_attrs.get(PROPOSED_ATTR, trial.params)
+
+
 def _rank(trial: FrozenTrial, directions: Sequence[StudyDirection]) -> tuple:
     signs = [1 if d == StudyDirection.MINIMIZE else -1 for d in directions]
     return (*(s * v for s, v in zip(signs, trial.values, strict=True)), trial.number)
 
 
-def _key(params: dict[str, Any], names: Sequence[str]) -> tuple:
+def key(params: dict[str, Any], names: Sequence[str]) -> tuple:
     return tuple(params.get(n) for n in names)
 
 
@@ -83,6 +150,39 @@ def _beyond(knob: Knob, start: Any, move: Any, refused: Any) -> bool:
     return (move - start) * (refused - start) > 0 and abs(move - start) >= abs(refused - start)
 
 
+class Refusals:
+    """What the finished trials say does not fit: a move as far as, or past, an infeasible
+    move of the same knob from the same point, or to a value of a knob that no feasible trial
+    has and that goes as far as an infeasible trial's value of the knob."""
+
+    def __init__(self, space: Sequence[Knob], done: Sequence[FrozenTrial], feasible: Any):
+        self._names = [k.name for k in space]
+        self._refused = [t.params for t in done if not feasible(t)]
+        self._fits = {n: {t.params[n] for t in done if feasible(t)} for n in self._names}
+
+    def allow(self, start: dict[str, Any], knob: Knob, param: Any) -> bool:
+        """Whether moving `knob` of `start` to `param` is not known to be refused."""
+        here = start[knob.name]
+        for p in self._refused:
+            if _beyond(knob, here, param, p[knob.name]) and (
+                param not in self._fits[knob.name]
+                or all(p[n] == start[n] for n in self._names if n != knob.name)
+            ):
+                return False
+        return True
+
+
+def finished(trials: Sequence[FrozenTrial], names: Sequence[str]) -> list[FrozenTrial]:
+    """The complete trials that set every knob of the space."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and len(t.params) == len(names)]
+
+
+def tried(trials: Sequence[FrozenTrial], names: Sequence[str]) -> set[tuple]:
+    """The points held by trials (:func:`claimed`) but failed ones (a failed trial's point is
+    tried again: a failure is an interruption, not an outcome)."""
+    return {key(claimed(t), names) for t in trials if t.state != TrialState.FAIL}
+
+
 def moves(
     space: Sequence[Knob],
     trials: Sequence[FrozenTrial],
@@ -91,32 +191,17 @@ def moves(
 ) -> Iterator[dict[str, Any]]:
     """The points one knob away from the feasible trials, best trial first (:func:`_rank`),
     each trial's moves categorical knobs first, then in space order, skipping points tried
-    (or running), moves beyond an infeasible one of the same knob from the same point, and
-    moves to a value never feasible that goes as far as an infeasible trial's value of the
-    knob. `feasible(trial)` says whether a finished trial is feasible."""
+    (or running) and moves :class:`Refusals` refuses. `feasible(trial)` says whether a
+    finished trial is feasible."""
     names = [k.name for k in space]
-    tried = {_key(t.params, names) for t in trials if t.state != TrialState.FAIL}
-    done = [t for t in trials if t.state == TrialState.COMPLETE and len(t.params) == len(names)]
-    refused = [t.params for t in done if not feasible(t)]
-    fitted = [t.params for t in done if feasible(t)]
+    seen = tried(trials, names)
+    done = finished(trials, names)
+    refusals = Refusals(space, done, feasible)
     ordered = sorted(space, key=lambda k: k.kind != "categorical")  # stable: space order
     for start in sorted((t for t in done if feasible(t)), key=lambda t: _rank(t, directions)):
         for knob in ordered:
             here = start.params[knob.name]
-            blocked = [
-                p[knob.name]
-                for p in refused
-                if all(p[n] == start.params[n] for n in names if n != knob.name)
-            ]
-            fits = {p[knob.name] for p in fitted}
-            for param in neighbours(knob, here):
+            for param in neighbours(knob, here, resolution(start, knob)):
                 point = {**start.params, knob.name: param}
-                if _key(point, names) in tried:
-                    continue
-                if any(_beyond(knob, here, param, r) for r in blocked):
-                    continue
-                if param not in fits and any(
-                    _beyond(knob, here, param, p[knob.name]) for p in refused
-                ):
-                    continue
-                yield point
+                if key(point, names) not in seen and refusals.allow(start.params, knob, param):
+                    yield point

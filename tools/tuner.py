@@ -40,8 +40,8 @@ from xdsl.dialects.builtin import ModuleOp
 
 from rdu_compiler.lowering.pipeline import RduPipeline, lower_to_program, prepare_module
 from rdu_compiler.simulator.hardware import HardwarePreset, PresetError, get_preset
-from rdu_compiler.simulator.program import Program, ProgramError, compiled_hardware
-from rdu_compiler.tools import local_search
+from rdu_compiler.simulator.program import Pcu, Program, ProgramError, compiled_hardware
+from rdu_compiler.tools import local_search, pareto_search
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -450,6 +450,7 @@ class Evaluation:
 
     objectives: dict[str, float] | None
     reason: str | None = None
+    resolved: dict[str, int] | None = None  # :func:`resolved_parallelism`, when compiled
 
 
 def _refusals() -> tuple[type[BaseException], ...]:
@@ -509,7 +510,32 @@ class Evaluator:
             summary = summarize(program, preset, simulate(program, preset))
         except _refusals() as error:
             return Evaluation(None, str(error).strip().splitlines()[0])
-        return Evaluation({o.name: o.measure(summary, program) for o in self.problem.objectives})
+        return Evaluation(
+            {o.name: o.measure(summary, program) for o in self.problem.objectives},
+            resolved=resolved_parallelism(pipeline, program),
+        )
+
+
+# The units whose PCU count a knob left at -1 (the allocation's choice) sets: what
+# :func:`resolved_parallelism` reads back.
+AUTO_UNITS = {
+    "matmul_par": ("linear", "moe_partial"),
+    "attention_par": ("attention", "attention_partial"),
+}
+
+
+def resolved_parallelism(pipeline: RduPipeline, program: Program) -> dict[str, int]:
+    """For each knob of :data:`AUTO_UNITS` the pipeline leaves at -1, the PCUs the allocation
+    gave its ops: the most units of one of them in the section with the most PCUs (the one
+    the `pcus` objective reports). A search moves such a knob from -1 to the values beside it
+    (`tools/local_search.py`) rather than to an extreme."""
+    largest = max((s for k in program.kernels for s in k.sections), key=lambda s: s.resources.pcus)
+    resolved = {}
+    for name, ops in AUTO_UNITS.items():
+        counts = [u.count for u in largest.units if isinstance(u, Pcu) and u.op in ops]
+        if getattr(pipeline, name) == -1 and counts:
+            resolved[name] = max(counts)
+    return resolved
 
     def _decode_step(self) -> ModuleOp:
         """The llm module of the problem's decode step, which every preparation starts from
@@ -552,6 +578,9 @@ def report_keys() -> list[str]:
 SAMPLERS = ("tpe", "nsga2", "random")
 MOVED_SHARE = 2  # knobs a startup trial moves from the centre, on average
 CLIMB_SHARE = 1 / 6  # of the budget: the last trials, the local search's
+PARETO_SHARE = float(
+    os.environ.get("PLS_SHARE", "0.5")
+)  # of the budget: the first trials, the Pareto local search's
 # The weight of TPE's prior (a flat density over the space) beside the good trials' kernels
 # (Optuna's default: 1.0; a deprecated argument since Optuna 4.9, kept by the pin below 6).
 # With the few good trials of a short budget, a full weight makes half of TPE's proposals
@@ -578,42 +607,80 @@ class KnobSampler(optuna.samplers.BaseSampler):
         model: optuna.samplers.BaseSampler | None,
         centre: dict[str, Any] | None = None,
         climb_from: int | None = None,
+        pareto_until: int = 0,
     ):
         self._space = tuple(space)
         self._knobs = {k.name: k for k in space}
         self._seed, self._startup, self._model = seed, startup, model
         self._centre = centre or {}
         self._climb_from = climb_from
-        self._climbs: dict[int, dict[str, Any] | None] = {}
+        self._pareto_until = pareto_until
+        self._proposals: dict[int, dict[str, Any] | None] = {}
 
     def _modelled(self, trial: FrozenTrial) -> bool:
         return self._model is not None and trial.number >= self._startup
 
-    def _climb(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] | None:
-        """From trial `climb_from` on, the local search's point (`tools/local_search.py`), or
-        None (before, without a model, or when no move is left: the model proposes)."""
-        if self._model is None or self._climb_from is None or trial.number < self._climb_from:
+    def _proposal(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] | None:
+        """The local searches' point for `trial`, or None (the startup design or the model
+        proposes): before trial `pareto_until`, the Pareto local search's
+        (`tools/pareto_search.py`); from trial `climb_from` on, the closing climb's
+        (`tools/local_search.py`); none without a model, for a queued trial, or when the
+        search has no point left. Recorded in the trial (`local_search.PROPOSED_ATTR`), so
+        that parallel workers see the point before the trial has set its parameters."""
+        if self._model is None or "fixed_params" in trial.system_attrs:
             return None
-        if trial.number not in self._climbs:
+        if trial.number not in self._proposals:
             trials = study.get_trials(deepcopy=False)
-            found = local_search.moves(self._space, trials, study.directions, feasible)
-            self._climbs[trial.number] = next(found, None)
-        return self._climbs[trial.number]
+            found: Iterable[dict[str, Any]] = ()
+            if self._climb_from is not None and trial.number >= self._climb_from:
+                found = local_search.moves(self._space, trials, study.directions, feasible)
+            elif trial.number < self._pareto_until:
+                found = self._pareto(study, trials)
+            point = next(iter(found), None)
+            if point is not None:
+                study._storage.set_trial_system_attr(
+                    trial._trial_id, local_search.PROPOSED_ATTR, point
+                )
+            self._proposals[trial.number] = point
+        return self._proposals[trial.number]
+
+    def _pareto(self, study: optuna.Study, trials: Sequence[FrozenTrial]) -> Iterable[dict]:
+        """The Pareto local search's points, the objectives in units of the centre point's
+        (as the benchmark's hypervolume counts them); none before the centre is evaluated."""
+        centre = next(
+            (
+                t
+                for t in trials
+                if feasible(t) and all(t.params.get(n) == v for n, v in self._centre.items())
+            ),
+            None,
+        )
+        if centre is None:
+            return ()
+        signs = [1 if d == optuna.study.StudyDirection.MINIMIZE else -1 for d in study.directions]
+
+        def loss(trial: FrozenTrial) -> tuple[float, ...]:
+            return tuple(
+                v / s if sign > 0 else REFERENCE - v / s
+                for v, s, sign in zip(trial.values, centre.values, signs, strict=True)
+            )
+
+        return pareto_search.proposals(self._space, trials, loss, feasible, REFERENCE)
 
     def infer_relative_search_space(self, study, trial):
-        if not self._modelled(trial) or self._climb(study, trial) is not None:
+        if not self._modelled(trial) or self._proposal(study, trial) is not None:
             return {}
         return self._model.infer_relative_search_space(study, trial)  # type: ignore[union-attr]
 
     def sample_relative(self, study, trial, search_space):
-        if not self._modelled(trial) or self._climb(study, trial) is not None:
+        if not self._modelled(trial) or self._proposal(study, trial) is not None:
             return {}
         return self._model.sample_relative(study, trial, search_space)  # type: ignore[union-attr]
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        climb = self._climb(study, trial)
-        if climb is not None:
-            return climb[param_name]
+        proposal = self._proposal(study, trial)
+        if proposal is not None:
+            return proposal[param_name]
         if self._modelled(trial):
             return self._model.sample_independent(  # type: ignore[union-attr]
                 study, trial, param_name, param_distribution
@@ -661,14 +728,19 @@ class Phases:
 
     startup: int
     climb_from: int | None = None
+    pareto_until: int = 0
 
 
-def phases(trials: int, startup: int | None = None, climb: int | None = None) -> Phases:
-    """The phases of a budget of `trials`: `startup` (default trials/10, 4 to 10) and the
-    last `climb` trials climbing (default :data:`CLIMB_SHARE` of the budget; 0: none)."""
+def phases(
+    trials: int, startup: int | None = None, climb: int | None = None, pareto: int | None = None
+) -> Phases:
+    """The phases of a budget of `trials`: `startup` (default trials/10, 4 to 10), the first
+    `pareto` trials the Pareto local search's (default :data:`PARETO_SHARE` of the budget; 0:
+    none) and the last `climb` trials climbing (default :data:`CLIMB_SHARE`; 0: none)."""
     startup = startup or max(4, min(10, trials // 10))
     climb = round(trials * CLIMB_SHARE) if climb is None else climb
-    return Phases(startup, trials - climb if climb > 0 else None)
+    pareto = round(trials * PARETO_SHARE) if pareto is None else pareto
+    return Phases(startup, trials - climb if climb > 0 else None, pareto)
 
 
 def make_sampler(name: str, problem: Problem, seed: int, phases: Phases) -> KnobSampler:
@@ -690,7 +762,9 @@ def make_sampler(name: str, problem: Problem, seed: int, phases: Phases) -> Knob
     elif name == "nsga2":
         model = optuna.samplers.NSGAIISampler(population_size=max(4, startup), seed=seed)
     centre = _initial_points(problem)[-1]
-    return KnobSampler(problem.space, seed, startup, model, centre, phases.climb_from)
+    return KnobSampler(
+        problem.space, seed, startup, model, centre, phases.climb_from, phases.pareto_until
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -811,6 +885,8 @@ def run_trial(trial: optuna.Trial, problem: Problem, evaluator: Evaluator) -> li
         return [math.inf if o.direction == "minimize" else -math.inf for o in problem.objectives]
     trial.set_constraint(FEASIBLE, 0.0)
     trial.set_user_attr("objectives", outcome.objectives)
+    if outcome.resolved:
+        trial.set_user_attr(local_search.RESOLVED_ATTR, outcome.resolved)
     return [outcome.objectives[o.name] for o in problem.objectives]
 
 

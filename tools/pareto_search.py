@@ -1,0 +1,226 @@
+"""The early trials of an `rdu-tune` search: Pareto local search (PLS).
+
+Paquete, Chiarandini and Stützle's Pareto local search keeps an archive of the non-dominated
+points found and proposes, again and again, an untried neighbour of an archive point, so that
+the front is pushed out in every direction at once rather than along one objective. On the
+default space the front that matters (bench/tune.py) lies a few moves from the default point,
+moves that add up: PCUs sum over `matmul-par`, `attention-par` and `simd-par`, so the front's
+points move two or three of them down together, while a model that has seen a handful of
+trials (TPE) proposes far from them, or along TPOT only.
+
+The archive holds the feasible points no other trial dominates (or equals: a knob without
+effect adds nothing), inside the hypervolume's reference box (a point beyond it adds no
+volume; `loss` gives the objectives in the box's units, the box being [0, `reference`) on
+every axis). Its points are taken by their share of the hypervolume (the volume only they
+dominate), largest first, and each proposes, in this order:
+
+1. its *continuation*: the knobs that led to it from a trial one or two knobs away, moved a
+   step further the same way (it improved on that trial, or traded with it);
+2. *combinations*: two of its own single moves at once, each of which gave a point it does not
+   dominate and both gaining the same objective ("combine the good single moves");
+3. its untried single moves (`local_search.neighbours`: a knob left to the allocation moves
+   to the values beside the one its program chose), knobs in space order, those whose kind of
+   move (the knob and its direction) never gave an undominated point from anywhere last
+   (a knob without effect costs a trial, not one per archive point).
+
+A point is proposed only if no trial holds it (running trials included) and no move of it is
+refused (`local_search.Refusals`). The proposal is a function of the study's trials only:
+deterministic, no generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+from optuna.trial import FrozenTrial
+
+from rdu_compiler.tools import local_search
+from rdu_compiler.tools.local_search import Knob
+
+Losses = tuple[float, ...]
+Move = tuple[str, Any]  # a knob and its new Optuna parameter
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """A finished feasible trial as the search sees it."""
+
+    number: int
+    params: dict[str, Any]
+    losses: Losses
+    resolved: dict[str, int]
+
+
+def dominates(a: Losses, b: Losses) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+
+def archive(points: Sequence[Evaluated], reference: float) -> list[Evaluated]:
+    """The points inside the reference box that no point dominates or equals earlier (the
+    first of equal points stays), in the order given."""
+    inside = [p for p in points if all(x < reference for x in p.losses)]
+    kept = []
+    for i, p in enumerate(inside):
+        if any(dominates(q.losses, p.losses) for q in inside):
+            continue
+        if any(q.losses == p.losses for q in inside[:i]):
+            continue
+        kept.append(p)
+    return kept
+
+
+def contributions(points: Sequence[Evaluated], reference: float) -> list[float]:
+    """Each point's exclusive hypervolume (what the set loses without it), against
+    `reference` on every axis; `points` are mutually non-dominated."""
+    from optuna._hypervolume import compute_hypervolume
+
+    if not points:
+        return []
+    losses = np.array([p.losses for p in points])
+    ref = np.full(losses.shape[1], reference)
+    whole = float(compute_hypervolume(losses, ref))
+    out = []
+    for i in range(len(points)):
+        rest = np.delete(losses, i, axis=0)
+        out.append(whole - (float(compute_hypervolume(rest, ref)) if len(rest) else 0.0))
+    return out
+
+
+class _Outcomes:
+    """The outcome of every move between two evaluated points one or two knobs apart: a
+    point's single moves and arrivals, and which kinds of move ever gave an undominated
+    point."""
+
+    def __init__(self, space: Sequence[Knob], points: Sequence[Evaluated]):
+        self._space = {k.name: k for k in space}
+        self.names = [k.name for k in space]
+        self.by_key = {local_search.key(p.params, self.names): p for p in points}
+        self.good_kinds: set[tuple[str, Any]] = set()
+        self.tried_kinds: set[tuple[str, Any]] = set()
+        # arrivals[key of p]: the moves (knob -> direction) from trials that p improved on or
+        # traded with, one or two knobs away
+        self.arrivals: dict[tuple, list[dict[str, Any]]] = {}
+        for a in points:
+            for b in points:
+                moved = [n for n in self.names if a.params[n] != b.params[n]]
+                if a.number > b.number or not 0 < len(moved) <= 2:  # moves as tried: a then b
+                    continue
+                kinds = {n: self.direction(a, n, b.params[n]) for n in moved}
+                good = not dominates(a.losses, b.losses) and a.losses != b.losses
+                if len(moved) == 1:
+                    kind = (moved[0], kinds[moved[0]])
+                    self.tried_kinds.add(kind)
+                    if good:
+                        self.good_kinds.add(kind)
+                if good:
+                    self.arrivals.setdefault(local_search.key(b.params, self.names), []).append(
+                        kinds
+                    )
+
+    def direction(self, start: Evaluated, name: str, param: Any) -> Any:
+        knob = self._space[name]
+        return local_search.direction(knob, start.params[name], param, start.resolved.get(name))
+
+    def singles(self, start: Evaluated) -> list[Move]:
+        """Every single move of `start`, in space order."""
+        return [
+            (k.name, param)
+            for k in self._space.values()
+            for param in local_search.neighbours(
+                k, start.params[k.name], start.resolved.get(k.name)
+            )
+        ]
+
+    def result(self, start: Evaluated, moves: Sequence[Move]) -> Evaluated | None:
+        return self.by_key.get(local_search.key({**start.params, **dict(moves)}, self.names))
+
+    def step(self, start: Evaluated, name: str, way: Any) -> Move | None:
+        """`start`'s single move of knob `name` in direction `way`."""
+        for n, param in self.singles(start):
+            if n == name and self.direction(start, n, param) == way:
+                return (n, param)
+        return None
+
+
+def proposals(
+    space: Sequence[Knob],
+    trials: Sequence[FrozenTrial],
+    loss: Callable[[FrozenTrial], Losses],
+    feasible: Callable[[FrozenTrial], bool],
+    reference: float,
+) -> Iterator[dict[str, Any]]:
+    """The points to try next, best first (module docstring): the archive's points by
+    hypervolume share, each its continuation, combinations, untried single moves of a kind
+    that gave an undominated point or was never tried; then the other single moves.
+    `loss(trial)`: a feasible trial's objectives in the reference box's units (lower better)."""
+    names = [k.name for k in space]
+    done = local_search.finished(trials, names)
+    points = [
+        Evaluated(
+            t.number, t.params, tuple(loss(t)), t.user_attrs.get(local_search.RESOLVED_ATTR, {})
+        )
+        for t in sorted(done, key=lambda t: t.number)
+        if feasible(t)
+    ]
+    front = archive(points, reference)
+    shares = contributions(front, reference)
+    front = [
+        p for _, p in sorted(zip(shares, front, strict=True), key=lambda s: (-s[0], s[1].number))
+    ]
+    outcomes = _Outcomes(space, points)
+    refusals = local_search.Refusals(space, done, feasible)
+    seen = local_search.tried(trials, names)
+    knobs = {k.name: k for k in space}
+
+    def fresh(start: Evaluated, moves: Sequence[Move]) -> dict[str, Any] | None:
+        point = {**start.params, **dict(moves)}
+        if local_search.key(point, names) in seen:
+            return None
+        if not all(refusals.allow(start.params, knobs[n], param) for n, param in moves):
+            return None
+        seen.add(local_search.key(point, names))  # proposed once in this pass
+        return point
+
+    def later(start: Evaluated, move: Move) -> bool:
+        kind = (move[0], outcomes.direction(start, *move))
+        return kind in outcomes.tried_kinds and kind not in outcomes.good_kinds
+
+    for start in front:
+        here = local_search.key(start.params, names)
+        for kinds in outcomes.arrivals.get(here, []):
+            steps = [outcomes.step(start, n, way) for n, way in kinds.items()]
+            if (
+                kinds
+                and all(s is not None for s in steps)
+                and all(knobs[n].kind != "categorical" for n in kinds)
+            ):
+                point = fresh(start, [s for s in steps if s is not None])
+                if point is not None:
+                    yield point
+        singles = outcomes.singles(start)
+        gains = {}
+        for move in singles:
+            result = outcomes.result(start, [move])
+            if result is not None and not dominates(start.losses, result.losses):
+                better = {i for i, (x, y) in enumerate(zip(result.losses, start.losses)) if x < y}
+                if better:
+                    gains[move] = better
+        for a, b in combinations(gains, 2):
+            if a[0] != b[0] and gains[a] & gains[b]:
+                point = fresh(start, [a, b])
+                if point is not None:
+                    yield point
+        for move in singles:
+            if not later(start, move):
+                point = fresh(start, [move])
+                if point is not None:
+                    yield point
+    for start in front:
+        for move in outcomes.singles(start):
+            point = fresh(start, [move])
+            if point is not None:
+                yield point
