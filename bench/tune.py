@@ -143,15 +143,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--cache", type=Path, help="folder of evaluation cache files")
+    parser.add_argument(
+        "--pareto", type=int, metavar="N", help="trials of the Pareto local search (screening)"
+    )
     args = parser.parse_args()
     version = compiler_version()
     if args.cache is not None:
         args.cache.mkdir(parents=True, exist_ok=True)
     objectives = tuple(tuner.parse_objectives("ms_per_token,pcus", tuner.report_keys()))
-    phases = tuner.phases(args.budget)
+    phases = tuner.phases(args.budget, pareto=args.pareto)
     print(
-        f"budget {args.budget} trials per search, seeds 0-{args.seeds - 1}, TPE startup "
-        f"{phases.startup}, climbing from trial {phases.climb_from}"
+        f"budget {args.budget} trials per search, seeds 0-{args.seeds - 1}, Pareto local "
+        f"search before trial {phases.pareto_until}, TPE startup {phases.startup}, climbing "
+        f"from trial {phases.climb_from}"
     )
     summary = []
     for case in args.cases.split(","):

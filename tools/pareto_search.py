@@ -109,6 +109,11 @@ class _Outcomes:
                 moved = [n for n in self.names if a.params[n] != b.params[n]]
                 if a.number > b.number or not 0 < len(moved) <= 2:  # moves as tried: a then b
                     continue
+                if len(moved) == 2 and not all(  # a combination of two moves of a
+                    local_search.key({**a.params, n: b.params[n]}, self.names) in self.by_key
+                    for n in moved
+                ):
+                    continue
                 kinds = {n: self.direction(a, n, b.params[n]) for n in moved}
                 good = not dominates(a.losses, b.losses) and a.losses != b.losses
                 if len(moved) == 1:

@@ -111,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default: trials/10, 4 to 10)",
     )
     p.add_argument(
+        "--pareto",
+        type=integer(0),
+        metavar="N",
+        help="the first N trials search the front's neighbourhood (Pareto local search; "
+        "default: trials/2; 0: none)",
+    )
+    p.add_argument(
         "--climb",
         type=integer(0),
         metavar="N",
@@ -223,7 +230,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     context = default_context(config) if args.context is None else args.context
     try:
         problem = _problem(args, config)
-        phases = tuner.phases(args.trials, args.startup, args.climb)
+        phases = tuner.phases(args.trials, args.startup, args.climb, args.pareto)
         study_name = args.study or (
             f"{config.name}-{args.sockets.replace(',', '_')}s-b{args.batch}-c{context}"
         )

@@ -578,9 +578,7 @@ def report_keys() -> list[str]:
 SAMPLERS = ("tpe", "nsga2", "random")
 MOVED_SHARE = 2  # knobs a startup trial moves from the centre, on average
 CLIMB_SHARE = 1 / 6  # of the budget: the last trials, the local search's
-PARETO_SHARE = float(
-    os.environ.get("PLS_SHARE", "0.5")
-)  # of the budget: the first trials, the Pareto local search's
+PARETO_SHARE = 1 / 2  # of the budget: the first trials, the Pareto local search's
 # The weight of TPE's prior (a flat density over the space) beside the good trials' kernels
 # (Optuna's default: 1.0; a deprecated argument since Optuna 4.9, kept by the pin below 6).
 # With the few good trials of a short budget, a full weight makes half of TPE's proposals

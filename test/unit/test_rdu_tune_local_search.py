@@ -107,13 +107,15 @@ def test_the_climb_is_deterministic_and_reaches_the_best_point():
     assert all(point[0] < 5 for point in climbed)  # matmul_par 32 never tried from the climb
 
 
-def test_random_search_does_not_climb():
+def test_random_search_does_not_climb_nor_search_pareto_moves():
     space = (PAR, LAUNCH)
     objectives = (tuner.Objective("ms_per_token", "minimize"), tuner.Objective("pcus", "minimize"))
     problem = tuner.Problem("tiny-llama", 1, 8, 1, RduPipeline(), space, objectives)
-    sampler = tuner.make_sampler("random", problem, 0, tuner.Phases(2, climb_from=0))
+    sampler = tuner.make_sampler(
+        "random", problem, 0, tuner.Phases(2, climb_from=0, pareto_until=10)
+    )
     study = optuna.create_study(directions=["minimize"] * 2, sampler=sampler)
     study.add_trial(_trial(0, {"matmul_par": 2, "launch": "software"}, [1.0, 1.0]))
     trial = study.ask()
-    assert sampler._climb(study, study.trials[-1]) is None
+    assert sampler._proposal(study, study.trials[-1]) is None
     assert trial.number == 1 and study.trials[0].state == TrialState.COMPLETE
