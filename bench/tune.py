@@ -84,19 +84,22 @@ class TimedEvaluator:
                     self._known[spec] = tuner.Evaluation(objectives, reason, resolved.get(spec))
             self._loaded = changed
 
-    def _complete(self, spec: str, pipeline: RduPipeline) -> bool:
-        """Whether the evaluation known for `spec` is what a compile would give."""
+    def _complete(self, spec: str, pipeline: RduPipeline, resolving: bool) -> bool:
+        """Whether the evaluation known for `spec` is what a compile would give (`resolving`:
+        with the resolution of its automatic knobs)."""
         known = self._known.get(spec)
         if known is None:
             return False
         auto = any(getattr(pipeline, name) == -1 for name in tuner.AUTO_UNITS)
-        return known.objectives is None or known.resolved is not None or not auto
+        return known.objectives is None or known.resolved is not None or not (auto and resolving)
 
-    def evaluate(self, pipeline: RduPipeline) -> tuner.Evaluation:
+    def evaluate(self, pipeline: RduPipeline, resolving: bool = True) -> tuner.Evaluation:
+        """The evaluation of `pipeline`; without `resolving`, a cached one may lack the
+        resolution of its automatic knobs (random search reads none: no compile for it)."""
         spec = pipeline.spec()
-        if not self._complete(spec, pipeline):
+        if not self._complete(spec, pipeline, resolving):
             self._load()
-        if not self._complete(spec, pipeline):
+        if not self._complete(spec, pipeline, resolving):
             cpu, wall = time.process_time(), time.perf_counter()
             self._known[spec] = self._inner.evaluate(pipeline)
             self.cpu.append(time.process_time() - cpu)
@@ -119,8 +122,20 @@ class TimedEvaluator:
             partial.replace(path)
 
 
+class _Unresolving:
+    """A TimedEvaluator as random search uses it: no compile for a resolution it never reads."""
+
+    def __init__(self, evaluator: TimedEvaluator):
+        self._evaluator = evaluator
+
+    def evaluate(self, pipeline: RduPipeline) -> tuner.Evaluation:
+        return self._evaluator.evaluate(pipeline, resolving=False)
+
+
 def search(problem, evaluator, sampler: str, seed: int, budget: int, phases: tuner.Phases):
     """One in-memory study of `budget` trials."""
+    if sampler == "random":
+        evaluator = _Unresolving(evaluator)
     study = tuner.open_study(
         problem,
         tuner.open_storage(None),

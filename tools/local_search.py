@@ -105,22 +105,38 @@ def neighbours(knob: Knob, param: Any, resolved: int | None = None) -> list[Any]
     return [m for m in dict.fromkeys(clamped) if m != param]
 
 
-def value(knob: Knob, param: Any, resolved: int | None = None) -> Any:
-    """The knob's value for an Optuna parameter (an ordinal's index), AUTO as what it
-    `resolved` to when known: the value that orders moves (:func:`direction`)."""
-    if knob.kind != "ordinal":
-        return param
-    if is_auto(knob) and param == 0:
-        return resolved if resolved is not None else knob.values[1 + (len(knob.values) - 1) // 2]
-    return knob.values[param]
+def position(knob: Knob, param: Any, resolved: int | None = None) -> float:
+    """Where a parameter lies along an ordered knob, the unit a step: an ordinal's index (AUTO
+    where the value it resolved to lies, between indices on the log scale when it lies
+    between values), an int's or float's value (its log for a log knob)."""
+    if knob.kind == "ordinal":
+        if not (is_auto(knob) and param == 0):
+            return float(param)
+        values = knob.values
+        target = resolved if resolved is not None else values[1 + (len(values) - 1) // 2]
+        target = min(max(target, values[1]), values[-1])
+        i = next(i for i in range(1, len(values) - 1) if values[i + 1] >= target)
+        return i + math.log(target / values[i]) / math.log(values[i + 1] / values[i])
+    return math.log(param) if knob.log else float(param)
 
 
-def direction(knob: Knob, start: Any, move: Any, resolved: int | None = None) -> Any:
-    """Which way `move` goes from `start`: -1 or 1 for an ordered knob (by value, AUTO as
-    resolved), the value moved to for a categorical one."""
+def at(knob: Knob, where: float) -> Any:
+    """The parameter nearest `where` (:func:`position`) within the knob's range (an AUTO
+    knob's values only, never AUTO)."""
+    if knob.kind == "ordinal":
+        return min(max(round(where), 1 if is_auto(knob) else 0), len(knob.values) - 1)
+    value = min(max(math.exp(where) if knob.log else where, knob.low), knob.high)
+    return round(value) if knob.kind == "int" else value
+
+
+def direction(
+    knob: Knob, start: Any, move: Any, resolved: int | None = None, moved: int | None = None
+) -> Any:
+    """Which way `move` goes from `start`: -1 or 1 for an ordered knob (AUTO where the value
+    it `resolved` to, or `moved` to, lies), the value moved to for a categorical one."""
     if knob.kind == "categorical":
         return move
-    return 1 if value(knob, move, resolved) > value(knob, start, resolved) else -1
+    return 1 if position(knob, move, moved) > position(knob, start, resolved) else -1
 
 
 def resolution(trial: FrozenTrial, knob: Knob) -> int | None:

@@ -91,44 +91,68 @@ def contributions(points: Sequence[Evaluated], reference: float) -> list[float]:
 
 
 class _Outcomes:
-    """The outcome of every move between two evaluated points one or two knobs apart: a
-    point's single moves and arrivals, and which kinds of move ever gave an undominated
-    point."""
+    """What the evaluated points say about moves: which points improved the archive when they
+    were found, the moves that led to each point (from a point one knob away, or two when
+    each of the two single moves was tried too), and the kinds of single move (a knob and a
+    direction) tried and those that ever improved the archive."""
 
-    def __init__(self, space: Sequence[Knob], points: Sequence[Evaluated]):
+    def __init__(self, space: Sequence[Knob], points: Sequence[Evaluated], reference: float):
         self._space = {k.name: k for k in space}
         self.names = [k.name for k in space]
         self.by_key = {local_search.key(p.params, self.names): p for p in points}
+        improved = {
+            b.number
+            for i, b in enumerate(points)
+            if all(x < reference for x in b.losses)
+            and not any(dominates(a.losses, b.losses) or a.losses == b.losses for a in points[:i])
+        }
         self.good_kinds: set[tuple[str, Any]] = set()
         self.tried_kinds: set[tuple[str, Any]] = set()
-        # arrivals[key of p]: the moves (knob -> direction) from trials that p improved on or
-        # traded with, one or two knobs away
-        self.arrivals: dict[tuple, list[dict[str, Any]]] = {}
-        for a in points:
-            for b in points:
+        # arrivals[key of p]: per move that led to p (p not dominated by where it started),
+        # each knob moved and how far (:func:`local_search.position`)
+        self.arrivals: dict[tuple, list[dict[str, float]]] = {}
+        for i, a in enumerate(points):
+            for b in points[i + 1 :]:  # moves as tried: a, then b
                 moved = [n for n in self.names if a.params[n] != b.params[n]]
-                if a.number > b.number or not 0 < len(moved) <= 2:  # moves as tried: a then b
+                if not 0 < len(moved) <= 2:
                     continue
-                if len(moved) == 2 and not all(  # a combination of two moves of a
+                if len(moved) == 2 and not all(
                     local_search.key({**a.params, n: b.params[n]}, self.names) in self.by_key
                     for n in moved
                 ):
-                    continue
-                kinds = {n: self.direction(a, n, b.params[n]) for n in moved}
-                good = not dominates(a.losses, b.losses) and a.losses != b.losses
+                    continue  # two moves at once, but not a combination of tried moves of a
                 if len(moved) == 1:
-                    kind = (moved[0], kinds[moved[0]])
+                    kind = (moved[0], self.direction(a, moved[0], b))
                     self.tried_kinds.add(kind)
-                    if good:
+                    if b.number in improved:
                         self.good_kinds.add(kind)
-                if good:
-                    self.arrivals.setdefault(local_search.key(b.params, self.names), []).append(
-                        kinds
-                    )
+                if not dominates(a.losses, b.losses) and a.losses != b.losses:
+                    steps = {n: self.where(b, n) - self.where(a, n) for n in moved}
+                    if all(self._space[n].kind != "categorical" for n in moved):
+                        key = local_search.key(b.params, self.names)
+                        self.arrivals.setdefault(key, []).append(steps)
 
-    def direction(self, start: Evaluated, name: str, param: Any) -> Any:
+    def where(self, point: Evaluated, name: str) -> float:
         knob = self._space[name]
-        return local_search.direction(knob, start.params[name], param, start.resolved.get(name))
+        return local_search.position(knob, point.params[name], point.resolved.get(name))
+
+    def direction(self, start: Evaluated, name: str, end: Evaluated) -> Any:
+        knob = self._space[name]
+        return local_search.direction(
+            knob,
+            start.params[name],
+            end.params[name],
+            start.resolved.get(name),
+            end.resolved.get(name),
+        )
+
+    def kind(self, start: Evaluated, move: Move) -> tuple[str, Any]:
+        name, param = move
+        knob = self._space[name]
+        return (
+            name,
+            local_search.direction(knob, start.params[name], param, start.resolved.get(name)),
+        )
 
     def singles(self, start: Evaluated) -> list[Move]:
         """Every single move of `start`, in space order."""
@@ -143,12 +167,16 @@ class _Outcomes:
     def result(self, start: Evaluated, moves: Sequence[Move]) -> Evaluated | None:
         return self.by_key.get(local_search.key({**start.params, **dict(moves)}, self.names))
 
-    def step(self, start: Evaluated, name: str, way: Any) -> Move | None:
-        """`start`'s single move of knob `name` in direction `way`."""
-        for n, param in self.singles(start):
-            if n == name and self.direction(start, n, param) == way:
-                return (n, param)
-        return None
+    def continuation(self, start: Evaluated, steps: dict[str, float]) -> list[Move]:
+        """The knobs of an arrival moved on from `start` the same way, twice as far (a step
+        that paid is worth a longer one: PCUs drop by halves down to one per op)."""
+        moves = []
+        for name, step in steps.items():
+            knob = self._space[name]
+            param = local_search.at(knob, self.where(start, name) + 2 * step)
+            if param != start.params[name]:
+                moves.append((name, param))
+        return moves
 
 
 def proposals(
@@ -163,6 +191,7 @@ def proposals(
     that gave an undominated point or was never tried; then the other single moves.
     `loss(trial)`: a feasible trial's objectives in the reference box's units (lower better)."""
     names = [k.name for k in space]
+    knobs = {k.name: k for k in space}
     done = local_search.finished(trials, names)
     points = [
         Evaluated(
@@ -176,14 +205,19 @@ def proposals(
     front = [
         p for _, p in sorted(zip(shares, front, strict=True), key=lambda s: (-s[0], s[1].number))
     ]
-    outcomes = _Outcomes(space, points)
+    outcomes = _Outcomes(space, points, reference)
     refusals = local_search.Refusals(space, done, feasible)
     seen = local_search.tried(trials, names)
-    knobs = {k.name: k for k in space}
+    for p in points:  # a knob set to the value the allocation chose for it: tried
+        for name, value in p.resolved.items():
+            if value in knobs[name].values:
+                seen.add(
+                    local_search.key({**p.params, name: knobs[name].values.index(value)}, names)
+                )
 
     def fresh(start: Evaluated, moves: Sequence[Move]) -> dict[str, Any] | None:
         point = {**start.params, **dict(moves)}
-        if local_search.key(point, names) in seen:
+        if not moves or local_search.key(point, names) in seen:
             return None
         if not all(refusals.allow(start.params, knobs[n], param) for n, param in moves):
             return None
@@ -191,21 +225,15 @@ def proposals(
         return point
 
     def later(start: Evaluated, move: Move) -> bool:
-        kind = (move[0], outcomes.direction(start, *move))
+        kind = outcomes.kind(start, move)
         return kind in outcomes.tried_kinds and kind not in outcomes.good_kinds
 
     for start in front:
         here = local_search.key(start.params, names)
-        for kinds in outcomes.arrivals.get(here, []):
-            steps = [outcomes.step(start, n, way) for n, way in kinds.items()]
-            if (
-                kinds
-                and all(s is not None for s in steps)
-                and all(knobs[n].kind != "categorical" for n in kinds)
-            ):
-                point = fresh(start, [s for s in steps if s is not None])
-                if point is not None:
-                    yield point
+        for steps in outcomes.arrivals.get(here, []):
+            point = fresh(start, outcomes.continuation(start, steps))
+            if point is not None:
+                yield point
         singles = outcomes.singles(start)
         gains = {}
         for move in singles:

@@ -95,6 +95,8 @@ def test_a_knob_left_to_the_allocation_moves_beside_the_value_it_resolved_to():
     assert local_search.neighbours(MATMUL, 1) == [2]  # from 1, never back to -1
     assert local_search.direction(MATMUL, 0, 4, 16) == -1
     assert local_search.direction(MATMUL, 0, 6, 16) == 1
+    assert local_search.position(MATMUL, 0, 16) == 5 and local_search.at(MATMUL, -3) == 1
+    assert local_search.position(MATMUL, 0, 12) == pytest.approx(4 + math.log2(12 / 8))
 
 
 def test_the_first_proposals_are_the_defaults_single_moves_in_space_order():
@@ -118,8 +120,8 @@ def test_good_single_moves_are_continued_and_combined_moves_of_no_effect_come_la
     ]
     proposals = _proposals(trials)
     # the archive: the matmul point (the largest share of the volume), the default, the simd
-    # point; the matmul point first proposes its continuation (8 -> 4) ...
-    assert proposals[0] == {**DEFAULT, "matmul_par": 3}
+    # point; the matmul point first proposes its continuation, twice as far (16 -> 8 -> 2) ...
+    assert proposals[0] == {**DEFAULT, "matmul_par": 2}
     # ... the default proposes both its good single moves at once (both spend fewer PCUs)
     assert {**DEFAULT, "matmul_par": 4, "simd_par": 2} in proposals
     # ... and the simd point its continuation (4 -> 2)
