@@ -276,6 +276,7 @@ def test_bad_space_files(capsys, tmp_path, content, message):
         (("--sockets", "2,x"), "--sockets must be comma-separated integers"),
         (("--trials", "0"), "argument --trials: must be >= 1"),
         (("--climb", "-1"), "argument --climb: must be >= 0"),
+        (("--pareto", "-1"), "argument --pareto: must be >= 0"),
         (("--storage", "postgresql://u:secret@127.0.0.1:1/db"), "cannot open postgresql://u:***@"),
     ],
 )

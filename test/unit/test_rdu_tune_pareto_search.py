@@ -198,6 +198,27 @@ def test_the_sampler_proposes_pareto_moves_deterministically_and_never_twice():
 
 
 def test_parallel_workers_get_distinct_proposals():
-    _, points = _study(seed=0, parallel=3, trials=12)
+    study, points = _study(seed=0, parallel=3, trials=12)
     keys = [tuple(p.values()) for number, p in points if 1 <= number < 12]
     assert len(keys) == len(set(keys))
+    # the search's points are recorded in the trial when proposed (what parallel workers read)
+    proposed = [t for t in study.trials if local_search.PROPOSED_ATTR in t.system_attrs]
+    assert len(proposed) >= 6
+    assert all(t.system_attrs[local_search.PROPOSED_ATTR] == t.params for t in proposed)
+
+
+def test_an_evaluation_tells_what_the_allocation_chose_for_its_automatic_knobs():
+    """The PCUs per linear / attention the program gives the knobs left at -1, read from the
+    program's units (the section with the most PCUs); none for a knob given a value."""
+    objectives = (tuner.Objective("ms_per_token", "minimize"), tuner.Objective("pcus", "minimize"))
+    problem = tuner.Problem("tiny-llama", 1, 8, 1, RduPipeline(), (), objectives)
+    evaluator = tuner.Evaluator(problem)
+    auto = evaluator.evaluate(RduPipeline())
+    assert auto.resolved is not None and set(auto.resolved) == {"matmul_par", "attention_par"}
+    assert all(v >= 1 for v in auto.resolved.values())
+    given = evaluator.evaluate(RduPipeline(matmul_par=2))
+    assert given.resolved is not None and set(given.resolved) == {"attention_par"}
+    # a linear of tiny-llama split the allocation's way: the objectives match the knob set to it
+    explicit = evaluator.evaluate(RduPipeline(attention_par=auto.resolved["attention_par"]))
+    assert explicit.objectives is not None and auto.objectives is not None
+    assert explicit.objectives["pcus"] == auto.objectives["pcus"]
