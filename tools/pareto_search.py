@@ -117,7 +117,10 @@ class _Outcomes:
                 if not 0 < len(moved) <= 2:
                     continue
                 if len(moved) == 2 and not all(
-                    local_search.key({**a.params, n: b.params[n]}, self.names) in self.by_key
+                    self.by_key.get(
+                        local_search.key({**a.params, n: b.params[n]}, self.names), b
+                    ).number
+                    < b.number
                     for n in moved
                 ):
                     continue  # two moves at once, but not a combination of tried moves of a
@@ -126,11 +129,11 @@ class _Outcomes:
                     self.tried_kinds.add(kind)
                     if b.number in improved:
                         self.good_kinds.add(kind)
-                if not dominates(a.losses, b.losses) and a.losses != b.losses:
+                ordered = all(self._space[n].kind != "categorical" for n in moved)
+                if ordered and not dominates(a.losses, b.losses) and a.losses != b.losses:
                     steps = {n: self.where(b, n) - self.where(a, n) for n in moved}
-                    if all(self._space[n].kind != "categorical" for n in moved):
-                        key = local_search.key(b.params, self.names)
-                        self.arrivals.setdefault(key, []).append(steps)
+                    key = local_search.key(b.params, self.names)
+                    self.arrivals.setdefault(key, []).append(steps)
 
     def where(self, point: Evaluated, name: str) -> float:
         knob = self._space[name]

@@ -131,6 +131,9 @@ def test_good_single_moves_are_continued_and_combined_moves_of_no_effect_come_la
     assert all(p["agcus"] != 1 for p in proposals[:first_agcus])
     assert all(p["agcus"] == 1 for p in proposals[first_agcus:])
     assert proposals == _proposals(list(reversed(trials)))  # a function of the trials
+    # a categorical switch that trades (faster, more PCUs) has no continuation
+    trials.append(_trial(4, {**DEFAULT, "launch": "hardware"}, None, [0.95, 90.0]))
+    assert {**DEFAULT, "launch": "hardware"} not in _proposals(trials)
 
 
 def test_no_point_tried_running_or_refused_is_proposed():
