@@ -14,14 +14,15 @@ volume; `loss` gives the objectives in the box's units, the box being [0, `refer
 every axis). Its points are taken by their share of the hypervolume (the volume only they
 dominate), largest first, and each proposes, in this order:
 
-1. its *continuation*: the knobs that led to it from a trial one or two knobs away, moved a
-   step further the same way (it improved on that trial, or traded with it);
+1. its *continuation*: the knobs whose move (proposed by the search from an archive point)
+   led to it, without losing to that point, moved on the same way twice as far (a step that
+   paid is worth a longer one: PCUs drop by halves down to one per op);
 2. *combinations*: two of its own single moves at once, each of which gave a point it does not
    dominate and both gaining the same objective ("combine the good single moves");
 3. its untried single moves (`local_search.neighbours`: a knob left to the allocation moves
    to the values beside the one its program chose), knobs in space order, those whose kind of
-   move (the knob and its direction) never gave an undominated point from anywhere last
-   (a knob without effect costs a trial, not one per archive point).
+   move (the knob and its direction) the search tried and that never improved the archive
+   last (a knob without effect costs a trial, not one per archive point).
 
 A point is proposed only if no trial holds it (running trials included) and no move of it is
 refused (`local_search.Refusals`). The proposal is a function of the study's trials only:
@@ -33,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from optuna.trial import FrozenTrial
@@ -43,6 +44,9 @@ from rdu_compiler.tools.local_search import Knob
 
 Losses = tuple[float, ...]
 Move = tuple[str, Any]  # a knob and its new Optuna parameter
+# the trial system attribute holding the number of the archive trial a proposal is a neighbour
+# of (beside `local_search.PROPOSED_ATTR`): the search learns from its own moves only
+ORIGIN_ATTR = "rdu_tune.origin"
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,12 @@ class Evaluated:
     params: dict[str, Any]
     losses: Losses
     resolved: dict[str, int]
+    origin: int | None = None  # the trial whose neighbour the search proposed it as
+
+
+class Proposal(NamedTuple):
+    point: dict[str, Any]
+    origin: int  # the number of the archive trial it is a neighbour of
 
 
 def dominates(a: Losses, b: Losses) -> bool:
@@ -91,10 +101,10 @@ def contributions(points: Sequence[Evaluated], reference: float) -> list[float]:
 
 
 class _Outcomes:
-    """What the evaluated points say about moves: which points improved the archive when they
-    were found, the moves that led to each point (from a point one knob away, or two when
-    each of the two single moves was tried too), and the kinds of single move (a knob and a
-    direction) tried and those that ever improved the archive."""
+    """What the evaluated points say about the search's own moves (a point and the archive
+    point it was proposed from, `origin`): which points improved the archive when they were
+    found, the moves that led to each point and did not lose to where they started, and the
+    kinds of single move (a knob and a direction) tried and those that improved the archive."""
 
     def __init__(self, space: Sequence[Knob], points: Sequence[Evaluated], reference: float):
         self._space = {k.name: k for k in space}
@@ -106,34 +116,27 @@ class _Outcomes:
             if all(x < reference for x in b.losses)
             and not any(dominates(a.losses, b.losses) or a.losses == b.losses for a in points[:i])
         }
+        by_number = {p.number: p for p in points}
         self.good_kinds: set[tuple[str, Any]] = set()
         self.tried_kinds: set[tuple[str, Any]] = set()
-        # arrivals[key of p]: per move that led to p (p not dominated by where it started),
-        # each knob moved and how far (:func:`local_search.position`)
+        # arrivals[key of p]: per move that led to p (p not dominated by its origin), each
+        # knob moved and how far (:func:`local_search.position`)
         self.arrivals: dict[tuple, list[dict[str, float]]] = {}
-        for i, a in enumerate(points):
-            for b in points[i + 1 :]:  # moves as tried: a, then b
-                moved = [n for n in self.names if a.params[n] != b.params[n]]
-                if not 0 < len(moved) <= 2:
-                    continue
-                if len(moved) == 2 and not all(
-                    self.by_key.get(
-                        local_search.key({**a.params, n: b.params[n]}, self.names), b
-                    ).number
-                    < b.number
-                    for n in moved
-                ):
-                    continue  # two moves at once, but not a combination of tried moves of a
-                if len(moved) == 1:
-                    kind = (moved[0], self.direction(a, moved[0], b))
-                    self.tried_kinds.add(kind)
-                    if b.number in improved:
-                        self.good_kinds.add(kind)
-                ordered = all(self._space[n].kind != "categorical" for n in moved)
-                if ordered and not dominates(a.losses, b.losses) and a.losses != b.losses:
-                    steps = {n: self.where(b, n) - self.where(a, n) for n in moved}
-                    key = local_search.key(b.params, self.names)
-                    self.arrivals.setdefault(key, []).append(steps)
+        for b in points:
+            a = by_number.get(b.origin) if b.origin is not None else None
+            if a is None:
+                continue
+            moved = [n for n in self.names if a.params[n] != b.params[n]]
+            if len(moved) == 1:
+                kind = (moved[0], self.direction(a, moved[0], b))
+                self.tried_kinds.add(kind)
+                if b.number in improved:
+                    self.good_kinds.add(kind)
+            ordered = all(self._space[n].kind != "categorical" for n in moved)
+            if ordered and not dominates(a.losses, b.losses) and a.losses != b.losses:
+                steps = {n: self.where(b, n) - self.where(a, n) for n in moved}
+                key = local_search.key(b.params, self.names)
+                self.arrivals.setdefault(key, []).append(steps)
 
     def where(self, point: Evaluated, name: str) -> float:
         knob = self._space[name]
@@ -188,7 +191,7 @@ def proposals(
     loss: Callable[[FrozenTrial], Losses],
     feasible: Callable[[FrozenTrial], bool],
     reference: float,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[Proposal]:
     """The points to try next, best first (module docstring): the archive's points by
     hypervolume share, each its continuation, combinations, untried single moves of a kind
     that gave an undominated point or was never tried; then the other single moves.
@@ -198,7 +201,11 @@ def proposals(
     done = local_search.finished(trials, names)
     points = [
         Evaluated(
-            t.number, t.params, tuple(loss(t)), t.user_attrs.get(local_search.RESOLVED_ATTR, {})
+            t.number,
+            t.params,
+            tuple(loss(t)),
+            t.user_attrs.get(local_search.RESOLVED_ATTR, {}),
+            t.system_attrs.get(ORIGIN_ATTR),
         )
         for t in sorted(done, key=lambda t: t.number)
         if feasible(t)
@@ -218,14 +225,14 @@ def proposals(
                     local_search.key({**p.params, name: knobs[name].values.index(value)}, names)
                 )
 
-    def fresh(start: Evaluated, moves: Sequence[Move]) -> dict[str, Any] | None:
+    def fresh(start: Evaluated, moves: Sequence[Move]) -> Proposal | None:
         point = {**start.params, **dict(moves)}
         if not moves or local_search.key(point, names) in seen:
             return None
         if not all(refusals.allow(start.params, knobs[n], param) for n, param in moves):
             return None
         seen.add(local_search.key(point, names))  # proposed once in this pass
-        return point
+        return Proposal(point, start.number)
 
     def later(start: Evaluated, move: Move) -> bool:
         kind = outcomes.kind(start, move)

@@ -629,20 +629,25 @@ class KnobSampler(optuna.samplers.BaseSampler):
             return None
         if trial.number not in self._proposals:
             trials = study.get_trials(deepcopy=False)
-            found: Iterable[dict[str, Any]] = ()
+            point: dict[str, Any] | None = None
+            attrs: dict[str, Any] = {}
             if self._climb_from is not None and trial.number >= self._climb_from:
-                found = local_search.moves(self._space, trials, study.directions, feasible)
-            elif trial.number < self._pareto_until:
-                found = self._pareto(study, trials)
-            point = next(iter(found), None)
-            if point is not None:
-                study._storage.set_trial_system_attr(
-                    trial._trial_id, local_search.PROPOSED_ATTR, point
+                point = next(
+                    local_search.moves(self._space, trials, study.directions, feasible), None
                 )
+            elif trial.number < self._pareto_until:
+                proposal = next(iter(self._pareto(study, trials)), None)
+                if proposal is not None:
+                    point, attrs = proposal.point, {pareto_search.ORIGIN_ATTR: proposal.origin}
+            if point is not None:
+                for key, value in {local_search.PROPOSED_ATTR: point, **attrs}.items():
+                    study._storage.set_trial_system_attr(trial._trial_id, key, value)
             self._proposals[trial.number] = point
         return self._proposals[trial.number]
 
-    def _pareto(self, study: optuna.Study, trials: Sequence[FrozenTrial]) -> Iterable[dict]:
+    def _pareto(
+        self, study: optuna.Study, trials: Sequence[FrozenTrial]
+    ) -> Iterable[pareto_search.Proposal]:
         """The Pareto local search's points, the objectives in units of the centre point's
         (as the benchmark's hypervolume counts them); none before the centre is evaluated."""
         centre = next(

@@ -41,7 +41,8 @@ def _figures(params):
     return [tpot, 4.0 * matmul + 2.0 * simd]
 
 
-def _trial(number, params, resolved=None, figures=None):
+def _trial(number, params, resolved=None, figures=None, origin=None):
+    """A finished trial; `origin`: the trial the search proposed it from."""
     figures = figures or _figures(params)
     trial = optuna.trial.create_trial(
         params=params,
@@ -49,6 +50,7 @@ def _trial(number, params, resolved=None, figures=None):
         values=figures or [math.inf, math.inf],
         constraints={tuner.FEASIBLE: 0.0 if figures else 1.0},
         user_attrs={local_search.RESOLVED_ATTR: resolved} if resolved else {},
+        system_attrs={} if origin is None else {pareto_search.ORIGIN_ATTR: origin},
     )
     trial.number = number
     return trial
@@ -61,7 +63,8 @@ def _loss(default):
 
 
 def _proposals(trials):
-    return list(pareto_search.proposals(SPACE, trials, _loss(DEFAULT), tuner.feasible, 2.0))
+    found = pareto_search.proposals(SPACE, trials, _loss(DEFAULT), tuner.feasible, 2.0)
+    return [proposal.point for proposal in found]
 
 
 def _point(number, losses):
@@ -114,9 +117,9 @@ def test_the_first_proposals_are_the_defaults_single_moves_in_space_order():
 def test_good_single_moves_are_continued_and_combined_moves_of_no_effect_come_last():
     trials = [
         _trial(0, DEFAULT, {"matmul_par": RESOLVED}),  # 1.0 ms, 80 PCUs
-        _trial(1, {**DEFAULT, "agcus": 1}, {"matmul_par": RESOLVED}),  # no effect
-        _trial(2, {**DEFAULT, "matmul_par": 4}),  # 8: 48 PCUs, 1.1 ms (a trade)
-        _trial(3, {**DEFAULT, "simd_par": 2}, {"matmul_par": RESOLVED}, [1.05, 72.0]),  # a trade
+        _trial(1, {**DEFAULT, "agcus": 1}, {"matmul_par": RESOLVED}, origin=0),  # no effect
+        _trial(2, {**DEFAULT, "matmul_par": 4}, origin=0),  # 8: 48 PCUs, 1.1 ms (a trade)
+        _trial(3, {**DEFAULT, "simd_par": 2}, {"matmul_par": RESOLVED}, [1.05, 72.0], 0),
     ]
     proposals = _proposals(trials)
     # the archive: the matmul point (the largest share of the volume), the default, the simd
@@ -132,8 +135,20 @@ def test_good_single_moves_are_continued_and_combined_moves_of_no_effect_come_la
     assert all(p["agcus"] == 1 for p in proposals[first_agcus:])
     assert proposals == _proposals(list(reversed(trials)))  # a function of the trials
     # a categorical switch that trades (faster, more PCUs) has no continuation
-    trials.append(_trial(4, {**DEFAULT, "launch": "hardware"}, None, [0.95, 90.0]))
+    trials.append(_trial(4, {**DEFAULT, "launch": "hardware"}, None, [0.95, 90.0], 0))
     assert {**DEFAULT, "launch": "hardware"} not in _proposals(trials)
+
+
+def test_the_search_learns_from_its_own_moves_only():
+    """A trial one knob from another that the search did not propose from it (the model's,
+    say) continues nothing: its difference is no move that paid."""
+    trials = [
+        _trial(0, DEFAULT, {"matmul_par": RESOLVED}),
+        _trial(1, {**DEFAULT, "matmul_par": 4}),  # 8, but not the search's move
+    ]
+    assert _proposals(trials)[0] != {**DEFAULT, "matmul_par": 2}
+    trials[1].system_attrs[pareto_search.ORIGIN_ATTR] = 0
+    assert _proposals(trials)[0] == {**DEFAULT, "matmul_par": 2}
 
 
 def test_no_point_tried_running_or_refused_is_proposed():
