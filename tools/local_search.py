@@ -5,14 +5,18 @@ can miss a single move with a small gain that no other knob predicts (`launch=ha
 2% of TPOT on llama-3.1-8b, 8 sockets). The last trials of the budget therefore climb: each
 proposes the best feasible point so far (by the first objective, then the others) with one
 knob moved one step: categorical knobs first (a switch such as the launch mode, few moves),
-each to another value, then an ordinal knob to the next value either way, an int or float
-one a step of an eighth of its range (of its log range for a log knob). When a move improves,
+each to another value, then an ordinal knob to the next value either way (a knob left to the
+allocation, -1, to the values beside the one the trial's program chose: -1 sits next to the
+smallest value in the knob's order, the worst corner), an int or float one a step of an
+eighth of its range (of its log range for a log knob). When a move improves,
 the next trial starts from it; when every move of the best point was tried, from the next
 best point. Points tried before (or running) are not proposed again, nor a move that goes as
 far as, or past, an infeasible move of the same knob from the same point (more parallelism
 does not fit where less did not), nor a move to a value of a knob that no feasible trial has
 and some infeasible one has (a categorical value), or passes on the way (an ordered knob).
-The proposal is a function of the study's trials only: deterministic, no generator.
+The proposal is a function of the study's trials only: deterministic, no generator. The
+moves, the refusals and what a trial holds are shared with the Pareto local search of the first
+trials (`tools/pareto_search.py`).
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ class _Outcomes:
                 continue
             moved = [n for n in self.names if a.params[n] != b.params[n]]
             if len(moved) == 1:
-                kind = (moved[0], self.direction(a, moved[0], b))
+                kind = self.kind(a, (moved[0], b.params[moved[0]]))
                 self.tried_kinds.add(kind)
                 if b.number in improved:
                     self.good_kinds.add(kind)
@@ -142,17 +142,8 @@ class _Outcomes:
         knob = self._space[name]
         return local_search.position(knob, point.params[name], point.resolved.get(name))
 
-    def direction(self, start: Evaluated, name: str, end: Evaluated) -> Any:
-        knob = self._space[name]
-        return local_search.direction(
-            knob,
-            start.params[name],
-            end.params[name],
-            start.resolved.get(name),
-            end.resolved.get(name),
-        )
-
     def kind(self, start: Evaluated, move: Move) -> tuple[str, Any]:
+        """The knob a single move moves and its direction (`local_search.direction`)."""
         name, param = move
         knob = self._space[name]
         return (
@@ -194,7 +185,7 @@ def proposals(
 ) -> Iterator[Proposal]:
     """The points to try next, best first (module docstring): the archive's points by
     hypervolume share, each its continuation, combinations, untried single moves of a kind
-    that gave an undominated point or was never tried; then the other single moves.
+    that improved the archive or was never tried; then the other single moves.
     `loss(trial)`: a feasible trial's objectives in the reference box's units (lower better)."""
     names = [k.name for k in space]
     knobs = {k.name: k for k in space}
