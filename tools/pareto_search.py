@@ -211,10 +211,9 @@ def proposals(
     seen = local_search.tried(trials, names)
     for p in points:  # a knob set to the value the allocation chose for it: tried
         for name, value in p.resolved.items():
-            if value in knobs[name].values:
-                seen.add(
-                    local_search.key({**p.params, name: knobs[name].values.index(value)}, names)
-                )
+            knob = knobs.get(name)
+            if knob is not None and local_search.is_auto(knob) and value in knob.values:
+                seen.add(local_search.key({**p.params, name: knob.values.index(value)}, names))
 
     def fresh(start: Evaluated, moves: Sequence[Move]) -> Proposal | None:
         point = {**start.params, **dict(moves)}

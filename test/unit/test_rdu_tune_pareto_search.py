@@ -103,7 +103,8 @@ def test_a_knob_left_to_the_allocation_moves_beside_the_value_it_resolved_to():
 
 
 def test_the_first_proposals_are_the_defaults_single_moves_in_space_order():
-    proposals = _proposals([_trial(0, DEFAULT, {"matmul_par": RESOLVED})])
+    # (a resolution of a knob the space does not search is no matter: attention_par here)
+    proposals = _proposals([_trial(0, DEFAULT, {"matmul_par": RESOLVED, "attention_par": 4})])
     assert proposals[:4] == [
         {**DEFAULT, "matmul_par": 4},  # 8: beside the resolved 16
         {**DEFAULT, "matmul_par": 6},  # 32
