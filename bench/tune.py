@@ -1,11 +1,12 @@
-"""rdu-tune's search (multi-objective TPE) against random search, equal budgets.
+"""rdu-tune's search (Pareto local search, multi-objective TPE, a closing climb) against random
+search, equal budgets.
 
 Cases: llama-3.1-8b on 8 sockets, llama-3.1-70b on 16, mixtral-8x7b on 8 (batch 1, context
 4096), the default space and objectives (TPOT `ms_per_token`, `pcus`), several seeds; both
-searches get the same space, budget and seeds. Per case and seed: the trials TPE needs to reach
-random search's final hypervolume (as a fraction of the budget; goal: median at most 1/4), each
-search's best TPOT, the rate of infeasible proposals; per case, the cost of one trial (compiling
-and timing; goal for 70B on 16 sockets: at most 1.5 s).
+searches get the same space, budget and seeds. Per case and seed: the trials the tuner needs to
+reach random search's final hypervolume (as a fraction of the budget; goal: median at most
+1/4), each search's best TPOT, the rate of infeasible proposals; per case, the cost of one trial
+(compiling and timing; goal for 70B on 16 sockets: at most 1.5 s).
 
 A point proposed again is not compiled again (one evaluation cache per case: compiling and
 timing are deterministic, so the searches see the same figures); the trial cost is measured on
