@@ -11,12 +11,13 @@ process. Whatever the compiler refuses (a kernel that does not fit, an unsupport
 hardware figure out of range) makes the trial infeasible (constraint `feasible` > 0), never an
 error; objectives are figures of the simulator's report.
 
-Sampling: :class:`KnobSampler` draws the first trials itself, each the default point (with the
-space's priors) with a few knobs moved at random, with generators seeded by the seed and the
-trial's number, so parallel workers propose distinct points and a run is reproducible; then a
-model takes over (multi-objective TPE, or NSGA-II) and, for the last trials, a local search
-(`tools/local_search.py`); or nothing does (random search, the baseline, every knob at random
-throughout).
+Sampling: :class:`KnobSampler` proposes the first trials itself, by a Pareto local search from
+the default point (`tools/pareto_search.py`), or while it has nothing to propose, the default
+point (with the space's priors) with a few knobs moved at random, with generators seeded by the
+seed and the trial's number, so parallel workers propose distinct points and a run is
+reproducible; then a model takes over (multi-objective TPE, or NSGA-II) and, for the last
+trials, a local search (`tools/local_search.py`); or nothing does (random search, the baseline,
+every knob at random throughout).
 """
 
 from __future__ import annotations
@@ -515,6 +516,17 @@ class Evaluator:
             resolved=resolved_parallelism(pipeline, program),
         )
 
+    def _decode_step(self) -> ModuleOp:
+        """The llm module of the problem's decode step, which every preparation starts from
+        (a copy of it: copying costs half of building it again)."""
+        if self._step is None:
+            from rdu_compiler.frontend.builder import build_decode_step
+
+            self._step = build_decode_step(
+                self._config, batch=self.problem.batch, context=self.problem.context
+            )
+        return self._step
+
 
 # The units whose PCU count a knob left at -1 (the allocation's choice) sets: what
 # :func:`resolved_parallelism` reads back.
@@ -536,17 +548,6 @@ def resolved_parallelism(pipeline: RduPipeline, program: Program) -> dict[str, i
         if getattr(pipeline, name) == -1 and counts:
             resolved[name] = max(counts)
     return resolved
-
-    def _decode_step(self) -> ModuleOp:
-        """The llm module of the problem's decode step, which every preparation starts from
-        (a copy of it: copying costs half of building it again)."""
-        if self._step is None:
-            from rdu_compiler.frontend.builder import build_decode_step
-
-            self._step = build_decode_step(
-                self._config, batch=self.problem.batch, context=self.problem.context
-            )
-        return self._step
 
 
 def _freeze_long_lived() -> None:
