@@ -127,16 +127,21 @@ def _outline(
                 f"'{user.name}' uses one of its values before its last op"
             )
 
+    # the group's ops move into the body (cheaper than copies: most layers' bodies are
+    # dropped again, as the kernel of an identical layer exists)
+    where = InsertPoint.before(last.next_op) if last.next_op else InsertPoint.at_end(block)
+    layer_attr = group[0].attributes[LAYER_ATTR] if layer is not None else None
     body = Block(arg_types=[v.type for v in inputs])
     mapping: dict[SSAValue, SSAValue] = {}
     for value, arg in zip(inputs, body.args):
         mapping[value] = arg
         arg.name_hint = value.name_hint
     for o in group:
-        clone = o.clone(mapping)
-        clone.attributes.pop(LAYER_ATTR, None)
-        body.add_op(clone)
-    body.add_op(ReturnOp(*(mapping[r] for r in outputs)))
+        o.detach()
+        o.operands = [mapping.get(v, v) for v in o.operands]
+        o.attributes.pop(LAYER_ATTR, None)
+        body.add_op(o)
+    body.add_op(ReturnOp(*outputs))
 
     name, exists = kernel_for(function, base, body)
     if not exists:
@@ -144,12 +149,12 @@ def _outline(
         Rewriter.insert_op(kernel, InsertPoint.before(function))
 
     call = CallOp(name, inputs, [r.type for r in outputs])
-    if layer is not None:
-        call.attributes[LAYER_ATTR] = group[0].attributes[LAYER_ATTR]
-    Rewriter.insert_op(call, InsertPoint.after(last))
+    if layer_attr is not None:  # a layer's group
+        call.attributes[LAYER_ATTR] = layer_attr
+    Rewriter.insert_op(call, where)
     for old, new in zip(outputs, call.res):
         new.name_hint = old.name_hint
-        old.replace_all_uses_with(new)
-    for o in reversed(group):
-        Rewriter.erase_op(o)
+        old.replace_uses_with_if(
+            new, lambda use: body.find_ancestor_op_in_block(use.operation) is None
+        )
     return call
