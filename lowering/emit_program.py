@@ -39,6 +39,7 @@ from rdu_compiler.simulator.program import (
     Binding,
     Buffer,
     DType,
+    Fused,
     Kernel,
     Launch,
     Loop,
@@ -102,6 +103,16 @@ def _access(attr: rdu.AccessAttr) -> Access:
     return Access(name=attr.target.data, ranges=attr.ranges, step=attr.steps)
 
 
+def _fused(attr: DictionaryAttr) -> Fused:
+    entry = attr.data
+    return Fused(
+        op=_json(entry["op"]),
+        operand=_json(entry["operand"]),
+        reads=[_access(a) for a in rdu.fused_reads(attr)],
+        attrs=_json(entry["attrs"]) if "attrs" in entry else {},
+    )
+
+
 def _unit(op: rdu.UnitOp) -> Pcu | Pmu | Agcu:
     common: dict[str, Any] = dict(
         id=op.id.data,
@@ -110,6 +121,7 @@ def _unit(op: rdu.UnitOp) -> Pcu | Pmu | Agcu:
         reads=[_access(a) for a in op.reads],
         write=_access(op.write),
         work=Work(**op.work.as_dict()),
+        fused=[_fused(f) for f in op.fused.data] if op.fused is not None else [],
     )
     if isinstance(op, rdu.PmuOp):
         return Pmu(**common, sram_bytes=op.sram_bytes.value.data, buffers=op.buffers.value.data)

@@ -29,6 +29,7 @@ from rdu_compiler.lowering.sections import materialize_section, spill, split_sec
 from rdu_compiler.lowering.tensor_types import shape_of, tensor_of
 from rdu_compiler.lowering.unit_mapping import STAGED_TRIPS_AHEAD, KernelLowering, Mapping
 from rdu_compiler.passes.cost_model import op_cost
+from rdu_compiler.passes.fusion import plan_fusions
 from rdu_compiler.rdu_dialect import dfk, llm, rdu
 from rdu_compiler.rdu_dialect.tensors import dtype_name
 from rdu_compiler.simulator.hardware import HardwarePreset
@@ -165,11 +166,13 @@ def lower_kernel(
         for r, v in enumerate(outputs)
         if r not in inplace and not isinstance(v.owner, llm.KVCacheWriteOp)
     }
+    lowering.fusions = plan_fusions(body_ops)
     lowering.alloc = allocate(
         body_ops,
         preset,
         weights={v: True for v in lowering.param_of},
-        small_pcus=knobs.simd_par * sum(1 for op in body_ops if _stage_free(op)),
+        small_pcus=knobs.simd_par
+        * sum(1 for op in body_ops if _stage_free(op) and op not in lowering.fusions.fused),
         prefetch=planned_prefetch(knobs),
         staging_override=knobs.tile_bytes if knobs.tile_bytes > 0 else None,
         buffer_depth=knobs.buffer_depth,
@@ -203,7 +206,7 @@ def lower_kernel(
         a.name: None
         for units in sections
         for u in units
-        for a in (*u.reads, u.write)
+        for a in (*u.all_reads(), u.write)
         if a.name in lowering.params
     }
     block = Block()

@@ -48,6 +48,7 @@ from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     ArrayAttr,
+    DictionaryAttr,
     ModuleOp,
     StringAttr,
     SymbolRefAttr,
@@ -209,14 +210,18 @@ class _Merge:
         prefix = self.prefix[part]
         for unit in copy.units:
             unit.id = StringAttr(prefix + unit.id.data)
-            unit.reads = ArrayAttr(
-                [
-                    rdu.AccessAttr(names.get(a.target.data, a.target.data), a.ranges, a.steps)
-                    for a in unit.reads
-                ]
-            )
-            w = unit.write
-            unit.write = rdu.AccessAttr(names.get(w.target.data, w.target.data), w.ranges, w.steps)
+            unit.reads = ArrayAttr([_renamed(a, names) for a in unit.reads])
+            unit.write = _renamed(unit.write, names)
+            if unit.fused is not None:
+                unit.fused = ArrayAttr(
+                    [
+                        DictionaryAttr(
+                            f.data
+                            | {"reads": ArrayAttr([_renamed(a, names) for a in rdu.fused_reads(f)])}
+                        )
+                        for f in unit.fused.data
+                    ]
+                )
         return copy
 
     def _fits(self, sections: list[tuple[rdu.SectionOp, bool]]) -> str | None:
@@ -372,6 +377,12 @@ class MergeLaunches(CheckedOptionsPass):
                 notes.append("no looped launch with an embedding or LM head launch next to it")
             for note in notes:
                 print(f"remark: merge-launches: {note}", file=sys.stderr)
+
+
+def _renamed(access: rdu.AccessAttr, names: dict[str, str]) -> rdu.AccessAttr:
+    """`access` naming `names`' new name of its target, if it has one."""
+    target = access.target.data
+    return rdu.AccessAttr(names.get(target, target), access.ranges, access.steps)
 
 
 def _count_configurations(kernel: rdu.KernelOp) -> int:

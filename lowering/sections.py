@@ -80,7 +80,7 @@ def spill(lowering: KernelLowering, sections: list[list[Unit]]) -> list[tuple[st
     for s, section in enumerate(sections):
         loads: list[Unit] = []
         for unit in section:
-            for access in unit.reads:
+            for access in unit.all_reads():
                 origin = written_in.get(access.name)
                 if origin is None or origin == s:
                     continue
@@ -121,7 +121,7 @@ def spill(lowering: KernelLowering, sections: list[list[Unit]]) -> list[tuple[st
 
 def materialize_section(lowering: KernelLowering, units: list[Unit]) -> rdu.SectionOp:
     knobs = lowering.knobs
-    used = {access.name for unit in units for access in (*unit.reads, unit.write)}
+    used = {access.name for unit in units for access in (*unit.all_reads(), unit.write)}
     block = Block()
     for name, (shape, dtype) in lowering.buffers.items():
         if name in used:
@@ -137,7 +137,7 @@ def materialize_section(lowering: KernelLowering, units: list[Unit]) -> rdu.Sect
     ops: list[rdu.UnitOp] = []
     for unit in units:
         inputs: list[SSAValue] = []
-        for access in unit.reads:
+        for access in unit.all_reads():
             stream = producer.get(access.name)
             if stream is not None and stream not in inputs:
                 inputs.append(stream)
@@ -167,6 +167,8 @@ def materialize_section(lowering: KernelLowering, units: list[Unit]) -> rdu.Sect
             props["buffers"] = IntegerAttr(unit.buffers, i64)
         else:
             cls = rdu.AgcuOp
+        if unit.fused:
+            props["fused"] = ArrayAttr([f.attr() for f in unit.fused])
         if unit.attrs:
             props["attrs"] = DictionaryAttr(unit.attrs)
         if unit.attr_step:

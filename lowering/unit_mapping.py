@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from xdsl.dialects.builtin import (
+    ArrayAttr,
     BoolAttr,
+    DictionaryAttr,
     IntegerAttr,
     ModuleOp,
+    StringAttr,
     i64,
 )
 from xdsl.ir import Attribute, Operation, SSAValue
@@ -30,6 +33,7 @@ from rdu_compiler.lowering.allocation import Allocation
 from rdu_compiler.lowering.diagnostics import fail, fail_at, value_name
 from rdu_compiler.lowering.tensor_types import shape_of, whole
 from rdu_compiler.passes.cost_model import moe_expert_share, op_cost, tensor_bytes
+from rdu_compiler.passes.fusion import FusionPlan
 from rdu_compiler.rdu_dialect import llm, rdu
 from rdu_compiler.rdu_dialect.tensors import dtype_name
 from rdu_compiler.simulator.hardware import HardwarePreset
@@ -111,6 +115,27 @@ class Access:
 
 
 @dataclass
+class FusedOp:
+    """An op run in a unit's pipeline (the program's `Fused`): on the unit's result (`operand`
+    -1) or on its read `operand` before the unit's op, with `reads` as its other operands."""
+
+    op: str
+    operand: int
+    reads: list[Access]
+    attrs: dict[str, Attribute]
+
+    def attr(self) -> DictionaryAttr:
+        entry: dict[str, Attribute] = {
+            "op": StringAttr(self.op),
+            "operand": IntegerAttr(self.operand, i64),
+            "reads": ArrayAttr([a.attr() for a in self.reads]),
+        }
+        if self.attrs:
+            entry["attrs"] = DictionaryAttr(self.attrs)
+        return DictionaryAttr(entry)
+
+
+@dataclass
 class Unit:
     """A group of `count` like units (PCU, PMU or AGCU) of one op, with its work."""
 
@@ -132,6 +157,11 @@ class Unit:
     sram_bytes: int = 0
     buffers: int = 1
     group: int = 0  # the op it belongs to: sections are cut between groups only
+    fused: list[FusedOp] = field(default_factory=list)
+
+    def all_reads(self) -> list[Access]:
+        """What the unit reads: its own reads, then its fused ops'."""
+        return [*self.reads, *(a for f in self.fused for a in f.reads)]
 
 
 def fresh_name(hint: str, taken: set[str]) -> str:
@@ -162,6 +192,7 @@ class KernelLowering:
         self.names: set[str] = set()
         self.ids: set[str] = set()
         self.group = 0
+        self.fusions = FusionPlan()  # set by the caller (`passes/fusion.py`'s plan of the body)
 
     # -- names -----------------------------------------------------------------------------
 
@@ -256,11 +287,48 @@ class KernelLowering:
     # -- compute ops -------------------------------------------------------------------------
 
     def _result(self, op: Operation, dtype: str | None = None) -> tuple[str, list[int], str]:
-        res = op.results[0]
+        """The buffer `op`'s units write: its result's, or, with an epilogue chain fused, the
+        chain's last result's."""
+        chain = self.fusions.epilogues.get(op)
+        res = (chain[-1] if chain else op).results[0]
         shape, dtype = shape_of(res), dtype or dtype_name(res)
         name = self._buffer(res.name_hint or op.name.removeprefix("llm."), shape, dtype)
         self.buffer_of[res] = name
         return name, shape, dtype
+
+    def _epilogue(self, anchor: Operation, unit: Unit) -> None:
+        """Run `anchor`'s fused epilogue chain in `unit`: each op on the result so far, its
+        other operand read as the unit writes."""
+        value = anchor.results[0]
+        for op in self.fusions.epilogues.get(anchor, ()):
+            others = [v for v in op.operands if v is not value]
+            reads = [Access(self._read(v), unit.write.ranges, unit.write.step) for v in others]
+            unit.fused.append(FusedOp(op.name.removeprefix("llm."), -1, reads, self._attrs(op)))
+            unit.flops += op_cost(op).flops
+            if unit.kind == "pcu":  # a collective's bytes are its block's, over the links
+                unit.bytes_read += sum(map(tensor_bytes, others))
+            value = op.results[0]
+
+    def _prologue(self, op: Operation, index: int) -> tuple[SSAValue, llm.RopeOp | None]:
+        """Operand `index` of `op` as its units read it, and the rope fused to run on it
+        first, if any (`_with_prologue` adds it to the units)."""
+        value = op.operands[index]
+        rope = value.owner
+        if isinstance(rope, llm.RopeOp) and rope in self.fusions.prologues.get(op, ()):
+            return rope.input, rope
+        return value, None
+
+    def _with_prologue(self, unit: Unit, rope: llm.RopeOp | None, operand: int) -> None:
+        """Run `rope` on the unit's read `operand` before its op; each unit whose read does
+        not step ropes the whole block."""
+        if rope is None:
+            return
+        positions = self._read(rope.positions)
+        read = Access(positions, whole(shape_of(rope.positions)))
+        unit.fused.insert(0, FusedOp("rope", operand, [read], self._attrs(rope)))
+        per_unit = unit.count if unit.reads[operand].step is None else 1
+        unit.flops += op_cost(rope).flops * per_unit
+        unit.bytes_read += tensor_bytes(rope.positions) * unit.count
 
     def _pcu(
         self,
@@ -303,14 +371,27 @@ class KernelLowering:
         )
 
     def lower_op(self, op: Operation) -> None:
+        if op in self.fusions.fused:  # runs in its anchor's units, lowered where its chain ends
+            anchor = self.fusions.chain_end(op)
+            if anchor is None:
+                return
+            op = anchor
+        elif op in self.fusions.epilogues:
+            return
         self.group += 1
         for value in op.operands:
+            if value.owner in self.fusions.fused:
+                continue  # a prologue's result: the anchor reads its input
             if value not in self.buffer_of and value not in self.param_of:
                 raise fail_at(
                     op,
                     f"reads {value_name(value)}, which is neither an argument of the kernel nor "
                     "computed in it (a value captured from outside that the lowering cannot map)",
                 )
+        for fused in (*self.fusions.prologues.get(op, ()), *self.fusions.epilogues.get(op, ())):
+            for value in fused.operands:  # loads of fused ops' operands come before the unit
+                if value in self.param_of:
+                    self._read(value)
         if isinstance(op, llm.LinearOp):
             return self._linear(op)
         if isinstance(op, llm.KVCacheWriteOp):
@@ -338,7 +419,7 @@ class KernelLowering:
         src = self._read(op.input)
         out, shape, dtype = self._result(op)
         part = shape_of(op.input)
-        self._unit(
+        unit = self._unit(
             Unit(
                 "agcu",
                 op.name.removeprefix("llm."),
@@ -350,6 +431,7 @@ class KernelLowering:
                 attrs={"dim": op.dim} if isinstance(op, llm.AllGatherOp) else {},
             )
         )
+        self._epilogue(op, unit)
 
     def _group_gather(self, src: str, dst: str, group: int) -> None:
         """One AGCU all-gathering `src` along dim 1 into `dst` over consecutive groups of
@@ -573,7 +655,7 @@ class KernelLowering:
         dtype = self.knobs.collective_dtype
         out, _, _ = self._result(op, dtype if partial and dtype != "auto" else None)
         accumulate = partial and dtype == "f32"
-        self._pcu(
+        unit = self._pcu(
             op,
             reads,
             Access(out, [(0, batch), (0, rows)], [0, rows]),
@@ -581,6 +663,7 @@ class KernelLowering:
             mode="systolic",
             attrs={"accumulate_only": BoolAttr.from_bool(True)} if accumulate else None,
         )
+        self._epilogue(op, unit)
 
     def _split_features(self, op: Operation, group: int) -> None:
         """Elementwise / per-head ops on `[B, F]`: units over groups of `group` features."""
@@ -622,12 +705,13 @@ class KernelLowering:
             )
         multi = count > 1
         block = Access(cache, [(0, b), (0, kh), (0, s), (0, d)], [0, kh, 0, 0] if multi else None)
-        new = Access(self._read(op.new), [(0, b), (0, kh * d)], [0, kh * d] if multi else None)
+        new_value, rope = self._prologue(op, 1)
+        new = Access(self._read(new_value), [(0, b), (0, kh * d)], [0, kh * d] if multi else None)
         pos = Access(self._read(op.positions), whole(shape_of(op.positions)))
         self.buffer_of[op.results[0]] = cache
         shards = llm.context_shards_of(op)
         dealt = shards > 1  # this socket holds the positions t with t % shards == its own
-        self._pcu(
+        unit = self._pcu(
             op,
             [block, new, pos],
             block,
@@ -639,6 +723,7 @@ class KernelLowering:
             bytes_read=tensor_bytes(op.new) + tensor_bytes(op.positions),
             bytes_written=op_cost(op).kv_write_bytes,
         )
+        self._with_prologue(unit, rope, 1)
 
     @staticmethod
     def _socket_members(op: Operation, shards: int, scale: int = 1) -> list[int]:
@@ -670,7 +755,8 @@ class KernelLowering:
             if param is not None and param in self.load_unit:
                 self._set_load_bytes(param, kv_read // 2)
         pos = Access(self._read(op.positions), whole(shape_of(op.positions)))
-        query = self._read(op.query)
+        query_value, rope = self._prologue(op, 0)
+        query = self._read(query_value)
         bytes_read = tensor_bytes(op.query) + kv_read + tensor_bytes(op.positions)
         if shards == 1 and (want <= kvh or s == 1):
             count = self.alloc.placed[op] = _divisor(kvh, want)
@@ -682,7 +768,7 @@ class KernelLowering:
                 for c in (k_cache, v_cache)
             ]
             out, _, _ = self._result(op)
-            self._pcu(
+            unit = self._pcu(
                 op,
                 [q, *caches, pos],
                 Access(out, q.ranges, q.step),
@@ -691,6 +777,7 @@ class KernelLowering:
                 attrs=self._attrs(op, num_heads=qh, num_kv_heads=kh),
                 bytes_read=bytes_read,
             )
+            self._with_prologue(unit, rope, 0)
             return
         blocks = _divisor(s, want) if knob > 0 else _divisor_at_least(s, want)
         self.alloc.placed[op] = blocks
@@ -708,7 +795,7 @@ class KernelLowering:
             for c in (k_cache, v_cache)
         ]
         written = [(0, b), (0, 1), (0, attended), (0, d + 2)]
-        self._pcu(
+        unit = self._pcu(
             op,
             [Access(query, whole([b, attended * d])), *caches, pos],
             Access(partial, written, [0, 1, 0, 0]),
@@ -723,6 +810,7 @@ class KernelLowering:
             op_name="attention_partial",
             bytes_read=bytes_read,
         )
+        self._with_prologue(unit, rope, 0)
         self.group += 1
         if shards > 1 and blocks > 1:  # one partial per socket, whatever its blocks
             merged = self._buffer(f"{name}.merged", [b, 1, attended, d + 2], "f32")

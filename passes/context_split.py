@@ -18,9 +18,9 @@ The cost model (per step and socket) follows how a layer runs: its weights are s
   rows of its kv head) over the sustained rate (`hbm_bandwidth x hbm_efficiency`), and
 * its **critical path**: the residual stream flows through the layer's ops one after the
   other, each op a PCU pipeline to cross (`pcu_stages x stage_latency_s`; an attention two:
-  partials and combine, dealt three, with the merge of its context blocks), each all-reduce
-  its `collective_plan` (latency and bytes over the P2P links), and a dealt attention's two
-  all-gathers on top;
+  partials and combine, dealt three, with the merge of its context blocks; an op fused into a
+  neighbour's pipeline, `passes/fusion.py`, one stage), each all-reduce its `collective_plan`
+  (latency and bytes over the P2P links), and a dealt attention's two all-gathers on top;
 
 times the trips of the loop around it (a looped layer's trips cannot overlap: each waits for
 the residual stream of the last). `k` is the candidate with the least time (ties: fewer
@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from xdsl.ir import Block, Operation
 
 from rdu_compiler.passes.cost_model import op_cost, tensor_bytes
+from rdu_compiler.passes.fusion import plan_fusions
 from rdu_compiler.rdu_dialect.dfk import LoopOp
 from rdu_compiler.rdu_dialect.llm import (
     AllGatherOp,
@@ -136,9 +137,12 @@ class _Model:
         """One run of `block`: the larger of its HBM time and its critical path."""
         ready: dict[object, float] = {}
         offchip, path = 0, 0.0
+        fused = plan_fusions(block.ops).fused
         for op in block.ops:
             start = max((ready.get(v, 0.0) for v in op.operands), default=0.0)
-            if isinstance(op, AttentionOp):
+            if op in fused:  # one more stage of its anchor's pipeline (`passes/fusion.py`)
+                took = self.preset.stage_latency_s
+            elif isinstance(op, AttentionOp):
                 kv_bytes, before, after = self.attention(op, k)
                 offchip += kv_bytes
                 query = ready.get(op.query, 0.0) + before

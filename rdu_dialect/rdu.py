@@ -852,6 +852,9 @@ class UnitOp(IRDLOperation):
     reads = prop_def(ArrayAttr[AccessAttr])
     write = prop_def(AccessAttr)
     work = prop_def(WorkAttr)
+    # ops run in the units' pipeline, in order: {op, operand (-1: on the result; i: on read
+    # i before the unit's op), reads (their other operands), attrs?} (the program's `fused`)
+    fused = opt_prop_def(ArrayAttr[DictionaryAttr])
     inputs = var_operand_def(StreamType)
     output = result_def(StreamType)
 
@@ -870,11 +873,35 @@ class UnitOp(IRDLOperation):
         _at_least(self, "count", 1)
         if not self.op_name or not self.id.data:
             raise VerifyException(f"'{self.name}' needs a non-empty op and id")
+        for fused in self.fused.data if self.fused is not None else ():
+            entry = fused.data
+            reads = entry.get("reads")
+            if (
+                not {"op", "operand", "reads"}
+                <= entry.keys()
+                <= {"op", "operand", "reads", "attrs"}
+                or not isinstance(entry["op"], StringAttr)
+                or not isinstance(entry["operand"], IntegerAttr)
+                or not isinstance(reads, ArrayAttr)
+                or not all(isinstance(a, AccessAttr) for a in reads.data)
+                or not isinstance(entry.get("attrs", DictionaryAttr({})), DictionaryAttr)
+            ):
+                raise VerifyException(
+                    f"'{self.name}' fused ops are {{op = string, operand = integer, reads = "
+                    "[accesses], attrs = {...} (optional)}"
+                )
+
+
+def fused_reads(fused: DictionaryAttr) -> list[AccessAttr]:
+    """The reads of one entry of a unit's verified `fused` list."""
+    reads = fused.data["reads"]
+    assert isinstance(reads, ArrayAttr)
+    return [a for a in reads.data if isinstance(a, AccessAttr)]
 
 
 _UNIT_FORMAT = (
-    "(` ` `(` $inputs^ `)`)? `reads` $reads `write` $write `work` $work attr-dict `:` "
-    "functional-type($inputs, $output)"
+    "(` ` `(` $inputs^ `)`)? `reads` $reads `write` $write `work` $work (`fused` $fused^)? "
+    "attr-dict `:` functional-type($inputs, $output)"
 )
 
 

@@ -161,6 +161,7 @@ class _Unit:
         "attrs",
         "by_socket",
         "group",
+        "fused",
     )
 
     def __init__(self, unit: Any):
@@ -169,19 +170,32 @@ class _Unit:
         rule = _SEPARABLE.get(unit.op)
         attr_step = unit.attr_step if isinstance(unit, Pcu) else {}
         self.by_socket = unit.attr_by_socket if isinstance(unit, Pcu) else {}
+        fused_reads = [a for f in unit.fused for a in f.reads]
+        write_dim = _split_dim(unit.write)
         if (
             count > 1
             and isinstance(unit, Pcu)
             and not attr_step
             and rule is not None
-            and rule([_split_dim(a) for a in unit.reads], _split_dim(unit.write))
+            and rule([_split_dim(a) for a in unit.reads], write_dim)
+            and all(f.operand == -1 for f in unit.fused)  # epilogues are elementwise
+            and all(_split_dim(a) == write_dim for a in fused_reads)
         ):
             count = 1
-            accesses = [_union(a, unit.count) for a in (*unit.reads, unit.write)]
-            reads, write = accesses[:-1], accesses[-1]
+            accesses = [_union(a, unit.count) for a in (*unit.reads, unit.write, *fused_reads)]
+            reads, write = accesses[: len(unit.reads)], accesses[len(unit.reads)]
+            fused_reads = accesses[len(unit.reads) + 1 :]
         else:
             reads, write = unit.reads, unit.write
         self.reads = [(a.name, [_slices(a.ranges, a.step, j) for j in range(count)]) for a in reads]
+        # fused ops in order: (operand, the op's function, its attributes, its reads as above)
+        self.fused: list[tuple[int, Callable[..., Any], dict[str, Any], list[Any]]] = []
+        taken = 0
+        for f in unit.fused:
+            own = fused_reads[taken : taken + len(f.reads)]
+            taken += len(f.reads)
+            slices = [(a.name, [_slices(a.ranges, a.step, j) for j in range(count)]) for a in own]
+            self.fused.append((f.operand, N.OPS[f.op], f.attrs, slices))
         self.write = write.name
         self.writes = [_slices(write.ranges, write.step, j) for j in range(count)]
         self.shapes = [tuple(s.stop - s.start for s in w) for w in self.writes]
@@ -391,6 +405,13 @@ class FunctionalSimulator:
             blocks = [
                 [a[slices[j]] for a, (_, slices) in zip(socket, unit.reads)] for socket in arrays
             ]
+            for operand, fn, fused_attrs, fused_reads in unit.fused:
+                if operand < 0:
+                    continue
+                for st, socket_blocks in zip(storage, blocks):  # a prologue: on its read
+                    value = socket_blocks[operand]
+                    more = [st[name][slices[j]] for name, slices in fused_reads]
+                    socket_blocks[operand] = fn(value, *more, **fused_attrs, out_dtype=value.dtype)
             attrs = [unit.attrs[j]] * len(storage)
             if unit.by_socket:
                 attrs = [
@@ -417,6 +438,18 @@ class FunctionalSimulator:
             else:
                 results = [
                     unit.fn(*b, **a, out_dtype=o.dtype) for b, a, o in zip(blocks, attrs, outs)
+                ]
+            for operand, fn, fused_attrs, fused_reads in unit.fused:
+                if operand >= 0:
+                    continue
+                results = [  # an epilogue: on the result, in the written dtype
+                    fn(
+                        r,
+                        *[st[n][slices[j]] for n, slices in fused_reads],
+                        **fused_attrs,
+                        out_dtype=o.dtype,
+                    )
+                    for r, st, o in zip(results, storage, outs)
                 ]
             for o, r in zip(outs, results):
                 o[where] = r if r.shape == shape else r.reshape(shape)

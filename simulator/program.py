@@ -44,6 +44,7 @@ from rdu_compiler.simulator.numerics import OPS, RopeScaling, bytes_of
 
 __all__ = [
     "COLLECTIVES",
+    "FUSABLE",
     "LaunchMode",
     "PROGRAM_FORMAT",
     "VERSION",
@@ -52,6 +53,7 @@ __all__ = [
     "Binding",
     "Buffer",
     "DType",
+    "Fused",
     "Kernel",
     "Launch",
     "Loop",
@@ -222,8 +224,28 @@ class Work(_Struct, frozen=True, kw_only=True):
     roofline_bytes: Index | None = None
 
 
+class Fused(_Struct, frozen=True, kw_only=True):
+    """An elementwise or per-head op run in another unit's pipeline (one more stage of it, no
+    units of its own): ``operand`` -1 applies it to the unit's result before the write (an
+    epilogue: ``silu`` after a linear, the residual ``add`` after an all-reduce), ``i`` to
+    the unit's read ``i`` before the unit's op (a prologue: ``rope`` of an attention's
+    query). Its operands are that value, then ``reads`` (blocks stepped like the unit's own
+    accesses); ``attrs`` are its keyword attributes; its result has the value's shape, in the
+    dtype of the write (epilogue) or of the read (prologue)."""
+
+    op: Name
+    operand: Annotated[int, Meta(ge=-1)] = -1
+    reads: list[Access] = []
+    attrs: dict[str, Any] = {}
+
+
+FUSABLE = ("add", "mul", "silu", "gelu", "rope")
+"""The ops a unit may run fused (:class:`Fused`)."""
+
+
 class _Unit(_Struct, frozen=True, tag_field="unit", kw_only=True):
-    """Fields shared by every unit kind; ``unit`` (the JSON tag) says which kind it is."""
+    """Fields shared by every unit kind; ``unit`` (the JSON tag) says which kind it is.
+    ``fused``: ops run in its pipeline, in order (PCUs, and collectives' epilogues)."""
 
     id: Name
     op: Name
@@ -232,6 +254,7 @@ class _Unit(_Struct, frozen=True, tag_field="unit", kw_only=True):
     write: Access
     attrs: dict[str, Any] = {}
     work: Work
+    fused: list[Fused] = []
 
 
 class Pcu(_Unit, frozen=True, tag="pcu", kw_only=True):
@@ -1141,6 +1164,72 @@ def _check_unit(
         _check_move(bad, path, unit, shapes, out, sockets)
     else:
         _check_compute(bad, path, unit, signature, shapes, out, sockets)
+    _check_fused(bad, path, unit, buffers, written, shapes, out)
+
+
+def _check_fused(
+    bad: Report,
+    path: str,
+    unit: Unit,
+    buffers: dict[str, Buffer],
+    written: set[str],
+    shapes: list[tuple[Access, Param | Buffer] | None],
+    out: tuple[Access, Param | Buffer] | None,
+) -> None:
+    """A unit's fused ops: on a PCU, or after an all-reduce / all-gather (epilogues); each a
+    fusable op whose operands (the value it transforms, then its reads) and attributes fit."""
+    kind = str(unit.__struct_config__.tag)
+    for f, fused in enumerate(unit.fused):
+        fpath = f"{path}.fused[{f}]"
+        if kind == "pmu" or (kind == "agcu" and (unit.op not in COLLECTIVES or fused.operand >= 0)):
+            bad(fpath, f"a {kind} {unit.op} runs no fused ops (PCUs do; collectives epilogues)")
+            return
+        if fused.op not in FUSABLE:
+            bad(f"{fpath}.op", f"{fused.op!r} cannot be fused; fusable: {', '.join(FUSABLE)}")
+            return
+        if fused.operand >= len(unit.reads):
+            bad(f"{fpath}.operand", f"the unit has no read {fused.operand}")
+            return
+        target = out if fused.operand == -1 else shapes[fused.operand]
+        reads: list[tuple[Access, Param | Buffer] | None] = []
+        for r, access in enumerate(fused.reads):
+            rpath = f"{fpath}.reads[{r}]"
+            reads.append(_check_access(bad, rpath, access, buffers, "buffer", unit.count))
+            if access.name in buffers and access.name not in written:
+                bad(
+                    f"{rpath}.name",
+                    f"buffer {access.name!r} is read before any unit "
+                    f"writes it (units run in list order)",
+                )
+        signature = _COMPUTE[fused.op]
+        if not signature.least <= 1 + len(fused.reads) <= signature.most:
+            bad(
+                f"{fpath}.reads",
+                f"{fused.op} takes {signature.least}..{signature.most} operands, the value "
+                f"it transforms and {len(fused.reads)} read(s)",
+            )
+            continue
+        problems = [
+            f"{key} {problem}"
+            for key in sorted(fused.attrs.keys() & signature.allowed)
+            if (problem := _attr_problem(key, fused.attrs[key])) is not None
+        ]
+        problems += [
+            f"needs attribute {key!r}" for key in sorted(signature.required - fused.attrs.keys())
+        ]
+        problems += [
+            f"has no attribute {key!r}" for key in sorted(fused.attrs.keys() - signature.allowed)
+        ]
+        if problems:
+            bad(f"{fpath}.attrs", f"{fused.op}: {'; '.join(problems)}")
+            continue
+        if target is None or any(r is None for r in reads):
+            continue
+        value = target[0].block_shape()
+        blocks = [value, *(access.block_shape() for access, _ in reads)]  # type: ignore[union-attr]
+        problem = _operand_problem(fused.op, fused.attrs, blocks, value)
+        if problem is not None:
+            bad(fpath, f"{fused.op}: {problem}")
 
 
 def _check_access(

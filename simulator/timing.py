@@ -12,10 +12,12 @@ What is modelled (all rates and costs from :class:`simulator.hardware.HardwarePr
 * **Units** (one group of ``count`` identical units = one aggregate; all sockets run the same
   SPMD program on symmetric data, so one socket is simulated). A unit starts when every producer
   (its stream predecessors) has started and its first tile has crossed the producer (the hop
-  latency: ``stage_latency_s`` per stage, ``pcu_stages`` stages for a PCU, one otherwise), and
+  latency: ``stage_latency_s`` per stage, ``pcu_stages`` stages for a PCU, one otherwise, and
+  one more per op fused into the unit's pipeline), and
   when the same hardware unit finished the previous trip (a load: started it, see below). It
-  finishes when its own work is done and every producer finished (plus the hop latency):
-  pipeline fill and drain come out of these hops. A collective (``all_reduce``,
+  finishes when its own work is done and every producer finished (plus the hop latency, less
+  the stages the unit runs before a fused op that alone reads the producer's data: it joins
+  the pipeline there): pipeline fill and drain come out of these hops. A collective (``all_reduce``,
   ``all_gather``) is a barrier: it starts when its producers have finished; work that does
   not wait for it (the next trip's loads, other units) runs beside it.
 * **Work.** PCU: ``flops`` at ``count x lanes x 2 x clock`` (x ``pcu_stages`` in systolic mode),
@@ -285,12 +287,14 @@ class _UnitModel:
         "barrier",
         "group",
         "stores",
+        "joins",
     )
 
     def __init__(self, unit: Any, preset: HardwarePreset):
         self.id, self.op, self.count = unit.id, unit.op, unit.count
         self.kind = unit.__struct_config__.tag
-        stages = preset.pcu_stages if isinstance(unit, Pcu) else 1
+        # a fused op is one more stage of the unit's pipeline (`Fused`), not a hop of its own
+        stages = (preset.pcu_stages if isinstance(unit, Pcu) else 1) + len(unit.fused)
         self.latency = stages * preset.stage_latency_s
         vector = vector_bytes_per_s(preset, unit.count)
         work = unit.work
@@ -328,6 +332,9 @@ class _UnitModel:
         self.gates: list[int] = []  # consumers a load may not run ahead of beyond `cap`
         self.gated_by: list[int] = []
         self.cap = 0.0
+        # consumer -> how much later this unit's data may reach it: the stages the consumer
+        # runs before the fused op that reads it (it joins the pipeline there)
+        self.joins: dict[int, float] = {}
 
 
 class _SectionModel:
@@ -341,6 +348,7 @@ class _SectionModel:
                 self.units[p].consumers.append(c)
                 self.units[c].producers.append(p)
             credits[p, c] = credits.get((p, c), 0) + s.depth * s.tile_bytes
+        self._joins(section, preset)
         pmus = {i: u for i, u in enumerate(section.units) if isinstance(u, Pmu)}
         below = self._descendants()
         for i, u in enumerate(self.units):
@@ -370,6 +378,23 @@ class _SectionModel:
                     self.units[c].gated_by.append(i)
             if not u.gates:
                 u.cap = float(u.nbytes)
+
+    def _joins(self, section: Section, preset: HardwarePreset) -> None:
+        """Producers read only by a consumer's fused op join its pipeline at that op's stage
+        (an epilogue's after the unit's own stages): their data may arrive that much later
+        without delaying it (`_UnitModel.joins`)."""
+        writer: dict[str, int] = {}
+        for c, unit in enumerate(section.units):
+            main = {a.name for a in unit.reads}
+            own = preset.pcu_stages if isinstance(unit, Pcu) else 1
+            for k, fused in enumerate(unit.fused):
+                entry = (k + (own if fused.operand == -1 else 0)) * preset.stage_latency_s
+                for access in fused.reads:
+                    p = writer.get(access.name)
+                    if p is not None and access.name not in main and c in self.units[p].consumers:
+                        joins = self.units[p].joins
+                        joins[c] = min(joins.get(c, entry), entry)
+            writer[unit.write.name] = c
 
     def _descendants(self) -> list[set[int]]:
         """Per unit, the units its streams reach (directly or not); streams go forward in
@@ -644,9 +669,10 @@ class _KernelRun:
         self.sim.record(self.call, inst, now)
         row = self.insts[k]
         for c in u.consumers:
-            self._cond_finish(row[c], now + u.latency)
+            arrives = now + u.latency - u.joins.get(c, 0.0)
+            self._cond_finish(row[c], arrives)
             if row[c].u.barrier:
-                self._cond_start(row[c], now + u.latency)
+                self._cond_start(row[c], arrives)
         nxt = self.next_trip[k]
         if nxt is not None and u.op != "load":
             self._cond_start(self.insts[nxt][inst.index], now)

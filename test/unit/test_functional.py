@@ -234,14 +234,32 @@ def corrupt(program, unit_id: str, mutate) -> object:
     [
         # every AGCU loading the gate projection reads the first tile of rows
         ("ld.gate_proj", lambda u: u["reads"][0].update(step=[0, 0])),
-        # the PCUs of the gate projection read weight tiles offset by half a tile
-        ("g", lambda u: u["reads"][1].update(step=[u["reads"][1]["step"][0] // 2, 0])),
+        # the PCUs of the gate projection (silu and the mul by the up projection fused into
+        # them: unit `gu`) read weight tiles offset by half a tile
+        ("gu", lambda u: u["reads"][1].update(step=[u["reads"][1]["step"][0] // 2, 0])),
+        # the fused mul reads the up projection's first block in every unit
+        ("gu", lambda u: u["fused"][1]["reads"][0].update(step=[0, 0])),
+        # the down projection forgets its fused residual add (an all-reduce's on 2 sockets)
+        ("h_2", lambda u: u.update(fused=[])),
     ],
-    ids=["agcu-load-step", "pcu-tile-offset"],
+    ids=["agcu-load-step", "pcu-tile-offset", "fused-read-step", "fused-add-dropped"],
 )
 def test_corrupted_tile_offset_gives_a_mismatch(unit_id, mutate):
     program = compiled("tiny-llama", batch=BATCH, context=CONTEXT)
     _assert_mismatch("tiny-llama", program, corrupt(program, unit_id, mutate), steps=1)
+
+
+@pytest.mark.parametrize("unit_id", ["attn.part", "kc.ld"])
+def test_fused_rope_is_run(unit_id):
+    """The query's rope runs in the attention's partials, the key's in the KV write (at
+    position 0 rope is the identity: the second step shows it)."""
+    program = compiled("tiny-llama", batch=BATCH, context=CONTEXT)
+
+    def drop_rope(unit):
+        assert [f["op"] for f in unit["fused"]] == ["rope"]
+        unit["fused"] = []
+
+    _assert_mismatch("tiny-llama", program, corrupt(program, unit_id, drop_rope), steps=2, factor=1)
 
 
 def _assert_mismatch(preset: str, program, bad, steps: int, factor: float = 10) -> None:

@@ -361,5 +361,5 @@ def test_a_compute_bound_layer_keeps_attention_at_the_pace_of_its_kv_rows():
     vector_rate = preset.pcu_lanes * 4 * preset.clock_hz  # on-chip bytes per PCU per second
     hbm = preset.hbm_bandwidth * preset.hbm_efficiency
     assert count["attn.part"] * vector_rate * PACE >= hbm
-    assert count["q"] < count["g"] and count["o"] < count["d"]
+    assert count["q"] < count["gu"] and count["o"] < count["d"]
     assert all(s.resources.pcus <= preset.pcus for s in looped.sections)

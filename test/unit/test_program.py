@@ -687,6 +687,44 @@ def test_dealt_cache_validation():
     rejected(encoded(d), "attr_by_socket.head_start: 3 entries for the program's 2 socket(s)")
 
 
+def _fused_program_units() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """tiny-llama's program as JSON (its layer runs rope, silu, mul and the residual adds fused
+    into neighbouring units) and its units by id."""
+    from compiled import compiled
+
+    d = msgspec.to_builtins(compiled("tiny-llama", batch=1, context=8))
+    return d, {u["id"]: u for k in d["kernels"] for s in k["sections"] for u in s["units"]}
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda u: u["gu"]["fused"][0].update(op="softmax"), "'softmax' cannot be fused"),
+        (lambda u: u["kc.ld"]["fused"][0].update(operand=3), "the unit has no read 3"),
+        (lambda u: u["kc.ld"]["fused"][0].update(attrs={}), "rope: needs attribute 'head_dim'"),
+        (
+            lambda u: u["gu"]["fused"][1]["reads"][0].update(name="gu"),  # its own write
+            "buffer 'gu' is read before any unit writes it",
+        ),
+        (
+            lambda u: u["gu"]["fused"][1]["reads"][0].update(ranges=[[0, 1], [0, 4]]),
+            "mul: operands",
+        ),
+        (lambda u: u["gu"]["fused"][0].update(reads=u["gu"]["reads"][:1]), "silu takes 1..1"),
+        (
+            lambda u: u["pmu.gate_proj"].update(fused=u["gu"]["fused"]),
+            "a pmu copy runs no fused ops",
+        ),
+    ],
+    ids=["op", "operand", "attrs", "read-order", "shape", "arity", "pmu"],
+)
+def test_fused_op_validation(mutate, message):
+    d, units = _fused_program_units()
+    load_program(encoded(d))
+    mutate(units)
+    rejected(encoded(d), message)
+
+
 def test_expert_sources_validation():
     """Experts dealt over 4 sockets (`moe=expert`): each expert's source names the sockets
     holding it; on every socket the sources holding there tile the tensor; a transfer's
