@@ -50,7 +50,12 @@ def _units(data, op):
     ],
 )
 def test_unit_attributes_are_checked_by_the_loader(capsys, tmp_path, op, key, value, message):
-    def edit(data):  # attention may be mapped as partials over context blocks
+    def edit(data):  # attention may be mapped as partials over context blocks; rope runs
+        # fused into the KV write (passes/fusion.py)
+        if op == "rope":
+            (fused,) = _units(data, "kv_cache_write")[0]["fused"]
+            fused["attrs"][key] = value
+            return
         (_units(data, op) or _units(data, f"{op}_partial"))[0]["attrs"][key] = value
 
     path = _program_with(tmp_path, edit)
