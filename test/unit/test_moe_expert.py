@@ -132,8 +132,9 @@ def _unit(builtins: dict, unit_id: str) -> dict:
         lambda p: _unit(p, "moe.part")["attr_by_socket"].update(expert_start=[0, 0, 0, 0]),
         # the gate projections' experts bound to the wrong sockets
         _rotate_expert_sockets,
-        # no cross-socket sum: each socket keeps its own experts' share
-        lambda p: _unit(p, "moe_1").update(op="all_gather", attrs={"dim": 0, "group": 1}),
+        # no cross-socket sum: each socket keeps its own experts' share (the all-reduce after
+        # the experts, the residual add fused into it, writes `h_2`)
+        lambda p: _unit(p, "h_2").update(op="all_gather", attrs={"dim": 0, "group": 1}),
     ],
     ids=["expert-start", "expert-binding", "no-cross-socket-sum"],
 )

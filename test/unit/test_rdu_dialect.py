@@ -4,7 +4,7 @@ accept, and the lowering keeps the llm attributes' types in the units' `attrs`."
 from typing import get_args, get_type_hints
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import Float32Type, FloatAttr
+from xdsl.dialects.builtin import DictionaryAttr, Float32Type, FloatAttr
 
 from rdu_compiler.frontend.builder import build_decode_step
 from rdu_compiler.frontend.config import load_model_config
@@ -32,10 +32,14 @@ def test_unit_attrs_keep_their_llm_types():
     for p in pipeline_passes():
         p.apply(Context(), module)
     pcus = [op for op in module.walk() if isinstance(op, rdu.PcuOp)]
-    rope = next(op for op in pcus if op.op.data is rdu.PcuCompute.ROPE)
+    # rope runs fused into the KV write (passes/fusion.py): its attributes are the fused op's
+    rope = next(op for op in pcus if op.op.data is rdu.PcuCompute.KV_CACHE_WRITE)
     norm = next(op for op in pcus if op.op.data is rdu.PcuCompute.RMS_NORM)
-    assert rope.attrs is not None and norm.attrs is not None
-    scaling = rope.attrs.data["scaling"]
+    assert rope.fused is not None and norm.attrs is not None
+    (fused_rope,) = rope.fused.data
+    rope_attrs = fused_rope.data["attrs"]
+    assert isinstance(rope_attrs, DictionaryAttr)
+    scaling = rope_attrs.data["scaling"]
     eps = norm.attrs.data["eps"]
     assert isinstance(scaling, llm.RopeScalingAttr)
     assert isinstance(eps, FloatAttr) and isinstance(eps.type, Float32Type)
@@ -43,5 +47,5 @@ def test_unit_attrs_keep_their_llm_types():
     program = build_program(module)
     units = [u for k in program.kernels for s in k.sections for u in s.units]
     emitted = next(u for u in units if u.id == rope.id.data)
-    assert emitted.attrs["scaling"] == {"kind": scaling.kind.data, **scaling.values()}
+    assert emitted.fused[0].attrs["scaling"] == {"kind": scaling.kind.data, **scaling.values()}
     assert next(u for u in units if u.id == norm.id.data).attrs["eps"] == eps.value.data
