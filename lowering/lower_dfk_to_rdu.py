@@ -73,7 +73,7 @@ from rdu_compiler.lowering.placement import place_tensors
 from rdu_compiler.lowering.shared_configuration import lower_kernels
 from rdu_compiler.lowering.tensor_types import tensor_of
 from rdu_compiler.lowering.unit_mapping import Mapping
-from rdu_compiler.passes.context_split import ContextSplit, plan_context_split
+from rdu_compiler.passes.context_split import ContextSplit, kernel_calls, plan_context_split
 from rdu_compiler.passes.pass_options import CheckedOptionsPass
 from rdu_compiler.rdu_dialect import dfk, llm, rdu
 from rdu_compiler.rdu_dialect.interpreter import ENTRY
@@ -243,5 +243,6 @@ def _shared_kv_heads(
         sockets // shard.parts.data,
         preset,
         sharded=True,
+        runs=kernel_calls(module),
         knob=shard.interleave.data,
     )

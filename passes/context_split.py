@@ -39,14 +39,16 @@ llama-3.1-8b on 16 sockets).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Block, Operation
 
 from rdu_compiler.passes.cost_model import op_cost, tensor_bytes
 from rdu_compiler.passes.fusion import plan_fusions
-from rdu_compiler.rdu_dialect.dfk import LoopOp
+from rdu_compiler.rdu_dialect.dfk import CallOp, KernelOp, LoopOp
 from rdu_compiler.rdu_dialect.llm import (
     AllGatherOp,
     AllReduceOp,
@@ -82,6 +84,15 @@ class ContextSplit:
             f"step and socket, each layer the larger of its HBM time and its critical path: "
             f"{figures}; kv-seq-split overrides)"
         )
+
+
+def kernel_calls(module: ModuleOp) -> Callable[[Block], int]:
+    """`runs` for :func:`plan_context_split`: how many calls run each kernel's body (an
+    unlooped step calls its one layer kernel once per layer), 1 for any other block."""
+    kernels = {op.sym_name.data: op.body.block for op in module.ops if isinstance(op, KernelOp)}
+    counts = Counter(op.callee.string_value() for op in module.walk() if isinstance(op, CallOp))
+    calls = {kernels[name]: n for name, n in counts.items() if name in kernels}
+    return lambda block: calls.get(block, 1)
 
 
 def _trips(op: Operation) -> int:

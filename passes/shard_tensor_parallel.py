@@ -82,7 +82,7 @@ from xdsl.ir import Attribute, Block, BlockArgument, Operation, SSAValue
 from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.utils.exceptions import PassFailedException
 
-from rdu_compiler.passes.context_split import ContextSplit, plan_context_split
+from rdu_compiler.passes.context_split import ContextSplit, kernel_calls, plan_context_split
 from rdu_compiler.passes.kernels import kernel_for
 from rdu_compiler.passes.pass_options import CheckedOptionsPass
 from rdu_compiler.rdu_dialect import dfk, llm
@@ -818,7 +818,6 @@ class ShardTensorParallel(CheckedOptionsPass):
                 preset = preset.with_overrides(self.hw_overrides)
         except PresetError as error:
             raise PassFailedException(f"{self.name}: {error}") from None
-        calls = {_kernel(sites[0]).body.block: len(sites) for sites in _calls(module).values()}
         return plan_context_split(
             attentions,
             self.sockets,
@@ -827,6 +826,6 @@ class ShardTensorParallel(CheckedOptionsPass):
             sharded=False,
             weight_parts=lambda op: _weight_parts(op, splits),
             reduced=lambda op: _reduced(op, splits),
-            runs=lambda block: calls.get(block, 1),
+            runs=kernel_calls(module),
             knob=self.kv_seq_split,
         )

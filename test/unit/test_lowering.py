@@ -122,6 +122,25 @@ def test_summary_shows_how_shared_kv_heads_are_held(capsys):
         assert re.search(r"replicated [0-9.]+ us, dealt over 2 [0-9.]+ us", err)
 
 
+def test_summary_costs_every_layer_of_an_unlooped_step(capsys):
+    """The cost model's figures in the summary are per step: an unlooped step, whose layers
+    all call one kernel, costs as many layers as the looped step's trips (each call counted)."""
+    from rdu_compiler.lowering.pipeline import prepare_module
+
+    figures = []
+    for looping in (True, False):
+        module = prepare_module(
+            "tiny-llama", sockets=4, context=16, kernel_looping=looping, kv_seq_split=2
+        )
+        LowerDfkToRdu(summary=True).apply(Context(), module)
+        err = capsys.readouterr().err
+        found = re.search(r"replicated ([0-9.]+) us, dealt over 2 ([0-9.]+) us", err)
+        assert found is not None, err
+        figures.append(tuple(float(x) for x in found.groups()))
+    looped, unlooped = figures
+    assert unlooped == pytest.approx(looped, rel=0.05)
+
+
 def _layer_kernel(program: Program) -> Kernel:
     (kernel,) = [k for k in program.kernels if k.name.startswith("decoder_layer")]
     return kernel
